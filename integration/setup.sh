@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what the integration tests and the demo need on a fresh Debian 12
+# machine: Debian's qemu, busybox, runc and CNI plugins; containerd and ctr
+# v2.4.2 built from the Go module proxy; the guest kernel (and its modules)
+# from Debian's linux-image package. Idempotent: what is there is kept.
+set -euo pipefail
+
+CONTAINERD_VERSION=v2.4.2
+NERDCTL_VERSION=v1.7.7
+PREFIX=${PREFIX:-/usr/local/bin}
+GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
+
+need_pkgs=()
+for p in qemu-system-x86 busybox-static cpio runc containernetworking-plugins iproute2 iputils-ping wget; do
+	dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	echo "setup: apt-get install ${need_pkgs[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! "$PREFIX/containerd" --version 2>/dev/null | grep -q "$CONTAINERD_VERSION" || [ ! -x "$PREFIX/ctr" ]; then
+	echo "setup: building containerd and ctr $CONTAINERD_VERSION"
+	GOBIN=$PREFIX GOFLAGS=-mod=mod go install -tags "no_btrfs no_zfs no_devmapper" \
+		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+fi
+
+if [ ! -x "$PREFIX/nerdctl" ]; then
+	echo "setup: building nerdctl $NERDCTL_VERSION"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init nerdctl-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "github.com/containerd/nerdctl@$NERDCTL_VERSION" >/dev/null 2>&1
+		GOFLAGS=-mod=mod go build -o "$PREFIX/nerdctl" github.com/containerd/nerdctl/cmd/nerdctl
+	) || echo "setup: nerdctl build failed; nerdctl tests will be skipped" >&2
+	rm -rf "$tmp"
+fi
+
+if [ ! -f "$GUEST_DIR/vmlinuz" ]; then
+	echo "setup: fetching the guest kernel from Debian"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+		chown _apt "$tmp" 2>/dev/null || true
+		apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg" >/dev/null; }
+		dpkg -x ./*.deb root
+		mkdir -p "$GUEST_DIR"
+		cp root/boot/vmlinuz-* "$GUEST_DIR/vmlinuz"
+		rm -rf "$GUEST_DIR/modules"
+		mv root/lib/modules/* "$GUEST_DIR/modules"
+	)
+	rm -rf "$tmp"
+fi
+echo "setup: ready (guest kernel in $GUEST_DIR)"

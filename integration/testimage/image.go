@@ -1,0 +1,278 @@
+package testimage
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ImageName is the name the test guest image is imported under.
+const ImageName = "docker.io/urunc/test-guest:latest"
+
+// GuestInit is the test guest's /init. Its first argument picks what it
+// does, so one image serves every test:
+//
+//	echo ARGS...   print the arguments and power off
+//	count          print a counter every second, forever
+//	sleep          print a ready line and idle forever
+//	sh             an interactive shell on the console
+//	httpd          configure eth0 from ip= on the kernel command line and serve HTTP
+const GuestInit = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+for m in $(cat /etc/modules 2>/dev/null); do insmod /lib/modules/$m.ko 2>/dev/null; done
+if [ -e /dev/input/event0 ] || grep -q button /proc/modules 2>/dev/null; then
+	# ACPI power button: a clean power-off, like a real distribution.
+	acpid -c /etc/acpi 2>/dev/null
+fi
+cmd=$1
+[ $# -gt 0 ] && shift
+case "$cmd" in
+echo)
+	echo "URUNC_GUEST_ARGS: $*"
+	;;
+count)
+	i=0
+	while :; do i=$((i+1)); echo "count $i"; sleep 1; done
+	;;
+sleep)
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000; done
+	;;
+sh)
+	echo "URUNC_GUEST_SHELL"
+	setsid cttyhack sh
+	;;
+httpd)
+	ipcfg=$(tr ' ' '\n' < /proc/cmdline | grep '^ip=' | cut -d= -f2)
+	addr=$(echo "$ipcfg" | cut -d: -f1)
+	gw=$(echo "$ipcfg" | cut -d: -f3)
+	mask=$(echo "$ipcfg" | cut -d: -f4)
+	ip link set lo up
+	ip link set eth0 up
+	ifconfig eth0 "$addr" netmask "$mask"
+	[ -n "$gw" ] && route add default gw "$gw"
+	mkdir -p /www
+	echo "hello from the urunc guest" > /www/index.html
+	httpd -h /www -p 80
+	echo "URUNC_GUEST_HTTPD $addr"
+	while :; do sleep 1000; done
+	;;
+*)
+	echo "URUNC_GUEST: unknown command $cmd"
+	;;
+esac
+poweroff -f
+`
+
+// Options say what goes into a test image.
+type Options struct {
+	Name       string // image name; ImageName if empty
+	Kernel     string // host path of the guest kernel
+	Busybox    string // host path of a static busybox
+	ModulesDir string // the guest kernel's /lib/modules/VERSION, for Modules
+	Modules    []string
+	// Annotations are written into /urunc.json (base64), as urunc's image
+	// builders do; keys without the com.urunc.unikernel. prefix.
+	Annotations map[string]string
+	Entrypoint  []string
+	Cmd         []string
+}
+
+// DefaultAnnotations make a Linux guest under qemu with its initrd.
+func DefaultAnnotations() map[string]string {
+	return map[string]string{
+		"unikernelType": "linux",
+		"hypervisor":    "qemu",
+		"binary":        "/kernel",
+		"initrd":        "/initrd",
+	}
+}
+
+// BuildInitrd returns a newc initramfs with busybox, the init above and
+// the listed kernel modules (paths relative to ModulesDir/kernel, without
+// .ko), loaded in the listed order.
+func BuildInitrd(o Options) ([]byte, error) {
+	bb, err := os.ReadFile(o.Busybox)
+	if err != nil {
+		return nil, fmt.Errorf("read busybox: %w", err)
+	}
+	entries := map[string]cpioEntry{
+		"bin":           {mode: modeDir | 0o755},
+		"bin/busybox":   {mode: modeFile | 0o755, data: bb},
+		"init":          {mode: modeFile | 0o755, data: []byte(GuestInit)},
+		"dev":           {mode: modeDir | 0o755},
+		"dev/console":   {mode: modeChar | 0o600, rdevMajor: 5, rdevMinor: 1},
+		"dev/null":      {mode: modeChar | 0o666, rdevMajor: 1, rdevMinor: 3},
+		"etc":           {mode: modeDir | 0o755},
+		"etc/acpi":      {mode: modeDir | 0o755},
+		"etc/acpi/PWRF": {mode: modeDir | 0o755},
+		"etc/acpi/PWRF/00000080": {mode: modeFile | 0o755,
+			data: []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\npoweroff -f\n")},
+		"etc/acpi/power": {mode: modeFile | 0o755,
+			data: []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\npoweroff -f\n")},
+		"proc": {mode: modeDir | 0o755},
+		"sys":  {mode: modeDir | 0o755},
+		"tmp":  {mode: modeDir | 0o1777},
+	}
+	if len(o.Modules) > 0 {
+		entries["lib"] = cpioEntry{mode: modeDir | 0o755}
+		entries["lib/modules"] = cpioEntry{mode: modeDir | 0o755}
+		var order []string
+		for _, m := range o.Modules {
+			data, err := os.ReadFile(filepath.Join(o.ModulesDir, "kernel", m+".ko"))
+			if err != nil {
+				return nil, fmt.Errorf("module %s: %w", m, err)
+			}
+			base := filepath.Base(m)
+			entries["lib/modules/"+base+".ko"] = cpioEntry{mode: modeFile | 0o644, data: data}
+			order = append(order, base)
+		}
+		entries["etc/modules"] = cpioEntry{mode: modeFile | 0o644, data: []byte(strings.Join(order, "\n") + "\n")}
+	}
+	var buf bytes.Buffer
+	if err := writeNewc(&buf, entries); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteOCIArchive writes the test image as an OCI image layout tar, the
+// input of `ctr images import`.
+func WriteOCIArchive(path string, o Options) error {
+	if o.Name == "" {
+		o.Name = ImageName
+	}
+	if o.Annotations == nil {
+		o.Annotations = DefaultAnnotations()
+	}
+	kernel, err := os.ReadFile(o.Kernel)
+	if err != nil {
+		return fmt.Errorf("read kernel: %w", err)
+	}
+	initrd, err := BuildInitrd(o)
+	if err != nil {
+		return err
+	}
+	cfg := map[string]string{}
+	for k, v := range o.Annotations {
+		cfg["com.urunc.unikernel."+k] = base64.StdEncoding.EncodeToString([]byte(v))
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	layer, err := tarOf([]tarFile{
+		{"kernel", 0o644, kernel},
+		{"initrd", 0o644, initrd},
+		{"urunc.json", 0o644, cfgJSON},
+	})
+	if err != nil {
+		return err
+	}
+	layerDigest := digest(layer)
+	entrypoint, cmd := o.Entrypoint, o.Cmd
+	if entrypoint == nil {
+		entrypoint = []string{"/init"}
+	}
+	if cmd == nil {
+		cmd = []string{"echo", "hello", "from", "urunc"}
+	}
+	imgConfig, _ := json.Marshal(map[string]any{
+		"architecture": "amd64",
+		"os":           "linux",
+		"created":      time.Unix(0, 0).UTC().Format(time.RFC3339),
+		"config":       map[string]any{"Entrypoint": entrypoint, "Cmd": cmd, "Env": []string{"PATH=/bin"}},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
+	})
+	manifest, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        descriptor("application/vnd.oci.image.config.v1+json", imgConfig),
+		"layers":        []any{descriptor("application/vnd.oci.image.layer.v1.tar", layer)},
+	})
+	md := descriptor("application/vnd.oci.image.manifest.v1+json", manifest)
+	tag := o.Name[strings.LastIndex(o.Name, ":")+1:]
+	md["annotations"] = map[string]string{
+		"io.containerd.image.name":          o.Name,
+		"org.opencontainers.image.ref.name": tag,
+	}
+	index, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests":     []any{md},
+	})
+	archive, err := tarOf([]tarFile{
+		{"oci-layout", 0o644, []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{"index.json", 0o644, index},
+		{blobPath(imgConfig), 0o644, imgConfig},
+		{blobPath(manifest), 0o644, manifest},
+		{blobPath(layer), 0o644, layer},
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, archive, 0o644)
+}
+
+type tarFile struct {
+	name string
+	mode int64
+	data []byte
+}
+
+func tarOf(files []tarFile) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dirs := map[string]bool{}
+	for _, f := range files {
+		for d := filepath.Dir(f.name); d != "." && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	var dirList []string
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	// Shorter paths (parents) first.
+	for i := range dirList {
+		for j := i + 1; j < len(dirList); j++ {
+			if len(dirList[j]) < len(dirList[i]) {
+				dirList[i], dirList[j] = dirList[j], dirList[i]
+			}
+		}
+	}
+	for _, d := range dirList {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func digest(b []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(b)) }
+
+func blobPath(b []byte) string { return fmt.Sprintf("blobs/sha256/%x", sha256.Sum256(b)) }
+
+func descriptor(mediaType string, b []byte) map[string]any {
+	return map[string]any{"mediaType": mediaType, "digest": digest(b), "size": len(b)}
+}

@@ -1,0 +1,47 @@
+package monitors
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
+
+// cloudHypervisor runs a guest under cloud-hypervisor (KVM only).
+type cloudHypervisor struct {
+	binary string
+	cfg    Config
+}
+
+func newCloudHypervisor(binary string, cfg Config) Monitor {
+	return &cloudHypervisor{binary: binary, cfg: cfg}
+}
+
+func (c *cloudHypervisor) Name() string          { return "clh" }
+func (c *cloudHypervisor) Binary() string        { return c.binary }
+func (c *cloudHypervisor) NeedsKVM() bool        { return true }
+func (c *cloudHypervisor) SupportsControl() bool { return false }
+func (c *cloudHypervisor) DataPaths() []string   { return nil }
+
+func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
+	if g.Kernel == "" {
+		return nil, fmt.Errorf("clh: no guest kernel")
+	}
+	args := []string{c.binary,
+		"--kernel", g.Kernel,
+		"--cpus", "boot=" + strconv.Itoa(g.VCPUs),
+		"--memory", "size=" + strconv.Itoa(g.MemoryMB) + "M",
+		"--serial", "tty", "--console", "off",
+	}
+	if g.Initrd != "" {
+		args = append(args, "--initramfs", g.Initrd)
+	}
+	if g.Cmdline != "" {
+		args = append(args, "--cmdline", g.Cmdline)
+	}
+	if g.Net != nil {
+		args = append(args, "--net", "tap="+g.Net.Tap+",mac="+g.Net.MAC)
+	}
+	return args, nil
+}
+
+func (c *cloudHypervisor) Powerdown(context.Context, string) error { return ErrNoPowerdown }

@@ -1,0 +1,107 @@
+// Package monitors knows each virtual machine monitor a guest can run under:
+// its command line, the host files it needs inside its confined root, and
+// how to ask its guest to stop. One file per monitor.
+package monitors
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+)
+
+// Config is the host config of one monitor ([monitors.NAME] in config.toml).
+type Config struct {
+	Path            string `toml:"path"`
+	Accel           string `toml:"accel"` // kvm | tcg
+	DefaultMemoryMB int    `toml:"default_memory_mb"`
+	DefaultVCPUs    int    `toml:"default_vcpus"`
+}
+
+// Guest is what the monitor boots, with paths as the monitor sees them
+// (inside its confined root).
+type Guest struct {
+	Kernel   string
+	Initrd   string
+	Cmdline  string
+	MemoryMB int
+	VCPUs    int
+	// Net, when set, is the tap the guest's NIC is backed by.
+	Net *NIC
+	// ControlFD, when not zero, is an inherited listening unix socket the
+	// monitor serves its control protocol on (qemu: QMP).
+	ControlFD int
+	// Terminal asks for a console fit for an interactive tty.
+	Terminal bool
+}
+
+// NIC is a guest network interface backed by a host tap.
+type NIC struct {
+	Tap string
+	MAC string
+}
+
+// Monitor is one virtual machine monitor.
+type Monitor interface {
+	// Name is the value of the hypervisor annotation that selects it.
+	Name() string
+	// Binary is the absolute host path of the monitor's executable.
+	Binary() string
+	// Args is the full argv, argv[0] included, booting guest.
+	Args(guest Guest) ([]string, error)
+	// DataPaths are host files and directories the monitor reads at run
+	// time besides its binary and libraries; those that do not exist on
+	// this host are skipped.
+	DataPaths() []string
+	// NeedsKVM tells whether /dev/kvm must be present in the confined root.
+	NeedsKVM() bool
+	// SupportsControl tells whether the monitor can serve ControlFD.
+	SupportsControl() bool
+	// Powerdown asks the guest to shut down through the control socket
+	// (ACPI power button); ErrNoPowerdown where the monitor cannot.
+	Powerdown(ctx context.Context, controlSocket string) error
+}
+
+type constructor func(binary string, cfg Config) Monitor
+
+// known lists every monitor by the name images use for it, with its
+// default executable name.
+var known = map[string]struct {
+	executable string
+	build      constructor
+}{
+	"qemu":        {"qemu-system-x86_64", newQemu},
+	"firecracker": {"firecracker", newFirecracker},
+	"hvt":         {"solo5-hvt", newHvt},
+	"spt":         {"solo5-spt", newSpt},
+	"clh":         {"cloud-hypervisor", newCloudHypervisor},
+}
+
+// Names lists the monitors this build knows, sorted.
+func Names() []string {
+	out := make([]string, 0, len(known))
+	for n := range known {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// New finds the monitor called name and its executable on this host: the
+// host config's path if set, else the default executable on PATH.
+func New(name string, cfg Config) (Monitor, error) {
+	k, ok := known[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown hypervisor %q (known: %s)", name, strings.Join(Names(), ", "))
+	}
+	path := cfg.Path
+	if path == "" {
+		path = k.executable
+	}
+	binary, err := exec.LookPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("hypervisor %q: monitor binary %q not found on this host: %w", name, path, err)
+	}
+	return k.build(binary, cfg), nil
+}

@@ -1,0 +1,44 @@
+package monitors
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
+
+// solo5 runs a solo5 unikernel under one of solo5's tenders: hvt (KVM) or
+// spt (seccomp, no virtualization). Both take the same command line form.
+type solo5 struct {
+	name   string
+	binary string
+	cfg    Config
+}
+
+func newHvt(binary string, cfg Config) Monitor { return &solo5{name: "hvt", binary: binary, cfg: cfg} }
+func newSpt(binary string, cfg Config) Monitor { return &solo5{name: "spt", binary: binary, cfg: cfg} }
+
+func (s *solo5) Name() string          { return s.name }
+func (s *solo5) Binary() string        { return s.binary }
+func (s *solo5) NeedsKVM() bool        { return s.name == "hvt" }
+func (s *solo5) SupportsControl() bool { return false }
+func (s *solo5) DataPaths() []string   { return nil }
+
+func (s *solo5) Args(g Guest) ([]string, error) {
+	if g.Kernel == "" {
+		return nil, fmt.Errorf("%s: no guest kernel", s.name)
+	}
+	if g.Initrd != "" {
+		return nil, fmt.Errorf("%s: solo5 tenders cannot boot an initrd", s.name)
+	}
+	args := []string{s.binary, "--mem=" + strconv.Itoa(g.MemoryMB)}
+	if g.Net != nil {
+		args = append(args, "--net:service="+g.Net.Tap, "--net-mac:service="+g.Net.MAC)
+	}
+	args = append(args, g.Kernel)
+	if g.Cmdline != "" {
+		args = append(args, g.Cmdline)
+	}
+	return args, nil
+}
+
+func (s *solo5) Powerdown(context.Context, string) error { return ErrNoPowerdown }

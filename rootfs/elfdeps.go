@@ -1,0 +1,91 @@
+package rootfs
+
+import (
+	"debug/elf"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// libraryDirs are searched for DT_NEEDED libraries when the binary carries
+// no RUNPATH that has them; these are the multiarch and classic locations.
+var libraryDirs = []string{
+	"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+	"/lib64", "/usr/lib64", "/lib", "/usr/lib",
+}
+
+// ELFDeps lists the host files a dynamically linked binary needs to run:
+// its interpreter and every shared library, transitively, each as the path
+// the loader opens (symlinks are kept as paths; the caller binds the files
+// they resolve to at those paths). Reading ELF headers directly avoids
+// running ldd on a binary as root.
+func ELFDeps(binary string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	var visit func(path string, required bool) error
+	visit = func(path string, required bool) error {
+		if seen[path] {
+			return nil
+		}
+		seen[path] = true
+		f, err := elf.Open(path)
+		if err != nil {
+			if !required {
+				return nil
+			}
+			return fmt.Errorf("read ELF %s: %w", path, err)
+		}
+		defer f.Close()
+		for _, p := range f.Progs {
+			if p.Type != elf.PT_INTERP {
+				continue
+			}
+			buf := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(buf, 0); err == nil {
+				interp := strings.TrimRight(string(buf), "\x00")
+				if !seen[interp] {
+					seen[interp] = true
+					out = append(out, interp)
+				}
+			}
+		}
+		needed, _ := f.ImportedLibraries()
+		runpaths, _ := f.DynString(elf.DT_RUNPATH)
+		rpaths, _ := f.DynString(elf.DT_RPATH)
+		var dirs []string
+		for _, rp := range append(runpaths, rpaths...) {
+			for _, d := range strings.Split(rp, ":") {
+				dirs = append(dirs, strings.ReplaceAll(d, "$ORIGIN", filepath.Dir(path)))
+			}
+		}
+		dirs = append(dirs, libraryDirs...)
+		for _, lib := range needed {
+			found := ""
+			for _, d := range dirs {
+				cand := filepath.Join(d, lib)
+				if _, err := os.Stat(cand); err == nil {
+					found = cand
+					break
+				}
+			}
+			if found == "" {
+				if required {
+					return fmt.Errorf("%s needs %s, which is not on this host", path, lib)
+				}
+				continue
+			}
+			if !seen[found] {
+				out = append(out, found)
+			}
+			if err := visit(found, required); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := visit(binary, true); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

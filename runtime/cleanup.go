@@ -1,0 +1,47 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+)
+
+type runcExit = runc.Exit
+
+// Cleanup undoes a container from the state its shim persisted in the
+// bundle, for containerd's delete command after the shim died: it kills a
+// monitor that still runs (only if its start time proves it is the same
+// process), then removes mounts, cgroup and sockets. It is idempotent: a
+// bundle with no state is only checked for a leftover rootfs mount.
+func Cleanup(ctx context.Context, bundle string) (ExitStatus, error) {
+	st, err := readState(bundle)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	res := ExitStatus{Status: 128 + int(unix.SIGKILL), At: time.Now()}
+	if st == nil {
+		return res, releaseResources(bundle, &persistedState{})
+	}
+	res.Pid = st.Pid
+	if st.Exit != nil {
+		res = *st.Exit
+	} else if sameProcess(st.Pid, st.PidStartTime) {
+		if err := unix.Kill(st.Pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			return res, fmt.Errorf("kill monitor %d: %w", st.Pid, err)
+		}
+		waitGone(ctx, st.Pid, st.PidStartTime)
+	}
+	return res, releaseResources(bundle, st)
+}
+
+// waitGone polls until pid is no longer the process that had startTime: it
+// is not our child, so there is nothing to wait4 on.
+func waitGone(ctx context.Context, pid int, startTime uint64) {
+	deadline := time.Now().Add(2 * time.Second)
+	for sameProcess(pid, startTime) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,113 @@
+package runtime
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+)
+
+// AnnotationPrefix is the prefix urunc's images use for their unikernel
+// configuration, both as OCI annotations and as keys of /urunc.json.
+const AnnotationPrefix = "com.urunc.unikernel."
+
+// ConfigFileInRootfs is where urunc's image builders leave the configuration
+// when the container engine does not pass image annotations to the runtime.
+const ConfigFileInRootfs = "urunc.json"
+
+// UnikernelConfig is what an image says about the guest it carries.
+type UnikernelConfig struct {
+	UnikernelType    string
+	Hypervisor       string
+	Binary           string // guest kernel, a path inside the container rootfs
+	Initrd           string // guest initrd, a path inside the container rootfs
+	Cmdline          string
+	UnikernelVersion string
+	// Kept for the block and rootfs modes; parsed now so that images that
+	// carry them are accepted unchanged.
+	Block       string
+	BlkMntPoint string
+	UseDMBlock  string
+	MountRootfs string
+}
+
+// fields maps each annotation key (without prefix) to its field, so that the
+// annotation parser and the urunc.json parser cannot drift apart.
+func (c *UnikernelConfig) fields() map[string]*string {
+	return map[string]*string{
+		"unikernelType":    &c.UnikernelType,
+		"hypervisor":       &c.Hypervisor,
+		"binary":           &c.Binary,
+		"initrd":           &c.Initrd,
+		"cmdline":          &c.Cmdline,
+		"unikernelVersion": &c.UnikernelVersion,
+		"block":            &c.Block,
+		"blkMntPoint":      &c.BlkMntPoint,
+		"useDMBlock":       &c.UseDMBlock,
+		"mountRootfs":      &c.MountRootfs,
+	}
+}
+
+// IsUnikernel tells whether the configuration names a guest at all; a
+// container without one is a plain OCI container and goes to runc.
+func (c UnikernelConfig) IsUnikernel() bool { return c.UnikernelType != "" }
+
+// ResolveUnikernelConfig merges the configuration sources in urunc's order
+// of precedence: the spec's annotations (plain values) win over
+// /urunc.json in the rootfs (base64 values). Host defaults are applied by
+// the caller, which knows the host config.
+func ResolveUnikernelConfig(annotations map[string]string, rootfsDir string) (UnikernelConfig, error) {
+	var cfg UnikernelConfig
+	fields := cfg.fields()
+	for key, field := range fields {
+		if v, ok := annotations[AnnotationPrefix+key]; ok {
+			*field = v
+		}
+	}
+	if rootfsDir == "" {
+		return cfg, nil
+	}
+	fromFile, err := readURuncJSON(rootfsDir)
+	if err != nil {
+		return cfg, err
+	}
+	for key, field := range fields {
+		if *field == "" {
+			*field = fromFile[key]
+		}
+	}
+	return cfg, nil
+}
+
+// readURuncJSON reads /urunc.json of the rootfs; a missing file is no error.
+func readURuncJSON(rootfsDir string) (map[string]string, error) {
+	path, err := rootfs.ResolveInRootfs(rootfsDir, ConfigFileInRootfs)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read /%s: %w", ConfigFileInRootfs, err)
+	}
+	var raw map[string]string
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("parse /%s: %w", ConfigFileInRootfs, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		key := strings.TrimPrefix(k, AnnotationPrefix)
+		decoded, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return nil, fmt.Errorf("/%s: value of %q is not base64: %w", ConfigFileInRootfs, k, err)
+		}
+		out[key] = string(decoded)
+	}
+	return out, nil
+}

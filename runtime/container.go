@@ -1,0 +1,631 @@
+// Package runtime runs unikernel containers: it prepares the rootfs, starts
+// the monitor in the container's namespaces and cgroup, tracks its exit and
+// undoes everything on delete. It knows nothing of containerd's task API;
+// any Go program that runs containerd's reaper (pkg/sys/reaper) as its
+// SIGCHLD handler can use it.
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+)
+
+// Status of a container.
+type Status string
+
+const (
+	StatusCreated Status = "created"
+	StatusRunning Status = "running"
+	StatusPaused  Status = "paused"
+	StatusStopped Status = "stopped"
+)
+
+// monitorRootDir is the bundle directory the launcher mounts the monitor's
+// confined root on, inside its own mount namespace.
+const monitorRootDir = "monitor-root"
+
+// Stdio are the files the monitor gets as fd 0, 1 and 2. Create hands
+// duplicates to the monitor; the caller keeps and closes its own.
+type Stdio struct {
+	Stdin, Stdout, Stderr *os.File
+}
+
+// CreateOptions describe a container to create.
+type CreateOptions struct {
+	ID        string
+	Namespace string
+	Bundle    string
+	Rootfs    []mount.Mount
+	Stdio     Stdio
+	Host      HostConfig
+	// Launcher is the binary re-executed as the launcher; it must call
+	// LauncherMain when its first argument is LauncherArg. Defaults to
+	// this process's own executable.
+	Launcher string
+}
+
+// Container is one unikernel container.
+type Container struct {
+	id      string
+	bundle  string
+	monitor monitors.Monitor
+	host    HostConfig
+	process *os.Process
+	cgroup  cgroup // nil when the spec names no cgroup
+
+	control *os.File      // write end of the launcher's control pipe
+	status  *bufio.Reader // read end of the launcher's status pipe
+	statusF *os.File
+
+	exited chan struct{} // closed once the monitor has been reaped
+
+	mu       sync.Mutex
+	state    Status
+	exit     ExitStatus
+	persist  persistedState
+	deleted  bool
+	stopOnce sync.Once
+	oom      <-chan struct{}
+	oomDone  chan struct{}
+}
+
+// Create prepares the container and starts its launcher, which waits for
+// Start. On error nothing is left behind: no mount, process, cgroup or
+// socket.
+func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error) {
+	spec, err := loadSpec(opts.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	rootfsDir := rootfsDirOf(opts.Bundle, spec)
+	c := &Container{
+		id:      opts.ID,
+		bundle:  opts.Bundle,
+		host:    opts.Host,
+		exited:  make(chan struct{}),
+		oomDone: make(chan struct{}),
+		state:   StatusCreated,
+		persist: persistedState{ID: opts.ID, Namespace: opts.Namespace},
+	}
+	defer func() {
+		if retErr != nil {
+			if err := c.release(); err != nil {
+				log.G(ctx).WithError(err).Warn("undo failed create")
+			}
+		}
+	}()
+	if err := rootfs.Mount(opts.Rootfs, rootfsDir); err != nil {
+		return nil, err
+	}
+	c.persist.RootfsMounted = len(opts.Rootfs) > 0
+
+	cfg, err := ResolveUnikernelConfig(spec.Annotations, rootfsDir)
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.IsUnikernel() {
+		return nil, ErrNotUnikernel
+	}
+	plan, err := planBoot(cfg, spec, rootfsDir, opts.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+	c.monitor = plan.monitor
+	nsp, err := planNamespaces(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+
+	var extra []*os.File
+	defer func() {
+		for _, f := range extra {
+			f.Close()
+		}
+	}()
+	if plan.monitor.SupportsControl() {
+		ln, path, err := c.listenControl(opts.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, ln)
+		plan.guest.ControlFD = LauncherControlSocketFD
+		c.persist.ControlSocket = path
+	}
+	argv, err := plan.argv()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+
+	log.G(ctx).WithField("argv", argv).Debug("monitor command")
+
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		cg, err := newCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources)
+		if err != nil {
+			return nil, err
+		}
+		c.cgroup = cg
+		c.persist.Cgroup = spec.Linux.CgroupsPath
+	}
+
+	rootDir := filepath.Join(opts.Bundle, monitorRootDir)
+	if err := os.MkdirAll(rootDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := c.startLauncher(ctx, opts, nsp, extra, launchSpec{
+		RootDir: rootDir,
+		Binds:   plan.binds,
+		Files:   plan.files,
+		Argv:    argv,
+		Env:     []string{"PATH=/usr/bin:/bin", "HOME=/"},
+	}); err != nil {
+		return nil, err
+	}
+	if c.cgroup != nil {
+		if oom, err := c.cgroup.OOMEvents(c.oomDone); err == nil {
+			c.oom = oom
+		} else {
+			log.G(ctx).WithError(err).Warn("no OOM events for this cgroup")
+		}
+	}
+	return c, nil
+}
+
+// startLauncher forks the launcher into the container's namespaces and
+// cgroup, hands it the launch spec and waits until it reports ready.
+func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp nsPlan, extra []*os.File, spec launchSpec) (retErr error) {
+	launcher := opts.Launcher
+	if launcher == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		launcher = self
+	}
+	controlR, controlW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		controlR.Close()
+		controlW.Close()
+		return err
+	}
+	c.control, c.statusF, c.status = controlW, statusR, bufio.NewReader(statusR)
+	cmd := exec.Command(launcher, LauncherArg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio.Stdin, opts.Stdio.Stdout, opts.Stdio.Stderr
+	cmd.ExtraFiles = append([]*os.File{controlR, statusW}, extra...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if spec.terminal(opts) {
+		// The monitor's console is the pty: it needs a session of its
+		// own with the pty as controlling terminal.
+		cmd.SysProcAttr.Setsid = true
+		cmd.SysProcAttr.Setctty = true
+		cmd.SysProcAttr.Ctty = 0
+	}
+	ec, err := startInNamespaces(cmd, nsp)
+	controlR.Close()
+	statusW.Close()
+	if err != nil {
+		return fmt.Errorf("start launcher: %w", err)
+	}
+	c.process = cmd.Process
+	pid := cmd.Process.Pid
+	go c.waitExit(ec, pid)
+	defer func() {
+		if retErr != nil {
+			_ = c.process.Signal(unix.SIGKILL)
+			<-c.exited
+		}
+	}()
+	start, err := processStartTime(pid)
+	if err != nil {
+		return fmt.Errorf("launcher pid %d: %w", pid, err)
+	}
+	c.persist.Pid, c.persist.PidStartTime = pid, start
+	if c.cgroup != nil {
+		if err := c.cgroup.AddProc(pid); err != nil {
+			return fmt.Errorf("add monitor to cgroup %s: %w", c.persist.Cgroup, err)
+		}
+	}
+	// Persist before the launcher does anything that needs undoing, so a
+	// shim that dies from here on leaves a state the delete command reads.
+	if err := writeState(c.bundle, &c.persist); err != nil {
+		return err
+	}
+	if err := writeLaunchSpec(c.control, spec); err != nil {
+		return fmt.Errorf("send launch spec: %w", err)
+	}
+	ready := make(chan error, 1)
+	go func() { ready <- readStatusLine(c.status) }()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// terminal tells whether the monitor's stdio is a terminal.
+func (launchSpec) terminal(opts CreateOptions) bool {
+	if opts.Stdio.Stdin == nil {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(opts.Stdio.Stdin.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// listenControl creates the monitor's control socket. It lives in the
+// host's run directory, never in the confined root, so nothing in the
+// container can reach it; the path is hashed to stay under the unix socket
+// path limit whatever the container ID.
+func (c *Container) listenControl(namespace string) (*os.File, string, error) {
+	dir := c.host.Runtime.StateDir
+	if dir == "" {
+		dir = "/run/urunc"
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(namespace + "/" + c.id + "/" + c.bundle))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:8])+".qmp")
+	_ = os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, "", fmt.Errorf("control socket: %w", err)
+	}
+	// The file is what the monitor inherits; the path stays for us.
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		os.Remove(path)
+		return nil, "", err
+	}
+	c.persist.ControlSocket = path
+	return f, path, nil
+}
+
+// waitExit records the monitor's exit, once, from the reaper's report.
+func (c *Container) waitExit(ec chan runcExit, pid int) {
+	for e := range ec {
+		if e.Pid != pid {
+			continue
+		}
+		reaper.Default.Unsubscribe(ec)
+		c.mu.Lock()
+		c.state = StatusStopped
+		c.exit = ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
+		c.persist.Exit = &c.exit
+		if err := writeState(c.bundle, &c.persist); err != nil {
+			log.L.WithError(err).Warn("persist exit status")
+		}
+		c.mu.Unlock()
+		close(c.exited)
+		return
+	}
+}
+
+// ID returns the container ID.
+func (c *Container) ID() string { return c.id }
+
+// Pid returns the monitor's pid.
+func (c *Container) Pid() int { return c.persist.Pid }
+
+// Bundle returns the bundle path.
+func (c *Container) Bundle() string { return c.bundle }
+
+// Start lets the launcher exec the monitor. It returns once the monitor
+// runs, or with the launcher's error if the exec failed.
+func (c *Container) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != StatusCreated {
+		return fmt.Errorf("container %s is %s, not created: %w", c.id, c.state, errFailedPrecondition)
+	}
+	if _, err := c.control.Write([]byte{1}); err != nil {
+		return fmt.Errorf("start monitor: launcher is gone: %w", err)
+	}
+	c.control.Close()
+	// A successful exec closes the status pipe (close-on-exec); anything
+	// written on it is the launcher's reason for failing.
+	msg, _ := io.ReadAll(c.status)
+	c.statusF.Close()
+	if len(msg) > 0 {
+		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), readStatusLine(bufio.NewReader(bytesReader(msg))))
+	}
+	c.state = StatusRunning
+	return nil
+}
+
+// harmlessSignals never stop a VM: the guest cannot receive them, and a
+// monitor dying of one (qemu dies of SIGHUP) would be a surprise.
+var harmlessSignals = map[syscall.Signal]bool{
+	unix.SIGWINCH: true, unix.SIGHUP: true, unix.SIGUSR1: true, unix.SIGUSR2: true,
+	unix.SIGCONT: true, unix.SIGCHLD: true, unix.SIGURG: true, unix.SIGPIPE: true,
+	unix.SIGALRM: true, unix.SIGSTOP: true, unix.SIGTSTP: true, unix.SIGTTIN: true,
+	unix.SIGTTOU: true, unix.SIGPROF: true, unix.SIGVTALRM: true, unix.SIGIO: true,
+}
+
+// Kill delivers sig the way a VM understands it. SIGKILL ends the monitor
+// at once; SIGTERM, SIGINT and other terminating signals ask the guest to
+// power down and kill the monitor after the host's grace period; harmless
+// signals are ignored. all also kills helpers the monitor started.
+func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	c.mu.Lock()
+	state := c.state
+	c.mu.Unlock()
+	if state == StatusStopped {
+		return fmt.Errorf("container %s: process already finished: %w", c.id, errNotFound)
+	}
+	if harmlessSignals[sig] && state != StatusCreated {
+		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
+		return nil
+	}
+	// A launcher that has not exec'd has no guest to power down.
+	if sig == unix.SIGKILL || state == StatusCreated {
+		return c.killNow(all)
+	}
+	c.stopOnce.Do(func() { go c.gracefulStop(sig) })
+	return nil
+}
+
+func (c *Container) killNow(all bool) error {
+	pids := []int{c.persist.Pid}
+	if all {
+		pids = descendants(c.persist.Pid)
+	}
+	if err := c.process.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill monitor %d: %w", c.persist.Pid, err)
+	}
+	for _, p := range pids[1:] {
+		_ = unix.Kill(p, unix.SIGKILL)
+	}
+	c.mu.Lock()
+	paused := c.state == StatusPaused
+	c.mu.Unlock()
+	if paused && c.cgroup != nil {
+		// A frozen task does not die until thawed.
+		_ = c.cgroup.Thaw()
+	}
+	return nil
+}
+
+// gracefulStop asks the guest to power down, then kills the monitor if it
+// is still there after the grace period.
+func (c *Container) gracefulStop(sig syscall.Signal) {
+	grace := c.host.StopGrace()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := c.monitor.Powerdown(ctx, c.persist.ControlSocket)
+	if err != nil {
+		log.L.WithError(err).WithField("id", c.id).Info("no guest power-down; passing the signal to the monitor")
+		_ = c.process.Signal(sig)
+	}
+	select {
+	case <-c.exited:
+	case <-ctx.Done():
+		log.L.WithField("id", c.id).Warnf("guest did not stop within %s; killing the monitor", grace)
+		_ = c.killNow(true)
+	}
+}
+
+// Wait blocks until the monitor has exited or ctx ends.
+func (c *Container) Wait(ctx context.Context) (ExitStatus, error) {
+	select {
+	case <-c.exited:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.exit, nil
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+}
+
+// Exited is closed once the monitor has exited.
+func (c *Container) Exited() <-chan struct{} { return c.exited }
+
+// OOM reports OOM kills in the container's cgroup; nil without a cgroup.
+func (c *Container) OOM() <-chan struct{} { return c.oom }
+
+// State is a snapshot of the container.
+type State struct {
+	ID     string
+	Bundle string
+	Pid    int
+	Status Status
+	Exit   ExitStatus // valid when Status is StatusStopped
+}
+
+// State returns a snapshot of the container.
+func (c *Container) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return State{ID: c.id, Bundle: c.bundle, Pid: c.persist.Pid, Status: c.state, Exit: c.exit}
+}
+
+// Pids lists the monitor and every helper process it started.
+func (c *Container) Pids(ctx context.Context) ([]int, error) {
+	c.mu.Lock()
+	state := c.state
+	c.mu.Unlock()
+	if state == StatusStopped {
+		return nil, nil
+	}
+	return descendants(c.persist.Pid), nil
+}
+
+// Pause freezes the monitor's cgroup.
+func (c *Container) Pause(ctx context.Context) error {
+	return c.freeze(StatusRunning, StatusPaused, func(cg cgroup) error { return cg.Freeze() })
+}
+
+// Resume thaws the monitor's cgroup.
+func (c *Container) Resume(ctx context.Context) error {
+	return c.freeze(StatusPaused, StatusRunning, func(cg cgroup) error { return cg.Thaw() })
+}
+
+func (c *Container) freeze(from, to Status, op func(cgroup) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cgroup == nil {
+		return fmt.Errorf("container %s has no cgroup to freeze: %w", c.id, errFailedPrecondition)
+	}
+	if c.state != from {
+		return fmt.Errorf("container %s is %s, not %s: %w", c.id, c.state, from, errFailedPrecondition)
+	}
+	if err := op(c.cgroup); err != nil {
+		return err
+	}
+	c.state = to
+	return nil
+}
+
+// Metrics returns the cgroup's metrics (*v1.Metrics or *v2.Metrics).
+func (c *Container) Metrics(ctx context.Context) (any, error) {
+	if c.cgroup == nil {
+		return nil, fmt.Errorf("container %s has no cgroup: %w", c.id, errNotFound)
+	}
+	return c.cgroup.Metrics()
+}
+
+// Update applies new resource limits to the cgroup.
+func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error {
+	if c.cgroup == nil {
+		return fmt.Errorf("container %s has no cgroup: %w", c.id, errFailedPrecondition)
+	}
+	return c.cgroup.Update(res)
+}
+
+// Delete removes everything the container holds on the host and returns
+// how it exited. A running container is refused; one that never started is
+// stopped first.
+func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
+	c.mu.Lock()
+	state, deleted := c.state, c.deleted
+	c.mu.Unlock()
+	if deleted {
+		return ExitStatus{}, fmt.Errorf("container %s: %w", c.id, errNotFound)
+	}
+	switch state {
+	case StatusRunning, StatusPaused:
+		return ExitStatus{}, fmt.Errorf("container %s is %s: kill it before delete: %w", c.id, state, errFailedPrecondition)
+	case StatusCreated:
+		_ = c.killNow(true)
+		select {
+		case <-c.exited:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		}
+	}
+	if err := c.release(); err != nil {
+		return ExitStatus{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deleted = true
+	return c.exit, nil
+}
+
+// release undoes what Create did, from the in-memory record.
+func (c *Container) release() error {
+	if c.control != nil {
+		c.control.Close()
+	}
+	if c.statusF != nil {
+		c.statusF.Close()
+	}
+	select {
+	case <-c.oomDone:
+	default:
+		close(c.oomDone)
+	}
+	return releaseResources(c.bundle, &c.persist)
+}
+
+// releaseResources undoes everything st records, in reverse order of
+// creation. Each step is idempotent, so it serves Delete, a failed Create
+// and the delete command after a dead shim alike.
+func releaseResources(bundle string, st *persistedState) error {
+	var errs []error
+	if st.ControlSocket != "" {
+		if err := os.Remove(st.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if st.Cgroup != "" {
+		if err := deleteCgroup(st.Cgroup); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := rootfs.Unmount(filepath.Join(bundle, "rootfs")); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(filepath.Join(bundle, monitorRootDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(statePath(bundle)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteCgroup removes the cgroup, retrying briefly while the kernel is
+// still tearing down the processes of the dead pid namespace.
+func deleteCgroup(path string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		var cg cgroup
+		cg, err = loadCgroup(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err == nil {
+			if err = cg.Delete(); err == nil {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("delete cgroup %s: %w", path, err)
+}
+
+func loadSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parse OCI spec: %w", err)
+	}
+	return &spec, nil
+}

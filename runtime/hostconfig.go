@@ -1,0 +1,93 @@
+package runtime
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+)
+
+// DefaultHostConfigPath is read unless URUNC_CONFIG_FILE names another file.
+const DefaultHostConfigPath = "/etc/urunc/config.toml"
+
+// HostConfigEnv names the environment variable that overrides the host
+// config path; containerd passes its environment on to the shim.
+const HostConfigEnv = "URUNC_CONFIG_FILE"
+
+// HostConfig is the operator's configuration of this host.
+type HostConfig struct {
+	Monitors map[string]monitors.Config `toml:"monitors"`
+	Runtime  RuntimeConfig              `toml:"runtime"`
+}
+
+// RuntimeConfig holds settings that apply to every monitor.
+type RuntimeConfig struct {
+	// StopGraceSeconds is how long SIGTERM waits for a guest power-down
+	// before the monitor is killed.
+	StopGraceSeconds int `toml:"stop_grace_s"`
+	// StateDir holds the shim's own sockets (QMP) out of the container's reach.
+	StateDir string `toml:"state_dir"`
+}
+
+// StopGrace returns the grace period for a guest power-down.
+func (c HostConfig) StopGrace() time.Duration {
+	if c.Runtime.StopGraceSeconds <= 0 {
+		return 10 * time.Second
+	}
+	return time.Duration(c.Runtime.StopGraceSeconds) * time.Second
+}
+
+// Monitor returns the host settings of one monitor, defaults filled in.
+func (c HostConfig) Monitor(name string) monitors.Config {
+	mc := c.Monitors[name]
+	if mc.DefaultMemoryMB <= 0 {
+		mc.DefaultMemoryMB = 256
+	}
+	if mc.DefaultVCPUs <= 0 {
+		mc.DefaultVCPUs = 1
+	}
+	if mc.Accel == "" {
+		mc.Accel = "kvm"
+	}
+	return mc
+}
+
+// LoadHostConfig reads the host config from URUNC_CONFIG_FILE or the default
+// path. A missing default file means defaults; a missing file that the
+// environment names explicitly is an error, since the operator asked for it.
+func LoadHostConfig() (HostConfig, error) {
+	path := os.Getenv(HostConfigEnv)
+	explicit := path != ""
+	if !explicit {
+		path = DefaultHostConfigPath
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return HostConfig{}, nil
+	}
+	if err != nil {
+		return HostConfig{}, fmt.Errorf("read host config %s: %w", path, err)
+	}
+	return ParseHostConfig(path, data)
+}
+
+// ParseHostConfig parses TOML host config; path is only for messages.
+func ParseHostConfig(path string, data []byte) (HostConfig, error) {
+	var cfg HostConfig
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return HostConfig{}, fmt.Errorf("parse host config %s: %w", path, err)
+	}
+	for name, mc := range cfg.Monitors {
+		if mc.Accel != "" && mc.Accel != "kvm" && mc.Accel != "tcg" {
+			return HostConfig{}, fmt.Errorf("host config %s: monitors.%s.accel = %q: want kvm or tcg", path, name, mc.Accel)
+		}
+	}
+	return cfg, nil
+}

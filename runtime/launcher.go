@@ -1,0 +1,156 @@
+package runtime
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+)
+
+// LauncherArg is the hidden first argument that turns the shim binary into
+// the launcher: the process that becomes the container's monitor.
+const LauncherArg = "__urunc_launch"
+
+// File descriptors the launcher inherits.
+const (
+	launcherControlFD = 3 // read: launch spec, then one byte meaning "start"
+	launcherStatusFD  = 4 // write: "ready" or an error; closed by a successful exec
+	// LauncherControlSocketFD is the monitor's control socket (QMP), if any.
+	LauncherControlSocketFD = 5
+)
+
+// Messages on the status pipe.
+const (
+	statusReady       = "ready"
+	statusErrorPrefix = "error: "
+)
+
+// launchSpec is everything the launcher needs, sent over the control pipe.
+type launchSpec struct {
+	RootDir string         `json:"rootDir"` // host dir to build the confined root on
+	Binds   []rootfs.Bind  `json:"binds"`
+	Files   []launchedFile `json:"files,omitempty"`
+	Argv    []string       `json:"argv"`
+	Env     []string       `json:"env"`
+}
+
+// launchedFile is a small file written into the confined root (firecracker's
+// config).
+type launchedFile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
+}
+
+// writeLaunchSpec sends spec length-prefixed, so the launcher can read it
+// without waiting for EOF: the same pipe later carries the start byte.
+func writeLaunchSpec(w io.Writer, spec launchSpec) error {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(data)))
+	if _, err := w.Write(n[:]); err != nil {
+		return err
+	}
+	_, err = w.Write(data)
+	return err
+}
+
+func readLaunchSpec(r io.Reader) (launchSpec, error) {
+	var spec launchSpec
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return spec, fmt.Errorf("read launch spec: %w", err)
+	}
+	data := make([]byte, binary.BigEndian.Uint32(n[:]))
+	if _, err := io.ReadFull(r, data); err != nil {
+		return spec, fmt.Errorf("read launch spec: %w", err)
+	}
+	return spec, json.Unmarshal(data, &spec)
+}
+
+// LauncherMain is the launcher: it runs as PID 1 of the container's new pid
+// namespace, in a new mount namespace, already inside the container's other
+// namespaces (joined by the shim before the fork). It builds the monitor's
+// confined root, reports ready, waits for Start and then execs the monitor.
+// It never returns.
+func LauncherMain() {
+	control := os.NewFile(launcherControlFD, "control")
+	status := os.NewFile(launcherStatusFD, "status")
+	fail := func(err error) {
+		fmt.Fprintf(status, "%s%s\n", statusErrorPrefix, strings.ReplaceAll(err.Error(), "\n", " "))
+		os.Exit(127)
+	}
+	spec, err := readLaunchSpec(control)
+	if err != nil {
+		fail(err)
+	}
+	if err := prepareConfinedRoot(spec); err != nil {
+		fail(err)
+	}
+	if _, err := fmt.Fprintln(status, statusReady); err != nil {
+		os.Exit(127)
+	}
+	var b [1]byte
+	if n, _ := control.Read(b[:]); n == 0 {
+		// The shim closed the pipe without starting us: the container
+		// was deleted before Start.
+		os.Exit(0)
+	}
+	// A successful exec closes the status pipe, which is how Start learns
+	// the monitor runs; the control pipe must not leak into the monitor.
+	unix.CloseOnExec(launcherStatusFD)
+	unix.CloseOnExec(launcherControlFD)
+	err = unix.Exec(spec.Argv[0], spec.Argv, spec.Env)
+	fail(fmt.Errorf("exec monitor %s: %w", spec.Argv[0], err))
+}
+
+func prepareConfinedRoot(spec launchSpec) error {
+	if len(spec.Argv) == 0 {
+		return fmt.Errorf("launch spec has no monitor command")
+	}
+	if err := rootfs.MakeMountsPrivate(); err != nil {
+		return err
+	}
+	if err := rootfs.BuildConfinedRoot(spec.RootDir, spec.Binds); err != nil {
+		return err
+	}
+	for _, f := range spec.Files {
+		if err := writeConfinedFile(spec.RootDir, f); err != nil {
+			return err
+		}
+	}
+	return rootfs.PivotInto(spec.RootDir)
+}
+
+func writeConfinedFile(root string, f launchedFile) error {
+	path := root + "/" + strings.TrimPrefix(f.Path, "/")
+	if err := os.MkdirAll(path[:strings.LastIndexByte(path, '/')], 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, f.Data, 0o644)
+}
+
+// readStatusLine reads the launcher's first report: nil when ready.
+func readStatusLine(r *bufio.Reader) error {
+	line, err := r.ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == statusReady:
+		return nil
+	case strings.HasPrefix(line, statusErrorPrefix):
+		return fmt.Errorf("%s", strings.TrimPrefix(line, statusErrorPrefix))
+	case err != nil:
+		return fmt.Errorf("launcher exited before it was ready: %w", err)
+	default:
+		return fmt.Errorf("launcher said %q", line)
+	}
+}

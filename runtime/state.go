@@ -1,0 +1,103 @@
+package runtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// stateFile is kept in the bundle: it is what the delete subcommand, run by
+// containerd after a shim died, needs to undo everything Create did.
+const stateFile = "urunc-state.json"
+
+// stateVersion is bumped on any incompatible change of persistedState.
+const stateVersion = 1
+
+// persistedState lists everything a container holds on the host.
+type persistedState struct {
+	Version   int    `json:"version"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	// Pid and PidStartTime identify the monitor; the start time guards
+	// against signalling a pid the kernel has since given to another
+	// process.
+	Pid           int    `json:"pid,omitempty"`
+	PidStartTime  uint64 `json:"pidStartTime,omitempty"`
+	RootfsMounted bool   `json:"rootfsMounted,omitempty"`
+	Cgroup        string `json:"cgroup,omitempty"`
+	ControlSocket string `json:"controlSocket,omitempty"`
+	Taps          []Tap  `json:"taps,omitempty"`
+	// Exit is set once the monitor has exited and been reaped.
+	Exit *ExitStatus `json:"exit,omitempty"`
+}
+
+// Tap is a tap device created for a guest, with the namespace it lives in.
+type Tap struct {
+	Name  string `json:"name"`
+	Netns string `json:"netns"`
+	Link  string `json:"link"` // the container interface it is joined to
+}
+
+// ExitStatus is how and when a container's monitor ended.
+type ExitStatus struct {
+	Pid    int       `json:"pid"`
+	Status int       `json:"status"` // exit code, or 128+signal
+	At     time.Time `json:"at"`
+}
+
+func statePath(bundle string) string { return filepath.Join(bundle, stateFile) }
+
+// writeState replaces the state file atomically: a crash leaves either the
+// old or the new file, never a torn one.
+func writeState(bundle string, st *persistedState) error {
+	st.Version = stateVersion
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(bundle, stateFile+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), statePath(bundle)); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// readState returns nil, nil when the bundle holds no state.
+func readState(bundle string) (*persistedState, error) {
+	data, err := os.ReadFile(statePath(bundle))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var st persistedState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("parse state %s: %w", statePath(bundle), err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("state %s has version %d, this shim reads %d", statePath(bundle), st.Version, stateVersion)
+	}
+	return &st, nil
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -1,0 +1,468 @@
+// Package shim is the containerd-facing side: the shim manager (start,
+// delete, -info) and the task service over ttrpc. It translates requests
+// into calls on the runtime library, errors into gRPC codes and state
+// changes into events, and owns stdio.
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/mount"
+	ctrdruntime "github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+)
+
+type runcExit = runc.Exit
+
+var empty = &ptypes.Empty{}
+
+// taskService implements containerd's task API (v2) for unikernel
+// containers.
+type taskService struct {
+	events    *eventQueue
+	shutdown  shutdown.Service
+	namespace string
+
+	mu         sync.Mutex
+	containers map[string]*container
+}
+
+// container is one task: the runtime's container plus what only the shim
+// knows of it (stdio, event ordering).
+type container struct {
+	rt   *urunc.Container
+	io   *stdio
+	spec stdioConfig
+	// startDone closes once TaskStart is out (or the task is deleted
+	// without a start): TaskExit waits for it, so events never arrive in
+	// the wrong order even if the monitor dies during Start.
+	startDone chan struct{}
+	startOnce sync.Once
+	// exitSent closes once TaskExit is out.
+	exitSent chan struct{}
+}
+
+func (c *container) releaseStart() { c.startOnce.Do(func() { close(c.startDone) }) }
+
+// NewTaskService returns the task service; sd ends the shim process.
+func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+	ns, _ := namespaces.Namespace(ctx)
+	s := &taskService{
+		events:     newEventQueue(ctx, ttrpcAddress()),
+		shutdown:   sd,
+		namespace:  ns,
+		containers: map[string]*container{},
+	}
+	sd.RegisterCallback(func(context.Context) error {
+		s.events.Close()
+		return nil
+	})
+	return s, nil
+}
+
+// RegisterTTRPC registers the service under containerd.task.v2.Task.
+func (s *taskService) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+func (s *taskService) get(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "container %s not found", id)
+	}
+	return c, nil
+}
+
+func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	s.mu.Lock()
+	if _, ok := s.containers[r.ID]; ok {
+		s.mu.Unlock()
+		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "container %s already exists", r.ID)
+	}
+	// Hold a place so a concurrent Create of the same ID fails.
+	s.containers[r.ID] = nil
+	s.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			s.mu.Lock()
+			delete(s.containers, r.ID)
+			s.mu.Unlock()
+		}
+	}()
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "restoring a unikernel from a checkpoint is not supported")
+	}
+	host, err := urunc.LoadHostConfig()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+	}
+	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	io, err := openStdio(ctx, r.ID, s.namespace, cfg)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	rt, err := urunc.Create(ctx, urunc.CreateOptions{
+		ID:        r.ID,
+		Namespace: s.namespace,
+		Bundle:    r.Bundle,
+		Rootfs:    toMounts(r.Rootfs),
+		Stdio:     io.monitor,
+		Host:      host,
+	})
+	io.closeMonitorEnds()
+	if err != nil {
+		io.Close()
+		if errors.Is(err, urunc.ErrNotUnikernel) {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented,
+				"container %s names no unikernel (no %sunikernelType annotation and no /%s): plain containers are not run by this shim",
+				r.ID, urunc.AnnotationPrefix, urunc.ConfigFileInRootfs)
+		}
+		return nil, errgrpc.ToGRPC(err)
+	}
+	c := &container{rt: rt, io: io, spec: cfg, startDone: make(chan struct{}), exitSent: make(chan struct{})}
+	s.mu.Lock()
+	s.containers[r.ID] = c
+	s.mu.Unlock()
+
+	s.events.Send(&eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid:         uint32(rt.Pid()),
+	})
+	go s.forwardExit(c)
+	go s.forwardOOM(c)
+	return &taskAPI.CreateTaskResponse{Pid: uint32(rt.Pid())}, nil
+}
+
+// forwardExit publishes TaskExit once the monitor is gone, after TaskStart
+// and after its output has been copied out.
+func (s *taskService) forwardExit(c *container) {
+	exit, _ := c.rt.Wait(context.Background())
+	c.io.WaitOutput(2 * time.Second)
+	<-c.startDone
+	s.events.Send(&eventstypes.TaskExit{
+		ContainerID: c.rt.ID(),
+		ID:          c.rt.ID(),
+		Pid:         uint32(exit.Pid),
+		ExitStatus:  uint32(exit.Status),
+		ExitedAt:    protobuf.ToTimestamp(exit.At),
+	})
+	close(c.exitSent)
+}
+
+func (s *taskService) forwardOOM(c *container) {
+	oom := c.rt.OOM()
+	if oom == nil {
+		return
+	}
+	for {
+		select {
+		case <-c.rt.Exited():
+			return
+		case <-oom:
+			s.events.Send(&eventstypes.TaskOOM{ContainerID: c.rt.ID()})
+		}
+	}
+}
+
+func toMounts(ms []*types.Mount) []mount.Mount {
+	out := make([]mount.Mount, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	return out
+}
+
+func (s *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
+	}
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.rt.Start(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	pid := c.rt.Pid()
+	s.events.Send(&eventstypes.TaskStart{ContainerID: r.ID, Pid: uint32(pid)})
+	c.releaseStart()
+	return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+}
+
+func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
+	}
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	// A task that never started still reports its exit before its delete.
+	if c.rt.State().Status == urunc.StatusCreated {
+		c.releaseStart()
+	}
+	exit, err := c.rt.Delete(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	c.io.Close()
+	<-c.exitSent
+	s.mu.Lock()
+	delete(s.containers, r.ID)
+	s.mu.Unlock()
+	s.events.Send(&eventstypes.TaskDelete{
+		ContainerID: r.ID,
+		ID:          r.ID,
+		Pid:         uint32(exit.Pid),
+		ExitStatus:  uint32(exit.Status),
+		ExitedAt:    protobuf.ToTimestamp(exit.At),
+	})
+	return &taskAPI.DeleteResponse{
+		Pid:        uint32(exit.Pid),
+		ExitStatus: uint32(exit.Status),
+		ExitedAt:   protobuf.ToTimestamp(exit.At),
+	}, nil
+}
+
+func (s *taskService) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
+	}
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	st := c.rt.State()
+	resp := &taskAPI.StateResponse{
+		ID:       st.ID,
+		Bundle:   st.Bundle,
+		Pid:      uint32(st.Pid),
+		Status:   taskStatus(st.Status),
+		Stdin:    c.spec.Stdin,
+		Stdout:   c.spec.Stdout,
+		Stderr:   c.spec.Stderr,
+		Terminal: c.spec.Terminal,
+	}
+	if st.Status == urunc.StatusStopped {
+		resp.ExitStatus = uint32(st.Exit.Status)
+		resp.ExitedAt = protobuf.ToTimestamp(st.Exit.At)
+	}
+	return resp, nil
+}
+
+func taskStatus(s urunc.Status) task.Status {
+	switch s {
+	case urunc.StatusCreated:
+		return task.Status_CREATED
+	case urunc.StatusRunning:
+		return task.Status_RUNNING
+	case urunc.StatusPaused:
+		return task.Status_PAUSED
+	case urunc.StatusStopped:
+		return task.Status_STOPPED
+	}
+	return task.Status_UNKNOWN
+}
+
+func (s *taskService) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := c.rt.Pids(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp := &taskAPI.PidsResponse{}
+	for _, p := range pids {
+		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(p)})
+	}
+	return resp, nil
+}
+
+func (s *taskService) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.rt.Pause(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.events.Send(&eventstypes.TaskPaused{ContainerID: r.ID})
+	return empty, nil
+}
+
+func (s *taskService) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.rt.Resume(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.events.Send(&eventstypes.TaskResumed{ContainerID: r.ID})
+	return empty, nil
+}
+
+func (s *taskService) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented,
+		"checkpoint of a unikernel is not supported: the guest's state lives in the VM's memory, which this shim does not snapshot")
+}
+
+func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
+	}
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.rt.Kill(ctx, syscall.Signal(r.Signal), r.All); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented,
+		"exec into a unikernel is not supported: the container is one application inside a VM, with no host process to join")
+}
+
+func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.io.Resize(r.Width, r.Height); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+	}
+	return empty, nil
+}
+
+func (s *taskService) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin {
+		c.io.CloseStdin()
+	}
+	return empty, nil
+}
+
+func (s *taskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var res specs.LinuxResources
+	if err := json.Unmarshal(r.Resources.GetValue(), &res); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: resources: %w", errdefs.ErrInvalidArgument, err))
+	}
+	if err := c.rt.Update(ctx, &res); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+func (s *taskService) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
+	}
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	exit, err := c.rt.Wait(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.WaitResponse{ExitStatus: uint32(exit.Status), ExitedAt: protobuf.ToTimestamp(exit.At)}, nil
+}
+
+func (s *taskService) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.rt.Metrics(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	data, err := typeurl.MarshalAnyToProto(m)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.StatsResponse{Stats: data}, nil
+}
+
+func (s *taskService) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
+	if c, err := s.get(r.ID); err == nil {
+		resp.TaskPid = uint32(c.rt.Pid())
+	}
+	return resp, nil
+}
+
+// Shutdown ends the shim once it holds no container, and not before:
+// containerd calls it after every delete, and a grouped shim serves more.
+func (s *taskService) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.containers) > 0 {
+		return empty, nil
+	}
+	log.G(ctx).Debug("no container left; shutting down")
+	s.shutdown.Shutdown()
+	return empty, nil
+}
+
+// topic returns the containerd event topic of an event.
+func topic(e any) string {
+	switch e.(type) {
+	case *eventstypes.TaskCreate:
+		return ctrdruntime.TaskCreateEventTopic
+	case *eventstypes.TaskStart:
+		return ctrdruntime.TaskStartEventTopic
+	case *eventstypes.TaskExit:
+		return ctrdruntime.TaskExitEventTopic
+	case *eventstypes.TaskDelete:
+		return ctrdruntime.TaskDeleteEventTopic
+	case *eventstypes.TaskPaused:
+		return ctrdruntime.TaskPausedEventTopic
+	case *eventstypes.TaskResumed:
+		return ctrdruntime.TaskResumedEventTopic
+	case *eventstypes.TaskOOM:
+		return ctrdruntime.TaskOOMEventTopic
+	}
+	return ctrdruntime.TaskUnknownTopic
+}

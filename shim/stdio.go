@@ -1,0 +1,336 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/console"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/fifo"
+	"github.com/containerd/log"
+
+	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+)
+
+// stdioConfig is the container's stdio as containerd asks for it.
+type stdioConfig struct {
+	Stdin, Stdout, Stderr string
+	Terminal              bool
+}
+
+// stdio owns the container's side of its stdio: FIFOs, log files, a logger
+// binary or a pty, and the copies between them and the monitor.
+type stdio struct {
+	cfg     stdioConfig
+	monitor urunc.Stdio // the monitor's ends, closed once it holds them
+
+	stdinW  io.WriteCloser // the shim's end of the monitor's stdin
+	console console.Console
+
+	copies  sync.WaitGroup // copies of the monitor's output
+	closers []io.Closer
+	logger  *exec.Cmd
+	loggerC chan runcExit
+	once    sync.Once
+}
+
+// openStdio opens everything the request names. On error nothing stays
+// open.
+func openStdio(ctx context.Context, id, namespace string, cfg stdioConfig) (_ *stdio, retErr error) {
+	s := &stdio{cfg: cfg}
+	defer func() {
+		if retErr != nil {
+			s.closeMonitorEnds()
+			s.Close()
+		}
+	}()
+	if cfg.Terminal {
+		if err := s.openTerminal(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := s.openStdin(ctx); err != nil {
+			return nil, err
+		}
+		if err := s.openOutput(ctx, id, namespace); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *stdio) track(c io.Closer) { s.closers = append(s.closers, c) }
+
+// openStdin opens the stdin FIFO non-blocking (containerd may have no
+// writer yet) and copies it into a pipe the monitor reads.
+func (s *stdio) openStdin(ctx context.Context) error {
+	if s.cfg.Stdin == "" {
+		return nil
+	}
+	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
+	}
+	s.track(in)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	s.monitor.Stdin, s.stdinW = r, w
+	go func() {
+		_, _ = io.Copy(w, in)
+		// EOF on stdin is the guest's EOF too.
+		s.CloseStdin()
+	}()
+	return nil
+}
+
+// openOutput wires stdout and stderr according to their URI scheme: a
+// FIFO path, file://PATH or binary://PATH?args.
+func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
+	if s.cfg.Stdout == "" && s.cfg.Stderr == "" {
+		return nil
+	}
+	u, err := url.Parse(s.cfg.Stdout)
+	if err != nil {
+		return fmt.Errorf("stdout URI %q: %w", s.cfg.Stdout, err)
+	}
+	switch u.Scheme {
+	case "", "fifo":
+		out, err := s.openFifoOutput(ctx, s.cfg.Stdout)
+		if err != nil {
+			return err
+		}
+		s.monitor.Stdout = out
+		if s.cfg.Stderr == s.cfg.Stdout {
+			s.monitor.Stderr = out
+		} else if s.cfg.Stderr != "" {
+			if s.monitor.Stderr, err = s.openFifoOutput(ctx, s.cfg.Stderr); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "file":
+		return s.openFile(u.Path)
+	case "binary":
+		return s.startLogger(ctx, u, id, namespace)
+	default:
+		return fmt.Errorf("stdout URI %q: unsupported scheme %q", s.cfg.Stdout, u.Scheme)
+	}
+}
+
+// openFifoOutput returns the write end of a pipe whose output is copied to
+// the FIFO at path. The shim holds the FIFO open for reading too, so that a
+// reader that goes away (containerd restarting) never makes the monitor
+// die of SIGPIPE; output just waits in the pipe.
+func (s *stdio) openFifoOutput(ctx context.Context, path string) (*os.File, error) {
+	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open FIFO %s: %w", path, err)
+	}
+	s.track(w)
+	keep, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open FIFO %s for reading: %w", path, err)
+	}
+	s.track(keep)
+	r, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	s.copies.Add(1)
+	go func() {
+		defer s.copies.Done()
+		defer r.Close()
+		_, _ = io.Copy(w, r)
+	}()
+	return pw, nil
+}
+
+// openFile appends the monitor's stdout and stderr to a log file; the
+// monitor writes it directly.
+func (s *stdio) openFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("open log file %s: %w", path, err)
+	}
+	s.monitor.Stdout, s.monitor.Stderr = f, f
+	return nil
+}
+
+// startLogger runs a logging binary as containerd defines it: the
+// container's stdout on fd 3, stderr on fd 4, and fd 5 closed once the
+// logger is ready; CONTAINER_ID and CONTAINER_NAMESPACE in its environment.
+func (s *stdio) startLogger(ctx context.Context, u *url.URL, id, namespace string) error {
+	var args []string
+	for k, vs := range u.Query() {
+		args = append(args, k)
+		if len(vs) > 0 && vs[0] != "" {
+			args = append(args, vs[0])
+		}
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return err
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		for _, f := range []*os.File{outR, outW, errR, errW} {
+			f.Close()
+		}
+		return err
+	}
+	s.monitor.Stdout, s.monitor.Stderr = outW, errW
+	cmd := exec.Command(u.Path, args...)
+	cmd.Env = append(os.Environ(), "CONTAINER_ID="+id, "CONTAINER_NAMESPACE="+namespace)
+	cmd.ExtraFiles = []*os.File{outR, errR, readyW}
+	ec, err := reaper.Default.Start(cmd)
+	outR.Close()
+	errR.Close()
+	readyW.Close()
+	if err != nil {
+		readyR.Close()
+		return fmt.Errorf("start logger %s: %w", u.Path, err)
+	}
+	s.logger, s.loggerC = cmd, ec
+	defer readyR.Close()
+	ready := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, readyR)
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return fmt.Errorf("logger %s: %w", u.Path, err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("logger %s did not become ready: %w", u.Path, ctx.Err())
+	}
+	return nil
+}
+
+// openTerminal gives the monitor a pty; the shim copies between the pty
+// master and the stdin and stdout FIFOs.
+func (s *stdio) openTerminal(ctx context.Context) error {
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		return fmt.Errorf("create pty: %w", err)
+	}
+	s.console = master
+	s.track(master)
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("open pty %s: %w", slavePath, err)
+	}
+	s.monitor = urunc.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
+	if s.cfg.Stdin != "" {
+		in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
+		}
+		s.track(in)
+		go func() { _, _ = io.Copy(master, in) }()
+	}
+	if s.cfg.Stdout != "" {
+		w, err := fifo.OpenFifo(ctx, s.cfg.Stdout, syscall.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("open FIFO %s: %w", s.cfg.Stdout, err)
+		}
+		s.track(w)
+		keep, err := fifo.OpenFifo(ctx, s.cfg.Stdout, syscall.O_RDONLY, 0)
+		if err != nil {
+			return err
+		}
+		s.track(keep)
+		s.copies.Add(1)
+		go func() {
+			defer s.copies.Done()
+			// EIO once the last holder of the slave is gone ends this.
+			_, _ = io.Copy(w, master)
+		}()
+	}
+	return nil
+}
+
+// closeMonitorEnds closes the shim's copies of the monitor's stdio once the
+// launcher holds its own; otherwise the copies would never see EOF.
+func (s *stdio) closeMonitorEnds() {
+	seen := map[*os.File]bool{}
+	for _, f := range []*os.File{s.monitor.Stdin, s.monitor.Stdout, s.monitor.Stderr} {
+		if f != nil && !seen[f] {
+			seen[f] = true
+			f.Close()
+		}
+	}
+}
+
+// CloseStdin closes the guest's stdin (CloseIO).
+func (s *stdio) CloseStdin() {
+	if s.stdinW != nil {
+		s.stdinW.Close()
+	}
+}
+
+// Resize resizes the pty.
+func (s *stdio) Resize(width, height uint32) error {
+	if s.console == nil {
+		return fmt.Errorf("container has no terminal")
+	}
+	return s.console.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
+}
+
+// WaitOutput waits, at most timeout, for the monitor's output to be copied
+// out; it returns once the monitor (and every holder of its stdout) is gone.
+func (s *stdio) WaitOutput(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.copies.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+}
+
+// Close drains what is left and closes everything; it is idempotent.
+func (s *stdio) Close() {
+	s.once.Do(func() {
+		if s.console != nil {
+			// The master read ends with EIO when the slave closes.
+			s.WaitOutput(time.Second)
+		} else {
+			s.WaitOutput(2 * time.Second)
+		}
+		s.CloseStdin()
+		var errs []error
+		for _, c := range s.closers {
+			if err := c.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+		if s.logger != nil {
+			if _, err := reaper.Default.WaitTimeout(s.logger, s.loggerC, 5*time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			log.L.WithError(err).Debug("close stdio")
+		}
+	})
+}
