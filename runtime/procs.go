@@ -40,10 +40,18 @@ func processStartTime(pid int) (uint64, error) {
 	return st, err
 }
 
-// sameProcess tells whether pid is still the process that had startTime:
-// a pid the kernel has handed to another process must never be signalled.
+// sameProcess tells whether pid is still the live process that had
+// startTime: a pid the kernel has handed to another process must never be
+// signalled, and a zombie is already dead.
 func sameProcess(pid int, startTime uint64) bool {
 	if pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == 'Z' {
 		return false
 	}
 	st, err := processStartTime(pid)

@@ -3,8 +3,8 @@ package shim
 import (
 	"context"
 	"net"
-	"strings"
 	"os"
+	"strings"
 	"sync"
 	"time"
 

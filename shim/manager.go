@@ -174,4 +174,3 @@ func (m Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 		Version: &types.RuntimeVersion{Version: Version},
 	}, nil
 }
-

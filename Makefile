@@ -1,0 +1,44 @@
+# containerd-shim-urunc-v2
+GO ?= go
+BIN := bin/containerd-shim-urunc-v2
+PREFIX ?= /usr/local/bin
+DEMO_DIR ?= /tmp/urunc-demo
+
+.PHONY: all build install setup unit integration test demo demo-clean bench vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/containerd-shim-urunc-v2
+
+install: build
+	install -m 0755 $(BIN) $(PREFIX)/containerd-shim-urunc-v2
+
+# Installs qemu, busybox, runc, containerd/ctr v2.4.2 and the guest kernel.
+setup:
+	./integration/setup.sh
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+unit:
+	$(GO) test -count=1 ./...
+
+# Needs root: a private containerd, real ctr, real qemu guests (TCG).
+integration: setup
+	cd integration && $(GO) test -tags integration -count=1 -v -timeout 25m .
+
+test: vet unit integration
+
+# Builds everything, starts a private containerd, imports the demo guest
+# image, runs it and prints its output.
+demo: setup build
+	./integration/demo.sh $(DEMO_DIR)
+
+bench: setup build
+	./integration/bench.sh
+
+clean:
+	rm -rf bin

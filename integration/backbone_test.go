@@ -1,0 +1,115 @@
+//go:build integration
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
+)
+
+var image = testimage.ImageName
+
+// A one-shot guest prints its arguments (the one with a space quoted the
+// way urunc's inits expect) and ctr exits with the container's status.
+func TestRunOneShotPrintsGuestOutput(t *testing.T) {
+	id := newID(t)
+	out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, image, id, "/init", "echo", "hello", "from a guest")
+	if err != nil {
+		t.Fatalf("ctr run: %v\n%s", err, out)
+	}
+	if want := "URUNC_GUEST_ARGS: hello 'from a guest'"; !strings.Contains(out, want) {
+		t.Fatalf("guest output lacks %q:\n%s", want, out)
+	}
+}
+
+// The image's own entrypoint and cmd run when ctr gives no args.
+func TestRunImageDefaultArgs(t *testing.T) {
+	id := newID(t)
+	out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, image, id)
+	if err != nil {
+		t.Fatalf("ctr run: %v\n%s", err, out)
+	}
+	if want := "URUNC_GUEST_ARGS: hello from urunc"; !strings.Contains(out, want) {
+		t.Fatalf("guest output lacks %q:\n%s", want, out)
+	}
+}
+
+// A detached long-running guest is RUNNING, its pid is the qemu monitor,
+// and SIGKILL then rm end it.
+func TestRunDetachedKillAndRemove(t *testing.T) {
+	id := newID(t)
+	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
+	if st := taskStatus(t, id); st != "RUNNING" {
+		t.Fatalf("task status = %q, want RUNNING", st)
+	}
+	ps := ctr(t, "task", "ps", id)
+	var pids []int
+	for _, l := range strings.Split(ps, "\n")[1:] {
+		if f := strings.Fields(l); len(f) > 0 {
+			if p, err := strconv.Atoi(f[0]); err == nil {
+				pids = append(pids, p)
+			}
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("ctr task ps lists no pid:\n%s", ps)
+	}
+	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pids[0]), "exe"))
+	if err != nil || !strings.HasPrefix(filepath.Base(exe), "qemu-system") {
+		t.Fatalf("pid %d is %q (%v), want the qemu monitor", pids[0], exe, err)
+	}
+	ctr(t, "task", "kill", "-s", "SIGKILL", id)
+	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+	ctr(t, "task", "rm", id)
+	ctr(t, "container", "rm", id)
+	if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pids[0]))); err == nil {
+		t.Fatalf("monitor %d still alive after kill and rm", pids[0])
+	}
+}
+
+// Bad input fails Create with an error that names the problem, through
+// ctr, and leaves nothing behind (checked by newID's cleanup).
+func TestBadInputIsRefusedWithClearError(t *testing.T) {
+	cases := []struct {
+		name       string
+		annotation string
+		hostConfig string
+		want       string
+	}{
+		{"unknown unikernel type", "com.urunc.unikernel.unikernelType=bogus", "", `unknown unikernelType "bogus"`},
+		{"unknown hypervisor", "com.urunc.unikernel.hypervisor=bogus", "", `unknown hypervisor "bogus"`},
+		{"kernel missing", "com.urunc.unikernel.binary=/boot/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/boot/nokernel" not found in the container rootfs`},
+		{"initrd missing", "com.urunc.unikernel.initrd=/noinitrd", "", `initrd (com.urunc.unikernel.initrd) "/noinitrd" not found in the container rootfs`},
+		{"path leaves rootfs", "com.urunc.unikernel.binary=../../../../../../etc/passwd", "", `path "../../../../../../etc/passwd" leaves the container rootfs`},
+		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newID(t)
+			if tc.hostConfig != "" {
+				withHostConfig(t, tc.hostConfig)
+			}
+			args := []string{"run", "--rm", "--runtime", runtimeName}
+			if tc.annotation != "" {
+				args = append(args, "--annotation", tc.annotation)
+			}
+			args = append(args, image, id, "/init", "echo", "should not run")
+			out, err := ctrRaw(args...)
+			if err == nil {
+				t.Fatalf("ctr run succeeded, want an error containing %q\n%s", tc.want, out)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("error lacks %q:\n%s", tc.want, out)
+			}
+			if strings.Contains(out, "URUNC_GUEST_ARGS") {
+				t.Fatalf("guest ran despite bad input:\n%s", out)
+			}
+		})
+	}
+}

@@ -1,0 +1,427 @@
+//go:build integration
+
+// Package integration drives a private containerd daemon, real clients and
+// real qemu guests. Run as root after integration/setup.sh; `make test`
+// does both.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
+)
+
+const (
+	runtimeName = "io.containerd.urunc.v2"
+	namespace   = "default"
+	guestDir    = "/var/cache/urunc-test/guest"
+)
+
+// env is the test environment shared by every test: one private containerd
+// with its own root, state and socket under a temp dir.
+var env *testEnv
+
+type testEnv struct {
+	dir        string // everything of this run lives under here
+	bin        string // the freshly built shim, first on containerd's PATH
+	shimPath   string
+	hostConfig string // URUNC_CONFIG_FILE of the daemon
+	qmpDir     string
+	daemon     *exec.Cmd
+	logFile    *os.File
+}
+
+func (e *testEnv) socket() string { return filepath.Join(e.dir, "containerd.sock") }
+func (e *testEnv) stateDir() string {
+	return filepath.Join(e.dir, "state")
+}
+func (e *testEnv) bundle(id string) string {
+	return filepath.Join(e.stateDir(), "io.containerd.runtime.v2.task", namespace, id)
+}
+
+// defaultHostConfig selects TCG: real guests hang under KVM on these hosts.
+func (e *testEnv) defaultHostConfig() string {
+	return fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = 256\n\n[runtime]\nstop_grace_s = 6\nstate_dir = %q\n", e.qmpDir)
+}
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration tests need root")
+		os.Exit(1)
+	}
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration setup:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "urunc-it-")
+	if err != nil {
+		return 0, err
+	}
+	env = &testEnv{dir: dir, bin: filepath.Join(dir, "bin"), qmpDir: filepath.Join(dir, "qmp")}
+	defer env.teardown()
+	env.shimPath = filepath.Join(env.bin, "containerd-shim-urunc-v2")
+	build := exec.Command("go", "build", "-o", env.shimPath, "../cmd/containerd-shim-urunc-v2")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build shim: %w", err)
+	}
+	env.hostConfig = filepath.Join(dir, "urunc.toml")
+	if err := os.WriteFile(env.hostConfig, []byte(env.defaultHostConfig()), 0o644); err != nil {
+		return 0, err
+	}
+	if err := env.startDaemon(); err != nil {
+		return 0, err
+	}
+	image := filepath.Join(dir, "guest.tar")
+	if err := testimage.WriteOCIArchive(image, guestImageOptions()); err != nil {
+		return 0, err
+	}
+	if out, err := ctrRaw("images", "import", image); err != nil {
+		return 0, fmt.Errorf("import image: %v: %s", err, out)
+	}
+	return m.Run(), nil
+}
+
+func guestImageOptions() testimage.Options {
+	return testimage.Options{
+		Kernel:     filepath.Join(guestDir, "vmlinuz"),
+		Busybox:    "/bin/busybox",
+		ModulesDir: filepath.Join(guestDir, "modules"),
+		Modules:    guestModules,
+	}
+}
+
+// guestModules are loaded by the test guest's init, in dependency order:
+// virtio networking and the ACPI power button.
+var guestModules = []string{
+	"drivers/virtio/virtio_ring", "drivers/virtio/virtio",
+	"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci_modern_dev",
+	"drivers/virtio/virtio_pci",
+	"net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
+	"drivers/acpi/button",
+}
+
+func (e *testEnv) startDaemon() error {
+	cfg := fmt.Sprintf(`version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  level = "debug"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc]
+  runtime_type = %q
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+`, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName)
+	cfgPath := filepath.Join(e.dir, "containerd.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	if e.logFile == nil {
+		f, err := os.Create(filepath.Join(e.dir, "containerd.log"))
+		if err != nil {
+			return err
+		}
+		e.logFile = f
+	}
+	cmd := exec.Command("containerd", "--config", cfgPath)
+	cmd.Env = append(os.Environ(),
+		"PATH="+e.bin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"URUNC_CONFIG_FILE="+e.hostConfig)
+	cmd.Stdout, cmd.Stderr = e.logFile, e.logFile
+	// Its own process group, so that killing it never reaches the shims.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	e.daemon = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ctrRaw("version"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("containerd did not come up; see %s", e.logFile.Name())
+}
+
+// killDaemon kills containerd with SIGKILL, as a crash would.
+func (e *testEnv) killDaemon() {
+	_ = e.daemon.Process.Signal(syscall.SIGKILL)
+	_, _ = e.daemon.Process.Wait()
+}
+
+func (e *testEnv) teardown() {
+	if e.daemon != nil {
+		// Delete whatever a failed test left, then stop the daemon.
+		out, _ := ctrRaw("task", "ls", "-q")
+		for _, id := range strings.Fields(out) {
+			forceRemove(id)
+		}
+		_ = e.daemon.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _, _ = e.daemon.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			e.killDaemon()
+		}
+	}
+	for _, p := range processesOf(e.shimPath) {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	for _, mp := range mountsUnder(e.dir) {
+		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+	}
+	if e.logFile != nil {
+		e.logFile.Close()
+	}
+	if os.Getenv("URUNC_KEEP_TEST_DIR") == "" {
+		os.RemoveAll(e.dir)
+	} else {
+		fmt.Println("test dir kept:", e.dir)
+	}
+}
+
+// ctrRaw runs ctr against the private daemon, returning combined output.
+func ctrRaw(args ...string) (string, error) {
+	return ctrContext(context.Background(), args...)
+}
+
+func ctrContext(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", env.socket(), "--namespace", namespace}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return filterCtrNoise(out.String()), err
+}
+
+// filterCtrNoise drops ctr's cgroup v1 deprecation warning, printed on
+// every call on these hosts.
+func filterCtrNoise(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if strings.Contains(l, "DEPRECATION: The support for cgroup v1") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "")
+}
+
+// ctr runs ctr and fails the test on error.
+func ctr(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := ctrRaw(args...)
+	if err != nil {
+		t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// exitCode returns the exit status of a finished command's error.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// forceRemove kills and deletes a container whatever its state.
+func forceRemove(id string) {
+	_, _ = ctrRaw("task", "kill", "-s", "SIGKILL", id)
+	for i := 0; i < 50; i++ {
+		if _, err := ctrRaw("task", "rm", "-f", id); err == nil {
+			break
+		}
+		if out, _ := ctrRaw("task", "ls", "-q"); !strings.Contains(" "+strings.Join(strings.Fields(out), " ")+" ", " "+id+" ") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, _ = ctrRaw("container", "rm", id)
+}
+
+// newID returns a container ID unique to the test and registers its
+// cleanup: forced removal, then the leftover check, which runs even when
+// the test failed.
+func newID(t *testing.T) string {
+	t.Helper()
+	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(id) > 40 {
+		id = id[:40]
+	}
+	id = fmt.Sprintf("%s-%d", id, time.Now().UnixNano()%100000)
+	t.Cleanup(func() {
+		forceRemove(id)
+		assertNoLeftovers(t, id)
+	})
+	return id
+}
+
+// taskStatus returns the STATUS column of `ctr task ls` for id, or "".
+func taskStatus(t *testing.T, id string) string {
+	t.Helper()
+	out, _ := ctrRaw("task", "ls")
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// processesOf lists live processes whose executable is path.
+func processesOf(path string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && strings.TrimSuffix(exe, " (deleted)") == path {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// monitorProcesses lists qemu processes booting a guest of this shim (their
+// kernel sits at /guest/kernel in the confined root).
+func monitorProcesses() []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if strings.HasPrefix(filepath.Base(args[0]), "qemu-system") && strings.Contains(string(cmdline), "/guest/kernel") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			out = append(out, f[4])
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// cgroupPaths are where the container's cgroup would be, v1 and v2.
+func cgroupPaths(id string) []string {
+	return []string{
+		filepath.Join("/sys/fs/cgroup/memory", namespace, id),
+		filepath.Join("/sys/fs/cgroup/freezer", namespace, id),
+		filepath.Join("/sys/fs/cgroup/pids", namespace, id),
+		filepath.Join("/sys/fs/cgroup", namespace, id),
+	}
+}
+
+// leftovers describes what is left of container id on the host, or "".
+func leftovers(id string) string {
+	var found []string
+	if p := processesOf(env.shimPath); len(p) > 0 {
+		found = append(found, fmt.Sprintf("shim or launcher processes %v", p))
+	}
+	if p := monitorProcesses(); len(p) > 0 {
+		found = append(found, fmt.Sprintf("monitor processes %v", p))
+	}
+	if m := mountsUnder(env.stateDir()); len(m) > 0 {
+		found = append(found, fmt.Sprintf("mounts %v", m))
+	}
+	for _, cg := range cgroupPaths(id) {
+		if _, err := os.Stat(cg); err == nil {
+			found = append(found, "cgroup "+cg)
+		}
+	}
+	if _, err := os.Stat(env.bundle(id)); err == nil {
+		found = append(found, "bundle "+env.bundle(id))
+	}
+	if socks, _ := filepath.Glob(filepath.Join(env.qmpDir, "*")); len(socks) > 0 {
+		found = append(found, fmt.Sprintf("control sockets %v", socks))
+	}
+	return strings.Join(found, "; ")
+}
+
+// assertNoLeftovers fails the test if anything of id (or of any shim) is
+// left, giving asynchronous teardown a few seconds.
+func assertNoLeftovers(t *testing.T, id string) {
+	t.Helper()
+	var left string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if left = leftovers(id); left == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("leftovers after %s: %s", id, left)
+}
+
+// withHostConfig replaces the daemon's host config for the rest of the
+// test; the shim reads it on every Create.
+func withHostConfig(t *testing.T, cfg string) {
+	t.Helper()
+	if err := os.WriteFile(env.hostConfig, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(env.hostConfig, []byte(env.defaultHostConfig()), 0o644) })
+}

@@ -1,0 +1,128 @@
+package monitors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+var testGuest = Guest{
+	Kernel: "/guest/kernel", Initrd: "/guest/initrd", Cmdline: "panic=-1 console=ttyS0",
+	MemoryMB: 256, VCPUs: 2,
+}
+
+// The exact command lines each monitor gets. firecracker, solo5 and
+// cloud-hypervisor cannot run on the test hosts; these are their known-good
+// forms.
+func TestMonitorArgs(t *testing.T) {
+	withNet := testGuest
+	withNet.Net = &NIC{Tap: "tap0_abc", MAC: "02:00:00:00:00:01"}
+	withNet.ControlFD = 5
+	noInitrd := testGuest
+	noInitrd.Initrd = ""
+	tests := []struct {
+		name    string
+		monitor Monitor
+		guest   Guest
+		want    string
+		wantErr string
+	}{
+		{
+			name: "qemu tcg", monitor: newQemu("/usr/bin/qemu-system-x86_64", Config{Accel: "tcg"}), guest: testGuest,
+			want: "/usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
+				"-append panic=-1 console=ttyS0 -nic none",
+		},
+		{
+			name: "qemu kvm with net and qmp", monitor: newQemu("/q", Config{}), guest: withNet,
+			want: "/q -accel kvm -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -cpu host -initrd /guest/initrd " +
+				"-append panic=-1 console=ttyS0 -netdev tap,id=net0,ifname=tap0_abc,script=no,downscript=no " +
+				"-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,romfile= " +
+				"-chardev socket,id=qmp,fd=5,server=on,wait=off -mon chardev=qmp,mode=control",
+		},
+		{
+			name: "solo5-hvt", monitor: newHvt("/usr/bin/solo5-hvt", Config{}), guest: func() Guest { g := noInitrd; g.Net = withNet.Net; return g }(),
+			want: "/usr/bin/solo5-hvt --mem=256 --net:service=tap0_abc --net-mac:service=02:00:00:00:00:01 /guest/kernel panic=-1 console=ttyS0",
+		},
+		{name: "solo5-spt refuses an initrd", monitor: newSpt("/usr/bin/solo5-spt", Config{}), guest: testGuest, wantErr: "cannot boot an initrd"},
+		{
+			name: "cloud-hypervisor", monitor: newCloudHypervisor("/usr/bin/cloud-hypervisor", Config{}), guest: withNet,
+			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off " +
+				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01",
+		},
+		{
+			name: "firecracker", monitor: newFirecracker("/usr/bin/firecracker", Config{}), guest: testGuest,
+			want: "/usr/bin/firecracker --no-api --config-file /guest/firecracker.json",
+		},
+		{name: "no kernel", monitor: newQemu("/q", Config{}), guest: Guest{}, wantErr: "no guest kernel"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args, err := tc.monitor.Args(tc.guest)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(args, " "); got != tc.want {
+				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFirecrackerConfigFile(t *testing.T) {
+	g := testGuest
+	g.Net = &NIC{Tap: "tap1", MAC: "02:00:00:00:00:02"}
+	data, err := newFirecracker("/fc", Config{}).(ConfigFileWriter).ConfigFile(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	boot := cfg["boot-source"].(map[string]any)
+	mc := cfg["machine-config"].(map[string]any)
+	nic := cfg["network-interfaces"].([]any)[0].(map[string]any)
+	if boot["kernel_image_path"] != "/guest/kernel" || boot["initrd_path"] != "/guest/initrd" || boot["boot_args"] != g.Cmdline ||
+		mc["vcpu_count"].(float64) != 2 || mc["mem_size_mib"].(float64) != 256 ||
+		nic["host_dev_name"] != "tap1" || nic["guest_mac"] != "02:00:00:00:00:02" {
+		t.Fatalf("config: %s", data)
+	}
+}
+
+func TestNewMonitorErrors(t *testing.T) {
+	tests := []struct {
+		name, monitor, path, want string
+	}{
+		{"unknown", "vmware", "", `unknown hypervisor "vmware" (known: clh, firecracker, hvt, qemu, spt)`},
+		{"missing binary", "firecracker", "/opt/none/firecracker", `hypervisor "firecracker": monitor binary "/opt/none/firecracker" not found on this host`},
+		{"not on PATH", "hvt", "", `monitor binary "solo5-hvt" not found`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PATH", "/nonexistent")
+			_, err := New(tc.monitor, Config{Path: tc.path})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPowerdownSupport(t *testing.T) {
+	for _, m := range []Monitor{newHvt("/h", Config{}), newSpt("/s", Config{}), newFirecracker("/f", Config{}), newCloudHypervisor("/c", Config{}), newQemu("/q", Config{})} {
+		err := m.Powerdown(context.Background(), "")
+		if !errors.Is(err, ErrNoPowerdown) {
+			t.Errorf("%s without a control socket: err = %v, want ErrNoPowerdown", m.Name(), err)
+		}
+	}
+}

@@ -1,0 +1,84 @@
+package rootfs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestResolveInRootfs(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "boot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "boot", "k"), []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// An absolute symlink in an image means a path in the image.
+	if err := os.Symlink("/boot/k", filepath.Join(root, "kernel")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(root, "sneaky")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path, want, wantErr string
+	}{
+		{path: "/boot/k", want: filepath.Join(root, "boot/k")},
+		{path: "boot/k", want: filepath.Join(root, "boot/k")},
+		{path: "/kernel", want: filepath.Join(root, "boot/k")},
+		{path: "/sneaky", want: filepath.Join(root, "etc/passwd")},
+		{path: "../etc/passwd", wantErr: "leaves the container rootfs"},
+		{path: "/../../etc/passwd", wantErr: "leaves the container rootfs"},
+		{path: "", wantErr: "empty path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			got, err := ResolveInRootfs(root, tc.path)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequireFile(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ path, want string }{
+		{"/missing", `guest kernel "/missing" not found in the container rootfs`},
+		{"/dir", `guest kernel "/dir" in the container rootfs is not a regular file`},
+	}
+	for _, tc := range tests {
+		if _, err := RequireFile(root, tc.path, "guest kernel"); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: err = %v, want %q", tc.path, err, tc.want)
+		}
+	}
+}
+
+func TestELFDepsOfAHostBinary(t *testing.T) {
+	deps, err := ELFDeps("/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hasLibc, hasInterp bool
+	for _, d := range deps {
+		hasLibc = hasLibc || strings.Contains(filepath.Base(d), "libc.so")
+		hasInterp = hasInterp || strings.Contains(filepath.Base(d), "ld-linux")
+	}
+	if !hasLibc || !hasInterp {
+		t.Fatalf("deps of /bin/ls lack libc or the interpreter: %v", deps)
+	}
+	if _, err := ELFDeps("/etc/passwd"); err == nil {
+		t.Fatal("ELFDeps of a non-ELF file succeeded")
+	}
+}

@@ -1,0 +1,144 @@
+package runtime
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeURuncJSON(t *testing.T, dir string, kv map[string]string) {
+	t.Helper()
+	var parts []string
+	for k, v := range kv {
+		parts = append(parts, `"`+AnnotationPrefix+k+`":"`+base64.StdEncoding.EncodeToString([]byte(v))+`"`)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "urunc.json"), []byte("{"+strings.Join(parts, ",")+"}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResolveUnikernelConfigPrecedence(t *testing.T) {
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		file        map[string]string
+		want        UnikernelConfig
+	}{
+		{
+			name: "file only",
+			file: map[string]string{"unikernelType": "linux", "hypervisor": "qemu", "binary": "/k", "initrd": "/i", "mountRootfs": "true"},
+			want: UnikernelConfig{UnikernelType: "linux", Hypervisor: "qemu", Binary: "/k", Initrd: "/i", MountRootfs: "true"},
+		},
+		{
+			name:        "annotations win over the file",
+			annotations: map[string]string{AnnotationPrefix + "hypervisor": "firecracker", AnnotationPrefix + "cmdline": "a b"},
+			file:        map[string]string{"unikernelType": "linux", "hypervisor": "qemu", "binary": "/k"},
+			want:        UnikernelConfig{UnikernelType: "linux", Hypervisor: "firecracker", Binary: "/k", Cmdline: "a b"},
+		},
+		{
+			name:        "annotations only, other annotations ignored",
+			annotations: map[string]string{AnnotationPrefix + "unikernelType": "linux", "io.kubernetes.cri.sandbox-id": "x", AnnotationPrefix + "block": "/b", AnnotationPrefix + "useDMBlock": "true"},
+			want:        UnikernelConfig{UnikernelType: "linux", Block: "/b", UseDMBlock: "true"},
+		},
+		{
+			name: "neither: not a unikernel",
+			want: UnikernelConfig{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.file != nil {
+				writeURuncJSON(t, dir, tc.file)
+			}
+			got, err := ResolveUnikernelConfig(tc.annotations, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+			if got.IsUnikernel() != (tc.want.UnikernelType != "") {
+				t.Fatalf("IsUnikernel = %v", got.IsUnikernel())
+			}
+		})
+	}
+}
+
+func TestResolveUnikernelConfigBadFile(t *testing.T) {
+	tests := []struct {
+		name, content, want string
+	}{
+		{"not json", "{", "parse /urunc.json"},
+		{"not base64", `{"com.urunc.unikernel.binary":"%%%"}`, `value of "com.urunc.unikernel.binary" is not base64`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "urunc.json"), []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ResolveUnikernelConfig(nil, dir)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseHostConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		toml    string
+		wantErr string
+		check   func(t *testing.T, c HostConfig)
+	}{
+		{
+			name: "qemu table and defaults",
+			toml: "[monitors.qemu]\npath = \"/opt/q\"\naccel = \"tcg\"\ndefault_memory_mb = 512\n",
+			check: func(t *testing.T, c HostConfig) {
+				m := c.Monitor("qemu")
+				if m.Path != "/opt/q" || m.Accel != "tcg" || m.DefaultMemoryMB != 512 || m.DefaultVCPUs != 1 {
+					t.Fatalf("qemu = %+v", m)
+				}
+				if fc := c.Monitor("firecracker"); fc.Accel != "kvm" || fc.DefaultMemoryMB != 256 {
+					t.Fatalf("firecracker defaults = %+v", fc)
+				}
+				if c.StopGrace().Seconds() != 10 {
+					t.Fatalf("grace = %s", c.StopGrace())
+				}
+			},
+		},
+		{name: "bad accel", toml: "[monitors.qemu]\naccel = \"hvf\"\n", wantErr: `monitors.qemu.accel = "hvf"`},
+		{name: "unknown key", toml: "[monitors.qemu]\nacel = \"tcg\"\n", wantErr: "parse host config"},
+		{name: "grace", toml: "[runtime]\nstop_grace_s = 3\n", check: func(t *testing.T, c HostConfig) {
+			if c.StopGrace().Seconds() != 3 {
+				t.Fatalf("grace = %s", c.StopGrace())
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseHostConfig("test.toml", []byte(tc.toml))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestLoadHostConfigExplicitMissingFile(t *testing.T) {
+	t.Setenv(HostConfigEnv, filepath.Join(t.TempDir(), "missing.toml"))
+	if _, err := LoadHostConfig(); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Fatalf("err = %v, want one naming the file", err)
+	}
+}
