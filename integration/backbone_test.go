@@ -44,10 +44,12 @@ func TestRunImageDefaultArgs(t *testing.T) {
 // and SIGKILL then rm end it.
 func TestRunDetachedKillAndRemove(t *testing.T) {
 	id := newID(t)
-	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
+	logFile := filepath.Join(t.TempDir(), "console.log")
+	ctr(t, "run", "-d", "--log-uri", "file://"+logFile, "--runtime", runtimeName, image, id, "/init", "sleep")
 	if st := taskStatus(t, id); st != "RUNNING" {
 		t.Fatalf("task status = %q, want RUNNING", st)
 	}
+	waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
 	ps := ctr(t, "task", "ps", id)
 	var pids []int
 	for _, l := range strings.Split(ps, "\n")[1:] {
@@ -111,5 +113,21 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 				t.Fatalf("guest ran despite bad input:\n%s", out)
 			}
 		})
+	}
+}
+
+// waitForOutput waits until file holds want, failing with what it holds.
+func waitForOutput(t *testing.T, file, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		data, _ := os.ReadFile(file)
+		if strings.Contains(string(data), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in %s after %s; it holds:\n%s", want, file, timeout, data)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
