@@ -50,21 +50,9 @@ func TestRunDetachedKillAndRemove(t *testing.T) {
 		t.Fatalf("task status = %q, want RUNNING", st)
 	}
 	waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
-	ps := ctr(t, "task", "ps", id)
-	var pids []int
-	for _, l := range strings.Split(ps, "\n")[1:] {
-		if f := strings.Fields(l); len(f) > 0 {
-			if p, err := strconv.Atoi(f[0]); err == nil {
-				pids = append(pids, p)
-			}
-		}
-	}
-	if len(pids) == 0 {
-		t.Fatalf("ctr task ps lists no pid:\n%s", ps)
-	}
-	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pids[0]), "exe"))
-	if err != nil || !strings.HasPrefix(filepath.Base(exe), "qemu-system") {
-		t.Fatalf("pid %d is %q (%v), want the qemu monitor", pids[0], exe, err)
+	pids := taskPids(t, id)
+	if len(pids) == 0 || !isMonitor(pids[0]) {
+		t.Fatalf("ctr task ps lists %v, want the qemu monitor first", pids)
 	}
 	ctr(t, "task", "kill", "-s", "SIGKILL", id)
 	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })

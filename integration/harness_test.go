@@ -37,8 +37,12 @@ type testEnv struct {
 	shimPath   string
 	hostConfig string // URUNC_CONFIG_FILE of the daemon
 	qmpDir     string
-	daemon     *exec.Cmd
-	logFile    *os.File
+	standin    string // a static stand-in for qemu, for fast and exit-code tests
+	// shimSockets are the shim sockets that existed before the tests;
+	// anything beyond them afterwards is a leftover.
+	shimSockets map[string]bool
+	daemon      *exec.Cmd
+	logFile     *os.File
 }
 
 func (e *testEnv) socket() string { return filepath.Join(e.dir, "containerd.sock") }
@@ -80,6 +84,14 @@ func run(m *testing.M) (int, error) {
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build shim: %w", err)
 	}
+	env.standin = filepath.Join(dir, "standin", "qemu-system-x86_64")
+	build = exec.Command("go", "build", "-o", env.standin, "./cmd/standin-monitor")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build stand-in monitor: %w", err)
+	}
+	env.shimSockets = shimSockets()
 	env.hostConfig = filepath.Join(dir, "urunc.toml")
 	if err := os.WriteFile(env.hostConfig, []byte(env.defaultHostConfig()), 0o644); err != nil {
 		return 0, err
@@ -395,6 +407,11 @@ func leftovers(id string) string {
 	if socks, _ := filepath.Glob(filepath.Join(env.qmpDir, "*")); len(socks) > 0 {
 		found = append(found, fmt.Sprintf("control sockets %v", socks))
 	}
+	for s := range shimSockets() {
+		if !env.shimSockets[s] {
+			found = append(found, "shim socket "+s)
+		}
+	}
 	return strings.Join(found, "; ")
 }
 
@@ -424,4 +441,53 @@ func withHostConfig(t *testing.T, cfg string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.WriteFile(env.hostConfig, []byte(env.defaultHostConfig()), 0o644) })
+}
+
+// shimSocketDir is where containerd places shim sockets (its default).
+const shimSocketDir = "/run/containerd/s"
+
+func shimSockets() map[string]bool {
+	out := map[string]bool{}
+	entries, _ := os.ReadDir(shimSocketDir)
+	for _, e := range entries {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// standinHostConfig points the qemu monitor at the stand-in.
+func (e *testEnv) standinHostConfig() string {
+	return fmt.Sprintf("[monitors.qemu]\npath = %q\naccel = \"tcg\"\n\n[runtime]\nstop_grace_s = 6\nstate_dir = %q\n", e.standin, e.qmpDir)
+}
+
+// shimOf returns the pid of the shim daemon serving id, or 0.
+func shimOf(id string) int {
+	for _, p := range processesOf(env.shimPath) {
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "cmdline"))
+		if strings.Contains(string(cmdline), "\x00-id\x00"+id+"\x00") {
+			return p
+		}
+	}
+	return 0
+}
+
+// taskPids returns the pids `ctr task ps` lists for id.
+func taskPids(t *testing.T, id string) []int {
+	t.Helper()
+	ps := ctr(t, "task", "ps", id)
+	var pids []int
+	for _, l := range strings.Split(ps, "\n")[1:] {
+		if f := strings.Fields(l); len(f) > 0 {
+			if p, err := strconv.Atoi(f[0]); err == nil {
+				pids = append(pids, p)
+			}
+		}
+	}
+	return pids
+}
+
+// isMonitor tells whether pid is a live qemu (or stand-in) process.
+func isMonitor(pid int) bool {
+	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
+	return err == nil && strings.HasPrefix(filepath.Base(exe), "qemu-system")
 }

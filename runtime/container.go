@@ -470,13 +470,17 @@ func (c *Container) State() State {
 	return State{ID: c.id, Bundle: c.bundle, Pid: c.persist.Pid, Status: c.state, Exit: c.exit}
 }
 
-// Pids lists the monitor and every helper process it started.
+// Pids lists the monitor and every helper process it started. Once the
+// monitor has exited it still lists the monitor's pid until Delete: the
+// task exists, and containerd, reconnecting after a restart, takes an
+// empty list for a leaked shim and deletes the task, losing the exit
+// status it has not read yet.
 func (c *Container) Pids(ctx context.Context) ([]int, error) {
 	c.mu.Lock()
 	state := c.state
 	c.mu.Unlock()
 	if state == StatusStopped {
-		return nil, nil
+		return []int{c.persist.Pid}, nil
 	}
 	return descendants(c.persist.Pid), nil
 }

@@ -101,3 +101,10 @@ func readState(bundle string) (*persistedState, error) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// HasState tells whether bundle holds the persisted state of a container of
+// this runtime.
+func HasState(bundle string) bool {
+	_, err := os.Stat(statePath(bundle))
+	return err == nil
+}

@@ -164,6 +164,11 @@ func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
 	}
+	// A shim killed outright leaves its socket file behind; remove it
+	// unless a live shim (of the same group) still answers on it.
+	if addr := shimAddress(bundle); addr != "" && !shim.CanConnect(addr) {
+		_ = shim.RemoveSocket(addr)
+	}
 	return shim.StopStatus{Pid: exit.Pid, ExitStatus: exit.Status, ExitedAt: exit.At}, nil
 }
 

@@ -48,6 +48,27 @@ type taskService struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	idle       *time.Timer
+}
+
+// idleExitAfter bounds how long a shim with no container waits for
+// containerd's Shutdown. containerd calls Shutdown right after the last
+// Delete; if it dies in between, the shim would otherwise live forever.
+const idleExitAfter = 30 * time.Second
+
+// armIdleExit starts the idle timer; s.mu must be held.
+func (s *taskService) armIdleExit() {
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	s.idle = time.AfterFunc(idleExitAfter, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.containers) == 0 {
+			log.L.Info("no container left and no shutdown from containerd; exiting")
+			s.shutdown.Shutdown()
+		}
+	})
 }
 
 // container is one task: the runtime's container plus what only the shim
@@ -93,7 +114,7 @@ func (s *taskService) get(id string) (*container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.containers[id]
-	if !ok {
+	if !ok || c == nil {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "container %s not found", id)
 	}
 	return c, nil
@@ -107,11 +128,17 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	}
 	// Hold a place so a concurrent Create of the same ID fails.
 	s.containers[r.ID] = nil
+	if s.idle != nil {
+		s.idle.Stop()
+	}
 	s.mu.Unlock()
 	defer func() {
 		if retErr != nil {
 			s.mu.Lock()
 			delete(s.containers, r.ID)
+			if len(s.containers) == 0 {
+				s.armIdleExit()
+			}
 			s.mu.Unlock()
 		}
 	}()
@@ -238,6 +265,9 @@ func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 	<-c.exitSent
 	s.mu.Lock()
 	delete(s.containers, r.ID)
+	if len(s.containers) == 0 {
+		s.armIdleExit()
+	}
 	s.mu.Unlock()
 	s.events.Send(&eventstypes.TaskDelete{
 		ContainerID: r.ID,

@@ -1,6 +1,7 @@
 // Command containerd-shim-urunc-v2 is containerd's shim for unikernels and
 // single-application VMs. Run with the hidden launcher argument, it is the
-// process that becomes a container's monitor.
+// process that becomes a container's monitor; run as cleanup-orphans, it
+// cleans containers whose shim is gone.
 package main
 
 import (
@@ -14,9 +15,14 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == urunc.LauncherArg {
-		urunc.LauncherMain()
-		return
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case urunc.LauncherArg:
+			urunc.LauncherMain()
+			return
+		case urshim.OrphansCommand:
+			os.Exit(urshim.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+		}
 	}
 	shim.RunShim(context.Background(), urshim.NewManager())
 }

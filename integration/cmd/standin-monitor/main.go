@@ -1,0 +1,49 @@
+// Command standin-monitor stands in for qemu where a test needs many
+// containers fast or a chosen exit code: the host config points
+// [monitors.qemu].path at it. It reads what to do from the guest command
+// line qemu would get (-append "... -- CMD ARGS"):
+//
+//	exit N   print a line, wait a second, exit with status N
+//	sleep    print a ready line and block until killed
+//	(other)  print the arguments and exit 0
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	var guestArgs []string
+	for i, a := range os.Args {
+		if a == "-append" && i+1 < len(os.Args) {
+			if _, after, ok := strings.Cut(os.Args[i+1], " -- "); ok {
+				guestArgs = strings.Fields(after)
+			}
+		}
+	}
+	if len(guestArgs) == 0 {
+		guestArgs = []string{"echo"}
+	}
+	switch guestArgs[0] {
+	case "exit":
+		code := 0
+		if len(guestArgs) > 1 {
+			code, _ = strconv.Atoi(guestArgs[1])
+		}
+		fmt.Println("STANDIN_EXITING", code)
+		time.Sleep(time.Second)
+		os.Exit(code)
+	case "sleep":
+		fmt.Println("STANDIN_READY")
+		// Only SIGKILL ends it, as for a real monitor that is PID 1.
+		for {
+			time.Sleep(time.Hour)
+		}
+	default:
+		fmt.Println("STANDIN_ARGS:", strings.Join(guestArgs[1:], " "))
+	}
+}
