@@ -38,6 +38,7 @@ type testEnv struct {
 	hostConfig string // URUNC_CONFIG_FILE of the daemon
 	qmpDir     string
 	standin    string // a static stand-in for qemu, for fast and exit-code tests
+	logger     string // a containerd logging binary
 	// shimSockets are the shim sockets that existed before the tests;
 	// anything beyond them afterwards is a leftover.
 	shimSockets map[string]bool
@@ -91,6 +92,12 @@ func run(m *testing.M) (int, error) {
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build stand-in monitor: %w", err)
 	}
+	env.logger = filepath.Join(dir, "bin-test", "test-logger")
+	build = exec.Command("go", "build", "-o", env.logger, "./cmd/test-logger")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build test logger: %w", err)
+	}
 	env.shimSockets = shimSockets()
 	env.hostConfig = filepath.Join(dir, "urunc.toml")
 	if err := os.WriteFile(env.hostConfig, []byte(env.defaultHostConfig()), 0o644); err != nil {
@@ -125,7 +132,7 @@ var guestModules = []string{
 	"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci_modern_dev",
 	"drivers/virtio/virtio_pci",
 	"net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
-	"drivers/acpi/button",
+	"drivers/input/evdev", "drivers/acpi/button",
 }
 
 func (e *testEnv) startDaemon() error {

@@ -253,15 +253,14 @@ func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 	if err != nil {
 		return nil, err
 	}
-	// A task that never started still reports its exit before its delete.
-	if c.rt.State().Status == urunc.StatusCreated {
-		c.releaseStart()
-	}
 	exit, err := c.rt.Delete(ctx)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	c.io.Close()
+	// By now Start either happened or never will: a task killed or deleted
+	// before Start still reports its exit, before its delete.
+	c.releaseStart()
 	<-c.exitSent
 	s.mu.Lock()
 	delete(s.containers, r.ID)
@@ -376,8 +375,14 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 	if err != nil {
 		return nil, err
 	}
+	created := c.rt.State().Status == urunc.StatusCreated
 	if err := c.rt.Kill(ctx, syscall.Signal(r.Signal), r.All); err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	if created {
+		// Kill of a created task ends its launcher; no TaskStart will
+		// come to hold its TaskExit back.
+		c.releaseStart()
 	}
 	return empty, nil
 }

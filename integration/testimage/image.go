@@ -19,6 +19,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 // GuestInit is the test guest's /init. Its first argument picks what it
 // does, so one image serves every test:
 //
+//	noacpi CMD...  as CMD, but ignore the ACPI power button
 //	echo ARGS...   print the arguments and power off
 //	count          print a counter every second, forever
 //	sleep          print a ready line and idle forever
@@ -32,9 +33,12 @@ const GuestInit = `#!/bin/busybox sh
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 for m in $(cat /etc/modules 2>/dev/null); do insmod /lib/modules/$m.ko 2>/dev/null; done
-if [ -e /dev/input/event0 ] || grep -q button /proc/modules 2>/dev/null; then
+if [ "$1" = "noacpi" ]; then
+	# A guest that ignores the ACPI power button.
+	shift
+else
 	# ACPI power button: a clean power-off, like a real distribution.
-	acpid -c /etc/acpi 2>/dev/null
+	acpid -f -c /etc/acpi -l /dev/null &
 fi
 cmd=$1
 [ $# -gt 0 ] && shift
@@ -119,8 +123,6 @@ func BuildInitrd(o Options) ([]byte, error) {
 		"etc/acpi":      {mode: modeDir | 0o755},
 		"etc/acpi/PWRF": {mode: modeDir | 0o755},
 		"etc/acpi/PWRF/00000080": {mode: modeFile | 0o755,
-			data: []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\npoweroff -f\n")},
-		"etc/acpi/power": {mode: modeFile | 0o755,
 			data: []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\npoweroff -f\n")},
 		"proc": {mode: modeDir | 0o755},
 		"sys":  {mode: modeDir | 0o755},
