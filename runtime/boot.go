@@ -21,10 +21,12 @@ const (
 // runs which guest with which command line, and what its confined root
 // holds. Building it touches nothing, so bad input fails here cleanly.
 type bootPlan struct {
-	monitor monitors.Monitor
-	guest   monitors.Guest
-	binds   []rootfs.Bind
-	files   []launchedFile
+	monitor   monitors.Monitor
+	guestType guest
+	args      []string
+	guest     monitors.Guest
+	binds     []rootfs.Bind
+	files     []launchedFile
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -66,8 +68,10 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	if len(args) == 0 {
 		args = strings.Fields(cfg.Cmdline)
 	}
-	plan.guest.Cmdline, err = g.Cmdline(BootRequest{Args: args, HasInitrd: cfg.Initrd != ""})
-	if err != nil {
+	plan.guestType, plan.args = g, args
+	// Validate the command line now; finish renders it once the network
+	// is known.
+	if _, err := g.Cmdline(BootRequest{Args: args, HasInitrd: cfg.Initrd != ""}); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
@@ -92,10 +96,21 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	return plan, nil
 }
 
-// argv renders the monitor command line, and the config file of monitors
-// that take one, once the plan's runtime details (control socket, network)
-// are known.
-func (p *bootPlan) argv() ([]string, error) {
+// finish renders the guest command line and the monitor's, and the config
+// file of monitors that take one, once the runtime details (control
+// socket, network) are known.
+func (p *bootPlan) finish(n *netPlan) ([]string, error) {
+	req := BootRequest{Args: p.args, HasInitrd: p.guest.Initrd != ""}
+	if n != nil {
+		req.Net = &GuestNet{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
+		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
+		p.binds = append(p.binds, rootfs.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
+	}
+	cmdline, err := p.guestType.Cmdline(req)
+	if err != nil {
+		return nil, err
+	}
+	p.guest.Cmdline = cmdline
 	args, err := p.monitor.Args(p.guest)
 	if err != nil {
 		return nil, err

@@ -153,13 +153,6 @@ func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error
 		plan.guest.ControlFD = LauncherControlSocketFD
 		c.persist.ControlSocket = path
 	}
-	argv, err := plan.argv()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
-	}
-
-	log.G(ctx).WithField("argv", argv).Debug("monitor command")
-
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 		cg, err := newCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources)
 		if err != nil {
@@ -173,12 +166,28 @@ func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error
 	if err := os.MkdirAll(rootDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := c.startLauncher(ctx, opts, nsp, extra, launchSpec{
+	if err := c.startLauncher(ctx, opts, nsp, extra); err != nil {
+		return nil, err
+	}
+	if err := c.runCreateHooks(ctx, spec); err != nil {
+		return nil, err
+	}
+	network, err := c.planNetwork(ctx, nsp)
+	if err != nil {
+		return nil, err
+	}
+	argv, err := plan.finish(network)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+	log.G(ctx).WithField("argv", argv).Debug("monitor command")
+	if err := c.launch(ctx, launchSpec{
 		RootDir: rootDir,
 		Binds:   plan.binds,
 		Files:   plan.files,
 		Argv:    argv,
 		Env:     []string{"PATH=/usr/bin:/bin", "HOME=/"},
+		Network: network,
 	}); err != nil {
 		return nil, err
 	}
@@ -193,8 +202,8 @@ func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error
 }
 
 // startLauncher forks the launcher into the container's namespaces and
-// cgroup, hands it the launch spec and waits until it reports ready.
-func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp nsPlan, extra []*os.File, spec launchSpec) (retErr error) {
+// cgroup; it then waits for its launch spec.
+func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp nsPlan, extra []*os.File) error {
 	launcher := opts.Launcher
 	if launcher == "" {
 		self, err := os.Executable()
@@ -219,7 +228,7 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 	cmd.ExtraFiles = append([]*os.File{controlR, statusW}, extra...)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
-	if spec.terminal(opts) {
+	if isTerminal(opts.Stdio.Stdin) {
 		// The monitor's console is the pty: it needs a session of its
 		// own with the pty as controlling terminal.
 		cmd.SysProcAttr.Setsid = true
@@ -235,12 +244,6 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 	c.process = cmd.Process
 	pid := cmd.Process.Pid
 	go c.waitExit(ec, pid)
-	defer func() {
-		if retErr != nil {
-			_ = c.process.Signal(unix.SIGKILL)
-			<-c.exited
-		}
-	}()
 	start, err := processStartTime(pid)
 	if err != nil {
 		return fmt.Errorf("launcher pid %d: %w", pid, err)
@@ -251,11 +254,65 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 			return fmt.Errorf("add monitor to cgroup %s: %w", c.persist.Cgroup, err)
 		}
 	}
-	// Persist before the launcher does anything that needs undoing, so a
-	// shim that dies from here on leaves a state the delete command reads.
+	// Persist before anything else needs undoing, so a shim that dies
+	// from here on leaves a state the delete command reads.
+	return writeState(c.bundle, &c.persist)
+}
+
+// runCreateHooks runs the spec's prestart and createRuntime hooks, with
+// the launcher's pid: its namespaces are the container's.
+func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error {
+	if spec.Hooks == nil || len(spec.Hooks.Prestart)+len(spec.Hooks.CreateRuntime) == 0 {
+		return nil
+	}
+	// From here a poststop hook owes the host a teardown.
+	c.persist.PoststopHooks = true
 	if err := writeState(c.bundle, &c.persist); err != nil {
 		return err
 	}
+	st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateCreating, spec.Annotations)
+	//nolint:staticcheck // Prestart is deprecated but still used by engines.
+	if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, st); err != nil {
+		return err
+	}
+	return runHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, st)
+}
+
+// planNetwork finds the network the guest takes over. A container that
+// shares the host's network namespace gets none: the host's interfaces
+// are never taken over.
+func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, error) {
+	path, viaPid := "", false
+	for _, j := range nsp.join {
+		if j.kind == unix.CLONE_NEWNET {
+			path = j.path
+		}
+	}
+	if path == "" {
+		if nsp.cloneFlags&unix.CLONE_NEWNET == 0 {
+			return nil, nil
+		}
+		path, viaPid = fmt.Sprintf("/proc/%d/ns/net", c.persist.Pid), true
+	}
+	n, err := discoverNetwork(path, c.id)
+	if errors.Is(err, errLinkTaken) {
+		log.G(ctx).WithError(err).Warn("guest runs without network")
+		return nil, nil
+	}
+	if err != nil || n == nil {
+		return nil, err
+	}
+	// The monitor runs as the shim's user; the tap is that user's.
+	n.Owner = uint32(os.Geteuid())
+	c.persist.Taps = append(c.persist.Taps, Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid})
+	if err := writeState(c.bundle, &c.persist); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// launch hands the launcher its spec and waits until it reports ready.
+func (c *Container) launch(ctx context.Context, spec launchSpec) error {
 	if err := writeLaunchSpec(c.control, spec); err != nil {
 		return fmt.Errorf("send launch spec: %w", err)
 	}
@@ -272,12 +329,12 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 	return nil
 }
 
-// terminal tells whether the monitor's stdio is a terminal.
-func (launchSpec) terminal(opts CreateOptions) bool {
-	if opts.Stdio.Stdin == nil {
+// isTerminal tells whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	if f == nil {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(opts.Stdio.Stdin.Fd()), unix.TCGETS)
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
 
@@ -361,6 +418,12 @@ func (c *Container) Start(ctx context.Context) error {
 		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), readStatusLine(bufio.NewReader(bytesReader(msg))))
 	}
 	c.state = StatusRunning
+	if spec, err := loadSpec(c.bundle); err == nil && spec.Hooks != nil {
+		st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, spec.Annotations)
+		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, st); err != nil {
+			log.G(ctx).WithError(err).Warn("poststart hook failed")
+		}
+	}
 	return nil
 }
 
@@ -557,8 +620,17 @@ func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
 	return c.exit, nil
 }
 
-// release undoes what Create did, from the in-memory record.
+// release undoes what Create did, from the in-memory record. A launcher
+// still alive (a Create that failed half way) is killed and reaped first.
 func (c *Container) release() error {
+	if c.process != nil {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.process.Signal(unix.SIGKILL)
+			<-c.exited
+		}
+	}
 	if c.control != nil {
 		c.control.Close()
 	}
@@ -578,6 +650,19 @@ func (c *Container) release() error {
 // and the delete command after a dead shim alike.
 func releaseResources(bundle string, st *persistedState) error {
 	var errs []error
+	for _, t := range st.Taps {
+		if err := removeNetwork(t, st.Pid, st.PidStartTime); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.PoststopHooks {
+		if spec, err := loadSpec(bundle); err == nil && spec.Hooks != nil {
+			state := hookState(st.ID, bundle, st.Pid, specs.StateStopped, spec.Annotations)
+			if err := runHooks(context.Background(), "poststop", spec.Hooks.Poststop, state); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if st.ControlSocket != "" {
 		if err := os.Remove(st.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)

@@ -39,6 +39,7 @@ type launchSpec struct {
 	Files   []launchedFile `json:"files,omitempty"`
 	Argv    []string       `json:"argv"`
 	Env     []string       `json:"env"`
+	Network *netPlan       `json:"network,omitempty"`
 }
 
 // launchedFile is a small file written into the confined root (firecracker's
@@ -116,6 +117,13 @@ func LauncherMain() {
 func prepareConfinedRoot(spec launchSpec) error {
 	if len(spec.Argv) == 0 {
 		return fmt.Errorf("launch spec has no monitor command")
+	}
+	// The launcher is inside the container's network namespace already,
+	// so the tap is created right where the guest's frames flow.
+	if spec.Network != nil {
+		if err := setupTap(spec.Network); err != nil {
+			return err
+		}
 	}
 	if err := rootfs.MakeMountsPrivate(); err != nil {
 		return err

@@ -31,6 +31,9 @@ type persistedState struct {
 	Cgroup        string `json:"cgroup,omitempty"`
 	ControlSocket string `json:"controlSocket,omitempty"`
 	Taps          []Tap  `json:"taps,omitempty"`
+	// PoststopHooks is set once createRuntime hooks ran (CNI set up by
+	// nerdctl's hook, say): poststop hooks must then run on cleanup.
+	PoststopHooks bool `json:"poststopHooks,omitempty"`
 	// Exit is set once the monitor has exited and been reaped.
 	Exit *ExitStatus `json:"exit,omitempty"`
 }
@@ -40,6 +43,8 @@ type Tap struct {
 	Name  string `json:"name"`
 	Netns string `json:"netns"`
 	Link  string `json:"link"` // the container interface it is joined to
+	// ViaPid is set when Netns is /proc/PID/ns/net of the monitor.
+	ViaPid bool `json:"viaPid,omitempty"`
 }
 
 // ExitStatus is how and when a container's monitor ended.
