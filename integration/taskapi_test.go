@@ -375,6 +375,21 @@ func TestTaskAPIContracts(t *testing.T) {
 		if _, err := task.Delete(ctx); !errdefs.IsFailedPrecondition(err) {
 			t.Fatalf("delete while running: %v, want FailedPrecondition", err)
 		}
+		if err := task.Resize(ctx, 80, 24); !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("resize of a task without a terminal: %v, want FailedPrecondition", err)
+		}
+		if err := task.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+			t.Fatalf("CloseIO: %v", err)
+		}
+		if err := task.Pause(ctx); err != nil {
+			t.Fatalf("pause: %v", err)
+		}
+		if err := task.Pause(ctx); !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("second pause: %v, want FailedPrecondition", err)
+		}
+		if err := task.Resume(ctx); err != nil {
+			t.Fatalf("resume: %v", err)
+		}
 
 		limit := int64(300 << 20)
 		if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {

@@ -38,9 +38,7 @@ func newCgroup(path string, res *specs.LinuxResources) (cgroup, error) {
 	if err := validCgroupPath(path); err != nil {
 		return nil, err
 	}
-	if res == nil {
-		res = &specs.LinuxResources{}
-	}
+	res = withMonitorDevices(res)
 	if cgroups.Mode() == cgroups.Unified {
 		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(res))
 		if err != nil {
@@ -136,4 +134,26 @@ func (c cgroupV2) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 		}
 	}()
 	return out, nil
+}
+
+// monitorDevices are the host devices a monitor opens on the guest's
+// behalf: /dev/kvm, /dev/net/tun and /dev/vhost-net (all char major 10).
+// The spec's device rules are written for a container process and deny
+// them, which would fail the tap ("operation not permitted") and KVM.
+var monitorDevices = []int64{232, 200, 238}
+
+// withMonitorDevices returns a copy of res that also allows the monitor's
+// devices.
+func withMonitorDevices(res *specs.LinuxResources) *specs.LinuxResources {
+	out := specs.LinuxResources{}
+	if res != nil {
+		out = *res
+	}
+	out.Devices = append([]specs.LinuxDeviceCgroup(nil), out.Devices...)
+	major := int64(10)
+	for _, minor := range monitorDevices {
+		minor := minor
+		out.Devices = append(out.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"})
+	}
+	return &out
 }

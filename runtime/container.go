@@ -587,7 +587,7 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if c.cgroup == nil {
 		return fmt.Errorf("container %s has no cgroup: %w", c.id, errFailedPrecondition)
 	}
-	return c.cgroup.Update(res)
+	return c.cgroup.Update(withMonitorDevices(res))
 }
 
 // Delete removes everything the container holds on the host and returns
