@@ -110,8 +110,14 @@ func run(m *testing.M) (int, error) {
 	if err := testimage.WriteOCIArchive(image, guestImageOptions()); err != nil {
 		return 0, err
 	}
-	if out, err := ctrRaw("images", "import", image); err != nil {
-		return 0, fmt.Errorf("import image: %v: %s", err, out)
+	plain := filepath.Join(dir, "plain.tar")
+	if err := testimage.WritePlainArchive(plain, "/bin/busybox"); err != nil {
+		return 0, err
+	}
+	for _, img := range []string{image, plain} {
+		if out, err := ctrRaw("images", "import", img); err != nil {
+			return 0, fmt.Errorf("import image %s: %v: %s", img, err, out)
+		}
 	}
 	return m.Run(), nil
 }
@@ -411,8 +417,11 @@ func leftovers(id string) string {
 	if _, err := os.Stat(env.bundle(id)); err == nil {
 		found = append(found, "bundle "+env.bundle(id))
 	}
-	if socks, _ := filepath.Glob(filepath.Join(env.qmpDir, "*")); len(socks) > 0 {
+	if socks, _ := filepath.Glob(filepath.Join(env.qmpDir, "*.qmp")); len(socks) > 0 {
 		found = append(found, fmt.Sprintf("control sockets %v", socks))
+	}
+	if runcState, _ := filepath.Glob(filepath.Join(env.qmpDir, "runc", "*", "*")); len(runcState) > 0 {
+		found = append(found, fmt.Sprintf("runc state %v", runcState))
 	}
 	for s := range shimSockets() {
 		if !env.shimSockets[s] {

@@ -91,10 +91,11 @@ type Container struct {
 	oomDone  chan struct{}
 }
 
-// Create prepares the container and starts its launcher, which waits for
-// Start. On error nothing is left behind: no mount, process, cgroup or
-// socket.
-func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error) {
+// Create prepares the container and, for a unikernel, starts its launcher,
+// which waits for Start; a container whose image names no unikernel is
+// created by runc instead. On error nothing is left behind: no mount,
+// process, cgroup or socket.
+func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 	spec, err := loadSpec(opts.Bundle)
 	if err != nil {
 		return nil, err
@@ -126,7 +127,7 @@ func Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error
 		return nil, err
 	}
 	if !cfg.IsUnikernel() {
-		return nil, ErrNotUnikernel
+		return createPlain(ctx, opts, spec, c.persist)
 	}
 	plan, err := planBoot(cfg, spec, rootfsDir, opts.Host)
 	if err != nil {
@@ -642,14 +643,19 @@ func (c *Container) release() error {
 	default:
 		close(c.oomDone)
 	}
-	return releaseResources(c.bundle, &c.persist)
+	return releaseResources(context.Background(), c.bundle, &c.persist)
 }
 
 // releaseResources undoes everything st records, in reverse order of
 // creation. Each step is idempotent, so it serves Delete, a failed Create
 // and the delete command after a dead shim alike.
-func releaseResources(bundle string, st *persistedState) error {
+func releaseResources(ctx context.Context, bundle string, st *persistedState) error {
 	var errs []error
+	if st.Runc {
+		if err := deletePlain(ctx, st); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, t := range st.Taps {
 		if err := removeNetwork(t, st.Pid, st.PidStartTime); err != nil {
 			errs = append(errs, err)
@@ -658,7 +664,7 @@ func releaseResources(bundle string, st *persistedState) error {
 	if st.PoststopHooks {
 		if spec, err := loadSpec(bundle); err == nil && spec.Hooks != nil {
 			state := hookState(st.ID, bundle, st.Pid, specs.StateStopped, spec.Annotations)
-			if err := runHooks(context.Background(), "poststop", spec.Hooks.Poststop, state); err != nil {
+			if err := runHooks(ctx, "poststop", spec.Hooks.Poststop, state); err != nil {
 				errs = append(errs, err)
 			}
 		}

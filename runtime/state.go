@@ -34,6 +34,9 @@ type persistedState struct {
 	// PoststopHooks is set once createRuntime hooks ran (CNI set up by
 	// nerdctl's hook, say): poststop hooks must then run on cleanup.
 	PoststopHooks bool `json:"poststopHooks,omitempty"`
+	// Runc is set for a plain container run by runc, with runc's root.
+	Runc     bool   `json:"runc,omitempty"`
+	RuncRoot string `json:"runcRoot,omitempty"`
 	// Exit is set once the monitor has exited and been reaped.
 	Exit *ExitStatus `json:"exit,omitempty"`
 }

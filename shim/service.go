@@ -7,7 +7,6 @@ package shim
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -74,7 +73,7 @@ func (s *taskService) armIdleExit() {
 // container is one task: the runtime's container plus what only the shim
 // knows of it (stdio, event ordering).
 type container struct {
-	rt   *urunc.Container
+	rt   urunc.Task
 	io   *stdio
 	spec stdioConfig
 	// startDone closes once TaskStart is out (or the task is deleted
@@ -165,11 +164,6 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	io.closeMonitorEnds()
 	if err != nil {
 		io.Close()
-		if errors.Is(err, urunc.ErrNotUnikernel) {
-			return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented,
-				"container %s names no unikernel (no %sunikernelType annotation and no /%s): plain containers are not run by this shim",
-				r.ID, urunc.AnnotationPrefix, urunc.ConfigFileInRootfs)
-		}
 		return nil, errgrpc.ToGRPC(err)
 	}
 	c := &container{rt: rt, io: io, spec: cfg, startDone: make(chan struct{}), exitSent: make(chan struct{})}

@@ -9,12 +9,17 @@ import (
 	"os"
 
 	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	runc "github.com/containerd/go-runc"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 	urshim "github.com/urunc-dev/containerd-shim-urunc-v2/shim"
 )
 
 func main() {
+	// go-runc must wait for the runc commands it runs through the shim's
+	// one reaper, or the reaper's wait4(-1) steals their exit statuses.
+	runc.Monitor = reaper.Default
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case urunc.LauncherArg:

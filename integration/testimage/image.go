@@ -172,15 +172,6 @@ func WriteOCIArchive(path string, o Options) error {
 		cfg["com.urunc.unikernel."+k] = base64.StdEncoding.EncodeToString([]byte(v))
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	layer, err := tarOf([]tarFile{
-		{"kernel", 0o644, kernel},
-		{"initrd", 0o644, initrd},
-		{"urunc.json", 0o644, cfgJSON},
-	})
-	if err != nil {
-		return err
-	}
-	layerDigest := digest(layer)
 	entrypoint, cmd := o.Entrypoint, o.Cmd
 	if entrypoint == nil {
 		entrypoint = []string{"/init"}
@@ -188,6 +179,38 @@ func WriteOCIArchive(path string, o Options) error {
 	if cmd == nil {
 		cmd = []string{"echo", "hello", "from", "urunc"}
 	}
+	return writeArchive(path, o.Name, []tarFile{
+		{"kernel", 0o644, kernel},
+		{"initrd", 0o644, initrd},
+		{"urunc.json", 0o644, cfgJSON},
+	}, entrypoint, cmd)
+}
+
+// PlainImageName is a plain (non-unikernel) busybox image, for the
+// containers this shim hands to runc.
+const PlainImageName = "docker.io/urunc/test-plain:latest"
+
+// WritePlainArchive writes a plain busybox image: no unikernel annotation,
+// no /urunc.json.
+func WritePlainArchive(path, busybox string) error {
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		return fmt.Errorf("read busybox: %w", err)
+	}
+	return writeArchive(path, PlainImageName, []tarFile{
+		{"bin/busybox", 0o755, bb},
+		{"bin/sh", 0o755, bb},
+		{"tmp/.keep", 0o644, nil},
+	}, []string{"/bin/busybox"}, []string{"echo", "hello", "from", "runc"})
+}
+
+// writeArchive writes a one-layer image as an OCI image layout tar.
+func writeArchive(path, name string, files []tarFile, entrypoint, cmd []string) error {
+	layer, err := tarOf(files)
+	if err != nil {
+		return err
+	}
+	layerDigest := digest(layer)
 	imgConfig, _ := json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
@@ -202,9 +225,9 @@ func WriteOCIArchive(path string, o Options) error {
 		"layers":        []any{descriptor("application/vnd.oci.image.layer.v1.tar", layer)},
 	})
 	md := descriptor("application/vnd.oci.image.manifest.v1+json", manifest)
-	tag := o.Name[strings.LastIndex(o.Name, ":")+1:]
+	tag := name[strings.LastIndex(name, ":")+1:]
 	md["annotations"] = map[string]string{
-		"io.containerd.image.name":          o.Name,
+		"io.containerd.image.name":          name,
 		"org.opencontainers.image.ref.name": tag,
 	}
 	index, _ := json.Marshal(map[string]any{

@@ -1,0 +1,300 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// PlainContainer is an OCI container that is not a unikernel, run by runc
+// through go-runc, so that a whole pod (its pause container, sidecars)
+// works under this shim. The caller must set runc.Monitor to the reaper
+// that owns wait4 in its process (containerd's reaper.Default in a shim).
+type PlainContainer struct {
+	id, bundle string
+	runc       *runc.Runc
+	cgroupPath string
+	exited     chan struct{}
+
+	mu      sync.Mutex
+	pid     int
+	state   Status
+	exit    ExitStatus
+	deleted bool
+	persist persistedState
+}
+
+// runcFor returns go-runc for namespace ns, its state under the runtime's
+// state dir (never the system runc's).
+func runcFor(host HostConfig, namespace, bundle string) *runc.Runc {
+	dir := host.Runtime.StateDir
+	if dir == "" {
+		dir = "/run/urunc"
+	}
+	return &runc.Runc{
+		Command:   "runc",
+		Root:      filepath.Join(dir, "runc", namespace),
+		Log:       filepath.Join(bundle, "runc-log.json"),
+		LogFormat: runc.JSON,
+	}
+}
+
+// stdioIO hands the caller's stdio files to runc create; runc passes them
+// to the container's init.
+type stdioIO struct{ s Stdio }
+
+func (stdioIO) Close() error          { return nil }
+func (stdioIO) Stdin() io.WriteCloser { return nil }
+func (stdioIO) Stdout() io.ReadCloser { return nil }
+func (stdioIO) Stderr() io.ReadCloser { return nil }
+func (i stdioIO) Set(cmd *exec.Cmd)   { setStdio(cmd, i.s) }
+func setStdio(cmd *exec.Cmd, s Stdio) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nilOr(s.Stdin), nilOr(s.Stdout), nilOr(s.Stderr)
+}
+func nilOr(f *os.File) io.ReadWriter {
+	if f == nil {
+		return nil
+	}
+	return f
+}
+
+// createPlain runs `runc create` for the bundle, whose rootfs the caller
+// has mounted (and recorded in st).
+func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st persistedState) (_ *PlainContainer, retErr error) {
+	if spec.Process != nil && spec.Process.Terminal {
+		return nil, fmt.Errorf("plain container %s: a terminal is not supported for containers run by runc: %w", opts.ID, errNotImplemented)
+	}
+	p := &PlainContainer{
+		id:      opts.ID,
+		bundle:  opts.Bundle,
+		runc:    runcFor(opts.Host, opts.Namespace, opts.Bundle),
+		exited:  make(chan struct{}),
+		state:   StatusCreated,
+		persist: st,
+	}
+	if spec.Linux != nil {
+		p.cgroupPath = spec.Linux.CgroupsPath
+	}
+	p.persist.Runc = true
+	p.persist.RuncRoot = p.runc.Root
+	// Subscribe before runc create: the init may exit before its pid is
+	// read back, and its exit must not be missed.
+	ec := reaper.Default.Subscribe()
+	pidFile := filepath.Join(opts.Bundle, "init.pid")
+	if err := p.runc.Create(ctx, opts.ID, opts.Bundle, &runc.CreateOpts{PidFile: pidFile, IO: stdioIO{opts.Stdio}}); err != nil {
+		reaper.Default.Unsubscribe(ec)
+		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
+		return nil, fmt.Errorf("runc create: %w%s", err, runcLogError(p.runc.Log))
+	}
+	pid, err := runc.ReadPidFile(pidFile)
+	if err != nil {
+		reaper.Default.Unsubscribe(ec)
+		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
+		return nil, fmt.Errorf("read init pid: %w", err)
+	}
+	p.pid = pid
+	p.persist.Pid = pid
+	p.persist.PidStartTime, _ = processStartTime(pid)
+	go p.waitExit(ec, pid)
+	if err := writeState(opts.Bundle, &p.persist); err != nil {
+		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
+		return nil, err
+	}
+	return p, nil
+}
+
+// runcLogError returns the last error runc logged, to make its failures
+// say why.
+func runcLogError(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var last string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var entry struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal(sc.Bytes(), &entry) == nil && entry.Level == "error" {
+			last = entry.Msg
+		}
+	}
+	if last == "" {
+		return ""
+	}
+	return ": " + last
+}
+
+func (p *PlainContainer) waitExit(ec chan runc.Exit, pid int) {
+	for e := range ec {
+		if e.Pid != pid {
+			continue
+		}
+		reaper.Default.Unsubscribe(ec)
+		p.mu.Lock()
+		p.state = StatusStopped
+		p.exit = ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
+		p.persist.Exit = &p.exit
+		if err := writeState(p.bundle, &p.persist); err != nil {
+			log.L.WithError(err).Warn("persist exit status")
+		}
+		p.mu.Unlock()
+		close(p.exited)
+		return
+	}
+}
+
+func (p *PlainContainer) ID() string              { return p.id }
+func (p *PlainContainer) Pid() int                { return p.pid }
+func (p *PlainContainer) Bundle() string          { return p.bundle }
+func (p *PlainContainer) Exited() <-chan struct{} { return p.exited }
+func (p *PlainContainer) OOM() <-chan struct{}    { return nil }
+
+func (p *PlainContainer) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != StatusCreated {
+		return fmt.Errorf("container %s is %s, not created: %w", p.id, p.state, errFailedPrecondition)
+	}
+	if err := p.runc.Start(ctx, p.id); err != nil {
+		return fmt.Errorf("runc start: %w%s", err, runcLogError(p.runc.Log))
+	}
+	p.state = StatusRunning
+	return nil
+}
+
+func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	p.mu.Lock()
+	state := p.state
+	p.mu.Unlock()
+	if state == StatusStopped {
+		return fmt.Errorf("container %s: process already finished: %w", p.id, errNotFound)
+	}
+	if err := p.runc.Kill(ctx, p.id, int(sig), &runc.KillOpts{All: all}); err != nil {
+		return fmt.Errorf("runc kill: %w%s", err, runcLogError(p.runc.Log))
+	}
+	return nil
+}
+
+func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
+	p.mu.Lock()
+	state, deleted := p.state, p.deleted
+	p.mu.Unlock()
+	if deleted {
+		return ExitStatus{}, fmt.Errorf("container %s: %w", p.id, errNotFound)
+	}
+	if state == StatusRunning || state == StatusPaused {
+		return ExitStatus{}, fmt.Errorf("container %s is %s: kill it before delete: %w", p.id, state, errFailedPrecondition)
+	}
+	if state == StatusCreated {
+		_ = unix.Kill(p.pid, unix.SIGKILL)
+		select {
+		case <-p.exited:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if err := releaseResources(ctx, p.bundle, &p.persist); err != nil {
+		return ExitStatus{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deleted = true
+	return p.exit, nil
+}
+
+func (p *PlainContainer) State() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return State{ID: p.id, Bundle: p.bundle, Pid: p.pid, Status: p.state, Exit: p.exit}
+}
+
+func (p *PlainContainer) Pids(ctx context.Context) ([]int, error) {
+	p.mu.Lock()
+	state := p.state
+	p.mu.Unlock()
+	if state == StatusStopped {
+		return []int{p.pid}, nil
+	}
+	pids, err := p.runc.Ps(ctx, p.id)
+	if err != nil {
+		return nil, fmt.Errorf("runc ps: %w", err)
+	}
+	return pids, nil
+}
+
+func (p *PlainContainer) Wait(ctx context.Context) (ExitStatus, error) {
+	select {
+	case <-p.exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.exit, nil
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+}
+
+func (p *PlainContainer) Pause(ctx context.Context) error {
+	return p.transition(StatusRunning, StatusPaused, func() error { return p.runc.Pause(ctx, p.id) })
+}
+
+func (p *PlainContainer) Resume(ctx context.Context) error {
+	return p.transition(StatusPaused, StatusRunning, func() error { return p.runc.Resume(ctx, p.id) })
+}
+
+func (p *PlainContainer) transition(from, to Status, op func() error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != from {
+		return fmt.Errorf("container %s is %s, not %s: %w", p.id, p.state, from, errFailedPrecondition)
+	}
+	if err := op(); err != nil {
+		return err
+	}
+	p.state = to
+	return nil
+}
+
+func (p *PlainContainer) Metrics(ctx context.Context) (any, error) {
+	if p.cgroupPath == "" {
+		return nil, fmt.Errorf("container %s has no cgroup: %w", p.id, errNotFound)
+	}
+	cg, err := loadCgroup(p.cgroupPath)
+	if err != nil {
+		return nil, err
+	}
+	return cg.Metrics()
+}
+
+func (p *PlainContainer) Update(ctx context.Context, res *specs.LinuxResources) error {
+	return p.runc.Update(ctx, p.id, res)
+}
+
+// deletePlain is the runc part of cleanup after a dead shim.
+func deletePlain(ctx context.Context, st *persistedState) error {
+	r := &runc.Runc{Command: "runc", Root: st.RuncRoot}
+	err := r.Delete(ctx, st.ID, &runc.DeleteOpts{Force: true})
+	if err != nil && !strings.Contains(err.Error(), "not exist") {
+		return fmt.Errorf("runc delete %s: %w", st.ID, err)
+	}
+	return nil
+}
