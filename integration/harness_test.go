@@ -47,6 +47,13 @@ type testEnv struct {
 }
 
 func (e *testEnv) socket() string { return filepath.Join(e.dir, "containerd.sock") }
+
+// criNamespace is where CRI keeps pods, containers and images.
+const criNamespace = "k8s.io"
+
+// criCNIDir holds the CNI config CRI gives pods: a plain bridge on
+// 198.18.30.0/24 with no masquerade, written by the CRI test.
+func (e *testEnv) criCNIDir() string { return filepath.Join(e.dir, "cri-cni") }
 func (e *testEnv) stateDir() string {
 	return filepath.Join(e.dir, "state")
 }
@@ -114,9 +121,19 @@ func run(m *testing.M) (int, error) {
 	if err := testimage.WritePlainArchive(plain, "/bin/busybox"); err != nil {
 		return 0, err
 	}
+	pause := filepath.Join(dir, "pause.tar")
+	if err := testimage.WritePauseArchive(pause, "/bin/busybox"); err != nil {
+		return 0, err
+	}
 	for _, img := range []string{image, plain} {
 		if out, err := ctrRaw("images", "import", img); err != nil {
 			return 0, fmt.Errorf("import image %s: %v: %s", img, err, out)
+		}
+	}
+	// CRI works in the k8s.io namespace: the pod's images live there.
+	for _, img := range []string{image, pause} {
+		if out, err := ctrContext(context.Background(), "--namespace", criNamespace, "images", "import", img); err != nil {
+			return 0, fmt.Errorf("import image %s for CRI: %v: %s", img, err, out)
 		}
 	}
 	return m.Run(), nil
@@ -155,7 +172,17 @@ state = %q
   runtime_type = %q
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
-`, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName)
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = %q
+# These machines deny CAP_SYS_RESOURCE even to root: a pause container
+# may not lower its oom_score_adj below the shim's.
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = %q
+`, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName,
+		testimage.PauseImageName, e.criCNIDir())
 	cfgPath := filepath.Join(e.dir, "containerd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err

@@ -92,6 +92,15 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 	}
 	p.persist.Runc = true
 	p.persist.RuncRoot = p.runc.Root
+	// runc's init inherits runc create's stdio; left unset, go-runc would
+	// capture it in a pipe the init holds open forever and create would
+	// never return. What the request does not wire goes to /dev/null.
+	stdio, closeNull, err := withDevNull(opts.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNull()
+	opts.Stdio = stdio
 	// Subscribe before runc create: the init may exit before its pid is
 	// read back, and its exit must not be missed.
 	ec := reaper.Default.Subscribe()
@@ -297,4 +306,18 @@ func deletePlain(ctx context.Context, st *persistedState) error {
 		return fmt.Errorf("runc delete %s: %w", st.ID, err)
 	}
 	return nil
+}
+
+// withDevNull fills the unset files of s with /dev/null.
+func withDevNull(s Stdio) (Stdio, func(), error) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return s, func() {}, err
+	}
+	for _, f := range []**os.File{&s.Stdin, &s.Stdout, &s.Stderr} {
+		if *f == nil {
+			*f = null
+		}
+	}
+	return s, func() { null.Close() }, nil
 }

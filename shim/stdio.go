@@ -149,8 +149,12 @@ func (s *stdio) openFifoOutput(ctx context.Context, path string) (*os.File, erro
 	s.copies.Add(1)
 	go func() {
 		defer s.copies.Done()
-		defer r.Close()
 		_, _ = io.Copy(w, r)
+		// The monitor is gone: close the FIFO now, not at Delete, since
+		// containerd's client waits for EOF on it before it deletes.
+		r.Close()
+		w.Close()
+		keep.Close()
 	}()
 	return pw, nil
 }
@@ -262,6 +266,8 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 			defer s.copies.Done()
 			// EIO once the last holder of the slave is gone ends this.
 			_, _ = io.Copy(w, master)
+			w.Close()
+			keep.Close()
 		}()
 	}
 	return nil

@@ -204,6 +204,20 @@ func WritePlainArchive(path, busybox string) error {
 	}, []string{"/bin/busybox"}, []string{"echo", "hello", "from", "runc"})
 }
 
+// PauseImageName is the pod sandbox image of the CRI tests (no registry
+// is reachable for the real pause image): busybox sleeping forever.
+const PauseImageName = "docker.io/urunc/test-pause:latest"
+
+// WritePauseArchive writes the pause image.
+func WritePauseArchive(path, busybox string) error {
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		return fmt.Errorf("read busybox: %w", err)
+	}
+	return writeArchive(path, PauseImageName, []tarFile{{"bin/busybox", 0o755, bb}},
+		[]string{"/bin/busybox", "sleep", "2147483647"}, nil)
+}
+
 // writeArchive writes a one-layer image as an OCI image layout tar.
 func writeArchive(path, name string, files []tarFile, entrypoint, cmd []string) error {
 	layer, err := tarOf(files)
