@@ -488,3 +488,34 @@ func TestSandboxGroupSharesOneShim(t *testing.T) {
 	ctr(t, "container", "rm", b)
 	waitFor(t, 10*time.Second, "the shim to exit", func() bool { return len(processesOf(env.shimPath)) == 0 })
 }
+
+// A monitor that outgrows the container's memory limit is OOM-killed in
+// its cgroup: TaskOOM is published, and the exit is 137. (A stand-in
+// monitor grows on purpose; a real guest is sized to the limit.)
+func TestOOMEvent(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	id := newID(t)
+	c, ctx := newClient(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evc, errc := c.Subscribe(ctx, `topic=="/tasks/oom"`)
+	ctr(t, "run", "-d", "--memory-limit", fmt.Sprint(64<<20), "--runtime", runtimeName, image, id, "/init", "oom")
+	select {
+	case env := <-evc:
+		v, err := typeurl.UnmarshalAny(env.Event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := v.(*eventstypes.TaskOOM); !ok || e.ContainerID != id {
+			t.Fatalf("event %T %+v", v, v)
+		}
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no TaskOOM; task is %s", taskStatus(t, id))
+	}
+	waitFor(t, 10*time.Second, "stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+	if _, code := taskState(t, id); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+}

@@ -23,6 +23,9 @@ type cgroup interface {
 	Metrics() (any, error)
 	// OOMEvents reports each OOM kill in the cgroup until done closes.
 	OOMEvents(done <-chan struct{}) (<-chan struct{}, error)
+	// OOMKills is how many processes the kernel's OOM killer ended in the
+	// cgroup so far.
+	OOMKills() uint64
 	Delete() error
 }
 
@@ -90,6 +93,14 @@ func (c cgroupV1) Update(res *specs.LinuxResources) error {
 }
 func (c cgroupV1) Metrics() (any, error) { return c.cg.Stat(cgroup1.IgnoreNotExist) }
 
+func (c cgroupV1) OOMKills() uint64 {
+	m, err := c.cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return 0
+	}
+	return m.GetMemoryOomControl().GetOomKill()
+}
+
 func (c cgroupV1) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 	fd, err := c.cg.OOMEventFD()
 	if err != nil {
@@ -108,6 +119,14 @@ func (c cgroupV2) Update(res *specs.LinuxResources) error {
 	return c.m.Update(cgroup2.ToResources(res))
 }
 func (c cgroupV2) Metrics() (any, error) { return c.m.Stat() }
+
+func (c cgroupV2) OOMKills() uint64 {
+	m, err := c.m.Stat()
+	if err != nil {
+		return 0
+	}
+	return m.GetMemoryEvents().GetOomKill()
+}
 
 func (c cgroupV2) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 	events, errs := c.m.EventChan()

@@ -518,6 +518,11 @@ func (c *Container) Exited() <-chan struct{} { return c.exited }
 // OOM reports OOM kills in the container's cgroup; nil without a cgroup.
 func (c *Container) OOM() <-chan struct{} { return c.oom }
 
+// OOMKilled tells whether the kernel's OOM killer ended a process of the
+// container; read at exit, it settles the race between the exit and the
+// asynchronous OOM notification.
+func (c *Container) OOMKilled() bool { return c.cgroup != nil && c.cgroup.OOMKills() > 0 }
+
 // State is a snapshot of the container.
 type State struct {
 	ID     string

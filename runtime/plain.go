@@ -177,6 +177,16 @@ func (p *PlainContainer) Bundle() string          { return p.bundle }
 func (p *PlainContainer) Exited() <-chan struct{} { return p.exited }
 func (p *PlainContainer) OOM() <-chan struct{}    { return nil }
 
+// OOMKilled tells whether the kernel's OOM killer ended a process of the
+// container (runc's cgroup).
+func (p *PlainContainer) OOMKilled() bool {
+	if p.cgroupPath == "" {
+		return false
+	}
+	cg, err := loadCgroup(p.cgroupPath)
+	return err == nil && cg.OOMKills() > 0
+}
+
 func (p *PlainContainer) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -21,6 +21,7 @@ type Task interface {
 	Wait(ctx context.Context) (ExitStatus, error)
 	Exited() <-chan struct{}
 	OOM() <-chan struct{}
+	OOMKilled() bool
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
 	Metrics(ctx context.Context) (any, error)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,6 +84,15 @@ type container struct {
 	startOnce sync.Once
 	// exitSent closes once TaskExit is out.
 	exitSent chan struct{}
+	// oomSent makes TaskOOM go out once, whichever of the cgroup's
+	// notification and the exit sees the OOM kill first.
+	oomSent atomic.Bool
+}
+
+func (s *taskService) sendOOM(c *container) {
+	if c.oomSent.CompareAndSwap(false, true) {
+		s.events.Send(&eventstypes.TaskOOM{ContainerID: c.rt.ID()})
+	}
 }
 
 func (c *container) releaseStart() { c.startOnce.Do(func() { close(c.startDone) }) }
@@ -187,6 +197,12 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 // and after its output has been copied out.
 func (s *taskService) forwardExit(c *container) {
 	exit, _ := c.rt.Wait(context.Background())
+	// An OOM kill of the monitor races its own notification; the cgroup's
+	// counter settles it, so TaskOOM always precedes the TaskExit it
+	// explains.
+	if c.rt.OOMKilled() {
+		s.sendOOM(c)
+	}
 	c.io.WaitOutput(2 * time.Second)
 	<-c.startDone
 	s.events.Send(&eventstypes.TaskExit{
@@ -209,7 +225,7 @@ func (s *taskService) forwardOOM(c *container) {
 		case <-c.rt.Exited():
 			return
 		case <-oom:
-			s.events.Send(&eventstypes.TaskOOM{ContainerID: c.rt.ID()})
+			s.sendOOM(c)
 		}
 	}
 }

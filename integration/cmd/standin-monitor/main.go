@@ -5,6 +5,7 @@
 //
 //	exit N   print a line, wait a second, exit with status N
 //	sleep    print a ready line and block until killed
+//	oom      touch memory until the container's memory cgroup OOM-kills it
 //	(other)  print the arguments and exit 0
 package main
 
@@ -37,6 +38,17 @@ func main() {
 		fmt.Println("STANDIN_EXITING", code)
 		time.Sleep(time.Second)
 		os.Exit(code)
+	case "oom":
+		fmt.Println("STANDIN_GROWING")
+		var hoard [][]byte
+		for {
+			b := make([]byte, 8<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			hoard = append(hoard, b)
+			time.Sleep(10 * time.Millisecond)
+		}
 	case "sleep":
 		fmt.Println("STANDIN_READY")
 		// Only SIGKILL ends it, as for a real monitor that is PID 1.
