@@ -359,43 +359,37 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// processesOf lists live processes whose executable is path.
-func processesOf(path string) []int {
+// processesWhere lists live processes for which match holds.
+func processesWhere(match func(pid int) bool) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err == nil && strings.TrimSuffix(exe, " (deleted)") == path {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(pid) {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
+// processesOf lists live processes whose executable is path.
+func processesOf(path string) []int {
+	return processesWhere(func(pid int) bool {
+		exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
+		return err == nil && strings.TrimSuffix(exe, " (deleted)") == path
+	})
+}
+
 // monitorProcesses lists qemu processes booting a guest of this shim (their
 // kernel sits at /guest/kernel in the confined root).
 func monitorProcesses() []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
+	return processesWhere(func(pid int) bool {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err != nil {
-			continue
+			return false
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(cmdline), "\x00")
-		if strings.HasPrefix(filepath.Base(args[0]), "qemu-system") && strings.Contains(string(cmdline), "/guest/kernel") {
-			out = append(out, pid)
-		}
-	}
-	return out
+		argv0 := strings.SplitN(string(cmdline), "\x00", 2)[0]
+		return strings.HasPrefix(filepath.Base(argv0), "qemu-system") && strings.Contains(string(cmdline), "/guest/kernel")
+	})
 }
 
 // mountsUnder lists mount points at or below dir, deepest first.

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 )
-
-type runcExit = runc.Exit
 
 // Cleanup undoes a container from the state its shim persisted in the
 // bundle, for containerd's delete command after the shim died: it kills a

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -68,24 +67,16 @@ type CreateOptions struct {
 
 // Container is one unikernel container.
 type Container struct {
-	id      string
-	bundle  string
+	lifecycle
 	monitor monitors.Monitor
 	host    HostConfig
 	process *os.Process
 	cgroup  cgroup // nil when the spec names no cgroup
 
-	control *os.File      // write end of the launcher's control pipe
-	status  *bufio.Reader // read end of the launcher's status pipe
-	statusF *os.File
+	control         *os.File      // write end of the launcher's control pipe
+	launcherStatus  *bufio.Reader // read end of the launcher's status pipe
+	launcherStatusF *os.File
 
-	exited chan struct{} // closed once the monitor has been reaped
-
-	mu       sync.Mutex
-	state    Status
-	exit     ExitStatus
-	persist  persistedState
-	deleted  bool
 	stopOnce sync.Once
 	oom      <-chan struct{}
 	oomDone  chan struct{}
@@ -102,13 +93,9 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 	}
 	rootfsDir := rootfsDirOf(opts.Bundle, spec)
 	c := &Container{
-		id:      opts.ID,
-		bundle:  opts.Bundle,
-		host:    opts.Host,
-		exited:  make(chan struct{}),
-		oomDone: make(chan struct{}),
-		state:   StatusCreated,
-		persist: persistedState{ID: opts.ID, Namespace: opts.Namespace},
+		lifecycle: newLifecycle(opts.ID, opts.Namespace, opts.Bundle),
+		host:      opts.Host,
+		oomDone:   make(chan struct{}),
 	}
 	defer func() {
 		if retErr != nil {
@@ -223,7 +210,7 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 		controlW.Close()
 		return err
 	}
-	c.control, c.statusF, c.status = controlW, statusR, bufio.NewReader(statusR)
+	c.control, c.launcherStatusF, c.launcherStatus = controlW, statusR, bufio.NewReader(statusR)
 	cmd := exec.Command(launcher, LauncherArg)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio.Stdin, opts.Stdio.Stdout, opts.Stdio.Stderr
 	cmd.ExtraFiles = append([]*os.File{controlR, statusW}, extra...)
@@ -244,7 +231,7 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 	}
 	c.process = cmd.Process
 	pid := cmd.Process.Pid
-	go c.waitExit(ec, pid)
+	go c.watchExit(ec, pid)
 	start, err := processStartTime(pid)
 	if err != nil {
 		return fmt.Errorf("launcher pid %d: %w", pid, err)
@@ -318,7 +305,7 @@ func (c *Container) launch(ctx context.Context, spec launchSpec) error {
 		return fmt.Errorf("send launch spec: %w", err)
 	}
 	ready := make(chan error, 1)
-	go func() { ready <- readStatusLine(c.status) }()
+	go func() { ready <- readStatusLine(c.launcherStatus) }()
 	select {
 	case err := <-ready:
 		if err != nil {
@@ -370,35 +357,6 @@ func (c *Container) listenControl(namespace string) (*os.File, string, error) {
 	return f, path, nil
 }
 
-// waitExit records the monitor's exit, once, from the reaper's report.
-func (c *Container) waitExit(ec chan runcExit, pid int) {
-	for e := range ec {
-		if e.Pid != pid {
-			continue
-		}
-		reaper.Default.Unsubscribe(ec)
-		c.mu.Lock()
-		c.state = StatusStopped
-		c.exit = ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
-		c.persist.Exit = &c.exit
-		if err := writeState(c.bundle, &c.persist); err != nil {
-			log.L.WithError(err).Warn("persist exit status")
-		}
-		c.mu.Unlock()
-		close(c.exited)
-		return
-	}
-}
-
-// ID returns the container ID.
-func (c *Container) ID() string { return c.id }
-
-// Pid returns the monitor's pid.
-func (c *Container) Pid() int { return c.persist.Pid }
-
-// Bundle returns the bundle path.
-func (c *Container) Bundle() string { return c.bundle }
-
 // Start lets the launcher exec the monitor. It returns once the monitor
 // runs, or with the launcher's error if the exec failed.
 func (c *Container) Start(ctx context.Context) error {
@@ -413,8 +371,8 @@ func (c *Container) Start(ctx context.Context) error {
 	c.control.Close()
 	// A successful exec closes the status pipe (close-on-exec); anything
 	// written on it is the launcher's reason for failing.
-	msg, _ := io.ReadAll(c.status)
-	c.statusF.Close()
+	msg, _ := io.ReadAll(c.launcherStatus)
+	c.launcherStatusF.Close()
 	if len(msg) > 0 {
 		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), readStatusLine(bufio.NewReader(bytesReader(msg))))
 	}
@@ -442,11 +400,9 @@ var harmlessSignals = map[syscall.Signal]bool{
 // power down and kill the monitor after the host's grace period; harmless
 // signals are ignored. all also kills helpers the monitor started.
 func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
-	c.mu.Lock()
-	state := c.state
-	c.mu.Unlock()
-	if state == StatusStopped {
-		return fmt.Errorf("container %s: process already finished: %w", c.id, errNotFound)
+	state, err := c.checkAlive()
+	if err != nil {
+		return err
 	}
 	if harmlessSignals[sig] && state != StatusCreated {
 		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
@@ -471,10 +427,7 @@ func (c *Container) killNow(all bool) error {
 	for _, p := range pids[1:] {
 		_ = unix.Kill(p, unix.SIGKILL)
 	}
-	c.mu.Lock()
-	paused := c.state == StatusPaused
-	c.mu.Unlock()
-	if paused && c.cgroup != nil {
+	if c.status() == StatusPaused && c.cgroup != nil {
 		// A frozen task does not die until thawed.
 		_ = c.cgroup.Thaw()
 	}
@@ -500,21 +453,6 @@ func (c *Container) gracefulStop(sig syscall.Signal) {
 	}
 }
 
-// Wait blocks until the monitor has exited or ctx ends.
-func (c *Container) Wait(ctx context.Context) (ExitStatus, error) {
-	select {
-	case <-c.exited:
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.exit, nil
-	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
-	}
-}
-
-// Exited is closed once the monitor has exited.
-func (c *Container) Exited() <-chan struct{} { return c.exited }
-
 // OOM reports OOM kills in the container's cgroup; nil without a cgroup.
 func (c *Container) OOM() <-chan struct{} { return c.oom }
 
@@ -532,26 +470,16 @@ type State struct {
 	Exit   ExitStatus // valid when Status is StatusStopped
 }
 
-// State returns a snapshot of the container.
-func (c *Container) State() State {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return State{ID: c.id, Bundle: c.bundle, Pid: c.persist.Pid, Status: c.state, Exit: c.exit}
-}
-
 // Pids lists the monitor and every helper process it started. Once the
 // monitor has exited it still lists the monitor's pid until Delete: the
 // task exists, and containerd, reconnecting after a restart, takes an
 // empty list for a leaked shim and deletes the task, losing the exit
 // status it has not read yet.
 func (c *Container) Pids(ctx context.Context) ([]int, error) {
-	c.mu.Lock()
-	state := c.state
-	c.mu.Unlock()
-	if state == StatusStopped {
-		return []int{c.persist.Pid}, nil
+	if c.status() == StatusStopped {
+		return []int{c.Pid()}, nil
 	}
-	return descendants(c.persist.Pid), nil
+	return descendants(c.Pid()), nil
 }
 
 // Pause freezes the monitor's cgroup.
@@ -565,19 +493,10 @@ func (c *Container) Resume(ctx context.Context) error {
 }
 
 func (c *Container) freeze(from, to Status, op func(cgroup) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.cgroup == nil {
 		return fmt.Errorf("container %s has no cgroup to freeze: %w", c.id, errFailedPrecondition)
 	}
-	if c.state != from {
-		return fmt.Errorf("container %s is %s, not %s: %w", c.id, c.state, from, errFailedPrecondition)
-	}
-	if err := op(c.cgroup); err != nil {
-		return err
-	}
-	c.state = to
-	return nil
+	return c.transition(from, to, func() error { return op(c.cgroup) })
 }
 
 // Metrics returns the cgroup's metrics (*v1.Metrics or *v2.Metrics).
@@ -600,16 +519,11 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 // how it exited. A running container is refused; one that never started is
 // stopped first.
 func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
-	c.mu.Lock()
-	state, deleted := c.state, c.deleted
-	c.mu.Unlock()
-	if deleted {
-		return ExitStatus{}, fmt.Errorf("container %s: %w", c.id, errNotFound)
+	state, err := c.checkDeletable()
+	if err != nil {
+		return ExitStatus{}, err
 	}
-	switch state {
-	case StatusRunning, StatusPaused:
-		return ExitStatus{}, fmt.Errorf("container %s is %s: kill it before delete: %w", c.id, state, errFailedPrecondition)
-	case StatusCreated:
+	if state == StatusCreated {
 		_ = c.killNow(true)
 		select {
 		case <-c.exited:
@@ -620,10 +534,7 @@ func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
 	if err := c.release(); err != nil {
 		return ExitStatus{}, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.deleted = true
-	return c.exit, nil
+	return c.markDeleted(), nil
 }
 
 // release undoes what Create did, from the in-memory record. A launcher
@@ -640,8 +551,8 @@ func (c *Container) release() error {
 	if c.control != nil {
 		c.control.Close()
 	}
-	if c.statusF != nil {
-		c.statusF.Close()
+	if c.launcherStatusF != nil {
+		c.launcherStatusF.Close()
 	}
 	select {
 	case <-c.oomDone:

@@ -10,13 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
-	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -26,17 +24,9 @@ import (
 // works under this shim. The caller must set runc.Monitor to the reaper
 // that owns wait4 in its process (containerd's reaper.Default in a shim).
 type PlainContainer struct {
-	id, bundle string
+	lifecycle
 	runc       *runc.Runc
 	cgroupPath string
-	exited     chan struct{}
-
-	mu      sync.Mutex
-	pid     int
-	state   Status
-	exit    ExitStatus
-	deleted bool
-	persist persistedState
 }
 
 // runcFor returns go-runc for namespace ns, its state under the runtime's
@@ -80,13 +70,10 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 		return nil, fmt.Errorf("plain container %s: a terminal is not supported for containers run by runc: %w", opts.ID, errNotImplemented)
 	}
 	p := &PlainContainer{
-		id:      opts.ID,
-		bundle:  opts.Bundle,
-		runc:    runcFor(opts.Host, opts.Namespace, opts.Bundle),
-		exited:  make(chan struct{}),
-		state:   StatusCreated,
-		persist: st,
+		lifecycle: newLifecycle(opts.ID, opts.Namespace, opts.Bundle),
+		runc:      runcFor(opts.Host, opts.Namespace, opts.Bundle),
 	}
+	p.persist = st
 	if spec.Linux != nil {
 		p.cgroupPath = spec.Linux.CgroupsPath
 	}
@@ -116,10 +103,9 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
 		return nil, fmt.Errorf("read init pid: %w", err)
 	}
-	p.pid = pid
 	p.persist.Pid = pid
 	p.persist.PidStartTime, _ = processStartTime(pid)
-	go p.waitExit(ec, pid)
+	go p.watchExit(ec, pid)
 	if err := writeState(opts.Bundle, &p.persist); err != nil {
 		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
 		return nil, err
@@ -152,30 +138,8 @@ func runcLogError(path string) string {
 	return ": " + last
 }
 
-func (p *PlainContainer) waitExit(ec chan runc.Exit, pid int) {
-	for e := range ec {
-		if e.Pid != pid {
-			continue
-		}
-		reaper.Default.Unsubscribe(ec)
-		p.mu.Lock()
-		p.state = StatusStopped
-		p.exit = ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
-		p.persist.Exit = &p.exit
-		if err := writeState(p.bundle, &p.persist); err != nil {
-			log.L.WithError(err).Warn("persist exit status")
-		}
-		p.mu.Unlock()
-		close(p.exited)
-		return
-	}
-}
-
-func (p *PlainContainer) ID() string              { return p.id }
-func (p *PlainContainer) Pid() int                { return p.pid }
-func (p *PlainContainer) Bundle() string          { return p.bundle }
-func (p *PlainContainer) Exited() <-chan struct{} { return p.exited }
-func (p *PlainContainer) OOM() <-chan struct{}    { return nil }
+// OOM is nil: a plain container's OOM kills are read through OOMKilled.
+func (p *PlainContainer) OOM() <-chan struct{} { return nil }
 
 // OOMKilled tells whether the kernel's OOM killer ended a process of the
 // container (runc's cgroup).
@@ -201,11 +165,8 @@ func (p *PlainContainer) Start(ctx context.Context) error {
 }
 
 func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
-	p.mu.Lock()
-	state := p.state
-	p.mu.Unlock()
-	if state == StatusStopped {
-		return fmt.Errorf("container %s: process already finished: %w", p.id, errNotFound)
+	if _, err := p.checkAlive(); err != nil {
+		return err
 	}
 	if err := p.runc.Kill(ctx, p.id, int(sig), &runc.KillOpts{All: all}); err != nil {
 		return fmt.Errorf("runc kill: %w%s", err, runcLogError(p.runc.Log))
@@ -214,17 +175,12 @@ func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool)
 }
 
 func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
-	p.mu.Lock()
-	state, deleted := p.state, p.deleted
-	p.mu.Unlock()
-	if deleted {
-		return ExitStatus{}, fmt.Errorf("container %s: %w", p.id, errNotFound)
-	}
-	if state == StatusRunning || state == StatusPaused {
-		return ExitStatus{}, fmt.Errorf("container %s is %s: kill it before delete: %w", p.id, state, errFailedPrecondition)
+	state, err := p.checkDeletable()
+	if err != nil {
+		return ExitStatus{}, err
 	}
 	if state == StatusCreated {
-		_ = unix.Kill(p.pid, unix.SIGKILL)
+		_ = unix.Kill(p.Pid(), unix.SIGKILL)
 		select {
 		case <-p.exited:
 		case <-ctx.Done():
@@ -235,24 +191,12 @@ func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
 	if err := releaseResources(ctx, p.bundle, &p.persist); err != nil {
 		return ExitStatus{}, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.deleted = true
-	return p.exit, nil
-}
-
-func (p *PlainContainer) State() State {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return State{ID: p.id, Bundle: p.bundle, Pid: p.pid, Status: p.state, Exit: p.exit}
+	return p.markDeleted(), nil
 }
 
 func (p *PlainContainer) Pids(ctx context.Context) ([]int, error) {
-	p.mu.Lock()
-	state := p.state
-	p.mu.Unlock()
-	if state == StatusStopped {
-		return []int{p.pid}, nil
+	if p.status() == StatusStopped {
+		return []int{p.Pid()}, nil
 	}
 	pids, err := p.runc.Ps(ctx, p.id)
 	if err != nil {
@@ -261,36 +205,12 @@ func (p *PlainContainer) Pids(ctx context.Context) ([]int, error) {
 	return pids, nil
 }
 
-func (p *PlainContainer) Wait(ctx context.Context) (ExitStatus, error) {
-	select {
-	case <-p.exited:
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.exit, nil
-	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
-	}
-}
-
 func (p *PlainContainer) Pause(ctx context.Context) error {
 	return p.transition(StatusRunning, StatusPaused, func() error { return p.runc.Pause(ctx, p.id) })
 }
 
 func (p *PlainContainer) Resume(ctx context.Context) error {
 	return p.transition(StatusPaused, StatusRunning, func() error { return p.runc.Resume(ctx, p.id) })
-}
-
-func (p *PlainContainer) transition(from, to Status, op func() error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state != from {
-		return fmt.Errorf("container %s is %s, not %s: %w", p.id, p.state, from, errFailedPrecondition)
-	}
-	if err := op(); err != nil {
-		return err
-	}
-	p.state = to
-	return nil
 }
 
 func (p *PlainContainer) Metrics(ctx context.Context) (any, error) {

@@ -26,7 +26,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
@@ -34,8 +33,6 @@ import (
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
-
-type runcExit = runc.Exit
 
 var empty = &ptypes.Empty{}
 

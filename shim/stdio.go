@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/fifo"
+	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
@@ -38,7 +39,7 @@ type stdio struct {
 	copies  sync.WaitGroup // copies of the monitor's output
 	closers []io.Closer
 	logger  *exec.Cmd
-	loggerC chan runcExit
+	loggerC chan runc.Exit
 	once    sync.Once
 }
 
