@@ -5,8 +5,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,20 +121,7 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 	if shims := processesOf(env.shimPath); len(shims) != 1 {
 		t.Fatalf("%d shim processes for one pod, want 1: %v", len(shims), shims)
 	}
-	client := http.Client{Timeout: 5 * time.Second}
-	var body []byte
-	waitFor(t, 30*time.Second, "the pod's HTTP page", func() bool {
-		resp, err := client.Get("http://" + podIP + "/")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		body, _ = io.ReadAll(resp.Body)
-		return resp.StatusCode == 200
-	})
-	if !strings.Contains(string(body), "hello from the urunc guest") {
-		t.Fatalf("page: %q", body)
-	}
+	assertGuestPage(t, "http://"+podIP+"/")
 	st, err := rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: cid})
 	if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("container status: %v %v", st, err)

@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -527,4 +529,24 @@ func taskPids(t *testing.T, id string) []int {
 func isMonitor(pid int) bool {
 	exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
 	return err == nil && strings.HasPrefix(filepath.Base(exe), "qemu-system")
+}
+
+// assertGuestPage waits for the test guest's HTTP server at url (from the
+// host) and checks the page it serves.
+func assertGuestPage(t *testing.T, url string) {
+	t.Helper()
+	client := http.Client{Timeout: 5 * time.Second}
+	var body []byte
+	waitFor(t, 30*time.Second, "the guest's page at "+url, func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	})
+	if !strings.Contains(string(body), "hello from the urunc guest") {
+		t.Fatalf("page at %s: %q", url, body)
+	}
 }

@@ -5,8 +5,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,20 +74,7 @@ func TestNerdctlBridgeNetwork(t *testing.T) {
 		}
 		return false
 	})
-	client := http.Client{Timeout: 5 * time.Second}
-	var body []byte
-	waitFor(t, 30*time.Second, "the HTTP page over the bridge", func() bool {
-		resp, err := client.Get(fmt.Sprintf("http://%s/", guestIP))
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		body, _ = io.ReadAll(resp.Body)
-		return resp.StatusCode == 200
-	})
-	if !strings.Contains(string(body), "hello from the urunc guest") {
-		t.Fatalf("page: %q", body)
-	}
+	assertGuestPage(t, fmt.Sprintf("http://%s/", guestIP))
 	if out, err := nerdctl(t, dataRoot, "rm", "-f", id); err != nil {
 		t.Fatalf("nerdctl rm: %v\n%s", err, out)
 	}
