@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Side by side, in one run: a one-shot `ctr run --rm` of the test guest
-# through the shim, and the same qemu command run by hand. Runs alternate so
-# that machine noise hits both alike. Prints each mean and the ratio.
+# Side by side, in one run:
+#  - a one-shot `ctr run --rm` of the test guest through the shim, and the
+#    same qemu command run by hand (runs alternate, so that machine noise
+#    hits both alike);
+#  - the resident memory of this shim serving one running guest, and of
+#    containerd's runc shim serving one running plain container.
+# Prints each figure and the ratios.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
@@ -32,4 +36,26 @@ awk -v s="$shim_total" -v q="$qemu_total" -v n="$ROUNDS" 'BEGIN {
 	printf "  ctr run --rm via containerd-shim-urunc-v2: %.2f s mean\n", s / n
 	printf "  same qemu command by hand:                 %.2f s mean\n", q / n
 	printf "  ratio shim/by-hand: %.2f (overhead %.2f s)\n", s / q, (s - q) / n
+}'
+
+# Shim memory: one long-running container each, measured while running.
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+shim_pid() { pgrep -f -- "$1.*-id $2( |$)" | head -1; }
+(cd "$ROOT" && go run ./integration/cmd/mkimage -plain -o "$DIR/plain.tar")
+"${CTR[@]}" images import "$DIR/plain.tar" >/dev/null 2>&1
+"${CTR[@]}" run -d --runtime io.containerd.urunc.v2 docker.io/urunc/test-guest:latest memvm /init sleep >/dev/null 2>&1
+"${CTR[@]}" run -d --runtime io.containerd.runc.v2 docker.io/urunc/test-plain:latest memrunc /bin/busybox sleep 1000 >/dev/null 2>&1
+sleep 3
+urunc_rss=$(rss "$(shim_pid containerd-shim-urunc-v2 memvm)")
+runc_rss=$(rss "$(shim_pid containerd-shim-runc-v2 memrunc)")
+for id in memvm memrunc; do
+	"${CTR[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1
+	for _ in $(seq 50); do "${CTR[@]}" task rm "$id" >/dev/null 2>&1 && break; sleep 0.1; done
+	"${CTR[@]}" container rm "$id" >/dev/null 2>&1
+done
+awk -v u="$urunc_rss" -v r="$runc_rss" 'BEGIN {
+	printf "shim resident memory, one running container each:\n"
+	printf "  containerd-shim-urunc-v2 (qemu guest):   %.1f MiB\n", u / 1024
+	printf "  containerd-shim-runc-v2 (plain busybox): %.1f MiB\n", r / 1024
+	printf "  ratio urunc/runc: %.2f\n", u / r
 }'

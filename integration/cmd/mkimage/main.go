@@ -15,8 +15,15 @@ func main() {
 	kernel := flag.String("kernel", "/var/cache/urunc-test/guest/vmlinuz", "guest kernel")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox")
 	name := flag.String("name", testimage.ImageName, "image name")
+	plain := flag.Bool("plain", false, "write the plain busybox image (for runc) instead")
 	flag.Parse()
-	if err := testimage.WriteOCIArchive(*out, testimage.Options{Name: *name, Kernel: *kernel, Busybox: *busybox}); err != nil {
+	var err error
+	if *plain {
+		err = testimage.WritePlainArchive(*out, *busybox)
+	} else {
+		err = testimage.WriteOCIArchive(*out, testimage.Options{Name: *name, Kernel: *kernel, Busybox: *busybox})
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
