@@ -231,20 +231,20 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 	}
 	c.process = cmd.Process
 	pid := cmd.Process.Pid
-	go c.watchExit(ec, pid)
-	start, err := processStartTime(pid)
-	if err != nil {
-		return fmt.Errorf("launcher pid %d: %w", pid, err)
-	}
-	c.persist.Pid, c.persist.PidStartTime = pid, start
-	if c.cgroup != nil {
-		if err := c.cgroup.AddProc(pid); err != nil {
-			return fmt.Errorf("add monitor to cgroup %s: %w", c.persist.Cgroup, err)
-		}
-	}
+	start, _ := processStartTime(pid)
 	// Persist before anything else needs undoing, so a shim that dies
 	// from here on leaves a state the delete command reads.
-	return writeState(c.bundle, &c.persist)
+	if err := c.record(func(st *persistedState) { st.Pid, st.PidStartTime = pid, start }); err != nil {
+		go c.watchExit(ec, pid)
+		return err
+	}
+	go c.watchExit(ec, pid)
+	if c.cgroup != nil {
+		if err := c.cgroup.AddProc(pid); err != nil {
+			return fmt.Errorf("add monitor to cgroup %s: %w", c.persisted().Cgroup, err)
+		}
+	}
+	return nil
 }
 
 // runCreateHooks runs the spec's prestart and createRuntime hooks, with
@@ -254,11 +254,10 @@ func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error 
 		return nil
 	}
 	// From here a poststop hook owes the host a teardown.
-	c.persist.PoststopHooks = true
-	if err := writeState(c.bundle, &c.persist); err != nil {
+	if err := c.record(func(st *persistedState) { st.PoststopHooks = true }); err != nil {
 		return err
 	}
-	st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateCreating, spec.Annotations)
+	st := hookState(c.id, c.bundle, c.Pid(), specs.StateCreating, spec.Annotations)
 	//nolint:staticcheck // Prestart is deprecated but still used by engines.
 	if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, st); err != nil {
 		return err
@@ -280,7 +279,7 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, erro
 		if nsp.cloneFlags&unix.CLONE_NEWNET == 0 {
 			return nil, nil
 		}
-		path, viaPid = fmt.Sprintf("/proc/%d/ns/net", c.persist.Pid), true
+		path, viaPid = fmt.Sprintf("/proc/%d/ns/net", c.Pid()), true
 	}
 	n, err := discoverNetwork(path, c.id)
 	if errors.Is(err, errLinkTaken) {
@@ -292,8 +291,8 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, erro
 	}
 	// The monitor runs as the shim's user; the tap is that user's.
 	n.Owner = uint32(os.Geteuid())
-	c.persist.Taps = append(c.persist.Taps, Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid})
-	if err := writeState(c.bundle, &c.persist); err != nil {
+	tap := Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid}
+	if err := c.record(func(st *persistedState) { st.Taps = append(st.Taps, tap) }); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -353,7 +352,6 @@ func (c *Container) listenControl(namespace string) (*os.File, string, error) {
 		os.Remove(path)
 		return nil, "", err
 	}
-	c.persist.ControlSocket = path
 	return f, path, nil
 }
 
@@ -378,7 +376,7 @@ func (c *Container) Start(ctx context.Context) error {
 	}
 	c.state = StatusRunning
 	if spec, err := loadSpec(c.bundle); err == nil && spec.Hooks != nil {
-		st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, spec.Annotations)
+		st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, spec.Annotations) // c.mu is held
 		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, st); err != nil {
 			log.G(ctx).WithError(err).Warn("poststart hook failed")
 		}
@@ -417,12 +415,13 @@ func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) erro
 }
 
 func (c *Container) killNow(all bool) error {
-	pids := []int{c.persist.Pid}
+	pid := c.Pid()
+	pids := []int{pid}
 	if all {
-		pids = descendants(c.persist.Pid)
+		pids = descendants(pid)
 	}
 	if err := c.process.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("kill monitor %d: %w", c.persist.Pid, err)
+		return fmt.Errorf("kill monitor %d: %w", pid, err)
 	}
 	for _, p := range pids[1:] {
 		_ = unix.Kill(p, unix.SIGKILL)
@@ -559,7 +558,8 @@ func (c *Container) release() error {
 	default:
 		close(c.oomDone)
 	}
-	return releaseResources(context.Background(), c.bundle, &c.persist)
+	st := c.persisted()
+	return releaseResources(context.Background(), c.bundle, &st)
 }
 
 // releaseResources undoes everything st records, in reverse order of

@@ -144,3 +144,20 @@ func (l *lifecycle) transition(from, to Status, op func() error) error {
 	l.state = to
 	return nil
 }
+
+// record applies update to the persisted state and writes it, under the
+// lock watchExit takes too: the init's exit can land while Create is still
+// recording what it set up.
+func (l *lifecycle) record(update func(*persistedState)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	update(&l.persist)
+	return writeState(l.bundle, &l.persist)
+}
+
+// persisted returns a copy of the persisted state.
+func (l *lifecycle) persisted() persistedState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.persist
+}

@@ -103,10 +103,10 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
 		return nil, fmt.Errorf("read init pid: %w", err)
 	}
-	p.persist.Pid = pid
-	p.persist.PidStartTime, _ = processStartTime(pid)
+	start, _ := processStartTime(pid)
+	err = p.record(func(st *persistedState) { st.Pid, st.PidStartTime = pid, start })
 	go p.watchExit(ec, pid)
-	if err := writeState(opts.Bundle, &p.persist); err != nil {
+	if err != nil {
 		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
 		return nil, err
 	}
@@ -188,7 +188,8 @@ func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
 		case <-time.After(10 * time.Second):
 		}
 	}
-	if err := releaseResources(ctx, p.bundle, &p.persist); err != nil {
+	st := p.persisted()
+	if err := releaseResources(ctx, p.bundle, &st); err != nil {
 		return ExitStatus{}, err
 	}
 	return p.markDeleted(), nil
