@@ -4,7 +4,7 @@ BIN := bin/containerd-shim-urunc-v2
 PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
 
-.PHONY: all build install setup unit integration test demo demo-clean bench vet clean
+.PHONY: all build install setup unit integration integration-race test demo bench vet clean
 
 all: build
 
@@ -29,6 +29,10 @@ unit:
 # Needs root: a private containerd, real ctr, real qemu guests (TCG).
 integration: setup
 	cd integration && $(GO) test -tags integration -count=1 -v -timeout 25m .
+
+# The same with the shim built with the race detector; a report fails it.
+integration-race: setup
+	cd integration && URUNC_TEST_RACE=1 $(GO) test -tags integration -count=1 -v -timeout 25m .
 
 test: vet unit integration
 

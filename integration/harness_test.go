@@ -88,8 +88,15 @@ func run(m *testing.M) (int, error) {
 	}
 	env = &testEnv{dir: dir, bin: filepath.Join(dir, "bin"), qmpDir: filepath.Join(dir, "qmp")}
 	defer env.teardown()
+	if err := os.MkdirAll(filepath.Join(dir, "race"), 0o755); err != nil {
+		return 0, err
+	}
 	env.shimPath = filepath.Join(env.bin, "containerd-shim-urunc-v2")
-	build := exec.Command("go", "build", "-o", env.shimPath, "../cmd/containerd-shim-urunc-v2")
+	buildArgs := []string{"build", "-o", env.shimPath}
+	if raceEnabled() {
+		buildArgs = append(buildArgs, "-race")
+	}
+	build := exec.Command("go", append(buildArgs, "../cmd/containerd-shim-urunc-v2")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build shim: %w", err)
@@ -138,8 +145,20 @@ func run(m *testing.M) (int, error) {
 			return 0, fmt.Errorf("import image %s for CRI: %v: %s", img, err, out)
 		}
 	}
-	return m.Run(), nil
+	code := m.Run()
+	if reports, _ := filepath.Glob(filepath.Join(dir, "race", "*")); len(reports) > 0 {
+		for _, r := range reports {
+			data, _ := os.ReadFile(r)
+			fmt.Fprintf(os.Stderr, "data race in the shim (%s):\n%s\n", r, data)
+		}
+		code = 1
+	}
+	return code, nil
 }
+
+// raceEnabled builds the shim with the race detector (URUNC_TEST_RACE=1,
+// `make integration-race`); its reports fail the run.
+func raceEnabled() bool { return os.Getenv("URUNC_TEST_RACE") != "" }
 
 func guestImageOptions() testimage.Options {
 	return testimage.Options{
@@ -199,7 +218,8 @@ state = %q
 	cmd := exec.Command("containerd", "--config", cfgPath)
 	cmd.Env = append(os.Environ(),
 		"PATH="+e.bin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"URUNC_CONFIG_FILE="+e.hostConfig)
+		"URUNC_CONFIG_FILE="+e.hostConfig,
+		"GORACE=log_path="+filepath.Join(e.dir, "race", "report"))
 	cmd.Stdout, cmd.Stderr = e.logFile, e.logFile
 	// Its own process group, so that killing it never reaches the shims.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -7,8 +7,10 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +32,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
@@ -107,7 +110,33 @@ func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTask
 		s.events.Close()
 		return nil
 	})
+	// containerd's shim library removes the socket it derives from the
+	// daemon's -id; a grouped shim listens on its group's socket instead,
+	// and the bundle it would read the address from may be gone. Remove
+	// the socket this daemon really serves (the listener it inherited as
+	// fd 3) on the way out.
+	if path := inheritedSocketPath(); path != "" {
+		sd.RegisterCallback(func(context.Context) error {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		})
+	}
 	return s, nil
+}
+
+// inheritedSocketPath is the path of the unix socket the shim daemon
+// serves, inherited from the manager as fd 3; "" when there is none.
+func inheritedSocketPath() string {
+	sa, err := unix.Getsockname(3)
+	if err != nil {
+		return ""
+	}
+	if u, ok := sa.(*unix.SockaddrUnix); ok && strings.HasPrefix(u.Name, "/") {
+		return u.Name
+	}
+	return ""
 }
 
 // RegisterTTRPC registers the service under containerd.task.v2.Task.
