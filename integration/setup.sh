@@ -7,6 +7,7 @@ set -euo pipefail
 
 CONTAINERD_VERSION=v2.4.2
 NERDCTL_VERSION=v1.7.7
+CONTAINERD17_VERSION=v1.7.35
 PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 
@@ -26,6 +27,22 @@ if ! "$PREFIX/containerd" --version 2>/dev/null | grep -q "$CONTAINERD_VERSION" 
 		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
 		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
 		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+fi
+
+# containerd 1.7, for the test that the shim serves it too; off PATH.
+C17_DIR=/usr/local/lib/urunc-test/containerd-1.7
+if [ ! -x "$C17_DIR/containerd" ] || [ ! -x "$C17_DIR/ctr" ]; then
+	echo "setup: building containerd and ctr $CONTAINERD17_VERSION"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init containerd17-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "github.com/containerd/containerd@$CONTAINERD17_VERSION" >/dev/null 2>&1
+		mkdir -p "$C17_DIR"
+		GOFLAGS=-mod=mod go build -tags "no_btrfs no_zfs no_devmapper" -o "$C17_DIR/containerd" github.com/containerd/containerd/cmd/containerd
+		GOFLAGS=-mod=mod go build -o "$C17_DIR/ctr" github.com/containerd/containerd/cmd/ctr
+	)
+	rm -rf "$tmp"
 fi
 
 if [ ! -x "$PREFIX/nerdctl" ]; then

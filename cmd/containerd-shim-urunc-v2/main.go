@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -27,6 +28,16 @@ func main() {
 			return
 		case urshim.OrphansCommand:
 			os.Exit(urshim.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+		}
+	}
+	if urshim.IsStartAction(os.Args[1:]) {
+		done, err := urshim.PrepareStart(context.Background(), os.Args[1:], os.Stdin, os.Stdout)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %s", urshim.RuntimeName, err)
+			os.Exit(1)
+		}
+		if done {
+			return
 		}
 	}
 	shim.RunShim(context.Background(), urshim.NewManager())
