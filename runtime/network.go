@@ -32,6 +32,28 @@ type netPlan struct {
 	Gateway string `json:"-"`
 }
 
+// linkCandidate is a non-loopback interface with an IPv4 address.
+type linkCandidate struct {
+	name string
+	link netlink.Link
+	addr netlink.Addr
+}
+
+// chooseLink picks the container's interface: eth0 if it is a candidate,
+// else the only candidate; with several and no eth0 there is no telling
+// which one the guest should take, and it gets none.
+func chooseLink(candidates []linkCandidate) *linkCandidate {
+	for i := range candidates {
+		if candidates[i].name == "eth0" {
+			return &candidates[i]
+		}
+	}
+	if len(candidates) == 1 {
+		return &candidates[0]
+	}
+	return nil
+}
+
 // tapName is unique to the container, so that two unikernel containers in
 // one network namespace never collide, and fits IFNAMSIZ.
 func tapName(id string) string {
@@ -61,9 +83,7 @@ func discoverNetwork(nsPath, id string) (*netPlan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces in %s: %w", nsPath, err)
 	}
-	var chosen netlink.Link
-	var addr *netlink.Addr
-	var candidates int
+	var candidates []linkCandidate
 	for _, l := range links {
 		if l.Attrs().Flags&net.FlagLoopback != 0 || l.Type() == "tuntap" {
 			continue
@@ -72,16 +92,13 @@ func discoverNetwork(nsPath, id string) (*netPlan, error) {
 		if err != nil || len(addrs) == 0 {
 			continue
 		}
-		candidates++
-		if l.Attrs().Name == "eth0" || chosen == nil {
-			if chosen == nil || chosen.Attrs().Name != "eth0" {
-				chosen, addr = l, &addrs[0]
-			}
-		}
+		candidates = append(candidates, linkCandidate{name: l.Attrs().Name, link: l, addr: addrs[0]})
 	}
-	if chosen == nil || (candidates > 1 && chosen.Attrs().Name != "eth0") {
+	picked := chooseLink(candidates)
+	if picked == nil {
 		return nil, nil
 	}
+	chosen, addr := picked.link, &picked.addr
 	qdiscs, err := h.QdiscList(chosen)
 	if err != nil {
 		return nil, fmt.Errorf("list qdiscs of %s: %w", chosen.Attrs().Name, err)

@@ -73,14 +73,10 @@ func (s *stdio) track(c io.Closer) { s.closers = append(s.closers, c) }
 // openStdin opens the stdin FIFO non-blocking (containerd may have no
 // writer yet) and copies it into a pipe the monitor reads.
 func (s *stdio) openStdin(ctx context.Context) error {
-	if s.cfg.Stdin == "" {
-		return nil
+	in, err := s.openStdinFifo(ctx)
+	if in == nil || err != nil {
+		return err
 	}
-	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
-	}
-	s.track(in)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -92,6 +88,20 @@ func (s *stdio) openStdin(ctx context.Context) error {
 		s.CloseStdin()
 	}()
 	return nil
+}
+
+// openStdinFifo opens the stdin FIFO, if the request has one, non-blocking:
+// containerd may have no writer on it yet.
+func (s *stdio) openStdinFifo(ctx context.Context) (io.Reader, error) {
+	if s.cfg.Stdin == "" {
+		return nil, nil
+	}
+	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
+	}
+	s.track(in)
+	return in, nil
 }
 
 // openOutput wires stdout and stderr according to their URI scheme: a
@@ -133,31 +143,43 @@ func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
 // reader that goes away (containerd restarting) never makes the monitor
 // die of SIGPIPE; output just waits in the pipe.
 func (s *stdio) openFifoOutput(ctx context.Context, path string) (*os.File, error) {
-	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open FIFO %s: %w", path, err)
-	}
-	s.track(w)
-	keep, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open FIFO %s for reading: %w", path, err)
-	}
-	s.track(keep)
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	if err := s.copyToFifo(ctx, path, r); err != nil {
+		r.Close()
+		pw.Close()
+		return nil, err
+	}
+	return pw, nil
+}
+
+// copyToFifo copies src into the FIFO at path until src ends, then closes
+// the FIFO: containerd's client waits for EOF on it before it deletes, so
+// it must close when the monitor is gone, not at Delete. While the copy
+// runs the shim also holds the FIFO open for reading, so that a reader
+// that goes away never breaks the pipe.
+func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser) error {
+	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open FIFO %s: %w", path, err)
+	}
+	s.track(w)
+	keep, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open FIFO %s for reading: %w", path, err)
+	}
+	s.track(keep)
 	s.copies.Add(1)
 	go func() {
 		defer s.copies.Done()
-		_, _ = io.Copy(w, r)
-		// The monitor is gone: close the FIFO now, not at Delete, since
-		// containerd's client waits for EOF on it before it deletes.
-		r.Close()
+		_, _ = io.Copy(w, src)
+		src.Close()
 		w.Close()
 		keep.Close()
 	}()
-	return pw, nil
+	return nil
 }
 
 // openFile appends the monitor's stdout and stderr to a log file; the
@@ -243,33 +265,18 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 		return fmt.Errorf("open pty %s: %w", slavePath, err)
 	}
 	s.monitor = urunc.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
-	if s.cfg.Stdin != "" {
-		in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
-		}
-		s.track(in)
+	in, err := s.openStdinFifo(ctx)
+	if err != nil {
+		return err
+	}
+	if in != nil {
 		go func() { _, _ = io.Copy(master, in) }()
 	}
 	if s.cfg.Stdout != "" {
-		w, err := fifo.OpenFifo(ctx, s.cfg.Stdout, syscall.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("open FIFO %s: %w", s.cfg.Stdout, err)
-		}
-		s.track(w)
-		keep, err := fifo.OpenFifo(ctx, s.cfg.Stdout, syscall.O_RDONLY, 0)
-		if err != nil {
-			return err
-		}
-		s.track(keep)
-		s.copies.Add(1)
-		go func() {
-			defer s.copies.Done()
-			// EIO once the last holder of the slave is gone ends this.
-			_, _ = io.Copy(w, master)
-			w.Close()
-			keep.Close()
-		}()
+		// The master reads EIO once the last holder of the slave is
+		// gone, which ends the copy. The master itself is closed with
+		// the rest at Close, not by the copy: ResizePty still uses it.
+		return s.copyToFifo(ctx, s.cfg.Stdout, io.NopCloser(master))
 	}
 	return nil
 }
