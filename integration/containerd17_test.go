@@ -51,6 +51,7 @@ func TestContainerd17(t *testing.T) {
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
+	const id17 = "c17-detached"
 	ctr17 := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -67,9 +68,13 @@ func TestContainerd17(t *testing.T) {
 		}
 		_ = daemon.Process.Signal(syscall.SIGTERM)
 		_, _ = daemon.Process.Wait()
-		for _, m := range mountsUnder(dir) {
-			_ = syscall.Unmount(m, syscall.MNT_DETACH)
+		if m := mountsUnder(dir); len(m) > 0 {
+			t.Errorf("mounts left by containerd 1.7's containers: %v", m)
+			for _, mp := range m {
+				_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+			}
 		}
+		assertNoLeftovers(t, id17)
 	})
 	waitFor(t, 30*time.Second, "containerd 1.7", func() bool { _, err := ctr17("version"); return err == nil })
 	if out, err := ctr17("images", "import", filepath.Join(env.dir, "guest.tar")); err != nil {
@@ -81,22 +86,21 @@ func TestContainerd17(t *testing.T) {
 		t.Fatalf("ctr 1.7 run --rm: %v\n%s", err, out)
 	}
 
-	const id = "c17-detached"
-	if out, err := ctr17("run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep"); err != nil {
+	if out, err := ctr17("run", "-d", "--runtime", runtimeName, image, id17, "/init", "sleep"); err != nil {
 		t.Fatalf("ctr 1.7 run -d: %v\n%s", err, out)
 	}
 	ls, _ := ctr17("task", "ls")
-	if !strings.Contains(ls, id) || !strings.Contains(ls, "RUNNING") {
+	if !strings.Contains(ls, id17) || !strings.Contains(ls, "RUNNING") {
 		t.Fatalf("task ls:\n%s", ls)
 	}
-	if out, err := ctr17("task", "kill", "-s", "SIGKILL", id); err != nil {
+	if out, err := ctr17("task", "kill", "-s", "SIGKILL", id17); err != nil {
 		t.Fatalf("kill: %v\n%s", err, out)
 	}
 	waitFor(t, 10*time.Second, "stop", func() bool { ls, _ := ctr17("task", "ls"); return strings.Contains(ls, "STOPPED") })
-	if out, err := ctr17("task", "rm", id); err != nil {
+	if out, err := ctr17("task", "rm", id17); err != nil {
 		t.Fatalf("task rm: %v\n%s", err, out)
 	}
-	if out, err := ctr17("container", "rm", id); err != nil {
+	if out, err := ctr17("container", "rm", id17); err != nil {
 		t.Fatalf("container rm: %v\n%s", err, out)
 	}
 	waitFor(t, 15*time.Second, "the shims to exit", func() bool { return len(processesOf(env.shimPath)) == 0 })

@@ -85,6 +85,8 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 			_, _ = rs.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
 			_, _ = rs.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
 		}
+		// Whether the test passed or not, the pod leaves nothing.
+		assertNoLeftovers(t, podID)
 	})
 	podStatus, err := rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {

@@ -70,6 +70,9 @@ func newTestNet(t *testing.T, subnet int) *testNet {
 
 func (n *testNet) path() string { return "/var/run/netns/" + n.container }
 
+// withNS are the ctr run flags that put a container in the namespace.
+func (n *testNet) withNS() []string { return []string{"--with-ns", "network:" + n.path()} }
+
 // inClient runs a command in the client namespace.
 func (n *testNet) inClient(args ...string) (string, error) {
 	out, err := exec.Command("ip", append([]string{"netns", "exec", n.client}, args...)...).CombinedOutput()
@@ -124,9 +127,7 @@ func (n *testNet) httpGet() (string, error) {
 func TestGuestNetworkHTTPAndPing(t *testing.T) {
 	n := newTestNet(t, 10)
 	id := newID(t)
-	log := filepath.Join(t.TempDir(), "console.log")
-	ctr(t, "run", "-d", "--log-uri", "file://"+log, "--with-ns", "network:"+n.path(),
-		"--runtime", runtimeName, image, id, "/init", "httpd")
+	log := runDetachedWith(t, id, n.withNS(), "httpd")
 	waitForOutput(t, log, "URUNC_GUEST_HTTPD "+n.guestIP, 90*time.Second)
 
 	// The guest took eth0's MAC and the tap is joined to eth0.
@@ -178,9 +179,7 @@ func TestGuestNetworkHTTPAndPing(t *testing.T) {
 func TestGuestNetworkCleanedAfterShimKilled(t *testing.T) {
 	n := newTestNet(t, 11)
 	id := newID(t)
-	log := filepath.Join(t.TempDir(), "console.log")
-	ctr(t, "run", "-d", "--log-uri", "file://"+log, "--with-ns", "network:"+n.path(),
-		"--runtime", runtimeName, image, id, "/init", "httpd")
+	log := runDetachedWith(t, id, n.withNS(), "httpd")
 	waitForOutput(t, log, "URUNC_GUEST_HTTPD", 90*time.Second)
 	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -192,8 +191,7 @@ func TestGuestNetworkCleanedAfterShimKilled(t *testing.T) {
 // A container with only loopback runs with no guest network (-nic none).
 func TestGuestWithoutNetwork(t *testing.T) {
 	id := newID(t)
-	log := filepath.Join(t.TempDir(), "console.log")
-	ctr(t, "run", "-d", "--log-uri", "file://"+log, "--runtime", runtimeName, image, id, "/init", "sleep")
+	log := runDetached(t, id, "sleep")
 	waitForOutput(t, log, "URUNC_GUEST_READY", 60*time.Second)
 	pid := taskPids(t, id)[0]
 	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
@@ -210,10 +208,8 @@ func TestGuestWithoutNetwork(t *testing.T) {
 func TestTwoGuestsInOneNamespace(t *testing.T) {
 	n := newTestNet(t, 12)
 	a, b := newID(t), newID(t)
-	logA := filepath.Join(t.TempDir(), "a.log")
-	logB := filepath.Join(t.TempDir(), "b.log")
-	ctr(t, "run", "-d", "--log-uri", "file://"+logA, "--with-ns", "network:"+n.path(), "--runtime", runtimeName, image, a, "/init", "httpd")
-	ctr(t, "run", "-d", "--log-uri", "file://"+logB, "--with-ns", "network:"+n.path(), "--runtime", runtimeName, image, b, "/init", "sleep")
+	logA := runDetachedWith(t, a, n.withNS(), "httpd")
+	logB := runDetachedWith(t, b, n.withNS(), "sleep")
 	waitForOutput(t, logA, "URUNC_GUEST_HTTPD", 90*time.Second)
 	waitForOutput(t, logB, "URUNC_GUEST_READY", 90*time.Second)
 	waitFor(t, 30*time.Second, "the HTTP page", func() bool { _, err := n.httpGet(); return err == nil })

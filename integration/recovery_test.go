@@ -179,6 +179,7 @@ func TestHundredRoundsLeaveNothing(t *testing.T) {
 	start := time.Now()
 	for i := 0; i < rounds; i++ {
 		id := fmt.Sprintf("round-%d", i)
+		t.Cleanup(func() { forceRemove(id) })
 		ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
 		ctr(t, "task", "kill", "-s", "SIGKILL", id)
 		waitFor(t, 10*time.Second, id+" to stop", func() bool { return taskStatus(t, id) == "STOPPED" })

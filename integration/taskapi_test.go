@@ -25,13 +25,20 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// runDetached runs the test guest detached with its console in a log file,
-// and waits until the guest printed ready.
+// runDetached runs the test guest detached (/init ARGS) with its console in
+// a log file, whose path it returns.
 func runDetached(t *testing.T, id string, args ...string) string {
 	t.Helper()
-	logFile := filepath.Join(t.TempDir(), "console.log")
-	full := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName, image, id, "/init"}, args...)
-	ctr(t, full...)
+	return runDetachedWith(t, id, nil, args...)
+}
+
+// runDetachedWith is runDetached with extra ctr run flags.
+func runDetachedWith(t *testing.T, id string, flags []string, args ...string) string {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), id+".log")
+	full := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, flags...)
+	full = append(full, image, id, "/init")
+	ctr(t, append(full, args...)...)
 	return logFile
 }
 
