@@ -250,6 +250,7 @@ func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp n
 // runCreateHooks runs the spec's prestart and createRuntime hooks, with
 // the launcher's pid: its namespaces are the container's.
 func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error {
+	//lint:ignore SA1019 Prestart is deprecated in the spec, but engines still set it.
 	if spec.Hooks == nil || len(spec.Hooks.Prestart)+len(spec.Hooks.CreateRuntime) == 0 {
 		return nil
 	}
@@ -258,7 +259,7 @@ func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error 
 		return err
 	}
 	st := hookState(c.id, c.bundle, c.Pid(), specs.StateCreating, spec.Annotations)
-	//nolint:staticcheck // Prestart is deprecated but still used by engines.
+	//lint:ignore SA1019 Prestart is deprecated in the spec, but engines still set it.
 	if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, st); err != nil {
 		return err
 	}

@@ -78,7 +78,7 @@ func discoverNetwork(nsPath, id string) (*netPlan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink in %s: %w", nsPath, err)
 	}
-	defer h.Delete()
+	defer h.Close()
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces in %s: %w", nsPath, err)
@@ -218,7 +218,7 @@ func removeNetwork(t Tap, monitorPid int, monitorStart uint64) error {
 	if err != nil {
 		return fmt.Errorf("netlink in %s: %w", t.Netns, err)
 	}
-	defer h.Delete()
+	defer h.Close()
 	var errs []error
 	if tap, err := h.LinkByName(t.Name); err == nil {
 		if err := h.LinkDel(tap); err != nil {

@@ -12,6 +12,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,7 @@ func main() {
 				b[i] = 1
 			}
 			hoard = append(hoard, b)
+			runtime.KeepAlive(hoard)
 			time.Sleep(10 * time.Millisecond)
 		}
 	case "sleep":
