@@ -68,6 +68,7 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 		return false
 	})
 
+	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
 	logDir := t.TempDir()
 	podConfig := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "unikernel-pod", Namespace: "default", Uid: fmt.Sprint(time.Now().UnixNano())},
@@ -85,8 +86,12 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 			_, _ = rs.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
 			_, _ = rs.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
 		}
-		// Whether the test passed or not, the pod leaves nothing.
+		// Whether the test passed or not, the pod leaves nothing: no
+		// shim, monitor, mount or socket, and no network namespace.
 		assertNoLeftovers(t, podID)
+		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
+			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
+		}
 	})
 	podStatus, err := rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {
