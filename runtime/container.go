@@ -7,6 +7,7 @@ package runtime
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -77,6 +78,11 @@ type Container struct {
 	launcherStatus  *bufio.Reader // read end of the launcher's status pipe
 	launcherStatusF *os.File
 
+	// poststart hooks and the annotations they see, kept from Create's
+	// spec so that Start does not read config.json again.
+	poststart   []specs.Hook
+	annotations map[string]string
+
 	stopOnce sync.Once
 	oom      <-chan struct{}
 	oomDone  chan struct{}
@@ -107,7 +113,9 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 	if err := rootfs.Mount(opts.Rootfs, rootfsDir); err != nil {
 		return nil, err
 	}
-	c.persist.RootfsMounted = len(opts.Rootfs) > 0
+	if len(opts.Rootfs) > 0 {
+		c.persist.Rootfs = rootfsDir
+	}
 
 	cfg, err := ResolveUnikernelConfig(spec.Annotations, rootfsDir)
 	if err != nil {
@@ -121,6 +129,9 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	c.monitor = plan.monitor
+	if spec.Hooks != nil {
+		c.poststart, c.annotations = spec.Hooks.Poststart, spec.Annotations
+	}
 	nsp, err := planNamespaces(spec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
@@ -331,10 +342,7 @@ func isTerminal(f *os.File) bool {
 // container can reach it; the path is hashed to stay under the unix socket
 // path limit whatever the container ID.
 func (c *Container) listenControl(namespace string) (*os.File, string, error) {
-	dir := c.host.Runtime.StateDir
-	if dir == "" {
-		dir = "/run/urunc"
-	}
+	dir := c.host.StateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", err
 	}
@@ -373,14 +381,12 @@ func (c *Container) Start(ctx context.Context) error {
 	msg, _ := io.ReadAll(c.launcherStatus)
 	c.launcherStatusF.Close()
 	if len(msg) > 0 {
-		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), readStatusLine(bufio.NewReader(bytesReader(msg))))
+		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), readStatusLine(bufio.NewReader(bytes.NewReader(msg))))
 	}
 	c.state = StatusRunning
-	if spec, err := loadSpec(c.bundle); err == nil && spec.Hooks != nil {
-		st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, spec.Annotations) // c.mu is held
-		if err := runHooks(ctx, "poststart", spec.Hooks.Poststart, st); err != nil {
-			log.G(ctx).WithError(err).Warn("poststart hook failed")
-		}
+	st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, c.annotations) // c.mu is held
+	if err := runHooks(ctx, "poststart", c.poststart, st); err != nil {
+		log.G(ctx).WithError(err).Warn("poststart hook failed")
 	}
 	return nil
 }
@@ -596,7 +602,11 @@ func releaseResources(ctx context.Context, bundle string, st *persistedState) er
 			errs = append(errs, err)
 		}
 	}
-	if err := rootfs.Unmount(filepath.Join(bundle, "rootfs")); err != nil {
+	rootfsDir := st.Rootfs
+	if rootfsDir == "" {
+		rootfsDir = filepath.Join(bundle, "rootfs")
+	}
+	if err := rootfs.Unmount(rootfsDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(filepath.Join(bundle, monitorRootDir)); err != nil {

@@ -30,8 +30,17 @@ type RuntimeConfig struct {
 	// StopGraceSeconds is how long SIGTERM waits for a guest power-down
 	// before the monitor is killed.
 	StopGraceSeconds int `toml:"stop_grace_s"`
-	// StateDir holds the shim's own sockets (QMP) out of the container's reach.
+	// StateDir holds the shim's own sockets (QMP) and runc's state, out
+	// of any container's reach.
 	StateDir string `toml:"state_dir"`
+}
+
+// StateDir returns the runtime's state dir, /run/urunc by default.
+func (c HostConfig) StateDir() string {
+	if c.Runtime.StateDir == "" {
+		return "/run/urunc"
+	}
+	return c.Runtime.StateDir
 }
 
 // StopGrace returns the grace period for a guest power-down.

@@ -32,13 +32,9 @@ type PlainContainer struct {
 // runcFor returns go-runc for namespace ns, its state under the runtime's
 // state dir (never the system runc's).
 func runcFor(host HostConfig, namespace, bundle string) *runc.Runc {
-	dir := host.Runtime.StateDir
-	if dir == "" {
-		dir = "/run/urunc"
-	}
 	return &runc.Runc{
 		Command:   "runc",
-		Root:      filepath.Join(dir, "runc", namespace),
+		Root:      filepath.Join(host.StateDir(), "runc", namespace),
 		Log:       filepath.Join(bundle, "runc-log.json"),
 		LogFormat: runc.JSON,
 	}

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,9 +24,11 @@ type persistedState struct {
 	// Pid and PidStartTime identify the monitor; the start time guards
 	// against signalling a pid the kernel has since given to another
 	// process.
-	Pid           int    `json:"pid,omitempty"`
-	PidStartTime  uint64 `json:"pidStartTime,omitempty"`
-	RootfsMounted bool   `json:"rootfsMounted,omitempty"`
+	Pid          int    `json:"pid,omitempty"`
+	PidStartTime uint64 `json:"pidStartTime,omitempty"`
+	// Rootfs is where the request's rootfs mounts went; bundle/rootfs
+	// when empty.
+	Rootfs        string `json:"rootfs,omitempty"`
 	Cgroup        string `json:"cgroup,omitempty"`
 	ControlSocket string `json:"controlSocket,omitempty"`
 	Taps          []Tap  `json:"taps,omitempty"`
@@ -107,8 +108,6 @@ func readState(bundle string) (*persistedState, error) {
 	}
 	return &st, nil
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 // HasState tells whether bundle holds the persisted state of a container of
 // this runtime.

@@ -145,6 +145,15 @@ func (s *taskService) RegisterTTRPC(server *ttrpc.Server) error {
 	return nil
 }
 
+// getInit returns the container for a call on its init process; a unikernel
+// has no other process, so any exec ID is NotFound.
+func (s *taskService) getInit(id, execID string) (*container, error) {
+	if execID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", execID)
+	}
+	return s.get(id)
+}
+
 func (s *taskService) get(id string) (*container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,10 +274,7 @@ func toMounts(ms []*types.Mount) []mount.Mount {
 }
 
 func (s *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
-	}
-	c, err := s.get(r.ID)
+	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -282,10 +288,7 @@ func (s *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 }
 
 func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
-	}
-	c, err := s.get(r.ID)
+	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -319,10 +322,7 @@ func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 }
 
 func (s *taskService) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
-	}
-	c, err := s.get(r.ID)
+	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -404,10 +404,7 @@ func (s *taskService) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskR
 }
 
 func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
-	}
-	c, err := s.get(r.ID)
+	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -466,10 +463,7 @@ func (s *taskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) 
 }
 
 func (s *taskService) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s not found", r.ExecID)
-	}
-	c, err := s.get(r.ID)
+	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
