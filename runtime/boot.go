@@ -8,6 +8,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
@@ -22,7 +23,7 @@ const (
 // holds. Building it touches nothing, so bad input fails here cleanly.
 type bootPlan struct {
 	monitor   monitors.Monitor
-	guestType guest
+	guestType guests.Guest
 	args      []string
 	guest     monitors.Guest
 	binds     []rootfs.Bind
@@ -31,7 +32,7 @@ type bootPlan struct {
 
 // planBoot validates the unikernel config against the rootfs and the host.
 func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host HostConfig) (*bootPlan, error) {
-	g, err := guestFor(cfg.UnikernelType)
+	g, err := guests.For(cfg.UnikernelType)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	plan.guestType, plan.args = g, args
 	// Validate the command line now; finish renders it once the network
 	// is known.
-	if _, err := g.Cmdline(BootRequest{Args: args, HasInitrd: cfg.Initrd != ""}); err != nil {
+	if _, err := g.Cmdline(guests.Request{Args: args, Root: rootOf(plan.guest)}); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
@@ -100,9 +101,9 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *netPlan) ([]string, error) {
-	req := BootRequest{Args: p.args, HasInitrd: p.guest.Initrd != ""}
+	req := guests.Request{Args: p.args, Root: rootOf(p.guest)}
 	if n != nil {
-		req.Net = &GuestNet{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
+		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
 		p.binds = append(p.binds, rootfs.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
 	}
@@ -154,4 +155,13 @@ func rootfsDirOf(bundle string, spec *specs.Spec) string {
 		return spec.Root.Path
 	}
 	return filepath.Join(bundle, spec.Root.Path)
+}
+
+// rootOf is the guest's root: its initrd when it has one, else its first
+// disk.
+func rootOf(g monitors.Guest) guests.Root {
+	if g.Initrd != "" {
+		return guests.Root{Kind: guests.RootInitrd}
+	}
+	return guests.Root{Kind: guests.RootBlock}
 }

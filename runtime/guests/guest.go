@@ -1,0 +1,81 @@
+// Package guests knows each guest type an image can carry: how its kernel
+// wants to be told what to run, where its root is and what its network is,
+// and which root filesystems it can boot from. One file per guest type.
+package guests
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// AnnotationPrefix is the prefix of urunc's image configuration keys; it is
+// repeated here so errors name the key a user sets.
+const AnnotationPrefix = "com.urunc.unikernel."
+
+// Net is the network a guest takes over from the container's interface.
+type Net struct {
+	Address string // dotted IPv4
+	Mask    string // dotted IPv4 netmask
+	Gateway string // may be empty
+	MAC     string
+}
+
+// RootKind is how the guest reaches its root filesystem, as a rootfs mode
+// provides it.
+type RootKind string
+
+const (
+	RootNone     RootKind = ""         // no root filesystem: the kernel is the whole app
+	RootInitrd   RootKind = "initrd"   // an initrd loaded by the monitor
+	RootBlock    RootKind = "block"    // the first virtio-blk disk
+	Root9p       RootKind = "9p"       // a virtio-9p share
+	RootVirtiofs RootKind = "virtiofs" // a virtiofs share
+)
+
+// Root is what a rootfs mode tells the guest about its root.
+type Root struct {
+	Kind RootKind
+	// Tag is the mount tag of a shared root (9p, virtiofs).
+	Tag string
+}
+
+// Request is what a guest type needs to build its command line.
+type Request struct {
+	Args []string // the container's process args: the app and its arguments
+	Root Root
+	Net  *Net
+}
+
+// Guest is one guest type.
+type Guest interface {
+	// Name is the unikernelType annotation value that selects it.
+	Name() string
+	// Cmdline renders the guest's kernel command line.
+	Cmdline(req Request) (string, error)
+	// SupportsBlock tells whether the guest can use virtio-blk disks.
+	SupportsBlock() bool
+	// SupportsFS tells whether the guest can mount a filesystem of this
+	// type ("ext4", "9p", "virtiofs") as its root.
+	SupportsFS(fsType string) bool
+}
+
+// known maps the unikernelType annotation to its guest type.
+var known = map[string]Guest{
+	"linux": linux{},
+}
+
+// For returns the guest type an image names.
+func For(unikernelType string) (Guest, error) {
+	g, ok := known[unikernelType]
+	if !ok {
+		names := make([]string, 0, len(known))
+		for k := range known {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("unknown unikernelType %q (annotation %sunikernelType; known: %s)",
+			unikernelType, AnnotationPrefix, strings.Join(names, ", "))
+	}
+	return g, nil
+}

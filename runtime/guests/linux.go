@@ -1,0 +1,76 @@
+package guests
+
+import (
+	"fmt"
+	"strings"
+)
+
+// linux is a Linux kernel booting a single application. The command line
+// follows urunc's, so that images built for urunc (and their inits, urunit
+// among them) see what they expect.
+type linux struct{}
+
+func (linux) Name() string        { return "linux" }
+func (linux) SupportsBlock() bool { return true }
+
+// SupportsFS lists the roots urunc boots a Linux guest from.
+func (linux) SupportsFS(fsType string) bool {
+	switch fsType {
+	case "ext2", "ext3", "ext4", "9p", "virtiofs":
+		return true
+	}
+	return false
+}
+
+// rootArgs are urunc's root parameters per root kind; the 9p flags are
+// urunc's too (msize and cache mode matter for performance, posixacl for
+// apps that check permissions).
+func rootArgs(r Root) ([]string, error) {
+	switch r.Kind {
+	case RootInitrd:
+		return []string{"root=/dev/ram0", "rw"}, nil
+	case RootBlock:
+		return []string{"root=/dev/vda", "rw"}, nil
+	case Root9p:
+		return []string{"root=" + r.Tag, "rw", "rootfstype=9p",
+			"rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl"}, nil
+	case RootVirtiofs:
+		return []string{"root=" + r.Tag, "rw", "rootfstype=virtiofs"}, nil
+	case RootNone:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("linux guest: unknown root kind %q", r.Kind)
+}
+
+func (linux) Cmdline(req Request) (string, error) {
+	if len(req.Args) == 0 {
+		return "", fmt.Errorf("linux guest: no init to run: the container has no args and no %scmdline", AnnotationPrefix)
+	}
+	parts := []string{"panic=-1", "console=ttyS0"}
+	root, err := rootArgs(req.Root)
+	if err != nil {
+		return "", err
+	}
+	parts = append(parts, root...)
+	if n := req.Net; n != nil {
+		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s:urunc:eth0:off", n.Address, n.Gateway, n.Mask))
+	}
+	// The kernel splits its command line on spaces; urunc's convention is
+	// to single-quote an argument that has them, and its init rejoins it.
+	args := make([]string, len(req.Args))
+	for i, a := range req.Args {
+		a = strings.TrimSpace(a)
+		if strings.ContainsAny(a, " \t") {
+			a = "'" + a + "'"
+		}
+		args[i] = a
+	}
+	// The kernel runs rdinit= from an initrd and init= from any other root.
+	initParam := "init="
+	if req.Root.Kind == RootInitrd {
+		initParam = "rdinit="
+	}
+	parts = append(parts, initParam+args[0], "--")
+	parts = append(parts, args[1:]...)
+	return strings.Join(parts, " "), nil
+}

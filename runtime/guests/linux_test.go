@@ -1,0 +1,86 @@
+package guests
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLinuxCmdline(t *testing.T) {
+	initrd := Root{Kind: RootInitrd}
+	tests := []struct {
+		name    string
+		req     Request
+		want    string
+		wantErr string
+	}{
+		{
+			name: "initrd with args",
+			req:  Request{Args: []string{"/init", "echo", "hi"}, Root: initrd},
+			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/init -- echo hi",
+		},
+		{
+			name: "argument with spaces is single-quoted",
+			req:  Request{Args: []string{"/bin/app", "-g", "daemon off;"}, Root: initrd},
+			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
+		},
+		{
+			name: "block root",
+			req:  Request{Args: []string{"/sbin/init"}, Root: Root{Kind: RootBlock}},
+			want: "panic=-1 console=ttyS0 root=/dev/vda rw init=/sbin/init --",
+		},
+		{
+			name: "9p root",
+			req:  Request{Args: []string{"/init", "x"}, Root: Root{Kind: Root9p, Tag: "fs0"}},
+			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
+		},
+		{
+			name: "virtiofs root",
+			req:  Request{Args: []string{"/init"}, Root: Root{Kind: RootVirtiofs, Tag: "fs0"}},
+			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=virtiofs init=/init --",
+		},
+		{
+			name: "no root",
+			req:  Request{Args: []string{"/app"}},
+			want: "panic=-1 console=ttyS0 init=/app --",
+		},
+		{
+			name: "network",
+			req:  Request{Args: []string{"/init"}, Root: initrd, Net: &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}},
+			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
+		},
+		{name: "no args", req: Request{}, wantErr: "no init to run"},
+		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := linux{}.Cmdline(tc.req)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLinuxSupportsFS(t *testing.T) {
+	for fs, want := range map[string]bool{"ext4": true, "ext2": true, "9p": true, "virtiofs": true, "xfs": false, "btrfs": false} {
+		if got := (linux{}).SupportsFS(fs); got != want {
+			t.Errorf("SupportsFS(%q) = %v, want %v", fs, got, want)
+		}
+	}
+}
+
+func TestForUnknownType(t *testing.T) {
+	_, err := For("rumprun2")
+	if err == nil || !strings.Contains(err.Error(), `unknown unikernelType "rumprun2"`) || !strings.Contains(err.Error(), "linux") {
+		t.Fatalf("err = %v", err)
+	}
+}
