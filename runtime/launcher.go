@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -145,6 +147,69 @@ func writeConfinedFile(root string, f launchedFile) error {
 		return err
 	}
 	return os.WriteFile(path, f.Data, 0o644)
+}
+
+// launcherConn is the shim's end of the protocol: it sends the launch
+// spec, waits for ready, and releases the launcher on Start.
+type launcherConn struct {
+	control *os.File // write: the launch spec, then the start byte
+	status  *os.File // read: the launcher's reports
+	statusR *bufio.Reader
+}
+
+// newLauncherConn makes the two pipes; childFiles are the launcher's ends,
+// in fd order from launcherControlFD, to be closed by the caller once the
+// launcher has them.
+func newLauncherConn() (conn *launcherConn, childFiles []*os.File, err error) {
+	controlR, controlW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		controlR.Close()
+		controlW.Close()
+		return nil, nil, err
+	}
+	conn = &launcherConn{control: controlW, status: statusR, statusR: bufio.NewReader(statusR)}
+	return conn, []*os.File{controlR, statusW}, nil
+}
+
+// prepare hands the launcher its spec and waits until it reports ready.
+func (l *launcherConn) prepare(ctx context.Context, spec launchSpec) error {
+	if err := writeLaunchSpec(l.control, spec); err != nil {
+		return fmt.Errorf("send launch spec: %w", err)
+	}
+	ready := make(chan error, 1)
+	go func() { ready <- readStatusLine(l.statusR) }()
+	select {
+	case err := <-ready:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// start lets the launcher exec the monitor and returns once it runs, or
+// with the launcher's reason if the exec failed: a successful exec closes
+// the status pipe (close-on-exec) without a word.
+func (l *launcherConn) start() error {
+	if _, err := l.control.Write([]byte{1}); err != nil {
+		return fmt.Errorf("launcher is gone: %w", err)
+	}
+	l.control.Close()
+	msg, _ := io.ReadAll(l.statusR)
+	l.status.Close()
+	if len(msg) > 0 {
+		return readStatusLine(bufio.NewReader(bytes.NewReader(msg)))
+	}
+	return nil
+}
+
+// close drops the shim's ends; a launcher waiting for Start then exits.
+func (l *launcherConn) close() {
+	l.control.Close()
+	l.status.Close()
 }
 
 // readStatusLine reads the launcher's first report: nil when ready.

@@ -1,0 +1,295 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"golang.org/x/sys/unix"
+)
+
+// Create prepares the container and, for a unikernel, starts its launcher,
+// which waits for Start; a container whose image names no unikernel is
+// created by runc instead. On error nothing is left behind: no mount,
+// process, cgroup or socket.
+func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
+	spec, err := loadSpec(opts.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	rootfsDir := rootfsDirOf(opts.Bundle, spec)
+	if err := rootfs.Mount(opts.Rootfs, rootfsDir); err != nil {
+		return nil, err
+	}
+	// Each path undoes its own part of a failed create; the rootfs mount
+	// and the state file are this function's.
+	defer func() {
+		if retErr != nil {
+			if err := rootfs.Unmount(rootfsDir); err != nil {
+				log.G(ctx).WithError(err).Warn("undo failed create")
+			}
+			if err := os.Remove(statePath(opts.Bundle)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				log.G(ctx).WithError(err).Warn("undo failed create")
+			}
+		}
+	}()
+	cfg, err := ResolveUnikernelConfig(spec.Annotations, rootfsDir)
+	if err != nil {
+		return nil, err
+	}
+	st := persistedState{ID: opts.ID, Namespace: opts.Namespace}
+	if len(opts.Rootfs) > 0 {
+		st.Rootfs = rootfsDir
+	}
+	if !cfg.IsUnikernel() {
+		return createPlain(ctx, opts, spec, st)
+	}
+	return createUnikernel(ctx, opts, spec, cfg, st, rootfsDir)
+}
+
+// createUnikernel plans the boot, starts the launcher in the container's
+// namespaces and cgroup, and has it build the monitor's confined root.
+func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, cfg UnikernelConfig, st persistedState, rootfsDir string) (_ *Container, retErr error) {
+	c := &Container{
+		lifecycle: newLifecycle(opts.ID, opts.Namespace, opts.Bundle),
+		host:      opts.Host,
+		oomDone:   make(chan struct{}),
+	}
+	c.persist = st
+	defer func() {
+		if retErr != nil {
+			if err := c.release(); err != nil {
+				log.G(ctx).WithError(err).Warn("undo failed create")
+			}
+		}
+	}()
+	plan, err := planBoot(cfg, spec, rootfsDir, opts.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+	c.monitor = plan.monitor
+	if spec.Hooks != nil {
+		c.poststart, c.annotations = spec.Hooks.Poststart, spec.Annotations
+	}
+	nsp, err := planNamespaces(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+
+	var extra []*os.File
+	defer func() {
+		for _, f := range extra {
+			f.Close()
+		}
+	}()
+	if plan.monitor.SupportsControl() {
+		ln, path, err := c.listenControl(opts.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, ln)
+		plan.guest.ControlFD = LauncherControlSocketFD
+		c.persist.ControlSocket = path
+	}
+	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		cg, err := newCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources)
+		if err != nil {
+			return nil, err
+		}
+		c.cgroup = cg
+		c.persist.Cgroup = spec.Linux.CgroupsPath
+	}
+
+	rootDir := filepath.Join(opts.Bundle, monitorRootDir)
+	if err := os.MkdirAll(rootDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := c.startLauncher(ctx, opts, nsp, extra); err != nil {
+		return nil, err
+	}
+	if err := c.runCreateHooks(ctx, spec); err != nil {
+		return nil, err
+	}
+	network, err := c.planNetwork(ctx, nsp)
+	if err != nil {
+		return nil, err
+	}
+	argv, err := plan.finish(network)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
+	log.G(ctx).WithField("argv", argv).Debug("monitor command")
+	if err := c.launcher.prepare(ctx, launchSpec{
+		RootDir: rootDir,
+		Binds:   plan.binds,
+		Files:   plan.files,
+		Argv:    argv,
+		Env:     []string{"PATH=/usr/bin:/bin", "HOME=/"},
+		Network: network,
+	}); err != nil {
+		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
+	}
+	if c.cgroup != nil {
+		if oom, err := c.cgroup.OOMEvents(c.oomDone); err == nil {
+			c.oom = oom
+		} else {
+			log.G(ctx).WithError(err).Warn("no OOM events for this cgroup")
+		}
+	}
+	return c, nil
+}
+
+// startLauncher forks the launcher into the container's namespaces and
+// cgroup; it then waits for its launch spec.
+func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp nsPlan, extra []*os.File) error {
+	launcher := opts.Launcher
+	if launcher == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		launcher = self
+	}
+	conn, childFiles, err := newLauncherConn()
+	if err != nil {
+		return err
+	}
+	c.launcher = conn
+	cmd := exec.Command(launcher, LauncherArg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdio.Stdin, opts.Stdio.Stdout, opts.Stdio.Stderr
+	cmd.ExtraFiles = append(childFiles, extra...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if isTerminal(opts.Stdio.Stdin) {
+		// The monitor's console is the pty: it needs a session of its
+		// own with the pty as controlling terminal.
+		cmd.SysProcAttr.Setsid = true
+		cmd.SysProcAttr.Setctty = true
+		cmd.SysProcAttr.Ctty = 0
+	}
+	ec, err := startInNamespaces(cmd, nsp)
+	for _, f := range childFiles {
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("start launcher: %w", err)
+	}
+	c.process = cmd.Process
+	pid := cmd.Process.Pid
+	start, _ := processStartTime(pid)
+	// Persist before anything else needs undoing, so a shim that dies
+	// from here on leaves a state the delete command reads.
+	if err := c.record(func(st *persistedState) { st.Pid, st.PidStartTime = pid, start }); err != nil {
+		go c.watchExit(ec, pid)
+		return err
+	}
+	go c.watchExit(ec, pid)
+	if c.cgroup != nil {
+		if err := c.cgroup.AddProc(pid); err != nil {
+			return fmt.Errorf("add monitor to cgroup %s: %w", c.persisted().Cgroup, err)
+		}
+	}
+	return nil
+}
+
+// runCreateHooks runs the spec's prestart and createRuntime hooks, with
+// the launcher's pid: its namespaces are the container's.
+func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error {
+	//lint:ignore SA1019 Prestart is deprecated in the spec, but engines still set it.
+	if spec.Hooks == nil || len(spec.Hooks.Prestart)+len(spec.Hooks.CreateRuntime) == 0 {
+		return nil
+	}
+	// From here a poststop hook owes the host a teardown.
+	if err := c.record(func(st *persistedState) { st.PoststopHooks = true }); err != nil {
+		return err
+	}
+	st := hookState(c.id, c.bundle, c.Pid(), specs.StateCreating, spec.Annotations)
+	//lint:ignore SA1019 Prestart is deprecated in the spec, but engines still set it.
+	if err := runHooks(ctx, "prestart", spec.Hooks.Prestart, st); err != nil {
+		return err
+	}
+	return runHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, st)
+}
+
+// planNetwork finds the network the guest takes over. A container that
+// shares the host's network namespace gets none: the host's interfaces
+// are never taken over.
+func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, error) {
+	path, viaPid := "", false
+	for _, j := range nsp.join {
+		if j.kind == unix.CLONE_NEWNET {
+			path = j.path
+		}
+	}
+	if path == "" {
+		if nsp.cloneFlags&unix.CLONE_NEWNET == 0 {
+			return nil, nil
+		}
+		path, viaPid = fmt.Sprintf("/proc/%d/ns/net", c.Pid()), true
+	}
+	n, err := discoverNetwork(path, c.id)
+	if errors.Is(err, errLinkTaken) {
+		log.G(ctx).WithError(err).Warn("guest runs without network")
+		return nil, nil
+	}
+	if err != nil || n == nil {
+		return nil, err
+	}
+	// The monitor runs as the shim's user; the tap is that user's.
+	n.Owner = uint32(os.Geteuid())
+	tap := Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid}
+	if err := c.record(func(st *persistedState) { st.Taps = append(st.Taps, tap) }); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// listenControl creates the monitor's control socket. It lives in the
+// host's run directory, never in the confined root, so nothing in the
+// container can reach it; the path is hashed to stay under the unix socket
+// path limit whatever the container ID.
+func (c *Container) listenControl(namespace string) (*os.File, string, error) {
+	dir := c.host.StateDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(namespace + "/" + c.id + "/" + c.bundle))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:8])+".qmp")
+	_ = os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, "", fmt.Errorf("control socket: %w", err)
+	}
+	// The file is what the monitor inherits; the path stays for us.
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		os.Remove(path)
+		return nil, "", err
+	}
+	return f, path, nil
+}
+
+func loadSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parse OCI spec: %w", err)
+	}
+	return &spec, nil
+}

@@ -1,0 +1,131 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"golang.org/x/sys/unix"
+)
+
+// Delete removes everything the container holds on the host and returns
+// how it exited. A running container is refused; one that never started is
+// stopped first.
+func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
+	state, err := c.checkDeletable()
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	if state == StatusCreated {
+		_ = c.killNow(true)
+		select {
+		case <-c.exited:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		}
+	}
+	if err := c.release(); err != nil {
+		return ExitStatus{}, err
+	}
+	return c.markDeleted(), nil
+}
+
+// release undoes what Create did, from the in-memory record. A launcher
+// still alive (a Create that failed half way) is killed and reaped first.
+func (c *Container) release() error {
+	if c.process != nil {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.process.Signal(unix.SIGKILL)
+			<-c.exited
+		}
+	}
+	if c.launcher != nil {
+		c.launcher.close()
+	}
+	select {
+	case <-c.oomDone:
+	default:
+		close(c.oomDone)
+	}
+	st := c.persisted()
+	return releaseResources(context.Background(), c.bundle, &st)
+}
+
+// releaseResources undoes everything st records, in reverse order of
+// creation. Each step is idempotent, so it serves Delete, a failed Create
+// and the delete command after a dead shim alike; it works from the
+// persisted state alone, which says whether runc or a monitor ran.
+func releaseResources(ctx context.Context, bundle string, st *persistedState) error {
+	var errs []error
+	if st.Runc {
+		errs = append(errs, deletePlain(ctx, st))
+	} else {
+		errs = append(errs, releaseUnikernel(st)...)
+	}
+	if st.PoststopHooks {
+		if spec, err := loadSpec(bundle); err == nil && spec.Hooks != nil {
+			state := hookState(st.ID, bundle, st.Pid, specs.StateStopped, spec.Annotations)
+			errs = append(errs, runHooks(ctx, "poststop", spec.Hooks.Poststop, state))
+		}
+	}
+	rootfsDir := st.Rootfs
+	if rootfsDir == "" {
+		rootfsDir = filepath.Join(bundle, "rootfs")
+	}
+	errs = append(errs, rootfs.Unmount(rootfsDir))
+	if err := os.RemoveAll(filepath.Join(bundle, monitorRootDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.Remove(statePath(bundle)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// releaseUnikernel undoes what only a unikernel container holds on the
+// host: its taps, the monitor's control socket and its cgroup.
+func releaseUnikernel(st *persistedState) []error {
+	var errs []error
+	for _, t := range st.Taps {
+		errs = append(errs, removeNetwork(t, st.Pid, st.PidStartTime))
+	}
+	if st.ControlSocket != "" {
+		if err := os.Remove(st.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if st.Cgroup != "" {
+		errs = append(errs, deleteCgroup(st.Cgroup))
+	}
+	return errs
+}
+
+// deleteCgroup removes the cgroup, retrying briefly while the kernel is
+// still tearing down the processes of the dead pid namespace.
+func deleteCgroup(path string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		var cg cgroup
+		cg, err = loadCgroup(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err == nil {
+			if err = cg.Delete(); err == nil {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("delete cgroup %s: %w", path, err)
+}

@@ -1,0 +1,80 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+)
+
+// harmlessSignals never stop a VM: the guest cannot receive them, and a
+// monitor dying of one (qemu dies of SIGHUP) would be a surprise.
+var harmlessSignals = map[syscall.Signal]bool{
+	unix.SIGWINCH: true, unix.SIGHUP: true, unix.SIGUSR1: true, unix.SIGUSR2: true,
+	unix.SIGCONT: true, unix.SIGCHLD: true, unix.SIGURG: true, unix.SIGPIPE: true,
+	unix.SIGALRM: true, unix.SIGSTOP: true, unix.SIGTSTP: true, unix.SIGTTIN: true,
+	unix.SIGTTOU: true, unix.SIGPROF: true, unix.SIGVTALRM: true, unix.SIGIO: true,
+}
+
+// Kill delivers sig the way a VM understands it. SIGKILL ends the monitor
+// at once; SIGTERM, SIGINT and other terminating signals ask the guest to
+// power down and kill the monitor after the host's grace period; harmless
+// signals are ignored. all also kills helpers the monitor started.
+func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	state, err := c.checkAlive()
+	if err != nil {
+		return err
+	}
+	if harmlessSignals[sig] && state != StatusCreated {
+		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
+		return nil
+	}
+	// A launcher that has not exec'd has no guest to power down.
+	if sig == unix.SIGKILL || state == StatusCreated {
+		return c.killNow(all)
+	}
+	c.stopOnce.Do(func() { go c.gracefulStop(sig) })
+	return nil
+}
+
+func (c *Container) killNow(all bool) error {
+	pid := c.Pid()
+	pids := []int{pid}
+	if all {
+		pids = descendants(pid)
+	}
+	if err := c.process.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill monitor %d: %w", pid, err)
+	}
+	for _, p := range pids[1:] {
+		_ = unix.Kill(p, unix.SIGKILL)
+	}
+	if c.status() == StatusPaused && c.cgroup != nil {
+		// A frozen task does not die until thawed.
+		_ = c.cgroup.Thaw()
+	}
+	return nil
+}
+
+// gracefulStop asks the guest to power down, then kills the monitor if it
+// is still there after the grace period.
+func (c *Container) gracefulStop(sig syscall.Signal) {
+	grace := c.host.StopGrace()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := c.monitor.Powerdown(ctx, c.persist.ControlSocket)
+	if err != nil {
+		log.L.WithError(err).WithField("id", c.id).Info("no guest power-down; passing the signal to the monitor")
+		_ = c.process.Signal(sig)
+	}
+	select {
+	case <-c.exited:
+	case <-ctx.Done():
+		log.L.WithField("id", c.id).Warnf("guest did not stop within %s; killing the monitor", grace)
+		_ = c.killNow(true)
+	}
+}
