@@ -20,7 +20,11 @@ func (c *cloudHypervisor) Name() string          { return "clh" }
 func (c *cloudHypervisor) Binary() string        { return c.binary }
 func (c *cloudHypervisor) NeedsKVM() bool        { return true }
 func (c *cloudHypervisor) SupportsControl() bool { return false }
-func (c *cloudHypervisor) DataPaths() []string   { return nil }
+
+// SupportsShare: cloud-hypervisor speaks vhost-user to virtiofsd; it has
+// no 9p.
+func (c *cloudHypervisor) SupportsShare(kind string) bool { return kind == ShareVirtiofs }
+func (c *cloudHypervisor) DataPaths() []string            { return nil }
 
 func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
@@ -29,7 +33,7 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	args := []string{c.binary,
 		"--kernel", g.Kernel,
 		"--cpus", "boot=" + strconv.Itoa(g.VCPUs),
-		"--memory", "size=" + strconv.Itoa(g.MemoryMB) + "M",
+		"--memory", "size=" + strconv.Itoa(g.MemoryMB) + "M" + sharedMemory(g),
 		"--serial", "tty", "--console", "off",
 	}
 	if g.Initrd != "" {
@@ -38,6 +42,14 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	if g.Cmdline != "" {
 		args = append(args, "--cmdline", g.Cmdline)
 	}
+	for _, d := range g.Disks {
+		args = append(args, "--disk", "path="+d.Path+",id="+d.ID)
+	}
+	for _, s := range g.Shares {
+		if s.Kind == ShareVirtiofs {
+			args = append(args, "--fs", "tag="+s.Tag+",socket="+s.Socket)
+		}
+	}
 	if g.Net != nil {
 		args = append(args, "--net", "tap="+g.Net.Tap+",mac="+g.Net.MAC)
 	}
@@ -45,3 +57,11 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 }
 
 func (c *cloudHypervisor) Powerdown(context.Context, string) error { return ErrNoPowerdown }
+
+// sharedMemory maps the guest's RAM shared, which virtiofsd needs.
+func sharedMemory(g Guest) string {
+	if hasShare(g, ShareVirtiofs) {
+		return ",shared=on"
+	}
+	return ""
+}

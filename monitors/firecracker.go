@@ -23,7 +23,10 @@ func (f *firecracker) Name() string          { return "firecracker" }
 func (f *firecracker) Binary() string        { return f.binary }
 func (f *firecracker) NeedsKVM() bool        { return true }
 func (f *firecracker) SupportsControl() bool { return false }
-func (f *firecracker) DataPaths() []string   { return nil }
+
+// SupportsShare: firecracker has no 9p and no vhost-user-fs.
+func (f *firecracker) SupportsShare(string) bool { return false }
+func (f *firecracker) DataPaths() []string       { return nil }
 
 func (f *firecracker) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
@@ -43,6 +46,12 @@ func (f *firecracker) ConfigFile(g Guest) ([]byte, error) {
 		VCPUCount  int `json:"vcpu_count"`
 		MemSizeMiB int `json:"mem_size_mib"`
 	}
+	type drive struct {
+		DriveID      string `json:"drive_id"`
+		PathOnHost   string `json:"path_on_host"`
+		IsRootDevice bool   `json:"is_root_device"`
+		IsReadOnly   bool   `json:"is_read_only"`
+	}
 	type networkInterface struct {
 		IfaceID     string `json:"iface_id"`
 		GuestMAC    string `json:"guest_mac"`
@@ -50,13 +59,18 @@ func (f *firecracker) ConfigFile(g Guest) ([]byte, error) {
 	}
 	cfg := struct {
 		BootSource        bootSource         `json:"boot-source"`
-		Drives            []any              `json:"drives"`
+		Drives            []drive            `json:"drives"`
 		MachineConfig     machineConfig      `json:"machine-config"`
 		NetworkInterfaces []networkInterface `json:"network-interfaces,omitempty"`
 	}{
 		BootSource:    bootSource{KernelImagePath: g.Kernel, BootArgs: g.Cmdline, InitrdPath: g.Initrd},
-		Drives:        []any{},
+		Drives:        []drive{},
 		MachineConfig: machineConfig{VCPUCount: g.VCPUs, MemSizeMiB: g.MemoryMB},
+	}
+	// The guest's command line already says where its root is, so no
+	// drive is firecracker's root device (which would add root= again).
+	for _, d := range g.Disks {
+		cfg.Drives = append(cfg.Drives, drive{DriveID: d.ID, PathOnHost: d.Path})
 	}
 	if g.Net != nil {
 		cfg.NetworkInterfaces = []networkInterface{{IfaceID: "eth0", GuestMAC: g.Net.MAC, HostDevName: g.Net.Tap}}

@@ -34,6 +34,33 @@ type Guest struct {
 	ControlFD int
 	// Terminal asks for a console fit for an interactive tty.
 	Terminal bool
+	// Disks are raw virtio-blk disks, the guest's root first when it
+	// boots from one.
+	Disks []Disk
+	// Shares are host directories shared with the guest.
+	Shares []Share
+}
+
+// Disk is a raw disk: a file or a block device in the confined root.
+type Disk struct {
+	ID   string // drive id and serial, so the guest can tell disks apart
+	Path string
+}
+
+// Share kinds.
+const (
+	Share9p       = "9p"
+	ShareVirtiofs = "virtiofs"
+)
+
+// Share is a directory shared with the guest under Tag: over 9p the
+// monitor serves Path itself; over virtiofs it connects to virtiofsd's
+// Socket.
+type Share struct {
+	Kind   string
+	Tag    string
+	Path   string
+	Socket string
 }
 
 // NIC is a guest network interface backed by a host tap.
@@ -56,6 +83,9 @@ type Monitor interface {
 	DataPaths() []string
 	// NeedsKVM tells whether /dev/kvm must be present in the confined root.
 	NeedsKVM() bool
+	// SupportsShare tells whether the monitor can share a directory over
+	// kind (Share9p, ShareVirtiofs).
+	SupportsShare(kind string) bool
 	// SupportsControl tells whether the monitor can serve ControlFD.
 	SupportsControl() bool
 	// Powerdown asks the guest to shut down through the control socket

@@ -57,6 +57,39 @@ func TestMonitorArgs(t *testing.T) {
 			name: "firecracker", monitor: newFirecracker("/usr/bin/firecracker", Config{}), guest: testGuest,
 			want: "/usr/bin/firecracker --no-api --config-file /guest/firecracker.json",
 		},
+		{
+			name: "qemu block root and a volume disk", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol3", Path: "/guest/disks/vol3"}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs " +
+				"-drive file=/guest/disks/vol3,format=raw,if=none,id=vol3 -device virtio-blk-pci,drive=vol3,serial=vol3 -nic none",
+		},
+		{
+			name: "qemu 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
+				[]Share{{Kind: Share9p, Tag: "fs0", Path: "/guest/shares/fs0"}}),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
+		},
+		{
+			name: "qemu virtiofs root maps guest RAM shared", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
+				[]Share{{Kind: ShareVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-chardev socket,id=vfs-fs0,path=/run/virtiofsd.sock -device vhost-user-fs-pci,chardev=vfs-fs0,tag=fs0 " +
+				"-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem -nic none",
+		},
+		{
+			name: "cloud-hypervisor disk and virtiofs", monitor: newCloudHypervisor("/ch", Config{}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, []Share{{Kind: ShareVirtiofs, Tag: "fs0", Socket: "/run/v.sock"}}),
+			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M,shared=on --serial tty --console off " +
+				"--cmdline panic=-1 console=ttyS0 --disk path=/guest/disks/rootfs,id=rootfs --fs tag=fs0,socket=/run/v.sock",
+		},
+		{
+			name: "solo5-spt block", monitor: newSpt("/s", Config{}), guest: withStorage(noInitrd, []Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, nil),
+			want: "/s --mem=256 --block:rootfs=/guest/disks/rootfs /guest/kernel panic=-1 console=ttyS0",
+		},
 		{name: "no kernel", monitor: newQemu("/q", Config{}), guest: Guest{}, wantErr: "no guest kernel"},
 	}
 	for _, tc := range tests {
@@ -125,4 +158,9 @@ func TestPowerdownSupport(t *testing.T) {
 			t.Errorf("%s without a control socket: err = %v, want ErrNoPowerdown", m.Name(), err)
 		}
 	}
+}
+
+func withStorage(g Guest, disks []Disk, shares []Share) Guest {
+	g.Disks, g.Shares = disks, shares
+	return g
 }

@@ -19,6 +19,9 @@ func (q *qemu) Binary() string        { return q.binary }
 func (q *qemu) NeedsKVM() bool        { return q.cfg.Accel != "tcg" }
 func (q *qemu) SupportsControl() bool { return true }
 
+// SupportsShare: qemu serves 9p itself and speaks vhost-user to virtiofsd.
+func (q *qemu) SupportsShare(kind string) bool { return kind == Share9p || kind == ShareVirtiofs }
+
 // DataPaths are where Debian (and most distributions) keep qemu's firmware,
 // option ROMs and loadable modules. Missing any of them fails a boot with
 // "could not load PC BIOS" or "could not load module for type
@@ -63,6 +66,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	if g.Cmdline != "" {
 		args = append(args, "-append", g.Cmdline)
 	}
+	args = append(args, q.storageArgs(g)...)
 	if g.Net != nil {
 		args = append(args,
 			"-netdev", "tap,id=net0,ifname="+g.Net.Tap+",script=no,downscript=no",
@@ -86,4 +90,44 @@ func (q *qemu) Powerdown(ctx context.Context, controlSocket string) error {
 		return ErrNoPowerdown
 	}
 	return qmpCommand(ctx, controlSocket, "system_powerdown")
+}
+
+// storageArgs attach the guest's disks in order (the first is /dev/vda)
+// and its shares. vhost-user needs the guest's RAM in shared memory that
+// virtiofsd can map: a memfd backend, which needs no /dev/shm in the
+// confined root.
+func (q *qemu) storageArgs(g Guest) []string {
+	var args []string
+	for _, d := range g.Disks {
+		args = append(args,
+			"-drive", "file="+d.Path+",format=raw,if=none,id="+d.ID,
+			"-device", "virtio-blk-pci,drive="+d.ID+",serial="+d.ID)
+	}
+	for _, s := range g.Shares {
+		switch s.Kind {
+		case Share9p:
+			args = append(args,
+				"-fsdev", "local,id=fsdev-"+s.Tag+",path="+s.Path+",security_model=none",
+				"-device", "virtio-9p-pci,fsdev=fsdev-"+s.Tag+",mount_tag="+s.Tag)
+		case ShareVirtiofs:
+			args = append(args,
+				"-chardev", "socket,id=vfs-"+s.Tag+",path="+s.Socket,
+				"-device", "vhost-user-fs-pci,chardev=vfs-"+s.Tag+",tag="+s.Tag)
+		}
+	}
+	if hasShare(g, ShareVirtiofs) {
+		args = append(args,
+			"-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(g.MemoryMB)+"M,share=on",
+			"-numa", "node,memdev=mem")
+	}
+	return args
+}
+
+func hasShare(g Guest, kind string) bool {
+	for _, s := range g.Shares {
+		if s.Kind == kind {
+			return true
+		}
+	}
+	return false
 }

@@ -21,7 +21,10 @@ func (s *solo5) Name() string          { return s.name }
 func (s *solo5) Binary() string        { return s.binary }
 func (s *solo5) NeedsKVM() bool        { return s.name == "hvt" }
 func (s *solo5) SupportsControl() bool { return false }
-func (s *solo5) DataPaths() []string   { return nil }
+
+// SupportsShare: solo5 tenders offer block and net devices only.
+func (s *solo5) SupportsShare(string) bool { return false }
+func (s *solo5) DataPaths() []string       { return nil }
 
 func (s *solo5) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
@@ -33,6 +36,9 @@ func (s *solo5) Args(g Guest) ([]string, error) {
 	args := []string{s.binary, "--mem=" + strconv.Itoa(g.MemoryMB)}
 	if g.Net != nil {
 		args = append(args, "--net:service="+g.Net.Tap, "--net-mac:service="+g.Net.MAC)
+	}
+	for _, d := range g.Disks {
+		args = append(args, "--block:"+d.ID+"="+d.Path)
 	}
 	args = append(args, g.Kernel)
 	if g.Cmdline != "" {

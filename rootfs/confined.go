@@ -125,13 +125,18 @@ func bindInto(root string, b Bind) error {
 		}
 		f.Close()
 	}
-	if err := unix.Mount(b.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s at %s: %w", b.Source, b.Target, err)
+	return bindAt(b.Source, target, b.ReadOnly)
+}
+
+// bindAt binds source at target (recursively), read-only if asked.
+func bindAt(source, target string, ro bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
-	if b.ReadOnly {
+	if ro {
 		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_REC)
 		if err := unix.Mount("", target, "", flags, ""); err != nil {
-			return fmt.Errorf("make %s read-only: %w", b.Target, err)
+			return fmt.Errorf("make %s read-only: %w", target, err)
 		}
 	}
 	return nil

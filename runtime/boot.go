@@ -16,14 +16,19 @@ import (
 const (
 	guestKernelPath = "/guest/kernel"
 	guestInitrdPath = "/guest/initrd"
+	guestDisksDir   = "/guest/disks"
+	guestSharesDir  = "/guest/shares"
 )
 
-// bootPlan is everything decided before anything is started: which monitor
-// runs which guest with which command line, and what its confined root
-// holds. Building it touches nothing, so bad input fails here cleanly.
+// bootPlan combines the three independent choices of a boot: the monitor
+// (how to start it), the guest type (what its kernel is told) and the
+// rootfs mode (what the guest gets as its root). Building it touches
+// nothing on the host, so bad input fails here cleanly; the rootfs mode's
+// host work is done later by rootfs.Prepare.
 type bootPlan struct {
 	monitor   monitors.Monitor
 	guestType guests.Guest
+	rootfs    *rootfs.Plan
 	args      []string
 	guest     monitors.Guest
 	binds     []rootfs.Bind
@@ -31,7 +36,7 @@ type bootPlan struct {
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
-func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host HostConfig) (*bootPlan, error) {
+func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsDir string) (*bootPlan, error) {
 	g, err := guests.For(cfg.UnikernelType)
 	if err != nil {
 		return nil, err
@@ -39,29 +44,21 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	if cfg.Hypervisor == "" {
 		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", AnnotationPrefix)
 	}
-	mcfg := host.Monitor(cfg.Hypervisor)
+	mcfg := opts.Host.Monitor(cfg.Hypervisor)
 	mon, err := monitors.New(cfg.Hypervisor, mcfg)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Binary == "" {
-		return nil, fmt.Errorf("no guest kernel: annotation %sbinary is not set", AnnotationPrefix)
-	}
-	kernel, err := rootfs.RequireFile(rootfsDir, cfg.Binary, "guest kernel ("+AnnotationPrefix+"binary)")
+	req, err := rootfsRequest(cfg, spec, opts, rootfsDir)
 	if err != nil {
 		return nil, err
 	}
-	plan := &bootPlan{monitor: mon}
-	guestBinds := []rootfs.Bind{{Source: kernel, Target: guestKernelPath, ReadOnly: true}}
-	plan.guest.Kernel = guestKernelPath
-	if cfg.Initrd != "" {
-		initrd, err := rootfs.RequireFile(rootfsDir, cfg.Initrd, "initrd ("+AnnotationPrefix+"initrd)")
-		if err != nil {
-			return nil, err
-		}
-		guestBinds = append(guestBinds, rootfs.Bind{Source: initrd, Target: guestInitrdPath, ReadOnly: true})
-		plan.guest.Initrd = guestInitrdPath
+	req.Guest, req.Monitor = g, mon
+	rp, err := rootfs.Select(req)
+	if err != nil {
+		return nil, err
 	}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp}
 	var args []string
 	if spec.Process != nil {
 		args = spec.Process.Args
@@ -69,19 +66,18 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	if len(args) == 0 {
 		args = strings.Fields(cfg.Cmdline)
 	}
-	plan.guestType, plan.args = g, args
+	plan.args = args
 	// Validate the command line now; finish renders it once the network
 	// is known.
-	if _, err := g.Cmdline(guests.Request{Args: args, Root: rootOf(plan.guest)}); err != nil {
+	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root}); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
 	if spec.Process != nil {
 		plan.guest.Terminal = spec.Process.Terminal
 	}
-
-	var devices []string
-	devices = append(devices, "/dev/null", "/dev/urandom")
+	guestBinds := plan.placeGuestFiles()
+	devices := []string{"/dev/null", "/dev/urandom"}
 	if mon.NeedsKVM() {
 		devices = append(devices, "/dev/kvm")
 	}
@@ -97,11 +93,72 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, rootfsDir string, host Host
 	return plan, nil
 }
 
+// rootfsRequest gathers what rootfs mode selection needs from the image:
+// the guest's files, resolved inside the rootfs, and its rootfs asks.
+func rootfsRequest(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsDir string) (rootfs.Request, error) {
+	req := rootfs.Request{
+		Bundle:      opts.Bundle,
+		RootfsDir:   rootfsDir,
+		Mounts:      opts.Rootfs,
+		BlkMntPoint: cfg.BlkMntPoint,
+		Volumes:     spec.Mounts,
+		Virtiofsd:   opts.Host.Virtiofsd(),
+	}
+	if cfg.Binary == "" {
+		return req, fmt.Errorf("no guest kernel: annotation %sbinary is not set", AnnotationPrefix)
+	}
+	var err error
+	if req.Kernel, err = rootfs.RequireFile(rootfsDir, cfg.Binary, "guest kernel ("+AnnotationPrefix+"binary)"); err != nil {
+		return req, err
+	}
+	if cfg.Initrd != "" {
+		if req.Initrd, err = rootfs.RequireFile(rootfsDir, cfg.Initrd, "initrd ("+AnnotationPrefix+"initrd)"); err != nil {
+			return req, err
+		}
+	}
+	if cfg.Block != "" {
+		if req.Block, err = rootfs.RequireFile(rootfsDir, cfg.Block, "block image ("+AnnotationPrefix+"block)"); err != nil {
+			return req, err
+		}
+	}
+	req.MountRootfs, err = cfg.WantsRootfs()
+	return req, err
+}
+
+// placeGuestFiles maps what the rootfs mode gives the monitor into the
+// confined root: the kernel and initrd, each disk and each 9p directory,
+// and virtiofsd's socket. It returns the binds that put them there.
+func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
+	rp := p.rootfs
+	binds := []rootfs.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
+	p.guest.Kernel = guestKernelPath
+	if rp.Initrd != "" {
+		binds = append(binds, rootfs.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
+		p.guest.Initrd = guestInitrdPath
+	}
+	for _, d := range rp.Disks {
+		path := guestDisksDir + "/" + d.ID
+		binds = append(binds, rootfs.Bind{Source: d.Source, Target: path})
+		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path})
+	}
+	for _, s := range rp.Shares {
+		share := monitors.Share{Kind: string(s.Kind), Tag: s.Tag}
+		if s.Kind == guests.RootVirtiofs {
+			share.Socket = rp.Helper.Socket
+		} else {
+			share.Path = guestSharesDir + "/" + s.Tag
+			binds = append(binds, rootfs.Bind{Source: s.Source, Target: share.Path})
+		}
+		p.guest.Shares = append(p.guest.Shares, share)
+	}
+	return binds
+}
+
 // finish renders the guest command line and the monitor's, and the config
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *netPlan) ([]string, error) {
-	req := guests.Request{Args: p.args, Root: rootOf(p.guest)}
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
@@ -155,13 +212,4 @@ func rootfsDirOf(bundle string, spec *specs.Spec) string {
 		return spec.Root.Path
 	}
 	return filepath.Join(bundle, spec.Root.Path)
-}
-
-// rootOf is the guest's root: its initrd when it has one, else its first
-// disk.
-func rootOf(g monitors.Guest) guests.Root {
-	if g.Initrd != "" {
-		return guests.Root{Kind: guests.RootInitrd}
-	}
-	return guests.Root{Kind: guests.RootBlock}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // cgroup is the container's cgroup, v1 or v2, behind one small interface.
@@ -36,12 +37,12 @@ func validCgroupPath(path string) error {
 	return nil
 }
 
-// newCgroup creates (or joins) the cgroup at path with the spec's limits.
+// newCgroup creates (or joins) the cgroup at path with the spec's limits;
+// res must already allow the monitor's devices (withMonitorDevices).
 func newCgroup(path string, res *specs.LinuxResources) (cgroup, error) {
 	if err := validCgroupPath(path); err != nil {
 		return nil, err
 	}
-	res = withMonitorDevices(res)
 	if cgroups.Mode() == cgroups.Unified {
 		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(res))
 		if err != nil {
@@ -162,8 +163,8 @@ func (c cgroupV2) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 var monitorDevices = []int64{232, 200, 238}
 
 // withMonitorDevices returns a copy of res that also allows the monitor's
-// devices.
-func withMonitorDevices(res *specs.LinuxResources) *specs.LinuxResources {
+// devices and disks, the host block devices a guest boots from.
+func withMonitorDevices(res *specs.LinuxResources, disks []specs.LinuxDeviceCgroup) *specs.LinuxResources {
 	out := specs.LinuxResources{}
 	if res != nil {
 		out = *res
@@ -174,5 +175,20 @@ func withMonitorDevices(res *specs.LinuxResources) *specs.LinuxResources {
 		minor := minor
 		out.Devices = append(out.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"})
 	}
+	out.Devices = append(out.Devices, disks...)
 	return &out
+}
+
+// blockDeviceRules allow the monitor the block devices at paths.
+func blockDeviceRules(paths []string) ([]specs.LinuxDeviceCgroup, error) {
+	var rules []specs.LinuxDeviceCgroup
+	for _, p := range paths {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return nil, fmt.Errorf("disk %s: %w", p, err)
+		}
+		major, minor := int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
+		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &major, Minor: &minor, Access: "rwm"})
+	}
+	return rules, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
@@ -27,12 +28,31 @@ type UnikernelConfig struct {
 	Initrd           string // guest initrd, a path inside the container rootfs
 	Cmdline          string
 	UnikernelVersion string
-	// Kept for the block and rootfs modes; parsed now so that images that
-	// carry them are accepted unchanged.
+	// Block is a disk image in the rootfs; with BlkMntPoint "/" it is
+	// the guest's root disk.
 	Block       string
 	BlkMntPoint string
+	// MountRootfs ("true"/"false") asks for the container rootfs as the
+	// guest's root; UseDMBlock is its older name.
 	UseDMBlock  string
 	MountRootfs string
+}
+
+// WantsRootfs tells whether the image asks for the container rootfs as the
+// guest's root (mountRootfs, or its older name useDMBlock).
+func (c UnikernelConfig) WantsRootfs() (bool, error) {
+	key, v := "mountRootfs", c.MountRootfs
+	if v == "" {
+		key, v = "useDMBlock", c.UseDMBlock
+	}
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s%s = %q: want true or false", AnnotationPrefix, key, v)
+	}
+	return b, nil
 }
 
 // fields maps each annotation key (without prefix) to its field, so that the

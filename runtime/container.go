@@ -59,6 +59,9 @@ type Container struct {
 	host    HostConfig
 	process *os.Process
 	cgroup  cgroup // nil when the spec names no cgroup
+	// diskDevices are the block devices the guest boots from, which
+	// every cgroup update must keep allowing.
+	diskDevices []specs.LinuxDeviceCgroup
 
 	launcher *launcherConn // nil once Create failed before the launcher
 
@@ -140,7 +143,7 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 	if c.cgroup == nil {
 		return fmt.Errorf("container %s has no cgroup: %w", c.id, errFailedPrecondition)
 	}
-	return c.cgroup.Update(withMonitorDevices(res))
+	return c.cgroup.Update(withMonitorDevices(res, c.diskDevices))
 }
 
 // Start lets the launcher exec the monitor. It returns once the monitor

@@ -74,7 +74,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 			}
 		}
 	}()
-	plan, err := planBoot(cfg, spec, rootfsDir, opts.Host)
+	plan, err := planBoot(cfg, spec, opts, rootfsDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
@@ -102,13 +102,24 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		plan.guest.ControlFD = LauncherControlSocketFD
 		c.persist.ControlSocket = path
 	}
+	if c.diskDevices, err = blockDeviceRules(plan.rootfs.Devices); err != nil {
+		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
+	}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
-		cg, err := newCgroup(spec.Linux.CgroupsPath, spec.Linux.Resources)
+		cg, err := newCgroup(spec.Linux.CgroupsPath, withMonitorDevices(spec.Linux.Resources, c.diskDevices))
 		if err != nil {
 			return nil, err
 		}
 		c.cgroup = cg
 		c.persist.Cgroup = spec.Linux.CgroupsPath
+	}
+	// The undo is on disk before the mode touches the host, so that a
+	// shim dying half way leaves the delete command what to give back.
+	if err := c.record(func(st *persistedState) { st.RootfsMode, st.RootfsUndo = plan.rootfs.Mode, plan.rootfs.Undo }); err != nil {
+		return nil, err
+	}
+	if err := plan.rootfs.Prepare(); err != nil {
+		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode, err)
 	}
 
 	rootDir := filepath.Join(opts.Bundle, monitorRootDir)
@@ -137,6 +148,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		Argv:    argv,
 		Env:     []string{"PATH=/usr/bin:/bin", "HOME=/"},
 		Network: network,
+		Rootfs:  rootfsDir,
+		Volumes: plan.rootfs.VolumeBinds,
+		Helper:  plan.rootfs.Helper,
 	}); err != nil {
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // DefaultHostConfigPath is read unless URUNC_CONFIG_FILE names another file.
@@ -23,6 +25,28 @@ const HostConfigEnv = "URUNC_CONFIG_FILE"
 type HostConfig struct {
 	Monitors map[string]monitors.Config `toml:"monitors"`
 	Runtime  RuntimeConfig              `toml:"runtime"`
+	// ExtraBinaries are helpers by name, urunc's [extra_binaries.NAME];
+	// virtiofsd is the one used today.
+	ExtraBinaries map[string]ExtraBinary `toml:"extra_binaries"`
+}
+
+// ExtraBinary is a helper program the runtime starts beside a monitor.
+type ExtraBinary struct {
+	Path    string `toml:"path"`
+	Options string `toml:"options"` // extra arguments, split on spaces
+}
+
+// defaultVirtiofsd is where urunc looks for virtiofsd by default.
+const defaultVirtiofsd = "/usr/libexec/virtiofsd"
+
+// Virtiofsd returns the host's virtiofsd setting, urunc's default path
+// filled in.
+func (c HostConfig) Virtiofsd() rootfs.Virtiofsd {
+	b := c.ExtraBinaries["virtiofsd"]
+	if b.Path == "" {
+		b.Path = defaultVirtiofsd
+	}
+	return rootfs.Virtiofsd{Path: b.Path, Options: strings.Fields(b.Options)}
 }
 
 // RuntimeConfig holds settings that apply to every monitor.

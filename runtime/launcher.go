@@ -42,6 +42,12 @@ type launchSpec struct {
 	Argv    []string       `json:"argv"`
 	Env     []string       `json:"env"`
 	Network *netPlan       `json:"network,omitempty"`
+	// Rootfs is the container rootfs on the host; Volumes are bound into
+	// it, in the launcher's mount namespace only, for a shared root.
+	Rootfs  string        `json:"rootfs,omitempty"`
+	Volumes []rootfs.Bind `json:"volumes,omitempty"`
+	// Helper runs beside the monitor (virtiofsd).
+	Helper *rootfs.Helper `json:"helper,omitempty"`
 }
 
 // launchedFile is a small file written into the confined root (firecracker's
@@ -130,11 +136,21 @@ func prepareConfinedRoot(spec launchSpec) error {
 	if err := rootfs.MakeMountsPrivate(); err != nil {
 		return err
 	}
+	if err := rootfs.BindVolumes(spec.Rootfs, spec.Volumes); err != nil {
+		return err
+	}
 	if err := rootfs.BuildConfinedRoot(spec.RootDir, spec.Binds); err != nil {
 		return err
 	}
 	for _, f := range spec.Files {
 		if err := writeConfinedFile(spec.RootDir, f); err != nil {
+			return err
+		}
+	}
+	// The helper starts before the pivot: it needs the rootfs, which the
+	// monitor must not see.
+	if spec.Helper != nil {
+		if err := rootfs.StartHelper(spec.RootDir, *spec.Helper); err != nil {
 			return err
 		}
 	}

@@ -93,7 +93,8 @@ func releaseResources(ctx context.Context, bundle string, st *persistedState) er
 }
 
 // releaseUnikernel undoes what only a unikernel container holds on the
-// host: its taps, the monitor's control socket and its cgroup.
+// host: its taps, the monitor's control socket, its cgroup and what its
+// rootfs mode took.
 func releaseUnikernel(st *persistedState) []error {
 	var errs []error
 	for _, t := range st.Taps {
@@ -107,7 +108,7 @@ func releaseUnikernel(st *persistedState) []error {
 	if st.Cgroup != "" {
 		errs = append(errs, deleteCgroup(st.Cgroup))
 	}
-	return errs
+	return append(errs, st.RootfsUndo.Release())
 }
 
 // deleteCgroup removes the cgroup, retrying briefly while the kernel is

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // stateFile is kept in the bundle: it is what the delete subcommand, run by
@@ -28,10 +30,14 @@ type persistedState struct {
 	PidStartTime uint64 `json:"pidStartTime,omitempty"`
 	// Rootfs is where the request's rootfs mounts went; bundle/rootfs
 	// when empty.
-	Rootfs        string `json:"rootfs,omitempty"`
-	Cgroup        string `json:"cgroup,omitempty"`
-	ControlSocket string `json:"controlSocket,omitempty"`
-	Taps          []Tap  `json:"taps,omitempty"`
+	Rootfs string `json:"rootfs,omitempty"`
+	// RootfsMode is the guest's rootfs mode; RootfsUndo what the mode
+	// took from the host and must give back.
+	RootfsMode    string      `json:"rootfsMode,omitempty"`
+	RootfsUndo    rootfs.Undo `json:"rootfsUndo,omitempty"`
+	Cgroup        string      `json:"cgroup,omitempty"`
+	ControlSocket string      `json:"controlSocket,omitempty"`
+	Taps          []Tap       `json:"taps,omitempty"`
 	// PoststopHooks is set once createRuntime hooks ran (CNI set up by
 	// nerdctl's hook, say): poststop hooks must then run on cleanup.
 	PoststopHooks bool `json:"poststopHooks,omitempty"`

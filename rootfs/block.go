@@ -1,0 +1,252 @@
+package rootfs
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+)
+
+// Block mode gives the guest a raw virtio-blk disk as its root: a disk
+// image from the image (the block annotation), or the container's own
+// snapshot when the snapshotter hands out a block device or a block file
+// (devmapper, blockfile).
+//
+// Invariant: while the guest has a disk, no mount of it and no loop device
+// mounted from it is in the host's mount table. A filesystem mounted on
+// the host while the guest writes to it is corrupted, and a mount copied
+// into another namespace keeps the device busy after delete (urunc PR
+// #572). So the boot files are copied out and the rootfs unmounted before
+// the launcher's mount namespace, which would copy the mount, exists.
+
+// bootDir is the bundle directory the boot files of a block rootfs are
+// copied to.
+const bootDir = "boot"
+
+// tryBlockAnnotation: the block annotation with blkMntPoint "/" makes that
+// disk image, a file in the container rootfs, the guest's root disk.
+func tryBlockAnnotation(req Request) (*Plan, bool, error) {
+	if req.Block == "" || req.BlkMntPoint != "/" {
+		return nil, false, nil
+	}
+	if !req.Guest.SupportsBlock() {
+		return nil, false, fmt.Errorf("%sblock names a root disk, but guest %s cannot boot from a block device (monitor %s)",
+			guests.AnnotationPrefix, req.Guest.Name(), req.Monitor.Name())
+	}
+	p := &Plan{
+		Mode:   "block",
+		Root:   guests.Root{Kind: guests.RootBlock},
+		Kernel: req.Kernel,
+		Disks:  []Disk{{ID: "rootfs", Source: req.Block}},
+	}
+	vols, err := blockVolumes(req, false)
+	if err != nil {
+		return nil, false, err
+	}
+	p.addVolumes(vols)
+	return p, true, nil
+}
+
+// tryContainerBlock: with mountRootfs, a container rootfs that is one
+// block device or block file holding a filesystem the guest boots from
+// becomes the guest's root disk.
+func tryContainerBlock(req Request) (*Plan, bool, error) {
+	if !req.MountRootfs || !req.Guest.SupportsBlock() {
+		return nil, false, nil
+	}
+	src, fsType, ok := blockRootfs(req.Mounts)
+	if !ok || !req.Guest.SupportsFS(fsType) {
+		return nil, false, nil
+	}
+	dir := filepath.Join(req.Bundle, bootDir)
+	p := &Plan{
+		Mode:   "block",
+		Root:   guests.Root{Kind: guests.RootBlock},
+		Kernel: filepath.Join(dir, "kernel"),
+		Disks:  []Disk{{ID: "rootfs", Source: src}},
+		Undo:   Undo{Dirs: []string{dir}},
+	}
+	if isBlockDevice(src) {
+		p.Devices = append(p.Devices, src)
+	}
+	vols, err := blockVolumes(req, true)
+	if err != nil {
+		return nil, false, err
+	}
+	p.addVolumes(vols)
+	p.prepare = func() error {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := copyFile(req.Kernel, p.Kernel, 0o600); err != nil {
+			return fmt.Errorf("copy guest kernel out of the block rootfs: %w", err)
+		}
+		if err := copyFileVolumes(req.RootfsDir, vols.files); err != nil {
+			return err
+		}
+		// The host lets go of every filesystem the guest will own.
+		for _, mp := range append([]string{req.RootfsDir}, vols.unmount...) {
+			if err := Unmount(mp); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return p, true, nil
+}
+
+// blockRootfs tells whether the rootfs mounts are one filesystem on a
+// block device (devmapper) or on a file mounted through a loop device
+// (blockfile), and returns that device or file and the filesystem type.
+func blockRootfs(ms []mount.Mount) (source, fsType string, ok bool) {
+	if len(ms) != 1 {
+		return "", "", false
+	}
+	m := ms[0]
+	if isBlockDevice(m.Source) {
+		return m.Source, m.Type, true
+	}
+	st, err := os.Stat(m.Source)
+	if err != nil || !st.Mode().IsRegular() {
+		return "", "", false
+	}
+	for _, o := range m.Options {
+		if o == "loop" {
+			return m.Source, m.Type, true
+		}
+	}
+	return "", "", false
+}
+
+func isBlockDevice(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+}
+
+// blockVolumeSet is what a block guest makes of the spec's volumes.
+type blockVolumeSet struct {
+	disks   []Disk
+	devices []string
+	unmount []string      // host mount points of volume devices, let go before boot
+	files   []specs.Mount // single files, copied into a mounted rootfs
+}
+
+func (p *Plan) addVolumes(v blockVolumeSet) {
+	p.Disks = append(p.Disks, v.disks...)
+	p.Devices = append(p.Devices, v.devices...)
+}
+
+// blockVolumes maps the spec's volumes for a guest whose root is a disk, as
+// urunc does: a volume whose source is the mount point of a block device
+// with a filesystem the guest mounts becomes disk "vol<i>" (i its index in
+// the spec's mounts); a single file is copied into the rootfs when the
+// rootfs is mounted here; anything else cannot reach the guest and is
+// refused, naming the mount.
+func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
+	var set blockVolumeSet
+	isVolume := map[string]bool{}
+	for _, v := range volumes(req.Volumes) {
+		isVolume[v.Destination] = true
+	}
+	for i, m := range req.Volumes {
+		if !isVolume[m.Destination] {
+			continue
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return set, fmt.Errorf("volume %s: source %s: %w", m.Destination, m.Source, err)
+		}
+		if st.Mode().IsRegular() && rootfsMounted {
+			set.files = append(set.files, m)
+			continue
+		}
+		dev, fsType, err := mountedDevice(m.Source)
+		if err != nil {
+			return set, err
+		}
+		if dev == "" || !req.Guest.SupportsFS(fsType) {
+			return set, fmt.Errorf("volume %s (from %s): guest %s boots from a disk and can only take volumes that are block devices it mounts (ext4, ext2); this one is not",
+				m.Destination, m.Source, req.Guest.Name())
+		}
+		set.disks = append(set.disks, Disk{ID: "vol" + strconv.Itoa(i), Source: dev})
+		set.devices = append(set.devices, dev)
+		set.unmount = append(set.unmount, m.Source)
+	}
+	return set, nil
+}
+
+// mountedDevice returns the block device mounted at dir, if dir is the
+// mount point of one.
+func mountedDevice(dir string) (dev, fsType string, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 2 || pf[4] != dir {
+			continue
+		}
+		dev, fsType = "", ""
+		if isBlockDevice(qf[1]) {
+			dev, fsType = qf[1], qf[0]
+		}
+	}
+	return dev, fsType, sc.Err()
+}
+
+// copyFileVolumes copies single-file volumes (/etc/hosts, say) into the
+// rootfs at their destinations, as urunc does for a guest that cannot
+// mount them.
+func copyFileVolumes(rootfsDir string, files []specs.Mount) error {
+	for _, m := range files {
+		dst, err := ResolveInRootfs(rootfsDir, m.Destination)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", m.Destination, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("volume %s: %w", m.Destination, err)
+		}
+		if err := copyFile(m.Source, dst, 0o644); err != nil {
+			return fmt.Errorf("volume %s: %w", m.Destination, err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	// The guest reads it from a disk the host no longer has mounted.
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,234 @@
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+)
+
+// A rootfs mode is one way a guest gets its root filesystem: an initrd, a
+// block device, or the container's rootfs shared as a directory. Each mode
+// lives in its own file; selectors below lists them in urunc's order of
+// precedence, so adding a mode is one file and one row.
+
+// GuestCaps is what mode selection asks of the guest type.
+type GuestCaps interface {
+	Name() string
+	SupportsBlock() bool
+	SupportsFS(fsType string) bool
+}
+
+// MonitorCaps is what mode selection asks of the monitor.
+type MonitorCaps interface {
+	Name() string
+	// SupportsShare tells whether the monitor can share a host directory
+	// with the guest over kind ("9p", "virtiofs").
+	SupportsShare(kind string) bool
+}
+
+// Request is what mode selection looks at. Selection touches nothing on
+// the host; the chosen Plan's Prepare does.
+type Request struct {
+	Bundle    string
+	RootfsDir string        // the container rootfs, mounted on the host
+	Mounts    []mount.Mount // the create request's rootfs mounts
+	// Kernel and Initrd are host paths of the guest's files, already
+	// resolved inside the rootfs; Initrd is empty unless the image names
+	// one.
+	Kernel, Initrd string
+	// Block and BlkMntPoint are the image's block annotations; Block is
+	// the resolved host path of the disk image.
+	Block, BlkMntPoint string
+	// MountRootfs is the image's mountRootfs (or useDMBlock) annotation.
+	MountRootfs bool
+	Volumes     []specs.Mount // the spec's mounts
+	Guest       GuestCaps
+	Monitor     MonitorCaps
+	Virtiofsd   Virtiofsd
+}
+
+// Virtiofsd is the host's virtiofsd ([extra_binaries.virtiofsd]).
+type Virtiofsd struct {
+	Path    string
+	Options []string
+}
+
+// Available tells whether virtiofsd exists on this host.
+func (v Virtiofsd) Available() bool {
+	if v.Path == "" {
+		return false
+	}
+	st, err := os.Stat(v.Path)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// Plan is what the chosen mode takes from the host and gives the boot.
+type Plan struct {
+	Mode string // "initrd", "block", "9p", "virtiofs" or "none"
+	Root guests.Root
+	// Kernel and Initrd are the host files the monitor boots.
+	Kernel, Initrd string
+	Disks          []Disk
+	Shares         []Share
+	// VolumeBinds are bound into the container rootfs inside the
+	// launcher's mount namespace only, so that a shared root shows the
+	// spec's volumes at their destinations and the host sees none of it.
+	VolumeBinds []Bind
+	// Helper runs beside the monitor (virtiofsd), started by the launcher.
+	Helper *Helper
+	// Devices are host block devices the monitor opens: the container's
+	// device cgroup must let it.
+	Devices []string
+	// Undo records what Prepare took from the host, persisted so that
+	// the delete command can give it back after a dead shim.
+	Undo Undo
+	// prepare does the mode's host work; nil when there is none.
+	prepare func() error
+}
+
+// Disk is a raw virtio-blk disk for the guest: the first is its root in
+// block mode.
+type Disk struct {
+	ID     string // serial and drive id: "rootfs", or urunc's "vol<i>"
+	Source string // host path: a regular file or a block device
+}
+
+// Share is a host directory shared with the guest.
+type Share struct {
+	Kind   guests.RootKind // guests.Root9p or guests.RootVirtiofs
+	Tag    string
+	Source string // host directory (9p); virtiofs reaches it via Helper
+}
+
+// Helper is a process the launcher starts beside the monitor, before it
+// pivots into the confined root, so that the helper sees the rootfs and
+// the monitor only its socket. It is a child of the monitor once the
+// launcher execs, so it dies with the container's pid namespace.
+type Helper struct {
+	Name string
+	Argv []string
+	// Socket is where the helper listens, inside the confined root; the
+	// launcher passes its host path after SocketFlag and waits for it
+	// before it execs the monitor.
+	Socket     string
+	SocketFlag string
+}
+
+// Undo is what a mode's Prepare must give back, persisted in the bundle.
+type Undo struct {
+	// Dirs are directories the mode created (boot files copied out of a
+	// block rootfs).
+	Dirs []string `json:"dirs,omitempty"`
+}
+
+// Release gives back what u records; idempotent.
+func (u Undo) Release() error {
+	var errs []error
+	for _, d := range u.Dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Prepare does the mode's host work: for a block rootfs, copy the boot
+// files out and unmount it from the host before the guest gets it.
+func (p *Plan) Prepare() error {
+	if p.prepare == nil {
+		return nil
+	}
+	return p.prepare()
+}
+
+// selector tries one mode: ok is false when the image did not ask for it
+// (selection goes on), err when it asked for something impossible.
+type selector struct {
+	name string
+	try  func(req Request) (p *Plan, ok bool, err error)
+}
+
+// selectors are the modes in urunc's order of precedence.
+var selectors = []selector{
+	{"initrd", tryInitrd},
+	{"block annotation", tryBlockAnnotation},
+	{"container rootfs as block", tryContainerBlock},
+	{"virtiofs", tryVirtiofs},
+	{"9p", try9p},
+}
+
+// Select picks the guest's rootfs mode: the initrd annotation; the block
+// annotation with blkMntPoint "/"; with mountRootfs, the container's own
+// block device, else virtiofs, else 9p; else no rootfs.
+func Select(req Request) (*Plan, error) {
+	for _, s := range selectors {
+		p, ok, err := s.try(req)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return p, nil
+		}
+	}
+	if req.MountRootfs {
+		return nil, fmt.Errorf("%smountRootfs is set, but guest %s cannot boot from the container rootfs (%s) and monitor %s shares no directory it can mount (9p, virtiofs)",
+			guests.AnnotationPrefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
+	}
+	return &Plan{Mode: "none", Kernel: req.Kernel}, nil
+}
+
+func describeMounts(ms []mount.Mount) string {
+	if len(ms) == 0 {
+		return "no mounts"
+	}
+	var kinds []string
+	for _, m := range ms {
+		kinds = append(kinds, m.Type)
+	}
+	return strings.Join(kinds, "+")
+}
+
+// volumes returns the spec mounts that are the user's volumes: binds, but
+// not the runtime's own plumbing under /dev, /proc and /sys, which the
+// guest has its own of.
+func volumes(ms []specs.Mount) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range ms {
+		if !isBind(m) {
+			continue
+		}
+		d := "/" + strings.Trim(m.Destination, "/")
+		if d == "/dev" || d == "/proc" || d == "/sys" || strings.HasPrefix(d, "/dev/") || strings.HasPrefix(d, "/proc/") || strings.HasPrefix(d, "/sys/") {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
+
+func readOnly(m specs.Mount) bool {
+	for _, o := range m.Options {
+		if o == "ro" {
+			return true
+		}
+	}
+	return false
+}

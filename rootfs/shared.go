@@ -1,0 +1,95 @@
+package rootfs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+)
+
+// Shared mode gives the guest the container's rootfs as a directory: over
+// virtiofs when the host has virtiofsd, else over 9p. The spec's volumes
+// are bound into the rootfs at their destinations in the launcher's mount
+// namespace, so the guest sees them where a runc container would.
+
+// RootTag is the mount tag of a shared root, urunc's.
+const RootTag = "fs0"
+
+// VirtiofsSocket is where virtiofsd listens, inside the confined root.
+const VirtiofsSocket = "/run/virtiofsd.sock"
+
+// tryVirtiofs: with mountRootfs, share the rootfs through virtiofsd when
+// the host has it and both guest and monitor speak virtiofs.
+func tryVirtiofs(req Request) (*Plan, bool, error) {
+	if !req.MountRootfs || !req.Virtiofsd.Available() ||
+		!req.Guest.SupportsFS("virtiofs") || !req.Monitor.SupportsShare(string(guests.RootVirtiofs)) {
+		return nil, false, nil
+	}
+	p := sharedPlan(req, guests.RootVirtiofs)
+	// virtiofsd is confined to the rootfs by its own sandbox; the monitor
+	// only sees its socket.
+	// "-o source=" is understood by the C virtiofsd and, for
+	// compatibility, by the Rust one.
+	argv := []string{req.Virtiofsd.Path, "-o", "source=" + req.RootfsDir}
+	p.Helper = &Helper{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
+		Socket: VirtiofsSocket, SocketFlag: "--socket-path="}
+	return p, true, nil
+}
+
+// try9p: with mountRootfs, share the rootfs through the monitor's own 9p
+// server.
+func try9p(req Request) (*Plan, bool, error) {
+	if !req.MountRootfs || !req.Guest.SupportsFS("9p") || !req.Monitor.SupportsShare(string(guests.Root9p)) {
+		return nil, false, nil
+	}
+	p := sharedPlan(req, guests.Root9p)
+	p.Shares[0].Source = req.RootfsDir
+	return p, true, nil
+}
+
+func sharedPlan(req Request, kind guests.RootKind) *Plan {
+	p := &Plan{
+		Mode:   string(kind),
+		Root:   guests.Root{Kind: kind, Tag: RootTag},
+		Kernel: req.Kernel,
+		Shares: []Share{{Kind: kind, Tag: RootTag}},
+	}
+	for _, v := range volumes(req.Volumes) {
+		p.VolumeBinds = append(p.VolumeBinds, Bind{Source: v.Source, Target: v.Destination, ReadOnly: readOnly(v)})
+	}
+	return p
+}
+
+// BindVolumes binds each volume into the rootfs at its destination,
+// creating the mount point as runc would. It runs in the launcher's own
+// mount namespace: the host's mount table never shows these.
+// Destinations are resolved inside the rootfs, never through a symlink
+// out of it.
+func BindVolumes(rootfsDir string, vols []Bind) error {
+	for _, v := range vols {
+		dst, err := ResolveInRootfs(rootfsDir, v.Target)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Target, err)
+		}
+		st, err := os.Stat(v.Source)
+		if err != nil {
+			return fmt.Errorf("volume %s: source %w", v.Target, err)
+		}
+		if st.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			var f *os.File
+			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
+		}
+		if err := bindAt(v.Source, dst, v.ReadOnly); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Target, err)
+		}
+	}
+	return nil
+}
