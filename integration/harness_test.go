@@ -27,6 +27,11 @@ const (
 	runtimeName = "io.containerd.urunc.v2"
 	namespace   = "default"
 	guestDir    = "/var/cache/urunc-test/guest"
+	// builtinKernel has virtio-blk, ext4, 9p and virtiofs built in, for
+	// guests that boot from a disk or a shared directory (setup builds it).
+	builtinKernel = "/var/cache/urunc-test/guest-builtin/bzImage"
+	// virtiofsd is Debian's, from qemu.
+	virtiofsd = "/usr/lib/qemu/virtiofsd"
 )
 
 // env is the test environment shared by every test: one private containerd
@@ -49,6 +54,10 @@ type testEnv struct {
 }
 
 func (e *testEnv) socket() string { return filepath.Join(e.dir, "containerd.sock") }
+
+// blockfileScratch is the empty ext4 image the blockfile snapshotter
+// copies for each snapshot.
+func (e *testEnv) blockfileScratch() string { return filepath.Join(e.dir, "blockfile-scratch.ext4") }
 
 // criNamespace is where CRI keeps pods, containers and images.
 const criNamespace = "k8s.io"
@@ -134,10 +143,23 @@ func run(m *testing.M) (int, error) {
 	if err := testimage.WritePauseArchive(pause, "/bin/busybox"); err != nil {
 		return 0, err
 	}
-	for _, img := range []string{image, plain} {
+	rootfsImage := filepath.Join(dir, "rootfs-guest.tar")
+	if err := testimage.WriteRootfsArchive(rootfsImage, builtinKernel, "/bin/busybox"); err != nil {
+		return 0, err
+	}
+	blockImage := filepath.Join(dir, "block-guest.tar")
+	if err := testimage.WriteBlockArchive(blockImage, builtinKernel, "/bin/busybox"); err != nil {
+		return 0, err
+	}
+	for _, img := range []string{image, plain, rootfsImage, blockImage} {
 		if out, err := ctrRaw("images", "import", img); err != nil {
 			return 0, fmt.Errorf("import image %s: %v: %s", img, err, out)
 		}
+	}
+	// The blockfile snapshotter hands out each container's rootfs as an
+	// ext4 file mounted through a loop device.
+	if out, err := ctrRaw("images", "import", "--snapshotter", "blockfile", rootfsImage); err != nil {
+		return 0, fmt.Errorf("import image %s into blockfile: %v: %s", rootfsImage, err, out)
 	}
 	// CRI works in the k8s.io namespace: the pod's images live there.
 	for _, img := range []string{image, pause} {
@@ -202,8 +224,18 @@ state = %q
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["/usr/lib/cni"]
   conf_dir = %q
+[plugins."io.containerd.snapshotter.v1.blockfile"]
+  scratch_file = %q
+  fs_type = "ext4"
+  mount_options = []
 `, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName,
-		testimage.PauseImageName, e.criCNIDir())
+		testimage.PauseImageName, e.criCNIDir(), e.blockfileScratch())
+	if _, err := os.Stat(e.blockfileScratch()); err != nil {
+		out, err := exec.Command("mkfs.ext4", "-q", "-F", e.blockfileScratch(), "64M").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("blockfile scratch: %v: %s", err, out)
+		}
+	}
 	cfgPath := filepath.Join(e.dir, "containerd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
@@ -449,6 +481,12 @@ func leftovers(id string) string {
 	if p := monitorProcesses(); len(p) > 0 {
 		found = append(found, fmt.Sprintf("monitor processes %v", p))
 	}
+	if p := processesOf(virtiofsd); len(p) > 0 {
+		found = append(found, fmt.Sprintf("virtiofsd processes %v", p))
+	}
+	if l := loopDevicesUnder(env.dir); len(l) > 0 {
+		found = append(found, fmt.Sprintf("loop devices %v", l))
+	}
 	if m := mountsUnder(env.stateDir()); len(m) > 0 {
 		found = append(found, fmt.Sprintf("mounts %v", m))
 	}
@@ -569,4 +607,18 @@ func assertGuestPage(t *testing.T, url string) {
 	if !strings.Contains(string(body), "hello from the urunc guest") {
 		t.Fatalf("page at %s: %q", url, body)
 	}
+}
+
+// loopDevicesUnder lists loop devices whose backing file is below dir
+// (the blockfile snapshots of this run among them).
+func loopDevicesUnder(dir string) []string {
+	var out []string
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(data)), dir) {
+			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f)))+" ("+strings.TrimSpace(string(data))+")")
+		}
+	}
+	return out
 }

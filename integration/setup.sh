@@ -12,7 +12,7 @@ PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 
 need_pkgs=()
-for p in qemu-system-x86 busybox-static cpio runc containernetworking-plugins iproute2 iputils-ping wget; do
+for p in qemu-system-x86 busybox-static cpio runc containernetworking-plugins iproute2 iputils-ping wget e2fsprogs mount; do
 	dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -73,4 +73,7 @@ if [ ! -f "$GUEST_DIR/vmlinuz" ]; then
 	)
 	rm -rf "$tmp"
 fi
-echo "setup: ready (guest kernel in $GUEST_DIR)"
+# A second guest kernel with virtio-blk, ext4, 9p and virtiofs built in, for
+# guests that boot from a disk or a shared directory; built once, cached.
+"$(dirname "$0")/guest-kernel.sh" "${URUNC_BUILTIN_GUEST_DIR:-/var/cache/urunc-test/guest-builtin}"
+echo "setup: ready (guest kernels in $GUEST_DIR and ${URUNC_BUILTIN_GUEST_DIR:-/var/cache/urunc-test/guest-builtin})"

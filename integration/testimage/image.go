@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,6 +26,9 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	sleep          print a ready line and idle forever
 //	sh             an interactive shell on the console
 //	httpd          configure eth0 from ip= on the kernel command line and serve HTTP
+//	write FILE TEXT  write TEXT to FILE (in the guest's root), sync, print it back, then idle
+//	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
+//	sleepcat FILE...  as cat, then as sleep
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -73,10 +77,25 @@ httpd)
 	echo "URUNC_GUEST_HTTPD $addr"
 	while :; do sleep 1000; done
 	;;
+write)
+	f=$1
+	shift
+	echo "$*" > "$f" && sync && echo "URUNC_GUEST_WROTE $f: $(cat "$f")"
+	while :; do sleep 1000; done
+	;;
+cat)
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	;;
+sleepcat)
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000; done
+	;;
 *)
 	echo "URUNC_GUEST: unknown command $cmd"
 	;;
 esac
+sync
 poweroff -f
 `
 
@@ -314,4 +333,103 @@ func blobPath(b []byte) string { return fmt.Sprintf("blobs/sha256/%x", sha256.Su
 
 func descriptor(mediaType string, b []byte) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": digest(b), "size": len(b)}
+}
+
+// RootfsImageName is a guest whose container rootfs is its root: the
+// kernel (with virtio-blk, ext4, 9p and virtiofs built in), busybox and
+// the init as plain files of the image, and mountRootfs=true.
+const RootfsImageName = "docker.io/urunc/test-rootfs-guest:latest"
+
+// BlockImageName is a guest whose root is a disk image in the container
+// rootfs, named by the block annotation.
+const BlockImageName = "docker.io/urunc/test-block-guest:latest"
+
+// RootfsFiles are the files of a guest root filesystem: busybox, the init,
+// the ACPI power-button handler, the kernel at /kernel and /urunc.json
+// with annotations.
+func RootfsFiles(kernel, busybox string, annotations map[string]string) ([]tarFile, error) {
+	k, err := os.ReadFile(kernel)
+	if err != nil {
+		return nil, fmt.Errorf("read kernel: %w", err)
+	}
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		return nil, fmt.Errorf("read busybox: %w", err)
+	}
+	cfg := map[string]string{}
+	for key, v := range annotations {
+		cfg["com.urunc.unikernel."+key] = base64.StdEncoding.EncodeToString([]byte(v))
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	return []tarFile{
+		{"bin/busybox", 0o755, bb},
+		{"init", 0o755, []byte(GuestInit)},
+		{"etc/acpi/PWRF/00000080", 0o755, []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\nsync\npoweroff -f\n")},
+		{"kernel", 0o644, k},
+		{"urunc.json", 0o644, cfgJSON},
+		{"tmp/.keep", 0o644, nil},
+	}, nil
+}
+
+// WriteRootfsArchive writes the rootfs guest image (RootfsImageName).
+func WriteRootfsArchive(path, kernel, busybox string) error {
+	files, err := RootfsFiles(kernel, busybox, map[string]string{
+		"unikernelType": "linux", "hypervisor": "qemu", "binary": "/kernel", "mountRootfs": "true",
+	})
+	if err != nil {
+		return err
+	}
+	return writeArchive(path, RootfsImageName, files, []string{"/init"}, []string{"echo", "hello", "from", "the", "rootfs"})
+}
+
+// WriteExt4Image writes an ext4 filesystem image of sizeMB holding files,
+// with mkfs.ext4 -d.
+func WriteExt4Image(path string, files []tarFile, sizeMB int) error {
+	dir, err := os.MkdirTemp("", "urunc-ext4-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, f.data, os.FileMode(f.mode)); err != nil {
+			return err
+		}
+	}
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", dir, path, fmt.Sprintf("%dM", sizeMB)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %v: %s", err, out)
+	}
+	return nil
+}
+
+// WriteBlockArchive writes the block guest image (BlockImageName): the
+// kernel, and /disk.img, an ext4 image of the guest's root, as the block
+// annotation with blkMntPoint "/".
+func WriteBlockArchive(path, kernel, busybox string) error {
+	annotations := map[string]string{
+		"unikernelType": "linux", "hypervisor": "qemu", "binary": "/kernel", "block": "/disk.img", "blkMntPoint": "/",
+	}
+	files, err := RootfsFiles(kernel, busybox, annotations)
+	if err != nil {
+		return err
+	}
+	disk, err := os.CreateTemp("", "urunc-disk-")
+	if err != nil {
+		return err
+	}
+	disk.Close()
+	defer os.Remove(disk.Name())
+	if err := WriteExt4Image(disk.Name(), files, 16); err != nil {
+		return err
+	}
+	img, err := os.ReadFile(disk.Name())
+	if err != nil {
+		return err
+	}
+	top := []tarFile{files[3], files[4], {"disk.img", 0o644, img}}
+	return writeArchive(path, BlockImageName, top, []string{"/init"}, []string{"echo", "hello", "from", "the", "disk"})
 }
