@@ -43,6 +43,7 @@ demo: setup build
 
 bench: setup build
 	./integration/bench.sh
+	./integration/bench-rootfs.sh
 
 clean:
 	rm -rf bin

@@ -24,7 +24,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$DIR/containerd.sock"
 [ttrpc]
   address = "$DIR/containerd.sock.ttrpc"
+[plugins."io.containerd.snapshotter.v1.blockfile"]
+  scratch_file = "$DIR/blockfile-scratch.ext4"
+  fs_type = "ext4"
+  mount_options = []
 CFG
+	mkfs.ext4 -q -F "$DIR/blockfile-scratch.ext4" 64M
 	PATH="$DIR/bin:$PATH" URUNC_CONFIG_FILE="$DIR/urunc.toml" \
 		setsid containerd --config "$DIR/containerd.toml" >"$DIR/containerd.log" 2>&1 &
 	CTRD=$!

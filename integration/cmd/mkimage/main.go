@@ -16,12 +16,20 @@ func main() {
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox")
 	name := flag.String("name", testimage.ImageName, "image name")
 	plain := flag.Bool("plain", false, "write the plain busybox image (for runc) instead")
+	kind := flag.String("kind", "initrd", "initrd: the guest in an initrd; rootfs: the guest's files in the image, mountRootfs; block: a disk image named by the block annotation")
 	flag.Parse()
 	var err error
-	if *plain {
+	switch {
+	case *plain:
 		err = testimage.WritePlainArchive(*out, *busybox)
-	} else {
+	case *kind == "initrd":
 		err = testimage.WriteOCIArchive(*out, testimage.Options{Name: *name, Kernel: *kernel, Busybox: *busybox})
+	case *kind == "rootfs":
+		err = testimage.WriteRootfsArchive(*out, *kernel, *busybox)
+	case *kind == "block":
+		err = testimage.WriteBlockArchive(*out, *kernel, *busybox)
+	default:
+		err = fmt.Errorf("unknown -kind %q: want initrd, rootfs or block", *kind)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
