@@ -384,3 +384,34 @@ func TestStorageGuestsShimKilled(t *testing.T) {
 		t.Fatalf("after the dead shims' cleanup: %s", left)
 	}
 }
+
+// A block-backed volume of a block guest: the host's mount of it is let go
+// and the device becomes disk vol<i>, which the guest's init (a stand-in
+// for urunc's urunit, told through its config as urunc does) mounts at the
+// volume's destination.
+func TestBlockRootfsBlockVolume(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vol.ext4")
+	mustRun(t, "mkfs.ext4", "-q", "-F", img, "8M")
+	dev := strings.TrimSpace(mustRun(t, "losetup", "--find", "--show", img))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "mount", dev, mnt)
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	if err := os.WriteFile(filepath.Join(mnt, "greeting"), []byte("hello from a block volume"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := newID(t)
+	out, err := ctrRaw("run", "--rm", "--snapshotter", "blockfile", "--runtime", runtimeName,
+		"--mount", "type=bind,src="+mnt+",dst=/data,options=rbind",
+		testimage.RootfsImageName, id, "/urunit", "/init", "cat", "/data/greeting")
+	if err != nil || !strings.Contains(out, "URUNC_GUEST_CAT /data/greeting: hello from a block volume") {
+		t.Fatalf("ctr run: %v\n%s", err, out)
+	}
+	if m := hostMountsOf(" " + mnt + " "); len(m) > 0 {
+		t.Fatalf("the host still mounts the volume the guest took: %v", m)
+	}
+}

@@ -135,6 +135,7 @@ func isBlockDevice(path string) bool {
 // blockVolumeSet is what a block guest makes of the spec's volumes.
 type blockVolumeSet struct {
 	disks   []Disk
+	mounts  []guests.Volume
 	devices []string
 	unmount []string      // host mount points of volume devices, let go before boot
 	files   []specs.Mount // single files, copied into a mounted rootfs
@@ -142,6 +143,7 @@ type blockVolumeSet struct {
 
 func (p *Plan) addVolumes(v blockVolumeSet) {
 	p.Disks = append(p.Disks, v.disks...)
+	p.Volumes = append(p.Volumes, v.mounts...)
 	p.Devices = append(p.Devices, v.devices...)
 }
 
@@ -177,7 +179,9 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 			return set, fmt.Errorf("volume %s (from %s): guest %s boots from a disk and can only take volumes that are block devices it mounts (ext4, ext2); this one is not",
 				m.Destination, m.Source, req.Guest.Name())
 		}
-		set.disks = append(set.disks, Disk{ID: "vol" + strconv.Itoa(i), Source: dev})
+		id := "vol" + strconv.Itoa(i)
+		set.disks = append(set.disks, Disk{ID: id, Source: dev})
+		set.mounts = append(set.mounts, guests.Volume{ID: id, MountPoint: m.Destination})
 		set.devices = append(set.devices, dev)
 		set.unmount = append(set.unmount, m.Source)
 	}

@@ -76,6 +76,8 @@ type Plan struct {
 	Kernel, Initrd string
 	Disks          []Disk
 	Shares         []Share
+	// Volumes are the disks (after the root) the guest mounts itself.
+	Volumes []guests.Volume
 	// VolumeBinds are bound into the container rootfs inside the
 	// launcher's mount namespace only, so that a shared root shows the
 	// spec's volumes at their destinations and the host sees none of it.

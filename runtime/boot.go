@@ -18,6 +18,9 @@ const (
 	guestInitrdPath = "/guest/initrd"
 	guestDisksDir   = "/guest/disks"
 	guestSharesDir  = "/guest/shares"
+	// guestInitConfigPath is the guest init's config (urunit's), which
+	// the monitor loads as the initrd.
+	guestInitConfigPath = "/guest/urunit.conf"
 )
 
 // bootPlan combines the three independent choices of a boot: the monitor
@@ -30,6 +33,7 @@ type bootPlan struct {
 	guestType guests.Guest
 	rootfs    *rootfs.Plan
 	args      []string
+	process   guests.Process
 	guest     monitors.Guest
 	binds     []rootfs.Bind
 	files     []launchedFile
@@ -67,6 +71,9 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 		args = strings.Fields(cfg.Cmdline)
 	}
 	plan.args = args
+	if p := spec.Process; p != nil {
+		plan.process = guests.Process{Env: p.Env, UID: p.User.UID, GID: p.User.GID, Cwd: p.Cwd}
+	}
 	// Validate the command line now; finish renders it once the network
 	// is known.
 	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root}); err != nil {
@@ -158,7 +165,7 @@ func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *netPlan) ([]string, error) {
-	req := guests.Request{Args: p.args, Root: p.rootfs.Root}
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
@@ -169,6 +176,15 @@ func (p *bootPlan) finish(n *netPlan) ([]string, error) {
 		return nil, err
 	}
 	p.guest.Cmdline = cmdline
+	p.files = p.files[:0]
+	if ic, ok := p.guestType.(guests.InitConfigurer); ok {
+		if data := ic.InitConfig(req); data != nil {
+			// Passed as the initrd: only roots other than an initrd get
+			// one (guests.InitConfigurer).
+			p.files = append(p.files, launchedFile{Path: guestInitConfigPath, Data: data})
+			p.guest.Initrd = guestInitConfigPath
+		}
+	}
 	args, err := p.monitor.Args(p.guest)
 	if err != nil {
 		return nil, err
@@ -178,7 +194,7 @@ func (p *bootPlan) finish(n *netPlan) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.files = append(p.files[:0], launchedFile{Path: fw.ConfigFilePath(), Data: data})
+		p.files = append(p.files, launchedFile{Path: fw.ConfigFilePath(), Data: data})
 	}
 	return args, nil
 }

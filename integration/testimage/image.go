@@ -335,6 +335,34 @@ func descriptor(mediaType string, b []byte) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": digest(b), "size": len(b)}
 }
 
+// FakeUrunit stands in for urunc's urunit in test guests: it mounts the
+// block volumes its config (URUNIT_CONFIG, urunc's UBS..UBE section) names
+// by disk serial, then runs its arguments.
+const FakeUrunit = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
+if [ -n "$URUNIT_CONFIG" ]; then
+	id=
+	/bin/busybox sed -n '/^UBS$/,/^UBE$/p' "$URUNIT_CONFIG" | while read -r key val; do
+		case "$key" in
+		ID:) id=$val ;;
+		MP:)
+			for s in /sys/block/vd*/serial; do
+				if [ "$(/bin/busybox cat "$s")" = "$id" ]; then
+					dev=/dev/$(/bin/busybox basename "$(/bin/busybox dirname "$s")")
+					/bin/busybox mkdir -p "$val"
+					/bin/busybox mount "$dev" "$val" && echo "URUNIT_MOUNTED $id $val"
+				fi
+			done
+			;;
+		esac
+	done
+fi
+exec "$@"
+`
+
 // RootfsImageName is a guest whose container rootfs is its root: the
 // kernel (with virtio-blk, ext4, 9p and virtiofs built in), busybox and
 // the init as plain files of the image, and mountRootfs=true.
@@ -364,6 +392,7 @@ func RootfsFiles(kernel, busybox string, annotations map[string]string) ([]tarFi
 	return []tarFile{
 		{"bin/busybox", 0o755, bb},
 		{"init", 0o755, []byte(GuestInit)},
+		{"urunit", 0o755, []byte(FakeUrunit)},
 		{"etc/acpi/PWRF/00000080", 0o755, []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\nsync\npoweroff -f\n")},
 		{"kernel", 0o644, k},
 		{"urunc.json", 0o644, cfgJSON},
@@ -430,6 +459,11 @@ func WriteBlockArchive(path, kernel, busybox string) error {
 	if err != nil {
 		return err
 	}
-	top := []tarFile{files[3], files[4], {"disk.img", 0o644, img}}
+	top := []tarFile{{"disk.img", 0o644, img}}
+	for _, f := range files {
+		if f.name == "kernel" || f.name == "urunc.json" {
+			top = append(top, f)
+		}
+	}
 	return writeArchive(path, BlockImageName, top, []string{"/init"}, []string{"echo", "hello", "from", "the", "disk"})
 }

@@ -45,6 +45,32 @@ type Request struct {
 	Args []string // the container's process args: the app and its arguments
 	Root Root
 	Net  *Net
+	// Volumes are extra disks the guest mounts, found by serial.
+	Volumes []Volume
+	// Process is the app's environment and identity, for inits that take
+	// them in a config file rather than on the kernel command line.
+	Process Process
+}
+
+// Volume is a disk the guest mounts at MountPoint; ID is its serial.
+type Volume struct {
+	ID         string
+	MountPoint string
+}
+
+// Process is what the app runs as.
+type Process struct {
+	Env      []string
+	UID, GID uint32
+	Cwd      string
+}
+
+// InitConfigurer is a guest type whose init can take a configuration file,
+// which the monitor passes as the guest's initrd (urunc's urunit config).
+type InitConfigurer interface {
+	// InitConfig returns that file, or nil when the guest's init takes
+	// none.
+	InitConfig(req Request) []byte
 }
 
 // Guest is one guest type.

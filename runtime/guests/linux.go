@@ -65,6 +65,11 @@ func (linux) Cmdline(req Request) (string, error) {
 		}
 		args[i] = a
 	}
+	if usesUrunitConfig(req) {
+		// The config is the initrd the monitor loads; the kernel keeps it
+		// there for urunit instead of unpacking it.
+		parts = append(parts, "retain_initrd", "URUNIT_CONFIG="+urunitRetainedConfig)
+	}
 	// The kernel runs rdinit= from an initrd and init= from any other root.
 	initParam := "init="
 	if req.Root.Kind == RootInitrd {
@@ -73,4 +78,45 @@ func (linux) Cmdline(req Request) (string, error) {
 	parts = append(parts, initParam+args[0], "--")
 	parts = append(parts, args[1:]...)
 	return strings.Join(parts, " "), nil
+}
+
+// urunitRetainedConfig is where the kernel exposes a retained initrd.
+const urunitRetainedConfig = "/sys/firmware/initrd"
+
+// usesUrunitConfig follows urunc: an app named urunit is urunc's init,
+// which reads its environment, identity and block volumes from a config
+// file. With a root other than an initrd that file is the initrd itself.
+// (An initrd root would need the file added into the image's initrd,
+// which this runtime does not rewrite.)
+func usesUrunitConfig(req Request) bool {
+	return len(req.Args) > 0 && strings.Contains(req.Args[0], "urunit") &&
+		req.Root.Kind != RootInitrd && req.Root.Kind != RootNone
+}
+
+// InitConfig renders urunit's config: the app's environment (UES..UEE),
+// its identity and working directory (UCS..UCE) and the block volumes to
+// mount by disk serial (UBS..UBE).
+func (linux) InitConfig(req Request) []byte {
+	if !usesUrunitConfig(req) {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("UES\n")
+	for _, e := range req.Process.Env {
+		b.WriteString(e + "\n")
+	}
+	b.WriteString("UEE\nUCS\n")
+	cwd := req.Process.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	fmt.Fprintf(&b, "UID:%d\nGID:%d\nWD:%s\nUCE\n", req.Process.UID, req.Process.GID, cwd)
+	if len(req.Volumes) > 0 {
+		b.WriteString("UBS\n")
+		for _, v := range req.Volumes {
+			fmt.Fprintf(&b, "ID: %s\nMP: %s\n", v.ID, v.MountPoint)
+		}
+		b.WriteString("UBE\n")
+	}
+	return []byte(b.String())
 }

@@ -84,3 +84,35 @@ func TestForUnknownType(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// urunc's urunit takes its environment, identity and block volumes from a
+// config file retained from the initrd, only where the root is not
+// itself an initrd.
+func TestLinuxUrunitConfig(t *testing.T) {
+	req := Request{
+		Args:    []string{"/urunit", "/bin/app"},
+		Root:    Root{Kind: RootBlock},
+		Volumes: []Volume{{ID: "vol7", MountPoint: "/data"}},
+		Process: Process{Env: []string{"A=1", "B=two words"}, UID: 1000, GID: 100, Cwd: "/srv"},
+	}
+	got := string(linux{}.InitConfig(req))
+	want := "UES\nA=1\nB=two words\nUEE\nUCS\nUID:1000\nGID:100\nWD:/srv\nUCE\nUBS\nID: vol7\nMP: /data\nUBE\n"
+	if got != want {
+		t.Fatalf("config\n%q\nwant\n%q", got, want)
+	}
+	cmdline, err := linux{}.Cmdline(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "root=/dev/vda rw retain_initrd URUNIT_CONFIG=/sys/firmware/initrd init=/urunit -- /bin/app"; !strings.Contains(cmdline, want) {
+		t.Fatalf("cmdline %q lacks %q", cmdline, want)
+	}
+	for _, r := range []Request{
+		{Args: []string{"/bin/app"}, Root: Root{Kind: RootBlock}},
+		{Args: []string{"/urunit"}, Root: Root{Kind: RootInitrd}},
+	} {
+		if c := (linux{}).InitConfig(r); c != nil {
+			t.Fatalf("%+v: config %q, want none", r, c)
+		}
+	}
+}
