@@ -38,21 +38,70 @@ func ResolveInRootfs(root, p string) (string, error) {
 // RequireFile resolves p in the rootfs and checks it is a regular file; what
 // names the file's role in the error ("guest kernel", "initrd").
 func RequireFile(root, p, what string) (string, error) {
-	host, err := ResolveInRootfs(root, p)
+	f, err := OpenInRootfs(root, p, what)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
+		return "", err
 	}
-	st, err := os.Stat(host)
+	f.Close()
+	return ResolveInRootfs(root, p)
+}
+
+// OpenInRootfs opens p, a path inside the container rootfs at root, for
+// reading. Every component resolves inside root, symlinks and ".."
+// included (openat2 RESOLVE_IN_ROOT), so an image can never make the shim
+// open a host file; the open does not block, so a FIFO in an image cannot
+// hang Create; and the file must be regular, so a device cannot feed the
+// shim without end. what names the file's role in errors.
+func OpenInRootfs(root, p, what string) (*os.File, error) {
+	if p == "" {
+		return nil, fmt.Errorf("%s: empty path in rootfs", what)
+	}
+	if rel := filepath.Clean(strings.TrimPrefix(p, "/")); rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("%s: path %q leaves the container rootfs", what, p)
+	}
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("%s %q not found in the container rootfs", what, p)
-		}
-		return "", fmt.Errorf("%s %q: %w", what, p, err)
+		return nil, fmt.Errorf("%s: open container rootfs %s: %w", what, root, err)
+	}
+	defer unix.Close(dir)
+	rel := strings.TrimPrefix(filepath.Clean("/"+p), "/")
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return nil, notFoundError(fmt.Sprintf("%s %q not found in the container rootfs", what, p))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", what, p, err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(root, rel))
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s %q: %w", what, p, err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s %q in the container rootfs is not a regular file", what, p)
+		f.Close()
+		return nil, fmt.Errorf("%s %q in the container rootfs is not a regular file (%s)", what, p, fileKind(st.Mode()))
 	}
-	return host, nil
+	return f, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }
 
 // Mount mounts the request's rootfs mounts at target. On failure nothing
@@ -102,3 +151,10 @@ func IsMounted(path string) bool {
 	}
 	return false
 }
+
+// notFoundError says which file of the image is missing; it is
+// os.ErrNotExist for callers to whom a missing file is fine.
+type notFoundError string
+
+func (e notFoundError) Error() string        { return string(e) }
+func (e notFoundError) Is(target error) bool { return target == os.ErrNotExist }

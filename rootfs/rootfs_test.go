@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestResolveInRootfs(t *testing.T) {
@@ -54,9 +56,23 @@ func TestRequireFile(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(root, "dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", filepath.Join(root, "zero")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../../etc/passwd", filepath.Join(root, "climb")); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct{ path, want string }{
 		{"/missing", `guest kernel "/missing" not found in the container rootfs`},
-		{"/dir", `guest kernel "/dir" in the container rootfs is not a regular file`},
+		{"/dir", `guest kernel "/dir" in the container rootfs is not a regular file (a directory)`},
+		// A FIFO would block a plain open forever.
+		{"/fifo", `guest kernel "/fifo" in the container rootfs is not a regular file (a FIFO)`},
+		// Symlinks resolve inside the rootfs: neither reaches the host's file.
+		{"/zero", `guest kernel "/zero" not found in the container rootfs`},
+		{"/climb", `guest kernel "/climb" not found in the container rootfs`},
 	}
 	for _, tc := range tests {
 		if _, err := RequireFile(root, tc.path, "guest kernel"); err == nil || err.Error() != tc.want {

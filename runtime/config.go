@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -103,18 +104,26 @@ func ResolveUnikernelConfig(annotations map[string]string, rootfsDir string) (Un
 	return cfg, nil
 }
 
+// maxURuncJSON bounds /urunc.json: urunc's images carry a few hundred
+// bytes, and an image must not make the shim read without end.
+const maxURuncJSON = 1 << 20
+
 // readURuncJSON reads /urunc.json of the rootfs; a missing file is no error.
 func readURuncJSON(rootfsDir string) (map[string]string, error) {
-	path, err := rootfs.ResolveInRootfs(rootfsDir, ConfigFileInRootfs)
-	if err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(path)
+	f, err := rootfs.OpenInRootfs(rootfsDir, "/"+ConfigFileInRootfs, "image config")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxURuncJSON+1))
+	if err != nil {
 		return nil, fmt.Errorf("read /%s: %w", ConfigFileInRootfs, err)
+	}
+	if len(data) > maxURuncJSON {
+		return nil, fmt.Errorf("/%s in the container rootfs is larger than %d bytes", ConfigFileInRootfs, maxURuncJSON)
 	}
 	var raw map[string]string
 	if err := json.Unmarshal(data, &raw); err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func writeURuncJSON(t *testing.T, dir string, kv map[string]string) {
@@ -140,5 +142,33 @@ func TestLoadHostConfigExplicitMissingFile(t *testing.T) {
 	t.Setenv(HostConfigEnv, filepath.Join(t.TempDir(), "missing.toml"))
 	if _, err := LoadHostConfig(); err == nil || !strings.Contains(err.Error(), "missing.toml") {
 		t.Fatalf("err = %v, want one naming the file", err)
+	}
+}
+
+// /urunc.json is untrusted: a FIFO, a device or a huge file gets a prompt
+// error that names it, never a hang or an unbounded read.
+func TestURuncJSONHostile(t *testing.T) {
+	tests := []struct {
+		name, want string
+		make       func(path string) error
+	}{
+		{"fifo", `image config "/urunc.json" in the container rootfs is not a regular file (a FIFO)`,
+			func(p string) error { return unix.Mkfifo(p, 0o644) }},
+		{"char device", `image config "/urunc.json" in the container rootfs is not a regular file (a character device)`,
+			func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o644, int(unix.Mkdev(1, 5))) }},
+		{"too large", "/urunc.json in the container rootfs is larger than 1048576 bytes",
+			func(p string) error { return os.WriteFile(p, make([]byte, 2<<20), 0o644) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := tc.make(filepath.Join(dir, "urunc.json")); err != nil {
+				t.Skipf("cannot make the file here: %v", err)
+			}
+			_, err := ResolveUnikernelConfig(nil, dir)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
