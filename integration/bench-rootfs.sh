@@ -15,7 +15,7 @@ start_containerd /tmp/urunc-bench-rootfs
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind rootfs -kernel "$KERNEL" -o "$DIR/rootfs.tar")
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind block -kernel "$KERNEL" -o "$DIR/block.tar")
 for img in initrd rootfs block; do "${CTR[@]}" images import "$DIR/$img.tar" >/dev/null; done
-"${CTR[@]}" images import --snapshotter blockfile "$DIR/rootfs.tar" >/dev/null
+"${CTR[@]}" images import --local --snapshotter blockfile "$DIR/rootfs.tar" >/dev/null
 cat >>"$DIR/urunc.toml" <<CFG
 [extra_binaries.virtiofsd]
 path = "/usr/lib/qemu/virtiofsd"

@@ -158,7 +158,7 @@ func run(m *testing.M) (int, error) {
 	}
 	// The blockfile snapshotter hands out each container's rootfs as an
 	// ext4 file mounted through a loop device.
-	if out, err := ctrRaw("images", "import", "--snapshotter", "blockfile", rootfsImage); err != nil {
+	if out, err := ctrRaw("images", "import", "--local", "--snapshotter", "blockfile", rootfsImage); err != nil {
 		return 0, fmt.Errorf("import image %s into blockfile: %v: %s", rootfsImage, err, out)
 	}
 	// CRI works in the k8s.io namespace: the pod's images live there.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,11 +36,20 @@ func StartHelper(root string, h Helper) error {
 		return err
 	}
 	defer devNull.Close()
-	argv := append([]string{h.Argv[0], h.SocketFlag + sock}, h.Argv[1:]...)
+	// The socket is named relative to its directory, the helper's working
+	// directory: a bundle path can exceed the 108 bytes of a unix socket
+	// address.
+	argv := append([]string{h.Argv[0], h.SocketFlag + filepath.Base(sock)}, h.Argv[1:]...)
 	proc, err := os.StartProcess(argv[0], argv, &os.ProcAttr{
-		Dir:   "/",
+		Dir:   filepath.Dir(sock),
 		Env:   []string{"PATH=/usr/bin:/bin"},
 		Files: []*os.File{devNull, logf, logf},
+		// A mount namespace of its own, copied before the launcher
+		// pivots: pivot_root moves the root of every process of a
+		// namespace that sits on the old one, and virtiofsd only
+		// sandboxes itself into the rootfs after the monitor connects,
+		// when the launcher's namespace no longer has the rootfs.
+		Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS},
 	})
 	if err != nil {
 		return fmt.Errorf("start %s: %w", h.Name, err)

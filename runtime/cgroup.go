@@ -156,11 +156,15 @@ func (c cgroupV2) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 	return out, nil
 }
 
-// monitorDevices are the host devices a monitor opens on the guest's
-// behalf: /dev/kvm, /dev/net/tun and /dev/vhost-net (all char major 10).
-// The spec's device rules are written for a container process and deny
-// them, which would fail the tap ("operation not permitted") and KVM.
-var monitorDevices = []int64{232, 200, 238}
+// monitorDevices are the host character devices the launcher and the
+// monitor open: /dev/null and /dev/urandom of the confined root (the Go
+// runtime of the launcher opens /dev/null when it lacks a stdio fd), and
+// /dev/kvm, /dev/net/tun and /dev/vhost-net on the guest's behalf. The
+// spec's device rules are written for a container process; a spec that
+// denies every device (containerd's default without its device list)
+// would otherwise kill the launcher at start ("cannot open standard fds")
+// and fail the tap ("operation not permitted") and KVM.
+var monitorDevices = [][2]int64{{1, 3}, {1, 9}, {10, 232}, {10, 200}, {10, 238}}
 
 // withMonitorDevices returns a copy of res that also allows the monitor's
 // devices and disks, the host block devices a guest boots from.
@@ -170,9 +174,8 @@ func withMonitorDevices(res *specs.LinuxResources, disks []specs.LinuxDeviceCgro
 		out = *res
 	}
 	out.Devices = append([]specs.LinuxDeviceCgroup(nil), out.Devices...)
-	major := int64(10)
-	for _, minor := range monitorDevices {
-		minor := minor
+	for _, d := range monitorDevices {
+		major, minor := d[0], d[1]
 		out.Devices = append(out.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"})
 	}
 	out.Devices = append(out.Devices, disks...)

@@ -29,6 +29,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	write FILE TEXT  write TEXT to FILE (in the guest's root), sync, print it back, then idle
 //	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
 //	sleepcat FILE...  as cat, then as sleep
+//	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -85,6 +86,17 @@ write)
 	;;
 cat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	;;
+catvol)
+	for s in /sys/block/vd*/serial; do
+		case "$(cat "$s")" in vol*)
+			id=$(cat "$s")
+			mkdir -p /vol && mount "/dev/$(basename "$(dirname "$s")")" /vol &&
+				echo "URUNC_GUEST_VOL $id $1: $(cat "/vol/$1" 2>&1)" && umount /vol
+			break
+			;;
+		esac
+	done
 	;;
 sleepcat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
@@ -335,34 +347,6 @@ func descriptor(mediaType string, b []byte) map[string]any {
 	return map[string]any{"mediaType": mediaType, "digest": digest(b), "size": len(b)}
 }
 
-// FakeUrunit stands in for urunc's urunit in test guests: it mounts the
-// block volumes its config (URUNIT_CONFIG, urunc's UBS..UBE section) names
-// by disk serial, then runs its arguments.
-const FakeUrunit = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sys /sys
-/bin/busybox mount -t devtmpfs dev /dev 2>/dev/null
-if [ -n "$URUNIT_CONFIG" ]; then
-	id=
-	/bin/busybox sed -n '/^UBS$/,/^UBE$/p' "$URUNIT_CONFIG" | while read -r key val; do
-		case "$key" in
-		ID:) id=$val ;;
-		MP:)
-			for s in /sys/block/vd*/serial; do
-				if [ "$(/bin/busybox cat "$s")" = "$id" ]; then
-					dev=/dev/$(/bin/busybox basename "$(/bin/busybox dirname "$s")")
-					/bin/busybox mkdir -p "$val"
-					/bin/busybox mount "$dev" "$val" && echo "URUNIT_MOUNTED $id $val"
-				fi
-			done
-			;;
-		esac
-	done
-fi
-exec "$@"
-`
-
 // RootfsImageName is a guest whose container rootfs is its root: the
 // kernel (with virtio-blk, ext4, 9p and virtiofs built in), busybox and
 // the init as plain files of the image, and mountRootfs=true.
@@ -392,11 +376,13 @@ func RootfsFiles(kernel, busybox string, annotations map[string]string) ([]tarFi
 	return []tarFile{
 		{"bin/busybox", 0o755, bb},
 		{"init", 0o755, []byte(GuestInit)},
-		{"urunit", 0o755, []byte(FakeUrunit)},
 		{"etc/acpi/PWRF/00000080", 0o755, []byte("#!/bin/sh\necho URUNC_GUEST_POWERDOWN\nsync\npoweroff -f\n")},
 		{"kernel", 0o644, k},
 		{"urunc.json", 0o644, cfgJSON},
 		{"tmp/.keep", 0o644, nil},
+		{"dev/.keep", 0o644, nil},
+		{"proc/.keep", 0o644, nil},
+		{"sys/.keep", 0o644, nil},
 	}, nil
 }
 
