@@ -151,6 +151,8 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		Rootfs:  rootfsDir,
 		Volumes: plan.rootfs.VolumeBinds,
 		Helper:  plan.rootfs.Helper,
+
+		ControlSocket: plan.guest.ControlFD != 0,
 	}); err != nil {
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}

@@ -48,6 +48,9 @@ type launchSpec struct {
 	Volumes []rootfs.Bind `json:"volumes,omitempty"`
 	// Helper runs beside the monitor (virtiofsd).
 	Helper *rootfs.Helper `json:"helper,omitempty"`
+	// ControlSocket says that fd LauncherControlSocketFD is the monitor's
+	// control socket.
+	ControlSocket bool `json:"controlSocket,omitempty"`
 }
 
 // launchedFile is a small file written into the confined root (firecracker's
@@ -92,6 +95,11 @@ func readLaunchSpec(r io.Reader) (launchSpec, error) {
 // confined root, reports ready, waits for Start and then execs the monitor.
 // It never returns.
 func LauncherMain() {
+	// The pipes to the shim must reach no other process: a helper that
+	// inherited the status pipe would keep Start waiting for its EOF
+	// forever, and the monitor's exec is what closes it.
+	unix.CloseOnExec(launcherStatusFD)
+	unix.CloseOnExec(launcherControlFD)
 	control := os.NewFile(launcherControlFD, "control")
 	status := os.NewFile(launcherStatusFD, "status")
 	fail := func(err error) {
@@ -114,10 +122,8 @@ func LauncherMain() {
 		// was deleted before Start.
 		os.Exit(0)
 	}
-	// A successful exec closes the status pipe, which is how Start learns
-	// the monitor runs; the control pipe must not leak into the monitor.
-	unix.CloseOnExec(launcherStatusFD)
-	unix.CloseOnExec(launcherControlFD)
+	// A successful exec closes the status pipe (close-on-exec since the
+	// start), which is how Start learns the monitor runs.
 	err = unix.Exec(spec.Argv[0], spec.Argv, spec.Env)
 	fail(fmt.Errorf("exec monitor %s: %w", spec.Argv[0], err))
 }
@@ -150,11 +156,25 @@ func prepareConfinedRoot(spec launchSpec) error {
 	// The helper starts before the pivot: it needs the rootfs, which the
 	// monitor must not see.
 	if spec.Helper != nil {
-		if err := rootfs.StartHelper(spec.RootDir, *spec.Helper); err != nil {
+		if err := startHelper(spec); err != nil {
 			return err
 		}
 	}
 	return rootfs.PivotInto(spec.RootDir)
+}
+
+// startHelper starts the helper without the monitor's control socket,
+// which is for the monitor alone.
+func startHelper(spec launchSpec) error {
+	if !spec.ControlSocket {
+		return rootfs.StartHelper(spec.RootDir, *spec.Helper)
+	}
+	unix.CloseOnExec(LauncherControlSocketFD)
+	err := rootfs.StartHelper(spec.RootDir, *spec.Helper)
+	if _, ferr := unix.FcntlInt(LauncherControlSocketFD, unix.F_SETFD, 0); ferr != nil {
+		return fmt.Errorf("keep the control socket for the monitor: %w", ferr)
+	}
+	return err
 }
 
 func writeConfinedFile(root string, f launchedFile) error {
