@@ -29,6 +29,13 @@ func Cleanup(ctx context.Context, bundle string) (ExitStatus, error) {
 		if err := unix.Kill(st.Pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
 			return res, fmt.Errorf("kill monitor %d: %w", st.Pid, err)
 		}
+		// A paused container's monitor is frozen (cgroup v1 freezer) and
+		// does not die of SIGKILL until thawed.
+		if st.Cgroup != "" {
+			if cg, err := loadCgroup(st.Cgroup); err == nil {
+				_ = cg.Thaw()
+			}
+		}
 		waitGone(ctx, st.Pid, st.PidStartTime)
 	}
 	return res, releaseResources(ctx, bundle, st)

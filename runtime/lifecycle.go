@@ -21,6 +21,9 @@ type lifecycle struct {
 	state   Status
 	exit    ExitStatus
 	deleted bool
+	// deleting is held by the one Delete in progress: two concurrent
+	// Deletes would release twice (a double close panicked the shim).
+	deleting bool
 	persist persistedState
 }
 
@@ -108,25 +111,33 @@ func (l *lifecycle) checkAlive() (Status, error) {
 	return state, nil
 }
 
-// checkDeletable is Delete's precondition: a second Delete is NotFound, a
-// running container is refused.
-func (l *lifecycle) checkDeletable() (Status, error) {
+// beginDelete is Delete's precondition: a second Delete is NotFound, a
+// running container is refused, and a Delete already under way makes a
+// concurrent one fail. On success the caller owns the delete and must end
+// it with endDelete.
+func (l *lifecycle) beginDelete() (Status, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.deleted {
 		return l.state, fmt.Errorf("container %s: %w", l.id, errNotFound)
 	}
+	if l.deleting {
+		return l.state, fmt.Errorf("container %s: another delete is under way: %w", l.id, errFailedPrecondition)
+	}
 	if l.state == StatusRunning || l.state == StatusPaused {
 		return l.state, fmt.Errorf("container %s is %s: kill it before delete: %w", l.id, l.state, errFailedPrecondition)
 	}
+	l.deleting = true
 	return l.state, nil
 }
 
-// markDeleted records a finished Delete and returns the exit it reports.
-func (l *lifecycle) markDeleted() ExitStatus {
+// endDelete ends the Delete begun by beginDelete: done records it (and
+// returns the exit it reports); a failed Delete can be retried.
+func (l *lifecycle) endDelete(done bool) ExitStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.deleted = true
+	l.deleting = false
+	l.deleted = done
 	return l.exit
 }
 

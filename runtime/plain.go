@@ -171,7 +171,7 @@ func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool)
 }
 
 func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
-	state, err := p.checkDeletable()
+	state, err := p.beginDelete()
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -180,15 +180,17 @@ func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
 		select {
 		case <-p.exited:
 		case <-ctx.Done():
+			p.endDelete(false)
 			return ExitStatus{}, ctx.Err()
 		case <-time.After(10 * time.Second):
 		}
 	}
 	st := p.persisted()
 	if err := releaseResources(ctx, p.bundle, &st); err != nil {
+		p.endDelete(false)
 		return ExitStatus{}, err
 	}
-	return p.markDeleted(), nil
+	return p.endDelete(true), nil
 }
 
 func (p *PlainContainer) Pids(ctx context.Context) ([]int, error) {

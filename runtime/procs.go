@@ -42,9 +42,10 @@ func processStartTime(pid int) (uint64, error) {
 
 // sameProcess tells whether pid is still the live process that had
 // startTime: a pid the kernel has handed to another process must never be
-// signalled, and a zombie is already dead.
+// signalled, and a zombie is already dead. An unknown start time (0)
+// proves nothing and matches no process.
 func sameProcess(pid int, startTime uint64) bool {
-	if pid <= 0 {
+	if pid <= 0 || startTime == 0 {
 		return false
 	}
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -55,7 +56,7 @@ func sameProcess(pid int, startTime uint64) bool {
 		return false
 	}
 	st, err := processStartTime(pid)
-	return err == nil && (startTime == 0 || st == startTime)
+	return err == nil && st == startTime
 }
 
 // descendants returns pid and every live process below it.

@@ -17,7 +17,7 @@ import (
 // how it exited. A running container is refused; one that never started is
 // stopped first.
 func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
-	state, err := c.checkDeletable()
+	state, err := c.beginDelete()
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -26,13 +26,15 @@ func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
 		select {
 		case <-c.exited:
 		case <-ctx.Done():
+			c.endDelete(false)
 			return ExitStatus{}, ctx.Err()
 		}
 	}
 	if err := c.release(); err != nil {
+		c.endDelete(false)
 		return ExitStatus{}, err
 	}
-	return c.markDeleted(), nil
+	return c.endDelete(true), nil
 }
 
 // release undoes what Create did, from the in-memory record. A launcher

@@ -29,7 +29,9 @@ func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) erro
 	if err != nil {
 		return err
 	}
-	if harmlessSignals[sig] && state != StatusCreated {
+	// Harmless in every state: a created task's launcher has no guest
+	// either, and dying of SIGWINCH would surprise its owner just as much.
+	if harmlessSignals[sig] {
 		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
 		return nil
 	}

@@ -66,18 +66,21 @@ func TestCleanupSparesReusedPid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeState(dir, &persistedState{ID: "c", Pid: cmd.Process.Pid, PidStartTime: start + 1}); err != nil {
-		t.Fatal(err)
-	}
-	exit, err := Cleanup(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if exit.Pid != cmd.Process.Pid || exit.Status != 137 {
-		t.Fatalf("exit = %+v", exit)
-	}
-	if !sameProcess(cmd.Process.Pid, start) {
-		t.Fatal("Cleanup killed a process whose start time did not match")
+	// A start time that differs, or none at all, proves nothing.
+	for _, recorded := range []uint64{start + 1, 0} {
+		if err := writeState(dir, &persistedState{ID: "c", Pid: cmd.Process.Pid, PidStartTime: recorded}); err != nil {
+			t.Fatal(err)
+		}
+		exit, err := Cleanup(context.Background(), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exit.Pid != cmd.Process.Pid || exit.Status != 137 {
+			t.Fatalf("exit = %+v", exit)
+		}
+		if !sameProcess(cmd.Process.Pid, start) {
+			t.Fatalf("Cleanup killed a process whose start time %d did not match", recorded)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, stateFile)); !os.IsNotExist(err) {
 		t.Fatalf("state file left: %v", err)

@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/containerd/log"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
@@ -161,13 +160,15 @@ func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
 	exit, err := urunc.Cleanup(ctx, bundle)
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("cleanup after dead shim")
-	}
 	// A shim killed outright leaves its socket file behind; remove it
 	// unless a live shim (of the same group) still answers on it.
 	if addr := shimAddress(bundle); addr != "" && !shim.CanConnect(addr) {
 		_ = shim.RemoveSocket(addr)
+	}
+	if err != nil {
+		// Reported, not swallowed: containerd must not drop a bundle
+		// whose state still says what is left to undo.
+		return shim.StopStatus{}, fmt.Errorf("cleanup after dead shim: %w", err)
 	}
 	return shim.StopStatus{Pid: exit.Pid, ExitStatus: exit.Status, ExitedAt: exit.At}, nil
 }

@@ -27,8 +27,12 @@ func main() {
 			urunc.LauncherMain()
 			return
 		case urshim.OrphansCommand:
+			urshim.ReapChildren()
 			os.Exit(urshim.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 		}
+	}
+	if urshim.IsDeleteAction(os.Args[1:]) {
+		urshim.ReapChildren()
 	}
 	if urshim.IsStartAction(os.Args[1:]) {
 		done, err := urshim.PrepareStart(context.Background(), os.Args[1:], os.Stdin, os.Stdout)

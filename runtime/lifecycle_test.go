@@ -1,0 +1,46 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A harmless signal never ends a task, even one that is only created (its
+// launcher would have been killed).
+func TestHarmlessSignalSparesCreatedTask(t *testing.T) {
+	c := &Container{lifecycle: newLifecycle("c", "ns", t.TempDir())}
+	// c.process is nil: any kill would panic.
+	for _, sig := range []unix.Signal{unix.SIGWINCH, unix.SIGHUP, unix.SIGCONT} {
+		if err := c.Kill(context.Background(), sig, false); err != nil {
+			t.Fatalf("%v: %v", sig, err)
+		}
+	}
+	if c.status() != StatusCreated {
+		t.Fatalf("status %s", c.status())
+	}
+}
+
+// One Delete at a time: a concurrent one fails instead of releasing twice
+// (which panicked the shim), a failed one can be retried, and after the
+// Delete it is NotFound.
+func TestDeleteIsExclusive(t *testing.T) {
+	l := newLifecycle("c", "ns", t.TempDir())
+	l.state = StatusStopped
+	if _, err := l.beginDelete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.beginDelete(); !errors.Is(err, errFailedPrecondition) {
+		t.Fatalf("concurrent delete: %v", err)
+	}
+	l.endDelete(false)
+	if _, err := l.beginDelete(); err != nil {
+		t.Fatalf("retry after a failed delete: %v", err)
+	}
+	l.endDelete(true)
+	if _, err := l.beginDelete(); !errors.Is(err, errNotFound) {
+		t.Fatalf("delete after delete: %v", err)
+	}
+}
