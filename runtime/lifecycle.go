@@ -24,7 +24,7 @@ type lifecycle struct {
 	// deleting is held by the one Delete in progress: two concurrent
 	// Deletes would release twice (a double close panicked the shim).
 	deleting bool
-	persist persistedState
+	persist  persistedState
 }
 
 func newLifecycle(id, namespace, bundle string) lifecycle {
