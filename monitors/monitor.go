@@ -39,6 +39,9 @@ type Guest struct {
 	Disks []Disk
 	// Shares are host directories shared with the guest.
 	Shares []Share
+	// Seccomp asks the monitor to filter its own system calls where it
+	// can (qemu's -sandbox).
+	Seccomp bool
 }
 
 // Disk is a raw disk: a file or a block device in the confined root.

@@ -67,6 +67,11 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 		args = append(args, "-append", g.Cmdline)
 	}
 	args = append(args, q.storageArgs(g)...)
+	if g.Seccomp {
+		// qemu's own filter: no obsolete calls, no privilege changes, no
+		// child processes, no scheduler or resource tuning.
+		args = append(args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	}
 	if g.Net != nil {
 		args = append(args,
 			"-netdev", "tap,id=net0,ifname="+g.Net.Tap+",script=no,downscript=no",

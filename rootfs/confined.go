@@ -86,7 +86,9 @@ func (p MonitorRootPlan) Binds() ([]Bind, error) {
 // must run in a private mount namespace: the caller makes the namespace a
 // slave of the host first, so none of these mounts reaches the host.
 func BuildConfinedRoot(dir string, binds []Bind) error {
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID, "mode=0755,size=16m"); err != nil {
+	// nodev and noexec: what the monitor runs and opens is bound in, each
+	// bind keeping its own flags; nothing on the tmpfs itself needs either.
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount tmpfs at %s: %w", dir, err)
 	}
 	for _, b := range binds {

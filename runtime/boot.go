@@ -37,6 +37,7 @@ type bootPlan struct {
 	guest     monitors.Guest
 	binds     []rootfs.Bind
 	files     []launchedFile
+	confine   confinement
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -84,6 +85,11 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 		plan.guest.Terminal = spec.Process.Terminal
 	}
 	guestBinds := plan.placeGuestFiles()
+	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does.
+	plan.guest.Seccomp = spec.Linux != nil && spec.Linux.Seccomp != nil
+	if plan.confine, err = planConfinement(spec, hasShare(rp, guests.Root9p)); err != nil {
+		return nil, err
+	}
 	devices := []string{"/dev/null", "/dev/urandom"}
 	if mon.NeedsKVM() {
 		devices = append(devices, "/dev/kvm")
@@ -228,4 +234,13 @@ func rootfsDirOf(bundle string, spec *specs.Spec) string {
 		return spec.Root.Path
 	}
 	return filepath.Join(bundle, spec.Root.Path)
+}
+
+func hasShare(p *rootfs.Plan, kind guests.RootKind) bool {
+	for _, s := range p.Shares {
+		if s.Kind == kind {
+			return true
+		}
+	}
+	return false
 }

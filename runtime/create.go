@@ -153,6 +153,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		Helper:  plan.rootfs.Helper,
 
 		ControlSocket: plan.guest.ControlFD != 0,
+		Confine:       plan.confine,
 	}); err != nil {
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}

@@ -51,6 +51,9 @@ type launchSpec struct {
 	// ControlSocket says that fd LauncherControlSocketFD is the monitor's
 	// control socket.
 	ControlSocket bool `json:"controlSocket,omitempty"`
+	// Confine is what the monitor and its helper get of the container's
+	// confinement.
+	Confine confinement `json:"confine"`
 }
 
 // launchedFile is a small file written into the confined root (firecracker's
@@ -142,6 +145,9 @@ func prepareConfinedRoot(spec launchSpec) error {
 	if err := rootfs.MakeMountsPrivate(); err != nil {
 		return err
 	}
+	if err := spec.Confine.apply(); err != nil {
+		return err
+	}
 	if err := rootfs.BindVolumes(spec.Rootfs, spec.Volumes); err != nil {
 		return err
 	}
@@ -160,7 +166,10 @@ func prepareConfinedRoot(spec launchSpec) error {
 			return err
 		}
 	}
-	return rootfs.PivotInto(spec.RootDir)
+	if err := rootfs.PivotInto(spec.RootDir); err != nil {
+		return err
+	}
+	return spec.Confine.dropCaps()
 }
 
 // startHelper starts the helper without the monitor's control socket,

@@ -1,0 +1,82 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
+)
+
+// procStatusField returns a field of /proc/PID/status.
+func procStatusField(t *testing.T, pid int, field string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
+}
+
+// The monitor runs as confined as a container: no capabilities but the
+// four a 9p server needs for the rootfs's files, no_new_privs, qemu's own
+// seccomp filter when the spec has seccomp, the spec's OOM score rather
+// than the shim's, and a root that holds only its own files, on a nodev,
+// noexec tmpfs.
+func TestMonitorConfinement(t *testing.T) {
+	for _, tc := range []struct {
+		name, image, capEff, seccomp string
+		flags                        []string
+	}{
+		{"initrd with seccomp", image, "0000000000000000", "2", []string{"--seccomp"}},
+		// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID.
+		{"9p without seccomp", testimage.RootfsImageName, "000000000000001b", "0", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newID(t)
+			logFile := filepath.Join(t.TempDir(), "console.log")
+			args := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, tc.flags...)
+			ctr(t, append(args, tc.image, id, "/init", "sleep")...)
+			waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
+			pid := taskPids(t, id)[0]
+			for field, want := range map[string]string{"CapEff": tc.capEff, "CapPrm": tc.capEff, "CapBnd": tc.capEff, "NoNewPrivs": "1", "Seccomp": tc.seccomp} {
+				if got := procStatusField(t, pid, field); got != want {
+					t.Errorf("monitor %s = %s, want %s", field, got, want)
+				}
+			}
+			if adj, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); strings.TrimSpace(string(adj)) != "0" {
+				t.Errorf("monitor oom_score_adj = %s, want 0 (not the shim's)", adj)
+			}
+			root := fmt.Sprintf("/proc/%d/root", pid)
+			for _, p := range []string{"etc/passwd", "root", "home", "proc/self"} {
+				if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+					t.Errorf("the monitor's root holds /%s", p)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(root, "guest/kernel")); err != nil {
+				t.Errorf("the monitor's root lacks its kernel: %v", err)
+			}
+			mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+			for _, l := range strings.Split(string(mi), "\n") {
+				if f := strings.Fields(l); len(f) > 5 && f[4] == "/" && !(strings.Contains(f[5], "nodev") && strings.Contains(f[5], "noexec")) {
+					t.Errorf("the monitor's root is mounted %s, want nodev,noexec", f[5])
+				}
+			}
+			ctr(t, "task", "kill", "-s", "SIGKILL", id)
+			waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+			ctr(t, "task", "rm", id)
+			ctr(t, "container", "rm", id)
+		})
+	}
+}

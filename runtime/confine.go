@@ -1,0 +1,114 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// confinement is what the monitor gets of a container's confinement, both
+// ends in this file: the shim plans it from the spec (planConfinement),
+// the launcher applies it (apply, then dropCaps just before the exec).
+type confinement struct {
+	// OOMScoreAdj is the spec's, else 0: the monitor must not inherit the
+	// shim's near-unkillable score.
+	OOMScoreAdj int                 `json:"oomScoreAdj"`
+	Rlimits     []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// KeepCaps are the only capabilities the monitor keeps (bounding,
+	// permitted, effective, inheritable); none by default.
+	KeepCaps []int `json:"keepCaps,omitempty"`
+}
+
+// fileCaps let a monitor serving a 9p share act on the rootfs's files as
+// their owners would (qemu's 9p server runs as the monitor's user).
+var fileCaps = []int{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID}
+
+// planConfinement takes the monitor's confinement from the spec; a
+// monitor serving a 9p share keeps fileCaps.
+func planConfinement(spec *specs.Spec, serves9p bool) (confinement, error) {
+	var c confinement
+	if p := spec.Process; p != nil {
+		if p.OOMScoreAdj != nil {
+			c.OOMScoreAdj = *p.OOMScoreAdj
+		}
+		for _, r := range p.Rlimits {
+			if _, ok := rlimitResources[r.Type]; !ok {
+				return c, fmt.Errorf("process.rlimits: unknown type %q", r.Type)
+			}
+		}
+		c.Rlimits = p.Rlimits
+	}
+	if serves9p {
+		c.KeepCaps = fileCaps
+	}
+	return c, nil
+}
+
+// apply sets what the monitor and its helpers share (they are started
+// after it): the OOM score, the rlimits and no_new_privs. It needs /proc,
+// so it runs before the pivot.
+func (c confinement) apply() error {
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(c.OOMScoreAdj)), 0); err != nil {
+		return fmt.Errorf("set oom_score_adj %d: %w", c.OOMScoreAdj, err)
+	}
+	for _, r := range c.Rlimits {
+		res, ok := rlimitResources[r.Type]
+		if !ok {
+			return fmt.Errorf("rlimit %s: unknown type", r.Type)
+		}
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return fmt.Errorf("set rlimit %s: %w", r.Type, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// dropCaps leaves the launcher, and so the monitor it execs, only
+// KeepCaps. A root process regains every capability in its bounding set
+// at exec, so the bounding set is cut too, as runc does. It runs last,
+// after the pivot, which needs CAP_SYS_ADMIN.
+func (c confinement) dropCaps() error {
+	keep := map[int]bool{}
+	for _, cp := range c.KeepCaps {
+		keep[cp] = true
+	}
+	for cp := 0; cp <= 63; cp++ {
+		if keep[cp] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(cp), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", cp, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	var set [2]uint32
+	for cp := range keep {
+		set[cp/32] |= 1 << (uint(cp) % 32)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{
+		{Effective: set[0], Permitted: set[0], Inheritable: set[0]},
+		{Effective: set[1], Permitted: set[1], Inheritable: set[1]},
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("set capabilities: %w", err)
+	}
+	return nil
+}
+
+var rlimitResources = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
