@@ -71,13 +71,22 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 		annotation string
 		hostConfig string
 		want       string
+		image      string
 	}{
-		{"unknown unikernel type", "com.urunc.unikernel.unikernelType=bogus", "", `unknown unikernelType "bogus"`},
-		{"unknown hypervisor", "com.urunc.unikernel.hypervisor=bogus", "", `unknown hypervisor "bogus"`},
-		{"kernel missing", "com.urunc.unikernel.binary=/boot/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/boot/nokernel" not found in the container rootfs`},
-		{"initrd missing", "com.urunc.unikernel.initrd=/noinitrd", "", `initrd (com.urunc.unikernel.initrd) "/noinitrd" not found in the container rootfs`},
-		{"path leaves rootfs", "com.urunc.unikernel.binary=../../../../../../etc/passwd", "", `path "../../../../../../etc/passwd" leaves the container rootfs`},
-		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`},
+		{"unknown unikernel type", "com.urunc.unikernel.unikernelType=bogus", "", `unknown unikernelType "bogus"`, ""},
+		{"unknown hypervisor", "com.urunc.unikernel.hypervisor=bogus", "", `unknown hypervisor "bogus"`, ""},
+		{"kernel missing", "com.urunc.unikernel.binary=/boot/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/boot/nokernel" not found in the container rootfs`, ""},
+		{"initrd missing", "com.urunc.unikernel.initrd=/noinitrd", "", `initrd (com.urunc.unikernel.initrd) "/noinitrd" not found in the container rootfs`, ""},
+		{"path leaves rootfs", "com.urunc.unikernel.binary=../../../../../../etc/passwd", "", `path "../../../../../../etc/passwd" leaves the container rootfs`, ""},
+		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`, ""},
+		{"bad mountRootfs", "com.urunc.unikernel.mountRootfs=maybe", "", `com.urunc.unikernel.mountRootfs = "maybe": want true or false`, ""},
+		{"block image missing", "com.urunc.unikernel.block=/nodisk", "", `block image (com.urunc.unikernel.block) "/nodisk" not found in the container rootfs`, ""},
+		{"block root without kernel", "com.urunc.unikernel.binary=/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/nokernel" not found`, testimage.BlockImageName},
+		{"shared root without kernel", "com.urunc.unikernel.binary=/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/nokernel" not found`, testimage.RootfsImageName},
+		{"urunc.json is a FIFO", "", "", `image config "/urunc.json" in the container rootfs is not a regular file (a FIFO)`, testimage.HostileImageName("fifo-config")},
+		{"urunc.json is a device", "", "", `image config "/urunc.json" in the container rootfs is not a regular file (a character device)`, testimage.HostileImageName("device-config")},
+		{"urunc.json is huge", "", "", `/urunc.json in the container rootfs is larger than 1048576 bytes`, testimage.HostileImageName("huge-config")},
+		{"kernel symlinks out of the rootfs", "", "", `guest kernel (com.urunc.unikernel.binary) "/kernel" not found in the container rootfs`, testimage.HostileImageName("symlink-kernel")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,13 +98,23 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 			if tc.annotation != "" {
 				args = append(args, "--annotation", tc.annotation)
 			}
-			args = append(args, image, id, "/init", "echo", "should not run")
+			img := image
+			if tc.image != "" {
+				img = tc.image
+			}
+			args = append(args, img, id, "/init", "echo", "should not run")
+			start := time.Now()
 			out, err := ctrRaw(args...)
+			// Prompt: a FIFO or a device must not stall Create (not a
+			// timing assertion, a hang detector far above any real run).
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("the refusal took %s", d)
+			}
 			if err == nil {
 				t.Fatalf("ctr run succeeded, want an error containing %q\n%s", tc.want, out)
 			}
 			if !strings.Contains(out, tc.want) {
-				t.Fatalf("error lacks %q:\n%s", tc.want, out)
+				t.Fatalf("error lacks %q (%v):\n%s", tc.want, err, out)
 			}
 			if strings.Contains(out, "URUNC_GUEST_ARGS") {
 				t.Fatalf("guest ran despite bad input:\n%s", out)

@@ -151,7 +151,15 @@ func run(m *testing.M) (int, error) {
 	if err := testimage.WriteBlockArchive(blockImage, builtinKernel, "/bin/busybox"); err != nil {
 		return 0, err
 	}
-	for _, img := range []string{image, plain, rootfsImage, blockImage} {
+	images := []string{image, plain, rootfsImage, blockImage}
+	for _, kind := range testimage.HostileKinds {
+		img := filepath.Join(dir, "hostile-"+kind+".tar")
+		if err := testimage.WriteHostileArchive(img, kind); err != nil {
+			return 0, err
+		}
+		images = append(images, img)
+	}
+	for _, img := range images {
 		if out, err := ctrRaw("images", "import", img); err != nil {
 			return 0, fmt.Errorf("import image %s: %v: %s", img, err, out)
 		}
@@ -380,6 +388,8 @@ func newID(t *testing.T) string {
 	if len(id) > 40 {
 		id = id[:40]
 	}
+	// containerd's identifiers allow no run of separators.
+	id = strings.TrimRight(id, "-._")
 	id = fmt.Sprintf("%s-%d", id, time.Now().UnixNano()%100000)
 	t.Cleanup(func() {
 		forceRemove(id)

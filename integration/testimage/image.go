@@ -251,7 +251,13 @@ func WritePauseArchive(path, busybox string) error {
 
 // writeArchive writes a one-layer image as an OCI image layout tar.
 func writeArchive(path, name string, files []tarFile, entrypoint, cmd []string) error {
-	layer, err := tarOf(files)
+	return writeArchiveWithSpecials(path, name, files, nil, entrypoint, cmd)
+}
+
+// writeArchiveWithSpecials is writeArchive with extra layer entries that
+// are not regular files (FIFOs, devices, symlinks).
+func writeArchiveWithSpecials(path, name string, files []tarFile, specials []tar.Header, entrypoint, cmd []string) error {
+	layer, err := tarOf(files, specials...)
 	if err != nil {
 		return err
 	}
@@ -299,7 +305,7 @@ type tarFile struct {
 	data []byte
 }
 
-func tarOf(files []tarFile) ([]byte, error) {
+func tarOf(files []tarFile, specials ...tar.Header) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dirs := map[string]bool{}
@@ -330,6 +336,11 @@ func tarOf(files []tarFile) ([]byte, error) {
 			return nil, err
 		}
 		if _, err := tw.Write(f.data); err != nil {
+			return nil, err
+		}
+	}
+	for i := range specials {
+		if err := tw.WriteHeader(&specials[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -452,4 +463,38 @@ func WriteBlockArchive(path, kernel, busybox string) error {
 		}
 	}
 	return writeArchive(path, BlockImageName, top, []string{"/init"}, []string{"echo", "hello", "from", "the", "disk"})
+}
+
+// HostileImageName is the name of an image WriteHostileArchive writes.
+func HostileImageName(kind string) string { return "docker.io/urunc/test-hostile-" + kind + ":latest" }
+
+// HostileKinds are the hostile images WriteHostileArchive can write.
+var HostileKinds = []string{"fifo-config", "device-config", "huge-config", "symlink-kernel"}
+
+// WriteHostileArchive writes an image that attacks the runtime through
+// what it reads from the rootfs: /urunc.json as a FIFO (a plain open
+// blocks), as /dev/zero's device (a read never ends) or 2 MiB large, or a
+// guest kernel that is a symlink to a host file.
+func WriteHostileArchive(path, kind string) error {
+	cfg := map[string]string{}
+	for k, v := range map[string]string{"unikernelType": "linux", "hypervisor": "qemu", "binary": "/kernel", "initrd": "/initrd"} {
+		cfg["com.urunc.unikernel."+k] = base64.StdEncoding.EncodeToString([]byte(v))
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	files := []tarFile{{"initrd", 0o644, []byte("not an initrd")}}
+	var specials []tar.Header
+	switch kind {
+	case "fifo-config":
+		specials = append(specials, tar.Header{Typeflag: tar.TypeFifo, Name: "urunc.json", Mode: 0o644})
+	case "device-config":
+		specials = append(specials, tar.Header{Typeflag: tar.TypeChar, Name: "urunc.json", Mode: 0o644, Devmajor: 1, Devminor: 5})
+	case "huge-config":
+		files = append(files, tarFile{"urunc.json", 0o644, append(cfgJSON, bytes.Repeat([]byte(" "), 2<<20)...)})
+	case "symlink-kernel":
+		files = append(files, tarFile{"urunc.json", 0o644, cfgJSON})
+		specials = append(specials, tar.Header{Typeflag: tar.TypeSymlink, Name: "kernel", Linkname: "/etc/passwd"})
+	default:
+		return fmt.Errorf("unknown hostile image %q", kind)
+	}
+	return writeArchiveWithSpecials(path, HostileImageName(kind), files, specials, []string{"/init"}, nil)
 }
