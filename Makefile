@@ -4,7 +4,7 @@ BIN := bin/containerd-shim-urunc-v2
 PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
 
-.PHONY: all build install setup unit integration integration-race test demo bench vet clean
+.PHONY: all build install setup unit fuzz integration integration-race test demo bench vet clean
 
 all: build
 
@@ -26,6 +26,18 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
+# Go native fuzzing of what comes from images, operators and disk: each
+# target for FUZZTIME (CI's short pass: make test runs 5s each).
+FUZZTIME ?= 60s
+FUZZ_TARGETS := ./runtime:FuzzURuncJSON ./runtime:FuzzHostConfig ./runtime:FuzzPersistedState \
+	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run XXX -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
 # Needs root: a private containerd, real ctr, real qemu guests (TCG).
 integration: setup
 	cd integration && $(GO) test -tags integration -count=1 -v -timeout 25m .
@@ -34,7 +46,9 @@ integration: setup
 integration-race: setup
 	cd integration && URUNC_TEST_RACE=1 $(GO) test -tags integration -count=1 -v -timeout 25m .
 
-test: vet unit integration
+test: vet unit
+	$(MAKE) fuzz FUZZTIME=5s
+	$(MAKE) integration
 
 # Builds everything, starts a private containerd, imports the demo guest
 # image, runs it and prints its output.

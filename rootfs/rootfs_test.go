@@ -98,3 +98,20 @@ func TestELFDepsOfAHostBinary(t *testing.T) {
 		t.Fatal("ELFDeps of a non-ELF file succeeded")
 	}
 }
+
+// Whatever path an image names, resolving it stays inside the rootfs.
+func FuzzResolveInRootfs(f *testing.F) {
+	for _, s := range []string{"/boot/k", "../etc/passwd", "a/../../b", "/./x/", "..", ""} {
+		f.Add(s)
+	}
+	root := f.TempDir()
+	f.Fuzz(func(t *testing.T, p string) {
+		got, err := ResolveInRootfs(root, p)
+		if err != nil {
+			return
+		}
+		if got != root && !strings.HasPrefix(got, root+"/") {
+			t.Fatalf("%q resolved to %q, outside %q", p, got, root)
+		}
+	})
+}

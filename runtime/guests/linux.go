@@ -55,15 +55,9 @@ func (linux) Cmdline(req Request) (string, error) {
 	if n := req.Net; n != nil {
 		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s:urunc:eth0:off", n.Address, n.Gateway, n.Mask))
 	}
-	// The kernel splits its command line on spaces; urunc's convention is
-	// to single-quote an argument that has them, and its init rejoins it.
-	args := make([]string, len(req.Args))
-	for i, a := range req.Args {
-		a = strings.TrimSpace(a)
-		if strings.ContainsAny(a, " \t") {
-			a = "'" + a + "'"
-		}
-		args[i] = a
+	args, err := cmdlineArgs(req.Args)
+	if err != nil {
+		return "", err
 	}
 	if usesUrunitConfig(req) {
 		// The config is the initrd the monitor loads; the kernel keeps it
@@ -119,4 +113,36 @@ func (linux) InitConfig(req Request) []byte {
 		b.WriteString("UBE\n")
 	}
 	return []byte(b.String())
+}
+
+// cmdlineArgs renders the app's arguments for the kernel command line.
+// The kernel splits it on spaces and tabs and gives double quotes a
+// meaning of its own; urunc's convention is to single-quote an argument
+// with spaces, which its init rejoins. An argument that the command line
+// cannot carry as one argument (a double quote, a control character such
+// as a newline, a single quote inside a quoted argument) is refused: it
+// could otherwise end the app's arguments and add kernel parameters.
+func cmdlineArgs(in []string) ([]string, error) {
+	out := make([]string, len(in))
+	for i, a := range in {
+		a = strings.TrimSpace(a)
+		for _, r := range a {
+			if r == '"' || (r < 0x20 && r != '\t') || r == 0x7f {
+				return nil, fmt.Errorf("linux guest: argument %d (%q) holds %q, which the kernel command line cannot carry", i, a, r)
+			}
+		}
+		if strings.ContainsAny(a, " \t") {
+			// The init path stands before "--", among the kernel's own
+			// parameters, where a quote means nothing to the kernel.
+			if i == 0 {
+				return nil, fmt.Errorf("linux guest: the init %q has spaces, which the kernel command line cannot carry", a)
+			}
+			if strings.Contains(a, "'") {
+				return nil, fmt.Errorf("linux guest: argument %d (%q) has spaces and a single quote, which urunc's quoting cannot carry", i, a)
+			}
+			a = "'" + a + "'"
+		}
+		out[i] = a
+	}
+	return out, nil
 }

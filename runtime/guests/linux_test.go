@@ -49,6 +49,11 @@ func TestLinuxCmdline(t *testing.T) {
 			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
 		},
 		{name: "no args", req: Request{}, wantErr: "no init to run"},
+		// Injection: none of these may add a kernel parameter.
+		{name: "newline", req: Request{Args: []string{"/app", "x\ninit=/bin/sh"}, Root: initrd}, wantErr: `argument 1 ("x\ninit=/bin/sh") holds '\n'`},
+		{name: "double quote", req: Request{Args: []string{"/app", `a" init=/bin/sh "b`}, Root: initrd}, wantErr: `holds '"'`},
+		{name: "single quote in a quoted argument", req: Request{Args: []string{"/app", "it's ' init=/bin/sh"}, Root: initrd}, wantErr: "spaces and a single quote"},
+		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/app -- it's"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 	}
 	for _, tc := range tests {
