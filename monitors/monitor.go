@@ -11,12 +11,29 @@ import (
 	"strings"
 )
 
-// Config is the host config of one monitor ([monitors.NAME] in config.toml).
+// Config is the host config of one monitor ([monitors.NAME] in
+// config.toml), with urunc's keys.
 type Config struct {
-	Path            string `toml:"path"`
+	// BinaryPath is urunc's key for the monitor's executable; Path is
+	// this runtime's older name for it.
+	BinaryPath string `toml:"binary_path"`
+	Path       string `toml:"path"`
+	// DataPath is a directory of the monitor's data files (qemu's
+	// firmware), bound into its confined root and, for qemu, given as -L.
+	DataPath        string `toml:"data_path"`
 	Accel           string `toml:"accel"` // kvm | tcg
 	DefaultMemoryMB int    `toml:"default_memory_mb"`
 	DefaultVCPUs    int    `toml:"default_vcpus"`
+	// Vhost is urunc's switch for vhost-net; parsed and kept.
+	Vhost bool `toml:"vhost"`
+}
+
+// Executable is the configured executable, urunc's key first.
+func (c Config) Executable() string {
+	if c.BinaryPath != "" {
+		return c.BinaryPath
+	}
+	return c.Path
 }
 
 // Guest is what the monitor boots, with paths as the monitor sees them
@@ -128,7 +145,7 @@ func New(name string, cfg Config) (Monitor, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown hypervisor %q (known: %s)", name, strings.Join(Names(), ", "))
 	}
-	path := cfg.Path
+	path := cfg.Executable()
 	if path == "" {
 		path = k.executable
 	}

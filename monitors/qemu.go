@@ -28,6 +28,7 @@ func (q *qemu) SupportsShare(kind string) bool { return kind == Share9p || kind 
 // 'tcg-accel-ops'", so the confined root carries them all at their host paths.
 func (q *qemu) DataPaths() []string {
 	return []string{
+		q.cfg.DataPath,
 		"/usr/share/qemu",
 		"/usr/share/seabios",
 		"/usr/lib/ipxe/qemu",
@@ -59,6 +60,9 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	}
 	if accel == "kvm" {
 		args = append(args, "-cpu", "host")
+	}
+	if q.cfg.DataPath != "" {
+		args = append(args, "-L", q.cfg.DataPath)
 	}
 	if g.Initrd != "" {
 		args = append(args, "-initrd", g.Initrd)

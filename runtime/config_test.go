@@ -113,8 +113,40 @@ func TestParseHostConfig(t *testing.T) {
 				}
 			},
 		},
+		{
+			// A urunc host's own config.toml, as urunc documents it.
+			name: "urunc's config unchanged",
+			toml: `[log]
+level = "info"
+syslog = false
+
+[timestamps]
+enabled = false
+destination = "/var/log/urunc/timestamps.log"
+
+[monitors.qemu]
+default_memory_mb = 256
+default_vcpus = 1
+binary_path = "/usr/local/bin/qemu-system-x86_64"
+data_path = "/usr/local/share/qemu"
+vhost = true
+
+[extra_binaries.virtiofsd]
+path = "/usr/libexec/virtiofsd"
+options = "--cache always --sandbox none"
+`,
+			check: func(t *testing.T, c HostConfig) {
+				m := c.Monitor("qemu")
+				if m.Executable() != "/usr/local/bin/qemu-system-x86_64" || m.DataPath != "/usr/local/share/qemu" || !m.Vhost {
+					t.Fatalf("qemu = %+v", m)
+				}
+				if v := c.Virtiofsd(); v.Path != "/usr/libexec/virtiofsd" || strings.Join(v.Options, " ") != "--cache always --sandbox none" {
+					t.Fatalf("virtiofsd = %+v", v)
+				}
+			},
+		},
 		{name: "bad accel", toml: "[monitors.qemu]\naccel = \"hvf\"\n", wantErr: `monitors.qemu.accel = "hvf"`},
-		{name: "unknown key", toml: "[monitors.qemu]\nacel = \"tcg\"\n", wantErr: "parse host config"},
+		{name: "unknown key", toml: "[monitors.qemu]\nacel = \"tcg\"\n", wantErr: "parse host config test.toml: unknown key monitors.qemu.acel (line 2)"},
 		{name: "grace", toml: "[runtime]\nstop_grace_s = 3\n", check: func(t *testing.T, c HostConfig) {
 			if c.StopGrace().Seconds() != 3 {
 				t.Fatalf("grace = %s", c.StopGrace())

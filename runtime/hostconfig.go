@@ -28,6 +28,22 @@ type HostConfig struct {
 	// ExtraBinaries are helpers by name, urunc's [extra_binaries.NAME];
 	// virtiofsd is the one used today.
 	ExtraBinaries map[string]ExtraBinary `toml:"extra_binaries"`
+	// Log and Timestamps are urunc's sections, accepted so that a urunc
+	// host's config works unchanged; the shim logs through containerd.
+	Log        LogConfig        `toml:"log"`
+	Timestamps TimestampsConfig `toml:"timestamps"`
+}
+
+// LogConfig is urunc's [log].
+type LogConfig struct {
+	Level  string `toml:"level"`
+	Syslog bool   `toml:"syslog"`
+}
+
+// TimestampsConfig is urunc's [timestamps].
+type TimestampsConfig struct {
+	Enabled     bool   `toml:"enabled"`
+	Destination string `toml:"destination"`
 }
 
 // ExtraBinary is a helper program the runtime starts beside a monitor.
@@ -115,6 +131,17 @@ func ParseHostConfig(path string, data []byte) (HostConfig, error) {
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
+		// Name the keys this runtime does not know, with their lines: a
+		// typo must be found from the message alone.
+		var missing *toml.StrictMissingError
+		if errors.As(err, &missing) {
+			var keys []string
+			for _, e := range missing.Errors {
+				row, _ := e.Position()
+				keys = append(keys, fmt.Sprintf("%s (line %d)", strings.Join(e.Key(), "."), row))
+			}
+			return HostConfig{}, fmt.Errorf("parse host config %s: unknown key %s", path, strings.Join(keys, ", "))
+		}
 		return HostConfig{}, fmt.Errorf("parse host config %s: %w", path, err)
 	}
 	for name, mc := range cfg.Monitors {
