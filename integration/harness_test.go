@@ -55,6 +55,11 @@ type testEnv struct {
 
 func (e *testEnv) socket() string { return filepath.Join(e.dir, "containerd.sock") }
 
+// crashFile is the crash-injection switch of the shims of this run
+// (runtime.CrashFileEnv): a step name written there kills the shim that
+// reaches it.
+func (e *testEnv) crashFile() string { return filepath.Join(e.dir, "crash-at") }
+
 // blockfileScratch is the empty ext4 image the blockfile snapshotter
 // copies for each snapshot.
 func (e *testEnv) blockfileScratch() string { return filepath.Join(e.dir, "blockfile-scratch.ext4") }
@@ -259,6 +264,7 @@ state = %q
 	cmd.Env = append(os.Environ(),
 		"PATH="+e.bin+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"URUNC_CONFIG_FILE="+e.hostConfig,
+		"URUNC_TEST_CRASH_FILE="+e.crashFile(),
 		"GORACE=log_path="+filepath.Join(e.dir, "race", "report"))
 	cmd.Stdout, cmd.Stderr = e.logFile, e.logFile
 	// Its own process group, so that killing it never reaches the shims.
@@ -384,7 +390,7 @@ func forceRemove(id string) {
 // the test failed.
 func newID(t *testing.T) string {
 	t.Helper()
-	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	id := strings.ToLower(strings.NewReplacer("/", "-", "_", "-", ":", "-").Replace(t.Name()))
 	if len(id) > 40 {
 		id = id[:40]
 	}

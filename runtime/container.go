@@ -157,6 +157,7 @@ func (c *Container) Start(ctx context.Context) error {
 	if err := c.launcher.start(); err != nil {
 		return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), err)
 	}
+	crashPoint("start")
 	c.state = StatusRunning
 	st := hookState(c.id, c.bundle, c.persist.Pid, specs.StateRunning, c.annotations) // c.mu is held
 	if err := runHooks(ctx, "poststart", c.poststart, st); err != nil {

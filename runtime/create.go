@@ -29,9 +29,20 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 		return nil, err
 	}
 	rootfsDir := rootfsDirOf(opts.Bundle, spec)
-	if err := rootfs.Mount(opts.Rootfs, rootfsDir); err != nil {
+	st := persistedState{ID: opts.ID, Namespace: opts.Namespace}
+	if len(opts.Rootfs) > 0 {
+		st.Rootfs = rootfsDir
+	}
+	// Every step records what will undo it before it runs, so that a shim
+	// dying anywhere in Create leaves the delete command what to undo.
+	if err := writeState(opts.Bundle, &st); err != nil {
 		return nil, err
 	}
+	if err := rootfs.Mount(opts.Rootfs, rootfsDir); err != nil {
+		_ = os.Remove(statePath(opts.Bundle))
+		return nil, err
+	}
+	crashPoint("create:mounted")
 	// Each path undoes its own part of a failed create; the rootfs mount
 	// and the state file are this function's.
 	defer func() {
@@ -47,10 +58,6 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 	cfg, err := ResolveUnikernelConfig(spec.Annotations, rootfsDir)
 	if err != nil {
 		return nil, err
-	}
-	st := persistedState{ID: opts.ID, Namespace: opts.Namespace}
-	if len(opts.Rootfs) > 0 {
-		st.Rootfs = rootfsDir
 	}
 	if !cfg.IsUnikernel() {
 		return createPlain(ctx, opts, spec, st)
@@ -94,24 +101,31 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		}
 	}()
 	if plan.monitor.SupportsControl() {
-		ln, path, err := c.listenControl(opts.Namespace)
+		path := c.controlSocketPath(opts.Namespace)
+		if err := c.record(func(st *persistedState) { st.ControlSocket = path }); err != nil {
+			return nil, err
+		}
+		ln, err := listenControl(path)
 		if err != nil {
 			return nil, err
 		}
 		extra = append(extra, ln)
 		plan.guest.ControlFD = LauncherControlSocketFD
-		c.persist.ControlSocket = path
+		crashPoint("create:control")
 	}
 	if c.diskDevices, err = blockDeviceRules(plan.rootfs.Devices); err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
+		if err := c.record(func(st *persistedState) { st.Cgroup = spec.Linux.CgroupsPath }); err != nil {
+			return nil, err
+		}
 		cg, err := newCgroup(spec.Linux.CgroupsPath, withMonitorDevices(spec.Linux.Resources, c.diskDevices))
 		if err != nil {
 			return nil, err
 		}
 		c.cgroup = cg
-		c.persist.Cgroup = spec.Linux.CgroupsPath
+		crashPoint("create:cgroup")
 	}
 	// The undo is on disk before the mode touches the host, so that a
 	// shim dying half way leaves the delete command what to give back.
@@ -121,6 +135,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	if err := plan.rootfs.Prepare(); err != nil {
 		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode, err)
 	}
+	crashPoint("create:prepared")
 
 	rootDir := filepath.Join(opts.Bundle, monitorRootDir)
 	if err := os.MkdirAll(rootDir, 0o700); err != nil {
@@ -129,6 +144,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	if err := c.startLauncher(ctx, opts, nsp, extra); err != nil {
 		return nil, err
 	}
+	crashPoint("create:launcher")
 	if err := c.runCreateHooks(ctx, spec); err != nil {
 		return nil, err
 	}
@@ -157,6 +173,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	}); err != nil {
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}
+	crashPoint("create:ready")
 	if c.cgroup != nil {
 		if oom, err := c.cgroup.OOMEvents(c.oomDone); err == nil {
 			c.oom = oom
@@ -272,21 +289,25 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, erro
 	return n, nil
 }
 
-// listenControl creates the monitor's control socket. It lives in the
-// host's run directory, never in the confined root, so nothing in the
-// container can reach it; the path is hashed to stay under the unix socket
-// path limit whatever the container ID.
-func (c *Container) listenControl(namespace string) (*os.File, string, error) {
-	dir := c.host.StateDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, "", err
-	}
+// controlSocketPath is where the monitor's control socket lives: the
+// host's state dir, never the confined root, so nothing in the container
+// can reach it; hashed to stay under the unix socket path limit whatever
+// the container ID.
+func (c *Container) controlSocketPath(namespace string) string {
 	sum := sha256.Sum256([]byte(namespace + "/" + c.id + "/" + c.bundle))
-	path := filepath.Join(dir, hex.EncodeToString(sum[:8])+".qmp")
+	return filepath.Join(c.host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
+}
+
+// listenControl creates the monitor's control socket at path and returns
+// the listening descriptor the monitor inherits.
+func listenControl(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
 	_ = os.Remove(path)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return nil, "", fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	// The file is what the monitor inherits; the path stays for us.
 	ln.SetUnlinkOnClose(false)
@@ -294,9 +315,9 @@ func (c *Container) listenControl(namespace string) (*os.File, string, error) {
 	ln.Close()
 	if err != nil {
 		os.Remove(path)
-		return nil, "", err
+		return nil, err
 	}
-	return f, path, nil
+	return f, nil
 }
 
 func loadSpec(bundle string) (*specs.Spec, error) {

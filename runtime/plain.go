@@ -73,8 +73,11 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 	if spec.Linux != nil {
 		p.cgroupPath = spec.Linux.CgroupsPath
 	}
-	p.persist.Runc = true
-	p.persist.RuncRoot = p.runc.Root
+	// Recorded before runc create: a shim dying inside it leaves a runc
+	// init that the delete command must remove.
+	if err := p.record(func(st *persistedState) { st.Runc, st.RuncRoot = true, p.runc.Root }); err != nil {
+		return nil, err
+	}
 	// runc's init inherits runc create's stdio; left unset, go-runc would
 	// capture it in a pipe the init holds open forever and create would
 	// never return. What the request does not wire goes to /dev/null.
@@ -99,6 +102,7 @@ func createPlain(ctx context.Context, opts CreateOptions, spec *specs.Spec, st p
 		_ = p.runc.Delete(context.WithoutCancel(ctx), opts.ID, &runc.DeleteOpts{Force: true})
 		return nil, fmt.Errorf("read init pid: %w", err)
 	}
+	crashPoint("plain:created")
 	start, _ := processStartTime(pid)
 	err = p.record(func(st *persistedState) { st.Pid, st.PidStartTime = pid, start })
 	go p.watchExit(ec, pid)

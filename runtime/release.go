@@ -30,6 +30,7 @@ func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
 			return ExitStatus{}, ctx.Err()
 		}
 	}
+	crashPoint("delete")
 	if err := c.release(); err != nil {
 		c.endDelete(false)
 		return ExitStatus{}, err
