@@ -108,3 +108,17 @@ func TestConcurrentDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A paused guest whose shim dies: the delete command thaws the frozen
+// monitor (cgroup v1 freezer) so that its SIGKILL lands; it did not.
+func TestDeleteCommandThawsPausedMonitor(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	id := newID(t)
+	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
+	monitor := taskPids(t, id)[0]
+	ctr(t, "task", "pause", id)
+	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the frozen monitor to die", func() bool { return !isMonitor(monitor) })
+}

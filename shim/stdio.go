@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/containerd/console"
-	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/fifo"
-	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
@@ -38,15 +37,15 @@ type stdio struct {
 
 	copies  sync.WaitGroup // copies of the monitor's output
 	closers []io.Closer
-	logger  *exec.Cmd
-	loggerC chan runc.Exit
-	once    sync.Once
+	// loggerPidfd is a pidfd of the binary:// logger, -1 without one.
+	loggerPidfd int
+	once        sync.Once
 }
 
 // openStdio opens everything the request names. On error nothing stays
 // open.
 func openStdio(ctx context.Context, id, namespace string, cfg stdioConfig) (_ *stdio, retErr error) {
-	s := &stdio{cfg: cfg}
+	s := &stdio{cfg: cfg, loggerPidfd: -1}
 	defer func() {
 		if retErr != nil {
 			s.closeMonitorEnds()
@@ -96,7 +95,7 @@ func (s *stdio) openStdinFifo(ctx context.Context) (io.Reader, error) {
 	if s.cfg.Stdin == "" {
 		return nil, nil
 	}
-	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), s.cfg.Stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), fifoPath(s.cfg.Stdin), syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
 	}
@@ -105,37 +104,61 @@ func (s *stdio) openStdinFifo(ctx context.Context) (io.Reader, error) {
 }
 
 // openOutput wires stdout and stderr according to their URI scheme: a
-// FIFO path, file://PATH or binary://PATH?args.
+// FIFO (a path or fifo://PATH), file://PATH or binary://PATH?args. Either
+// stream may be absent: the monitor then writes it to /dev/null.
 func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
-	if s.cfg.Stdout == "" && s.cfg.Stderr == "" {
+	uri := s.cfg.Stdout
+	if uri == "" {
+		uri = s.cfg.Stderr
+	}
+	if uri == "" {
 		return nil
 	}
-	u, err := url.Parse(s.cfg.Stdout)
+	u, err := url.Parse(uri)
 	if err != nil {
-		return fmt.Errorf("stdout URI %q: %w", s.cfg.Stdout, err)
+		return fmt.Errorf("stdio URI %q: %w", uri, err)
 	}
 	switch u.Scheme {
 	case "", "fifo":
-		out, err := s.openFifoOutput(ctx, s.cfg.Stdout)
-		if err != nil {
-			return err
-		}
-		s.monitor.Stdout = out
-		if s.cfg.Stderr == s.cfg.Stdout {
-			s.monitor.Stderr = out
-		} else if s.cfg.Stderr != "" {
-			if s.monitor.Stderr, err = s.openFifoOutput(ctx, s.cfg.Stderr); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.openFifoOutputs(ctx)
 	case "file":
+		// Loggers take both streams, as containerd's runc shim does.
 		return s.openFile(u.Path)
 	case "binary":
 		return s.startLogger(ctx, u, id, namespace)
 	default:
-		return fmt.Errorf("stdout URI %q: unsupported scheme %q", s.cfg.Stdout, u.Scheme)
+		return fmt.Errorf("stdio URI %q: unsupported scheme %q", uri, u.Scheme)
 	}
+}
+
+// openFifoOutputs opens the stdout and stderr FIFOs that are set, one copy
+// when both name the same FIFO.
+func (s *stdio) openFifoOutputs(ctx context.Context) error {
+	var err error
+	if s.cfg.Stdout != "" {
+		if s.monitor.Stdout, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stdout)); err != nil {
+			return err
+		}
+	}
+	switch {
+	case s.cfg.Stderr == "":
+	case s.cfg.Stderr == s.cfg.Stdout:
+		s.monitor.Stderr = s.monitor.Stdout
+	default:
+		if s.monitor.Stderr, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stderr)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fifoPath is the FIFO a stdio URI names: the path of fifo://PATH, or the
+// URI itself, a plain path.
+func fifoPath(uri string) string {
+	if u, err := url.Parse(uri); err == nil && u.Scheme == "fifo" {
+		return u.Path
+	}
+	return uri
 }
 
 // openFifoOutput returns the write end of a pipe whose output is copied to
@@ -225,7 +248,14 @@ func (s *stdio) startLogger(ctx context.Context, u *url.URL, id, namespace strin
 	cmd := exec.Command(u.Path, args...)
 	cmd.Env = append(os.Environ(), "CONTAINER_ID="+id, "CONTAINER_NAMESPACE="+namespace)
 	cmd.ExtraFiles = []*os.File{outR, errR, readyW}
-	ec, err := reaper.Default.Start(cmd)
+	// Started without subscribing to the reaper: a subscription that is
+	// read only at Close fills after 32 exits of the shim's other
+	// children, and then every exit waits a second. The reaper's loop
+	// still reaps the logger; Close waits on a pidfd, which reports the
+	// exit without taking the status.
+	pidfd := -1
+	cmd.SysProcAttr = &syscall.SysProcAttr{PidFD: &pidfd}
+	err = cmd.Start()
 	outR.Close()
 	errR.Close()
 	readyW.Close()
@@ -233,7 +263,7 @@ func (s *stdio) startLogger(ctx context.Context, u *url.URL, id, namespace strin
 		readyR.Close()
 		return fmt.Errorf("start logger %s: %w", u.Path, err)
 	}
-	s.logger, s.loggerC = cmd, ec
+	s.loggerPidfd = pidfd
 	defer readyR.Close()
 	ready := make(chan error, 1)
 	go func() {
@@ -338,10 +368,13 @@ func (s *stdio) Close() {
 				errs = append(errs, err)
 			}
 		}
-		if s.logger != nil {
-			if _, err := reaper.Default.WaitTimeout(s.logger, s.loggerC, 5*time.Second); err != nil {
-				errs = append(errs, err)
+		if s.loggerPidfd >= 0 {
+			// The logger flushes and exits once its pipes close.
+			fds := []unix.PollFd{{Fd: int32(s.loggerPidfd), Events: unix.POLLIN}}
+			if n, err := unix.Poll(fds, 5000); err != nil || n == 0 {
+				errs = append(errs, fmt.Errorf("logger did not exit within 5s: %v", err))
 			}
+			unix.Close(s.loggerPidfd)
 		}
 		if err := errors.Join(errs...); err != nil {
 			log.L.WithError(err).Debug("close stdio")
