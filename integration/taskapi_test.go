@@ -130,6 +130,24 @@ func TestKillSignals(t *testing.T) {
 			t.Fatalf("stopped after %s, before the %s grace period", took, grace)
 		}
 	})
+	t.Run("without stop_grace_s SIGTERM only asks: the caller's SIGKILL ends a guest that ignores it", func(t *testing.T) {
+		withHostConfig(t, fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\n\n[runtime]\nstate_dir = %q\n", env.qmpDir))
+		id := newID(t)
+		log := runDetached(t, id, "noacpi", "sleep")
+		waitForOutput(t, log, "URUNC_GUEST_READY", 60*time.Second)
+		ctr(t, "task", "kill", "-s", "SIGTERM", id)
+		// Longer than the grace period the shim used to enforce (10 s):
+		// the kubelet's terminationGracePeriodSeconds is not the shim's.
+		time.Sleep(11 * time.Second)
+		if st := taskStatus(t, id); st != "RUNNING" {
+			t.Fatalf("after SIGTERM without stop_grace_s: %s, want RUNNING", st)
+		}
+		ctr(t, "task", "kill", "-s", "SIGKILL", id)
+		waitFor(t, 10*time.Second, "stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+		if _, code := taskState(t, id); code != 137 {
+			t.Fatalf("exit %d, want 137", code)
+		}
+	})
 	t.Run("SIGWINCH and SIGHUP leave the guest running, SIGKILL gives 137", func(t *testing.T) {
 		id := newID(t)
 		log := runDetached(t, id, "count")

@@ -108,7 +108,8 @@ func TestParseHostConfig(t *testing.T) {
 				if fc := c.Monitor("firecracker"); fc.Accel != "kvm" || fc.DefaultMemoryMB != 256 {
 					t.Fatalf("firecracker defaults = %+v", fc)
 				}
-				if c.StopGrace().Seconds() != 10 {
+				// No grace is enforced unless the host opts in.
+				if c.StopGrace() != 0 {
 					t.Fatalf("grace = %s", c.StopGrace())
 				}
 			},

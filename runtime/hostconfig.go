@@ -67,8 +67,9 @@ func (c HostConfig) Virtiofsd() rootfs.Virtiofsd {
 
 // RuntimeConfig holds settings that apply to every monitor.
 type RuntimeConfig struct {
-	// StopGraceSeconds is how long SIGTERM waits for a guest power-down
-	// before the monitor is killed.
+	// StopGraceSeconds, when set, is how long SIGTERM waits for a guest
+	// power-down before the shim kills the monitor itself; unset, the
+	// caller's own timeout decides (it sends SIGKILL).
 	StopGraceSeconds int `toml:"stop_grace_s"`
 	// StateDir holds the shim's own sockets (QMP) and runc's state, out
 	// of any container's reach.
@@ -83,10 +84,11 @@ func (c HostConfig) StateDir() string {
 	return c.Runtime.StateDir
 }
 
-// StopGrace returns the grace period for a guest power-down.
+// StopGrace returns the grace period the shim enforces after SIGTERM; 0
+// (the default) enforces none.
 func (c HostConfig) StopGrace() time.Duration {
 	if c.Runtime.StopGraceSeconds <= 0 {
-		return 10 * time.Second
+		return 0
 	}
 	return time.Duration(c.Runtime.StopGraceSeconds) * time.Second
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
@@ -62,21 +63,32 @@ func (c *Container) killNow(all bool) error {
 	return nil
 }
 
-// gracefulStop asks the guest to power down, then kills the monitor if it
-// is still there after the grace period.
+// powerdownTimeout bounds the power-down request to the monitor.
+const powerdownTimeout = 5 * time.Second
+
+// gracefulStop asks the guest to power down; with the host's opt-in
+// stop_grace_s it also kills the monitor if it is still there after that
+// long.
 func (c *Container) gracefulStop(sig syscall.Signal) {
-	grace := c.host.StopGrace()
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	err := c.monitor.Powerdown(ctx, c.persist.ControlSocket)
+	// The power-down request itself is bounded; the guest's shutdown is
+	// not, unless the host enforces a grace period.
+	ctx, cancel := context.WithTimeout(context.Background(), powerdownTimeout)
+	err := c.monitor.Powerdown(ctx, c.persisted().ControlSocket)
+	cancel()
 	if err != nil {
 		log.L.WithError(err).WithField("id", c.id).Info("no guest power-down; passing the signal to the monitor")
 		_ = c.process.Signal(sig)
 	}
+	grace := c.host.StopGrace()
+	if grace <= 0 {
+		// The caller owns the grace period (CRI's StopContainer timeout,
+		// nerdctl stop -t, ctr task kill): it sends SIGKILL itself.
+		return
+	}
 	select {
 	case <-c.exited:
-	case <-ctx.Done():
-		log.L.WithField("id", c.id).Warnf("guest did not stop within %s; killing the monitor", grace)
+	case <-time.After(grace):
+		log.L.WithField("id", c.id).Warnf("guest did not stop within %s (stop_grace_s); killing the monitor", grace)
 		_ = c.killNow(true)
 	}
 }
