@@ -79,6 +79,7 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 		{"initrd missing", "com.urunc.unikernel.initrd=/noinitrd", "", `initrd (com.urunc.unikernel.initrd) "/noinitrd" not found in the container rootfs`, ""},
 		{"path leaves rootfs", "com.urunc.unikernel.binary=../../../../../../etc/passwd", "", `path "../../../../../../etc/passwd" leaves the container rootfs`, ""},
 		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`, ""},
+		{"guest and monitor that do not fit", "com.urunc.unikernel.unikernelType=rumprun", "", `guest rumprun (annotation com.urunc.unikernel.unikernelType) cannot run under monitor qemu (annotation com.urunc.unikernel.hypervisor); it runs under: hvt, spt`, ""},
 		{"bad mountRootfs", "com.urunc.unikernel.mountRootfs=maybe", "", `com.urunc.unikernel.mountRootfs = "maybe": want true or false`, ""},
 		{"block image missing", "com.urunc.unikernel.block=/nodisk", "", `block image (com.urunc.unikernel.block) "/nodisk" not found in the container rootfs`, ""},
 		{"block root without kernel", "com.urunc.unikernel.binary=/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/nokernel" not found`, testimage.BlockImageName},

@@ -59,6 +59,12 @@ type Guest struct {
 	// Seccomp asks the monitor to filter its own system calls where it
 	// can (qemu's -sandbox).
 	Seccomp bool
+	// What the guest type expects of the devices: extra options of qemu's
+	// virtio NIC, extra qemu arguments, and the names its solo5 manifest
+	// gives its NIC and disk ("service" and the disk ID when empty).
+	NICOptions           string
+	ExtraArgs            []string
+	Solo5Net, Solo5Block string
 }
 
 // Disk is a raw disk: a file or a block device in the confined root.

@@ -90,6 +90,26 @@ func TestMonitorArgs(t *testing.T) {
 			name: "solo5-spt block", monitor: newSpt("/s", Config{}), guest: withStorage(noInitrd, []Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, nil),
 			want: "/s --mem=256 --block:rootfs=/guest/disks/rootfs /guest/kernel panic=-1 console=ttyS0",
 		},
+		{
+			name: "solo5-hvt with a rumprun guest's device names", monitor: newHvt("/h", Config{}), guest: func() Guest {
+				g := withStorage(noInitrd, []Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, nil)
+				g.Net, g.Solo5Net, g.Solo5Block = withNet.Net, "tap", "storage"
+				return g
+			}(),
+			want: "/h --mem=256 --net:tap=tap0_abc --net-mac:tap=02:00:00:00:00:01 --block:storage=/guest/disks/rootfs /guest/kernel panic=-1 console=ttyS0",
+		},
+		{
+			name: "qemu with a mewz guest's NIC and exit device", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: func() Guest {
+				g := noInitrd
+				g.Net, g.NICOptions = withNet.Net, "disable-legacy=on,disable-modern=off"
+				g.ExtraArgs = []string{"-device", "isa-debug-exit,iobase=0x501,iosize=2"}
+				return g
+			}(),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-device isa-debug-exit,iobase=0x501,iosize=2 -netdev tap,id=net0,ifname=tap0_abc,script=no,downscript=no " +
+				"-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,romfile=,disable-legacy=on,disable-modern=off",
+		},
 		{name: "no kernel", monitor: newQemu("/q", Config{}), guest: Guest{}, wantErr: "no guest kernel"},
 	}
 	for _, tc := range tests {

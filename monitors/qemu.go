@@ -71,6 +71,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 		args = append(args, "-append", g.Cmdline)
 	}
 	args = append(args, q.storageArgs(g)...)
+	args = append(args, g.ExtraArgs...)
 	if g.Seccomp {
 		// qemu's own filter: no obsolete calls, no privilege changes, no
 		// child processes, no scheduler or resource tuning.
@@ -79,7 +80,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	if g.Net != nil {
 		args = append(args,
 			"-netdev", "tap,id=net0,ifname="+g.Net.Tap+",script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=net0,mac="+g.Net.MAC+",romfile=")
+			"-device", "virtio-net-pci,netdev=net0,mac="+g.Net.MAC+",romfile="+withComma(g.NICOptions))
 	} else {
 		args = append(args, "-nic", "none")
 	}
@@ -139,4 +140,11 @@ func hasShare(g Guest, kind string) bool {
 		}
 	}
 	return false
+}
+
+func withComma(opts string) string {
+	if opts == "" {
+		return ""
+	}
+	return "," + opts
 }

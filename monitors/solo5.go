@@ -35,10 +35,19 @@ func (s *solo5) Args(g Guest) ([]string, error) {
 	}
 	args := []string{s.binary, "--mem=" + strconv.Itoa(g.MemoryMB)}
 	if g.Net != nil {
-		args = append(args, "--net:service="+g.Net.Tap, "--net-mac:service="+g.Net.MAC)
+		name := g.Solo5Net
+		if name == "" {
+			name = "service"
+		}
+		args = append(args, "--net:"+name+"="+g.Net.Tap, "--net-mac:"+name+"="+g.Net.MAC)
 	}
-	for _, d := range g.Disks {
-		args = append(args, "--block:"+d.ID+"="+d.Path)
+	for i, d := range g.Disks {
+		// The guest's manifest names its one disk; solo5 attaches by name.
+		name := d.ID
+		if i == 0 && g.Solo5Block != "" {
+			name = g.Solo5Block
+		}
+		args = append(args, "--block:"+name+"="+d.Path)
 	}
 	args = append(args, g.Kernel)
 	if g.Cmdline != "" {

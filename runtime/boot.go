@@ -33,6 +33,7 @@ type bootPlan struct {
 	guestType guests.Guest
 	rootfs    *rootfs.Plan
 	args      []string
+	version   string
 	process   guests.Process
 	guest     monitors.Guest
 	binds     []rootfs.Bind
@@ -50,6 +51,9 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", AnnotationPrefix)
 	}
 	mcfg := opts.Host.Monitor(cfg.Hypervisor)
+	if err := guests.CheckMonitor(g, cfg.Hypervisor); err != nil {
+		return nil, err
+	}
 	mon, err := monitors.New(cfg.Hypervisor, mcfg)
 	if err != nil {
 		return nil, err
@@ -63,7 +67,10 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 	if err != nil {
 		return nil, err
 	}
-	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion}
+	d := g.Devices()
+	plan.guest.NICOptions, plan.guest.ExtraArgs = d.NICOptions, d.QemuArgs
+	plan.guest.Solo5Net, plan.guest.Solo5Block = d.Solo5Net, d.Solo5Block
 	var args []string
 	if spec.Process != nil {
 		args = spec.Process.Args
@@ -77,7 +84,7 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 	}
 	// Validate the command line now; finish renders it once the network
 	// is known.
-	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root}); err != nil {
+	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root, Version: cfg.UnikernelVersion}); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
@@ -171,7 +178,7 @@ func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *netPlan) ([]string, error) {
-	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process}
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Version: p.version}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}

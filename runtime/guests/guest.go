@@ -5,6 +5,7 @@ package guests
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 )
@@ -50,6 +51,9 @@ type Request struct {
 	// Process is the app's environment and identity, for inits that take
 	// them in a config file rather than on the kernel command line.
 	Process Process
+	// Version is the image's unikernelVersion (Unikraft's command line
+	// depends on it).
+	Version string
 }
 
 // Volume is a disk the guest mounts at MountPoint; ID is its serial.
@@ -84,11 +88,70 @@ type Guest interface {
 	// SupportsFS tells whether the guest can mount a filesystem of this
 	// type ("ext4", "9p", "virtiofs") as its root.
 	SupportsFS(fsType string) bool
+	// Monitors are the monitors urunc runs this guest type under.
+	Monitors() []string
+	// Devices says what the guest expects of the monitor's devices.
+	Devices() Devices
+}
+
+// Devices are a guest type's expectations of the monitor's devices.
+type Devices struct {
+	// NICOptions are extra options of qemu's virtio-net-pci device.
+	NICOptions string
+	// QemuArgs are extra qemu arguments (mewz's isa-debug-exit device).
+	QemuArgs []string
+	// Solo5Net and Solo5Block name the solo5 devices the guest was built
+	// with (its manifest); empty means solo5's usual "service" and the
+	// disk's own ID.
+	Solo5Net, Solo5Block string
+}
+
+// CheckMonitor refuses a monitor urunc does not run g under, naming both.
+func CheckMonitor(g Guest, monitor string) error {
+	for _, m := range g.Monitors() {
+		if m == monitor {
+			return nil
+		}
+	}
+	return fmt.Errorf("guest %s (annotation %sunikernelType) cannot run under monitor %s (annotation %shypervisor); it runs under: %s",
+		g.Name(), AnnotationPrefix, monitor, AnnotationPrefix, strings.Join(g.Monitors(), ", "))
+}
+
+// cidr returns the prefix length of a dotted netmask.
+func cidr(mask string) (int, error) {
+	ip := net.ParseIP(mask).To4()
+	if ip == nil {
+		return 0, fmt.Errorf("netmask %q is not a dotted IPv4 mask", mask)
+	}
+	ones, bits := net.IPMask(ip).Size()
+	if bits == 0 {
+		return 0, fmt.Errorf("netmask %q is not contiguous", mask)
+	}
+	return ones, nil
+}
+
+// checkTokens refuses values that a space-separated command line cannot
+// carry as one token: whitespace, quotes, control characters. what names
+// them in the error.
+func checkTokens(guest, what string, values []string) error {
+	for i, v := range values {
+		for _, r := range v {
+			if r == ' ' || r == '\t' || r == '"' || r == '\'' || r < 0x20 || r == 0x7f {
+				return fmt.Errorf("%s guest: %s %d (%q) holds %q, which its command line cannot carry", guest, what, i, v, r)
+			}
+		}
+	}
+	return nil
 }
 
 // known maps the unikernelType annotation to its guest type.
 var known = map[string]Guest{
-	"linux": linux{},
+	"linux":    linux{},
+	"unikraft": unikraft{},
+	"rumprun":  rumprun{},
+	"mirage":   mirage{},
+	"mewz":     mewz{},
+	"hermit":   hermit{},
 }
 
 // For returns the guest type an image names.

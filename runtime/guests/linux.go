@@ -10,7 +10,12 @@ import (
 // among them) see what they expect.
 type linux struct{}
 
-func (linux) Name() string        { return "linux" }
+func (linux) Name() string     { return "linux" }
+func (linux) Devices() Devices { return Devices{} }
+
+// Monitors: urunc runs Linux guests under qemu, firecracker and
+// cloud-hypervisor.
+func (linux) Monitors() []string  { return []string{"qemu", "firecracker", "clh"} }
 func (linux) SupportsBlock() bool { return true }
 
 // SupportsFS lists the roots urunc boots a Linux guest from.

@@ -1,0 +1,32 @@
+package guests
+
+import "fmt"
+
+// mewz is a Mewz unikernel under qemu. It takes only its network on the
+// command line, and reports its exit through qemu's isa-debug-exit device.
+type mewz struct{}
+
+func (mewz) Name() string           { return "mewz" }
+func (mewz) SupportsBlock() bool    { return false }
+func (mewz) SupportsFS(string) bool { return false }
+func (mewz) Monitors() []string     { return []string{"qemu"} }
+
+// Devices: a modern-only virtio NIC, and the exit device at 0x501.
+func (mewz) Devices() Devices {
+	return Devices{
+		NICOptions: "disable-legacy=on,disable-modern=off",
+		QemuArgs:   []string{"-device", "isa-debug-exit,iobase=0x501,iosize=2"},
+	}
+}
+
+func (mewz) Cmdline(req Request) (string, error) {
+	n := req.Net
+	if n == nil {
+		return "", nil
+	}
+	bits, err := cidr(n.Mask)
+	if err != nil {
+		return "", fmt.Errorf("mewz guest: %w", err)
+	}
+	return fmt.Sprintf("ip=%s/%d gateway=%s", n.Address, bits, n.Gateway), nil
+}
