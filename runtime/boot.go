@@ -51,11 +51,11 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", AnnotationPrefix)
 	}
 	mcfg := opts.Host.Monitor(cfg.Hypervisor)
-	if err := guests.CheckMonitor(g, cfg.Hypervisor); err != nil {
-		return nil, err
-	}
 	mon, err := monitors.New(cfg.Hypervisor, mcfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := guests.CheckMonitor(g, cfg.Hypervisor); err != nil {
 		return nil, err
 	}
 	req, err := rootfsRequest(cfg, spec, opts, rootfsDir)
