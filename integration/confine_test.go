@@ -73,10 +73,7 @@ func TestMonitorConfinement(t *testing.T) {
 					t.Errorf("the monitor's root is mounted %s, want nodev,noexec", f[5])
 				}
 			}
-			ctr(t, "task", "kill", "-s", "SIGKILL", id)
-			waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-			ctr(t, "task", "rm", id)
-			ctr(t, "container", "rm", id)
+			killAndRemove(t, id)
 		})
 	}
 }

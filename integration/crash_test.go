@@ -5,7 +5,6 @@ package integration
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,8 +70,7 @@ func TestCrashInjection(t *testing.T) {
 				_, err := os.Stat(env.bundle(id))
 				return os.IsNotExist(err)
 			})
-			stateDir := filepath.Join(env.stateDir(), "io.containerd.runtime.v2.task")
-			sweep, err := exec.Command(env.shimPath, "cleanup-orphans", "-state-dir", stateDir, "-dry-run").CombinedOutput()
+			sweep, err := exec.Command(env.shimPath, "cleanup-orphans", "-state-dir", orphansStateDir(), "-dry-run").CombinedOutput()
 			if err != nil || strings.Contains(string(sweep), id) {
 				t.Fatalf("cleanup-orphans after the crash: %v\n%s", err, sweep)
 			}

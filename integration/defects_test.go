@@ -40,19 +40,10 @@ func TestDeleteCommandForPlainContainer(t *testing.T) {
 func TestCleanupOrphansPlainContainer(t *testing.T) {
 	id := newID(t)
 	ctr(t, "run", "-d", "--runtime", runtimeName, testimage.PlainImageName, id, "/bin/busybox", "sleep", "1000")
-	env.killDaemon()
-	t.Cleanup(func() {
-		if err := env.startDaemon(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	orphan(t, id)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stateDir := filepath.Join(env.stateDir(), "io.containerd.runtime.v2.task")
-	out, err := exec.CommandContext(ctx, env.shimPath, "cleanup-orphans", "-state-dir", stateDir).CombinedOutput()
+	out, err := exec.CommandContext(ctx, env.shimPath, "cleanup-orphans", "-state-dir", orphansStateDir()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), namespace+"/"+id+": cleaned") {
 		t.Fatalf("cleanup-orphans: %v\n%s", err, out)
 	}

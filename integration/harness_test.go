@@ -638,3 +638,33 @@ func loopDevicesUnder(dir string) []string {
 	}
 	return out
 }
+
+// killAndRemove ends a running task with SIGKILL and deletes it and its
+// container, failing the test on any error.
+func killAndRemove(t *testing.T, id string) {
+	t.Helper()
+	ctr(t, "task", "kill", "-s", "SIGKILL", id)
+	waitFor(t, 10*time.Second, id+" to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+	ctr(t, "task", "rm", id)
+	ctr(t, "container", "rm", id)
+}
+
+// orphan leaves id's container to the operator: containerd is killed (its
+// state "lost"; it restarts when the test ends), then the shim, so that
+// nobody runs the delete command.
+func orphan(t *testing.T, id string) {
+	t.Helper()
+	env.killDaemon()
+	t.Cleanup(func() {
+		if err := env.startDaemon(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// orphansStateDir is containerd's task state dir of this run, for
+// cleanup-orphans.
+func orphansStateDir() string { return filepath.Join(env.stateDir(), "io.containerd.runtime.v2.task") }

@@ -48,10 +48,7 @@ func TestContainerdRestartKeepsGuestsRunning(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		ctr(t, "task", "kill", "-s", "SIGKILL", id)
-		waitFor(t, 10*time.Second, id+" to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-		ctr(t, "task", "rm", id)
-		ctr(t, "container", "rm", id)
+		killAndRemove(t, id)
 	}
 }
 
@@ -206,18 +203,8 @@ func TestCleanupOrphansCommand(t *testing.T) {
 	id := newID(t)
 	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
 	monitor := taskPids(t, id)[0]
-	// containerd down for good (its state is "lost"), then the shim dies:
-	// nobody runs the delete command.
-	env.killDaemon()
-	t.Cleanup(func() {
-		if err := env.startDaemon(); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	stateDir := filepath.Join(env.stateDir(), "io.containerd.runtime.v2.task")
+	orphan(t, id)
+	stateDir := orphansStateDir()
 	out, err := exec.Command(env.shimPath, "cleanup-orphans", "-state-dir", stateDir, "-dry-run").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), namespace+"/"+id+": shim gone") {
 		t.Fatalf("dry run: %v\n%s", err, out)

@@ -206,10 +206,7 @@ func TestBlockAnnotationRootDisk(t *testing.T) {
 	if cmdline := monitorCmdline(t, id); !strings.Contains(cmdline, "/guest/disks/rootfs") {
 		t.Fatalf("monitor has no root disk: %s", cmdline)
 	}
-	ctr(t, "task", "kill", "-s", "SIGKILL", id)
-	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-	ctr(t, "task", "rm", id)
-	ctr(t, "container", "rm", id)
+	killAndRemove(t, id)
 }
 
 // The container's rootfs shared as a directory, over virtiofs when the
@@ -242,10 +239,7 @@ func TestSharedRootfs(t *testing.T) {
 			if got := len(processesOf(virtiofsd)) > 0 && containsAny(pids, processesOf(virtiofsd)); got != tc.helper {
 				t.Fatalf("task ps lists %v; virtiofsd among them: %v, want %v", pids, got, tc.helper)
 			}
-			ctr(t, "task", "kill", "-s", "SIGKILL", id)
-			waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-			ctr(t, "task", "rm", id)
-			ctr(t, "container", "rm", id)
+			killAndRemove(t, id)
 		})
 	}
 }
@@ -355,10 +349,7 @@ func TestStorageGuestsAcrossContainerdRestart(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		ctr(t, "task", "kill", "-s", "SIGKILL", id)
-		waitFor(t, 10*time.Second, id+" to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-		ctr(t, "task", "rm", id)
-		ctr(t, "container", "rm", id)
+		killAndRemove(t, id)
 	}
 }
 

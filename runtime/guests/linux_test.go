@@ -7,12 +7,7 @@ import (
 
 func TestLinuxCmdline(t *testing.T) {
 	initrd := Root{Kind: RootInitrd}
-	tests := []struct {
-		name    string
-		req     Request
-		want    string
-		wantErr string
-	}{
+	cases := []cmdlineCase{
 		{
 			name: "initrd with args",
 			req:  Request{Args: []string{"/init", "echo", "hi"}, Root: initrd},
@@ -56,23 +51,10 @@ func TestLinuxCmdline(t *testing.T) {
 		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/app -- it's"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := linux{}.Cmdline(tc.req)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Fatalf("got  %q\nwant %q", got, tc.want)
-			}
-		})
+	for i := range cases {
+		cases[i].guest = linux{}
 	}
+	checkCmdlines(t, cases)
 }
 
 func TestLinuxSupportsFS(t *testing.T) {

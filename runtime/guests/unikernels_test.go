@@ -10,13 +10,7 @@ import (
 func TestUnikernelCmdlines(t *testing.T) {
 	net := &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1", MAC: "02:00:00:00:00:01"}
 	env := Process{Env: []string{"A=1", "B=2"}}
-	tests := []struct {
-		name    string
-		guest   Guest
-		req     Request
-		want    string
-		wantErr string
-	}{
+	checkCmdlines(t, []cmdlineCase{
 		{name: "unikraft current, initrd, net, env", guest: unikraft{},
 			req:  Request{Args: []string{"/app", "-p", "80"}, Root: Root{Kind: RootInitrd}, Net: net, Process: env, Version: "0.17.0"},
 			want: `Unikraft env.vars=[ A=1 B=2 ] netdev.ip=198.18.0.2/24:198.18.0.1:8.8.8.8 vfs.fstab=[ "initrd0:/:extract:::" ] -- /app -p 80`},
@@ -45,8 +39,21 @@ func TestUnikernelCmdlines(t *testing.T) {
 			want: "ip=198.18.0.2/24 gateway=198.18.0.1 -- /app x"},
 		{name: "hermit args only", guest: hermit{}, req: Request{Args: []string{"/app"}}, want: "/app"},
 		{name: "bad mask", guest: mirage{}, req: Request{Net: &Net{Address: "1.2.3.4", Mask: "255.0.255.0"}}, wantErr: "not contiguous"},
-	}
-	for _, tc := range tests {
+	})
+}
+
+// cmdlineCase is one rendering of a guest's command line.
+type cmdlineCase struct {
+	name    string
+	guest   Guest
+	req     Request
+	want    string
+	wantErr string
+}
+
+func checkCmdlines(t *testing.T, cases []cmdlineCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.guest.Cmdline(tc.req)
 			if tc.wantErr != "" {
