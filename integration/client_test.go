@@ -23,8 +23,8 @@ func newClient(t *testing.T) (*containerd.Client, context.Context) {
 	return c, namespaces.WithNamespace(context.Background(), namespace)
 }
 
-// taskState returns the status and exit code containerd reports for id.
-func taskState(t *testing.T, id string) (containerd.ProcessStatus, uint32) {
+// loadTask returns the Go client's container and task of id.
+func loadTask(t *testing.T, id string) (containerd.Container, containerd.Task, context.Context) {
 	t.Helper()
 	c, ctx := newClient(t)
 	cont, err := c.LoadContainer(ctx, id)
@@ -35,6 +35,13 @@ func taskState(t *testing.T, id string) (containerd.ProcessStatus, uint32) {
 	if err != nil {
 		t.Fatalf("load task %s: %v", id, err)
 	}
+	return cont, task, ctx
+}
+
+// taskState returns the status and exit code containerd reports for id.
+func taskState(t *testing.T, id string) (containerd.ProcessStatus, uint32) {
+	t.Helper()
+	_, task, ctx := loadTask(t, id)
 	st, err := task.Status(ctx)
 	if err != nil {
 		t.Fatalf("task status %s: %v", id, err)

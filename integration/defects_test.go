@@ -59,15 +59,7 @@ func TestConcurrentDeletes(t *testing.T) {
 	id := newID(t)
 	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "exit", "3")
 	waitFor(t, 15*time.Second, "the task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-	c, ctx := newClient(t)
-	cont, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := cont.Task(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cont, task, ctx := loadTask(t, id)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	codes := make([]uint32, 2)

@@ -71,15 +71,7 @@ func TestExitWhileContainerdIsDown(t *testing.T) {
 	if status != containerd.Stopped || code != 42 {
 		t.Fatalf("after restart: %s, exit %d; want stopped, 42", status, code)
 	}
-	c, ctx := newClient(t)
-	cont, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := cont.Task(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, task, ctx := loadTask(t, id)
 	waitC, err := task.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
