@@ -36,12 +36,13 @@ func procStatusField(t *testing.T, pid int, field string) string {
 // noexec tmpfs.
 func TestMonitorConfinement(t *testing.T) {
 	for _, tc := range []struct {
-		name, image, capEff, seccomp string
-		flags                        []string
+		name, image, capEff, seccomp, uid string
+		flags                             []string
 	}{
-		{"initrd with seccomp", image, "0000000000000000", "2", []string{"--seccomp"}},
+		{"initrd with seccomp", image, "0000000000000000", "2", "0", []string{"--seccomp"}},
 		// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID.
-		{"9p without seccomp", testimage.RootfsImageName, "000000000000001b", "0", nil},
+		{"9p without seccomp", testimage.RootfsImageName, "000000000000001b", "0", "0", nil},
+		{"initrd as the spec's user", image, "0000000000000000", "0", "1000", []string{"--user", "1000:1000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := newID(t)
@@ -50,7 +51,8 @@ func TestMonitorConfinement(t *testing.T) {
 			ctr(t, append(args, tc.image, id, "/init", "sleep")...)
 			waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
 			pid := taskPids(t, id)[0]
-			for field, want := range map[string]string{"CapEff": tc.capEff, "CapPrm": tc.capEff, "CapBnd": tc.capEff, "NoNewPrivs": "1", "Seccomp": tc.seccomp} {
+			for field, want := range map[string]string{"CapEff": tc.capEff, "CapPrm": tc.capEff, "CapBnd": tc.capEff, "NoNewPrivs": "1", "Seccomp": tc.seccomp,
+				"Uid": strings.Repeat(tc.uid+"\t", 3) + tc.uid} {
 				if got := procStatusField(t, pid, field); got != want {
 					t.Errorf("monitor %s = %s, want %s", field, got, want)
 				}
@@ -75,5 +77,15 @@ func TestMonitorConfinement(t *testing.T) {
 			}
 			killAndRemove(t, id)
 		})
+	}
+}
+
+// A user other than root for a root the user cannot own is refused,
+// naming the user and the rootfs mode, and leaves nothing.
+func TestMonitorUserRefusedForSharedRoot(t *testing.T) {
+	id := newID(t)
+	out, err := ctrRaw("run", "--rm", "--user", "1000:1000", "--runtime", runtimeName, testimage.RootfsImageName, id, "/init", "echo", "no")
+	if want := "process.user 1000:1000: a monitor runs as a user other than root only for an initrd root, not for a 9p root"; err == nil || !strings.Contains(out, want) {
+		t.Fatalf("ctr run: %v\n%s\nwant %q", err, out, want)
 	}
 }

@@ -94,7 +94,7 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 	guestBinds := plan.placeGuestFiles()
 	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does.
 	plan.guest.Seccomp = spec.Linux != nil && spec.Linux.Seccomp != nil
-	if plan.confine, err = planConfinement(spec, hasShare(rp, guests.Root9p)); err != nil {
+	if plan.confine, err = planConfinement(spec, rp.Mode, mon.NeedsKVM()); err != nil {
 		return nil, err
 	}
 	devices := []string{"/dev/null", "/dev/urandom"}
@@ -241,13 +241,4 @@ func rootfsDirOf(bundle string, spec *specs.Spec) string {
 		return spec.Root.Path
 	}
 	return filepath.Join(bundle, spec.Root.Path)
-}
-
-func hasShare(p *rootfs.Plan, kind guests.RootKind) bool {
-	for _, s := range p.Shares {
-		if s.Kind == kind {
-			return true
-		}
-	}
-	return false
 }

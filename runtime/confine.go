@@ -11,7 +11,7 @@ import (
 
 // confinement is what the monitor gets of a container's confinement, both
 // ends in this file: the shim plans it from the spec (planConfinement),
-// the launcher applies it (apply, then dropCaps just before the exec).
+// the launcher applies it (apply, then confineLast just before the exec).
 type confinement struct {
 	// OOMScoreAdj is the spec's, else 0: the monitor must not inherit the
 	// shim's near-unkillable score.
@@ -20,6 +20,9 @@ type confinement struct {
 	// KeepCaps are the only capabilities the monitor keeps (bounding,
 	// permitted, effective, inheritable); none by default.
 	KeepCaps []int `json:"keepCaps,omitempty"`
+	// User is the spec's user, when not root: the monitor runs as it, in
+	// the group of /dev/kvm too when it needs KVM.
+	User *specs.User `json:"user,omitempty"`
 }
 
 // fileCaps let a monitor serving a 9p share act on the rootfs's files as
@@ -27,9 +30,26 @@ type confinement struct {
 var fileCaps = []int{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID}
 
 // planConfinement takes the monitor's confinement from the spec; a
-// monitor serving a 9p share keeps fileCaps.
-func planConfinement(spec *specs.Spec, serves9p bool) (confinement, error) {
+// monitor serving a 9p share keeps fileCaps. A non-root user is taken for
+// roots whose files the user can read as they are (an initrd, none): a
+// disk or a share of the rootfs belongs to root and would need its owner
+// changed on the host, which this runtime does not do.
+func planConfinement(spec *specs.Spec, rootMode string, needsKVM bool) (confinement, error) {
 	var c confinement
+	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
+		if rootMode != "initrd" && rootMode != "none" {
+			return c, fmt.Errorf("process.user %d:%d: a monitor runs as a user other than root only for an initrd root, not for a %s root",
+				p.User.UID, p.User.GID, rootMode)
+		}
+		u := p.User
+		if needsKVM {
+			var st unix.Stat_t
+			if err := unix.Stat("/dev/kvm", &st); err == nil {
+				u.AdditionalGids = append(u.AdditionalGids, st.Gid)
+			}
+		}
+		c.User = &u
+	}
 	if p := spec.Process; p != nil {
 		if p.OOMScoreAdj != nil {
 			c.OOMScoreAdj = *p.OOMScoreAdj
@@ -41,10 +61,46 @@ func planConfinement(spec *specs.Spec, serves9p bool) (confinement, error) {
 		}
 		c.Rlimits = p.Rlimits
 	}
-	if serves9p {
+	if rootMode == "9p" {
 		c.KeepCaps = fileCaps
 	}
 	return c, nil
+}
+
+// tapOwner is who may open the guest's tap: the monitor's user.
+func (c confinement) tapOwner() uint32 {
+	if c.User != nil {
+		return c.User.UID
+	}
+	return uint32(os.Geteuid())
+}
+
+// becomeUser switches to the spec's user; a non-root user has no
+// capabilities left after it.
+func (c confinement) becomeUser() error {
+	if c.User == nil {
+		return nil
+	}
+	if err := unix.Setgroups(intsOf(c.User.AdditionalGids)); err != nil {
+		return fmt.Errorf("set groups of user %d: %w", c.User.UID, err)
+	}
+	// Raw setresgid/setresuid: Go's Setgid and Setuid act on every
+	// thread, which is what the exec needs too.
+	if err := unix.Setresgid(int(c.User.GID), int(c.User.GID), int(c.User.GID)); err != nil {
+		return fmt.Errorf("set group %d: %w", c.User.GID, err)
+	}
+	if err := unix.Setresuid(int(c.User.UID), int(c.User.UID), int(c.User.UID)); err != nil {
+		return fmt.Errorf("set user %d: %w", c.User.UID, err)
+	}
+	return nil
+}
+
+func intsOf(ids []uint32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
 }
 
 // apply sets what the monitor and its helpers share (they are started
@@ -69,11 +125,12 @@ func (c confinement) apply() error {
 	return nil
 }
 
-// dropCaps leaves the launcher, and so the monitor it execs, only
-// KeepCaps. A root process regains every capability in its bounding set
-// at exec, so the bounding set is cut too, as runc does. It runs last,
-// after the pivot, which needs CAP_SYS_ADMIN.
-func (c confinement) dropCaps() error {
+// confineLast is the launcher's last step before the monitor's exec, after
+// the pivot (which needs CAP_SYS_ADMIN): cut the bounding set (a root
+// process regains every capability in it at exec; cutting it needs
+// CAP_SETPCAP), become the spec's user (which needs CAP_SETUID and
+// CAP_SETGID), then keep only KeepCaps, as runc does.
+func (c confinement) confineLast() error {
 	keep := map[int]bool{}
 	for _, cp := range c.KeepCaps {
 		keep[cp] = true
@@ -86,12 +143,17 @@ func (c confinement) dropCaps() error {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", cp, err)
 		}
 	}
+	if err := c.becomeUser(); err != nil {
+		return err
+	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
 	var set [2]uint32
-	for cp := range keep {
-		set[cp/32] |= 1 << (uint(cp) % 32)
+	if c.User == nil {
+		for cp := range keep {
+			set[cp/32] |= 1 << (uint(cp) % 32)
+		}
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := [2]unix.CapUserData{

@@ -148,7 +148,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	if err := c.runCreateHooks(ctx, spec); err != nil {
 		return nil, err
 	}
-	network, err := c.planNetwork(ctx, nsp)
+	network, err := c.planNetwork(ctx, nsp, plan.confine.tapOwner())
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +259,7 @@ func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error 
 // planNetwork finds the network the guest takes over. A container that
 // shares the host's network namespace gets none: the host's interfaces
 // are never taken over.
-func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, error) {
+func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (*netPlan, error) {
 	path, viaPid := "", false
 	for _, j := range nsp.join {
 		if j.kind == unix.CLONE_NEWNET {
@@ -280,8 +280,9 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan) (*netPlan, erro
 	if err != nil || n == nil {
 		return nil, err
 	}
-	// The monitor runs as the shim's user; the tap is that user's.
-	n.Owner = uint32(os.Geteuid())
+	// The tap is the monitor's user's, so that it opens it without
+	// CAP_NET_ADMIN.
+	n.Owner = owner
 	tap := Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid}
 	if err := c.record(func(st *persistedState) { st.Taps = append(st.Taps, tap) }); err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	goruntime "runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -98,6 +99,10 @@ func readLaunchSpec(r io.Reader) (launchSpec, error) {
 // confined root, reports ready, waits for Start and then execs the monitor.
 // It never returns.
 func LauncherMain() {
+	// no_new_privs, the capability sets and the bounding set belong to a
+	// thread, and execve keeps those of the thread that calls it: every
+	// step from here to the exec runs on this one thread.
+	goruntime.LockOSThread()
 	// The pipes to the shim must reach no other process: a helper that
 	// inherited the status pipe would keep Start waiting for its EOF
 	// forever, and the monitor's exec is what closes it.
@@ -169,7 +174,7 @@ func prepareConfinedRoot(spec launchSpec) error {
 	if err := rootfs.PivotInto(spec.RootDir); err != nil {
 		return err
 	}
-	return spec.Confine.dropCaps()
+	return spec.Confine.confineLast()
 }
 
 // startHelper starts the helper without the monitor's control socket,
