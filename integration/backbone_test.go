@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/cio"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
 
@@ -137,5 +141,53 @@ func waitForOutput(t *testing.T, file, want string, timeout time.Duration) {
 			t.Fatalf("no %q in %s after %s; it holds:\n%s", want, file, timeout, data)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A Linux guest's own exit status is the container's: its kernel reports
+// init's status on the console, which the shim reads on its way to the
+// client, while qemu itself exits 0. ctr (Wait) and the Go client's
+// Status and Delete all see it.
+func TestGuestExitCodeIsTheContainers(t *testing.T) {
+	id := newID(t)
+	out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, image, id, "/init", "exit", "3")
+	if code := exitCode(err); code != 3 {
+		t.Fatalf("ctr run: exit %d, want the guest's 3\n%s", code, out)
+	}
+	id2 := newID(t)
+	c, ctx := newClient(t)
+	img, err := c.GetImage(ctx, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cont, err := c.NewContainer(ctx, id2, containerd.WithRuntime(runtimeName, nil), containerd.WithNewSnapshot(id2, img),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/init", "exit", "7")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var console bytes.Buffer
+	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &console, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-exitC; st.ExitCode() != 7 {
+		t.Fatalf("Wait: exit %d, want 7", st.ExitCode())
+	}
+	if st, err := task.Status(ctx); err != nil || st.ExitStatus != 7 {
+		t.Fatalf("State: %+v %v, want exit 7", st, err)
+	}
+	st, err := task.Delete(ctx)
+	if err != nil || st.ExitCode() != 7 {
+		t.Fatalf("Delete: %v %v, want exit 7", st, err)
+	}
+	if err := cont.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -40,6 +40,10 @@ type Stdio struct {
 
 // CreateOptions describe a container to create.
 type CreateOptions struct {
+	// Console, when set, receives a copy of the guest's console and is
+	// closed by the caller when it ends: a guest that reports its exit
+	// there gets that status as the container's.
+	Console   *ConsoleTap
 	ID        string
 	Namespace string
 	Bundle    string

@@ -12,10 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,6 +88,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	c.monitor = plan.monitor
+	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
+		c.exitOf = guestExit(opts.Console)
+	}
 	if spec.Hooks != nil {
 		c.poststart, c.annotations = spec.Hooks.Poststart, spec.Annotations
 	}
@@ -331,4 +336,24 @@ func loadSpec(bundle string) (*specs.Spec, error) {
 		return nil, fmt.Errorf("parse OCI spec: %w", err)
 	}
 	return &spec, nil
+}
+
+// guestExitWait bounds the wait for the end of the console at exit: the
+// kernel's line is written before the monitor exits, but the copy may
+// still be reading it.
+const guestExitWait = 2 * time.Second
+
+// guestExit makes a monitor's clean exit (0) the guest's own status when
+// the guest reported one on its console; a monitor killed or failing
+// keeps its status.
+func guestExit(tap *ConsoleTap) func(ExitStatus) ExitStatus {
+	return func(e ExitStatus) ExitStatus {
+		if e.Status != 0 {
+			return e
+		}
+		if code, ok := tap.GuestExit(guestExitWait); ok {
+			e.Status = code
+		}
+		return e
+	}
 }

@@ -25,6 +25,9 @@ type lifecycle struct {
 	// Deletes would release twice (a double close panicked the shim).
 	deleting bool
 	persist  persistedState
+	// exitOf, when set, turns the reaper's status into the container's
+	// (a guest's own exit code, reported on its console).
+	exitOf func(ExitStatus) ExitStatus
 }
 
 func newLifecycle(id, namespace, bundle string) lifecycle {
@@ -89,9 +92,13 @@ func (l *lifecycle) watchExit(ec chan runc.Exit, pid int) {
 			continue
 		}
 		reaper.Default.Unsubscribe(ec)
+		exit := ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
+		if l.exitOf != nil {
+			exit = l.exitOf(exit)
+		}
 		l.mu.Lock()
 		l.state = StatusStopped
-		l.exit = ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
+		l.exit = exit
 		l.persist.Exit = &l.exit
 		if err := writeState(l.bundle, &l.persist); err != nil {
 			log.L.WithError(err).Warn("persist exit status")

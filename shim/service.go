@@ -204,6 +204,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		Bundle:    r.Bundle,
 		Rootfs:    toMounts(r.Rootfs),
 		Stdio:     io.monitor,
+		Console:   io.guestConsole,
 		Host:      host,
 	})
 	io.closeMonitorEnds()

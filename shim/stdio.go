@@ -37,6 +37,9 @@ type stdio struct {
 
 	copies  sync.WaitGroup // copies of the monitor's output
 	closers []io.Closer
+	// console gets a copy of stdout, when the shim copies it (FIFOs):
+	// what a guest says there about its exit.
+	guestConsole *urunc.ConsoleTap
 	// loggerPidfd is a pidfd of the binary:// logger, -1 without one.
 	loggerPidfd int
 	once        sync.Once
@@ -136,7 +139,8 @@ func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
 func (s *stdio) openFifoOutputs(ctx context.Context) error {
 	var err error
 	if s.cfg.Stdout != "" {
-		if s.monitor.Stdout, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stdout)); err != nil {
+		s.guestConsole = urunc.NewConsoleTap()
+		if s.monitor.Stdout, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stdout), s.guestConsole); err != nil {
 			return err
 		}
 	}
@@ -145,7 +149,7 @@ func (s *stdio) openFifoOutputs(ctx context.Context) error {
 	case s.cfg.Stderr == s.cfg.Stdout:
 		s.monitor.Stderr = s.monitor.Stdout
 	default:
-		if s.monitor.Stderr, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stderr)); err != nil {
+		if s.monitor.Stderr, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stderr), nil); err != nil {
 			return err
 		}
 	}
@@ -165,12 +169,12 @@ func fifoPath(uri string) string {
 // the FIFO at path. The shim holds the FIFO open for reading too, so that a
 // reader that goes away (containerd restarting) never makes the monitor
 // die of SIGPIPE; output just waits in the pipe.
-func (s *stdio) openFifoOutput(ctx context.Context, path string) (*os.File, error) {
+func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *urunc.ConsoleTap) (*os.File, error) {
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := s.copyToFifo(ctx, path, r); err != nil {
+	if err := s.copyToFifo(ctx, path, r, tap); err != nil {
 		r.Close()
 		pw.Close()
 		return nil, err
@@ -183,7 +187,7 @@ func (s *stdio) openFifoOutput(ctx context.Context, path string) (*os.File, erro
 // it must close when the monitor is gone, not at Delete. While the copy
 // runs the shim also holds the FIFO open for reading, so that a reader
 // that goes away never breaks the pipe.
-func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser) error {
+func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, tap *urunc.ConsoleTap) error {
 	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open FIFO %s: %w", path, err)
@@ -197,7 +201,13 @@ func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser) 
 	s.copies.Add(1)
 	go func() {
 		defer s.copies.Done()
-		_, _ = io.Copy(w, src)
+		var dst io.Writer = w
+		if tap != nil {
+			// The tap never fails a write, so the FIFO's pace is kept.
+			dst = io.MultiWriter(tap, w)
+			defer tap.Close()
+		}
+		_, _ = io.Copy(dst, src)
 		src.Close()
 		w.Close()
 		keep.Close()
@@ -306,7 +316,8 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 		// The master reads EIO once the last holder of the slave is
 		// gone, which ends the copy. The master itself is closed with
 		// the rest at Close, not by the copy: ResizePty still uses it.
-		return s.copyToFifo(ctx, s.cfg.Stdout, io.NopCloser(master))
+		s.guestConsole = urunc.NewConsoleTap()
+		return s.copyToFifo(ctx, fifoPath(s.cfg.Stdout), io.NopCloser(master), s.guestConsole)
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	write FILE TEXT  write TEXT to FILE (in the guest's root), sync, print it back, then idle
 //	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
 //	sleepcat FILE...  as cat, then as sleep
+//	exit N         end init with status N (the kernel reports it and resets)
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -86,6 +87,10 @@ write)
 	;;
 cat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	;;
+exit)
+	sync
+	exit "$1"
 	;;
 catvol)
 	for s in /sys/block/vd*/serial; do

@@ -69,6 +69,13 @@ type Process struct {
 	Cwd      string
 }
 
+// ConsoleExitReporter is a guest type whose kernel reports the app's exit
+// status on the console (Linux: "Attempted to kill init! exitcode=…"),
+// while its monitor exits 0.
+type ConsoleExitReporter interface {
+	ReportsExitOnConsole() bool
+}
+
 // InitConfigurer is a guest type whose init can take a configuration file,
 // which the monitor passes as the guest's initrd (urunc's urunit config).
 type InitConfigurer interface {

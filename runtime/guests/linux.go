@@ -18,6 +18,10 @@ func (linux) Devices() Devices { return Devices{} }
 func (linux) Monitors() []string  { return []string{"qemu", "firecracker", "clh"} }
 func (linux) SupportsBlock() bool { return true }
 
+// ReportsExitOnConsole: with panic=-1 the kernel prints init's exit status
+// and resets; the monitor then exits 0.
+func (linux) ReportsExitOnConsole() bool { return true }
+
 // SupportsFS lists the roots urunc boots a Linux guest from.
 func (linux) SupportsFS(fsType string) bool {
 	switch fsType {
