@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/cio"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
