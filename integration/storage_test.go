@@ -409,3 +409,26 @@ func TestBlockRootfsBlockVolume(t *testing.T) {
 		t.Fatalf("the host still mounts the volume the guest took: %v", m)
 	}
 }
+
+// The operator's cleanup-orphans ends a virtiofs guest's virtiofsd with
+// its monitor when containerd's state is lost and the shim is gone.
+func TestCleanupOrphansEndsVirtiofsd(t *testing.T) {
+	withHostConfig(t, env.virtiofsHostConfig())
+	id := newID(t)
+	logFile := filepath.Join(t.TempDir(), "console.log")
+	ctr(t, "run", "-d", "--log-uri", "file://"+logFile, "--runtime", runtimeName, testimage.RootfsImageName, id, "/init", "sleep")
+	waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
+	pids := taskPids(t, id)
+	helpers := processesOf(virtiofsd)
+	if !containsAny(pids, helpers) {
+		t.Fatalf("task ps %v lists no virtiofsd (%v)", pids, helpers)
+	}
+	orphan(t, id)
+	out, err := exec.Command(env.shimPath, "cleanup-orphans", "-state-dir", orphansStateDir()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), id+": cleaned") {
+		t.Fatalf("cleanup-orphans: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, "the monitor and virtiofsd to end", func() bool {
+		return !isMonitor(pids[0]) && !containsAny(processesOf(virtiofsd), helpers)
+	})
+}
