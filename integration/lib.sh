@@ -29,7 +29,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   fs_type = "ext4"
   mount_options = []
 CFG
-	mkfs.ext4 -q -F "$DIR/blockfile-scratch.ext4" 64M
+	mkfs.ext4 -q -F "$DIR/blockfile-scratch.ext4" 64M >/dev/null
 	PATH="$DIR/bin:$PATH" URUNC_CONFIG_FILE="$DIR/urunc.toml" \
 		setsid containerd --config "$DIR/containerd.toml" >"$DIR/containerd.log" 2>&1 &
 	CTRD=$!
