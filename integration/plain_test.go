@@ -5,8 +5,12 @@ package integration
 import (
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
@@ -51,4 +55,63 @@ func TestPlainContainerRunsUnderRunc(t *testing.T) {
 		ctr(t, "task", "rm", id)
 		ctr(t, "container", "rm", id)
 	})
+}
+
+// Exec into a plain container (a sidecar's probe, kubectl exec), as
+// containerd's runc shim does it: output and exit status through ctr, and
+// through the Go client an exec's Pids entry, Kill, Wait, State and
+// Delete, with TaskExecAdded, TaskExecStarted and its TaskExit.
+func TestExecInPlainContainer(t *testing.T) {
+	id := newID(t)
+	ctr(t, "run", "-d", "--runtime", runtimeName, testimage.PlainImageName, id, "/bin/busybox", "sleep", "1000")
+	out := ctr(t, "task", "exec", "--exec-id", "probe", id, "/bin/busybox", "echo", "hello-from-exec")
+	if !strings.Contains(out, "hello-from-exec") {
+		t.Fatalf("exec output: %q", out)
+	}
+	if out, err := ctrRaw("task", "exec", "--exec-id", "fails", id, "/bin/sh", "-c", "exit 5"); exitCode(err) != 5 {
+		t.Fatalf("exec exit: %v, want 5\n%s", err, out)
+	}
+
+	cont, task, ctx := loadTask(t, id)
+	spec, err := cont.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pspec := *spec.Process
+	pspec.Args = []string{"/bin/busybox", "sleep", "1000"}
+	proc, err := task.Exec(ctx, "long", &pspec, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exitC, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pids := taskPids(t, id); !containsAny(pids, []int{int(proc.Pid())}) {
+		t.Fatalf("task ps %v lacks the exec's pid %d", pids, proc.Pid())
+	}
+	if st, err := proc.Status(ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("exec status: %+v %v", st, err)
+	}
+	if err := proc.Kill(ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-exitC; st.ExitCode() != 137 {
+		t.Fatalf("exec Wait: %d, want 137", st.ExitCode())
+	}
+	if st, err := proc.Delete(ctx); err != nil || st.ExitCode() != 137 {
+		t.Fatalf("exec Delete: %v %v", st, err)
+	}
+	if _, err := proc.Delete(ctx); err == nil {
+		t.Fatal("a second exec Delete succeeded")
+	}
+	// A terminal exec is refused, saying why.
+	pspec.Terminal = true
+	if _, err := task.Exec(ctx, "tty", &pspec, cio.NullIO); err == nil || !strings.Contains(err.Error(), "terminal is not supported") {
+		t.Fatalf("tty exec: %v", err)
+	}
+	killAndRemove(t, id)
 }

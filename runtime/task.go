@@ -26,6 +26,8 @@ type Task interface {
 	Resume(ctx context.Context) error
 	Metrics(ctx context.Context) (any, error)
 	Update(ctx context.Context, res *specs.LinuxResources) error
+	// NewExec prepares an extra process in the running container.
+	NewExec(id string, spec *specs.Process, stdio Stdio) (*Exec, error)
 }
 
 var (

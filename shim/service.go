@@ -87,6 +87,7 @@ type container struct {
 	// oomSent makes TaskOOM go out once, whichever of the cgroup's
 	// notification and the exit sees the OOM kill first.
 	oomSent atomic.Bool
+	execs   execs
 }
 
 func (s *taskService) sendOOM(c *container) {
@@ -275,6 +276,13 @@ func toMounts(ms []*types.Mount) []mount.Mount {
 }
 
 func (s *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	if r.ExecID != "" {
+		c, err := s.get(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.startExec(ctx, c, r)
+	}
 	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
@@ -289,6 +297,13 @@ func (s *taskService) Start(ctx context.Context, r *taskAPI.StartRequest) (*task
 }
 
 func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if r.ExecID != "" {
+		c, err := s.get(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.deleteExec(ctx, c, r)
+	}
 	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
@@ -323,6 +338,13 @@ func (s *taskService) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*ta
 }
 
 func (s *taskService) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	if r.ExecID != "" {
+		c, err := s.get(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.execState(c, r)
+	}
 	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
@@ -405,6 +427,13 @@ func (s *taskService) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskR
 }
 
 func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	if r.ExecID != "" {
+		c, err := s.get(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.killExec(ctx, c, r)
+	}
 	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
@@ -421,15 +450,13 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 	return empty, nil
 }
 
-func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
-	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented,
-		"exec into a unikernel is not supported: the container is one application inside a VM, with no host process to join")
-}
-
 func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
 	c, err := s.get(r.ID)
 	if err != nil {
 		return nil, err
+	}
+	if r.ExecID != "" {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s has no terminal", r.ExecID)
 	}
 	if err := c.io.Resize(r.Width, r.Height); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
@@ -442,8 +469,16 @@ func (s *taskService) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*
 	if err != nil {
 		return nil, err
 	}
+	io := c.io
+	if r.ExecID != "" {
+		e, err := c.execs.get(r.ID, r.ExecID)
+		if err != nil {
+			return nil, err
+		}
+		io = e.io
+	}
 	if r.Stdin {
-		c.io.CloseStdin()
+		io.CloseStdin()
 	}
 	return empty, nil
 }
@@ -464,6 +499,13 @@ func (s *taskService) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) 
 }
 
 func (s *taskService) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	if r.ExecID != "" {
+		c, err := s.get(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return s.waitExec(ctx, c, r)
+	}
 	c, err := s.getInit(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err

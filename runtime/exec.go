@@ -1,0 +1,164 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Exec is an extra process in a running plain container (a sidecar's
+// probe, `kubectl exec`), run by `runc exec --detach` as containerd's runc
+// shim does: runc exits once the process runs, and the process, reparented
+// to this subreaper, is reaped by the one reaper.
+type Exec struct {
+	id        string
+	container *PlainContainer
+	spec      specs.Process
+	stdio     Stdio
+
+	exited chan struct{}
+	mu     sync.Mutex
+	pid    int
+	state  Status
+	exit   ExitStatus
+	deleted bool
+}
+
+// NewExec prepares process spec as exec id in the container; Start runs
+// it. The caller keeps stdio's files and closes them after Start.
+func (p *PlainContainer) NewExec(id string, spec *specs.Process, stdio Stdio) (*Exec, error) {
+	if p.status() != StatusRunning {
+		return nil, fmt.Errorf("container %s is %s, not running: %w", p.id, p.status(), errFailedPrecondition)
+	}
+	if spec == nil || len(spec.Args) == 0 {
+		return nil, fmt.Errorf("exec %s: no process args: %w", id, errInvalidArgument)
+	}
+	if spec.Terminal {
+		return nil, fmt.Errorf("exec %s: a terminal is not supported for exec into containers run by runc: %w", id, errNotImplemented)
+	}
+	return &Exec{id: id, container: p, spec: *spec, stdio: stdio, exited: make(chan struct{}), state: StatusCreated}, nil
+}
+
+// ID returns the exec ID.
+func (e *Exec) ID() string { return e.id }
+
+// Pid returns the exec'd process's pid, 0 before Start.
+func (e *Exec) Pid() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.pid
+}
+
+// Start runs the process and returns once it runs.
+func (e *Exec) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state != StatusCreated {
+		return fmt.Errorf("exec %s is %s, not created: %w", e.id, e.state, errFailedPrecondition)
+	}
+	p := e.container
+	stdio, closeNull, err := withDevNull(e.stdio)
+	if err != nil {
+		return err
+	}
+	defer closeNull()
+	pidFile := filepath.Join(p.bundle, "exec-"+e.id+".pid")
+	defer os.Remove(pidFile)
+	// Subscribed before runc runs: the process may end before its pid is
+	// read back.
+	ec := reaper.Default.Subscribe()
+	if err := p.runc.Exec(ctx, p.id, e.spec, &runc.ExecOpts{PidFile: pidFile, IO: stdioIO{stdio}, Detach: true}); err != nil {
+		reaper.Default.Unsubscribe(ec)
+		return fmt.Errorf("runc exec: %w%s", err, runcLogError(p.runc.Log))
+	}
+	pid, err := runc.ReadPidFile(pidFile)
+	if err != nil {
+		reaper.Default.Unsubscribe(ec)
+		return fmt.Errorf("read exec pid: %w", err)
+	}
+	e.pid, e.state = pid, StatusRunning
+	go e.watchExit(ec, pid)
+	return nil
+}
+
+func (e *Exec) watchExit(ec chan runc.Exit, pid int) {
+	for x := range ec {
+		if x.Pid != pid {
+			continue
+		}
+		reaper.Default.Unsubscribe(ec)
+		e.mu.Lock()
+		e.state = StatusStopped
+		e.exit = ExitStatus{Pid: pid, Status: x.Status, At: x.Timestamp}
+		e.mu.Unlock()
+		close(e.exited)
+		return
+	}
+}
+
+// Exited is closed once the process has exited.
+func (e *Exec) Exited() <-chan struct{} { return e.exited }
+
+// State returns a snapshot of the exec.
+func (e *Exec) State() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return State{ID: e.id, Bundle: e.container.bundle, Pid: e.pid, Status: e.state, Exit: e.exit}
+}
+
+// Wait blocks until the process has exited or ctx ends.
+func (e *Exec) Wait(ctx context.Context) (ExitStatus, error) {
+	select {
+	case <-e.exited:
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.exit, nil
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+}
+
+// Kill signals the process; after its exit it is NotFound.
+func (e *Exec) Kill(ctx context.Context, sig syscall.Signal) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.state {
+	case StatusStopped:
+		return fmt.Errorf("exec %s: process already finished: %w", e.id, errNotFound)
+	case StatusCreated:
+		return fmt.Errorf("exec %s is not started: %w", e.id, errFailedPrecondition)
+	}
+	if err := unix.Kill(e.pid, sig); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("kill exec %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// Delete forgets a finished (or never started) exec and returns its exit.
+func (e *Exec) Delete(ctx context.Context) (ExitStatus, error) {
+	e.mu.Lock()
+	switch {
+	case e.deleted:
+		e.mu.Unlock()
+		return ExitStatus{}, fmt.Errorf("exec %s: %w", e.id, errNotFound)
+	case e.state == StatusRunning:
+		e.mu.Unlock()
+		return ExitStatus{}, fmt.Errorf("exec %s is running: kill it before delete: %w", e.id, errFailedPrecondition)
+	}
+	e.deleted = true
+	if e.state == StatusCreated {
+		e.exit = ExitStatus{At: time.Now()}
+	}
+	exit := e.exit
+	e.mu.Unlock()
+	return exit, nil
+}

@@ -1,0 +1,183 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+)
+
+// execProcess is an exec in a container: its runtime process, its stdio
+// and the ordering of its events (TaskExecStarted before its TaskExit).
+type execProcess struct {
+	rt        *urunc.Exec
+	io        *stdio
+	spec      stdioConfig
+	startDone chan struct{}
+	startOnce sync.Once
+	exitSent  chan struct{}
+}
+
+func (e *execProcess) releaseStart() { e.startOnce.Do(func() { close(e.startDone) }) }
+
+// execs holds a container's execs by ID.
+type execs struct {
+	mu sync.Mutex
+	m  map[string]*execProcess
+}
+
+func (x *execs) get(id, execID string) (*execProcess, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.m[execID]
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "exec %s in container %s not found", execID, id)
+	}
+	return e, nil
+}
+
+// Exec prepares an exec: in a plain container, runc's; a unikernel
+// refuses it, saying why.
+func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Process
+	if err := json.Unmarshal(r.Spec.GetValue(), &spec); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: exec process spec: %w", errdefs.ErrInvalidArgument, err))
+	}
+	c.execs.mu.Lock()
+	if _, ok := c.execs.m[r.ExecID]; ok {
+		c.execs.mu.Unlock()
+		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "exec %s already exists", r.ExecID)
+	}
+	c.execs.mu.Unlock()
+	spec.Terminal = spec.Terminal || r.Terminal
+	// Refused before any FIFO is opened when the runtime cannot do it.
+	if _, err := c.rt.NewExec(r.ExecID, &spec, urunc.Stdio{}); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}
+	io, err := openStdio(ctx, r.ExecID, s.namespace, cfg)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	rt, err := c.rt.NewExec(r.ExecID, &spec, io.monitor)
+	if err != nil {
+		io.closeMonitorEnds()
+		io.Close()
+		return nil, errgrpc.ToGRPC(err)
+	}
+	c.execs.mu.Lock()
+	if c.execs.m == nil {
+		c.execs.m = map[string]*execProcess{}
+	}
+	c.execs.m[r.ExecID] = &execProcess{rt: rt, io: io, spec: cfg, startDone: make(chan struct{}), exitSent: make(chan struct{})}
+	c.execs.mu.Unlock()
+	s.events.Send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
+	return empty, nil
+}
+
+func (s *taskService) startExec(ctx context.Context, c *container, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	e, err := c.execs.get(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	err = e.rt.Start(ctx)
+	// runc exec handed the process its own copies of the stdio.
+	e.io.closeMonitorEnds()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	pid := e.rt.Pid()
+	go s.forwardExecExit(r.ID, e)
+	s.events.Send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: uint32(pid)})
+	e.releaseStart()
+	return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+}
+
+func (s *taskService) forwardExecExit(id string, e *execProcess) {
+	exit, _ := e.rt.Wait(context.Background())
+	e.io.WaitOutput(2 * time.Second)
+	<-e.startDone
+	s.events.Send(&eventstypes.TaskExit{
+		ContainerID: id,
+		ID:          e.rt.ID(),
+		Pid:         uint32(exit.Pid),
+		ExitStatus:  uint32(exit.Status),
+		ExitedAt:    protobuf.ToTimestamp(exit.At),
+	})
+	close(e.exitSent)
+}
+
+func (s *taskService) deleteExec(ctx context.Context, c *container, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	e, err := c.execs.get(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	exit, err := e.rt.Delete(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	e.io.Close()
+	if e.rt.Pid() != 0 {
+		<-e.exitSent
+	}
+	c.execs.mu.Lock()
+	delete(c.execs.m, r.ExecID)
+	c.execs.mu.Unlock()
+	return &taskAPI.DeleteResponse{Pid: uint32(exit.Pid), ExitStatus: uint32(exit.Status), ExitedAt: protobuf.ToTimestamp(exit.At)}, nil
+}
+
+func (s *taskService) execState(c *container, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	e, err := c.execs.get(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	st := e.rt.State()
+	resp := &taskAPI.StateResponse{
+		ID: r.ExecID, ExecID: r.ExecID, Bundle: st.Bundle, Pid: uint32(st.Pid), Status: taskStatus(st.Status),
+		Stdin: e.spec.Stdin, Stdout: e.spec.Stdout, Stderr: e.spec.Stderr,
+	}
+	if st.Status == urunc.StatusStopped {
+		resp.ExitStatus = uint32(st.Exit.Status)
+		resp.ExitedAt = protobuf.ToTimestamp(st.Exit.At)
+	}
+	return resp, nil
+}
+
+func (s *taskService) killExec(ctx context.Context, c *container, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	e, err := c.execs.get(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.rt.Kill(ctx, syscall.Signal(r.Signal)); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+func (s *taskService) waitExec(ctx context.Context, c *container, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	e, err := c.execs.get(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	exit, err := e.rt.Wait(ctx)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.WaitResponse{ExitStatus: uint32(exit.Status), ExitedAt: protobuf.ToTimestamp(exit.At)}, nil
+}
