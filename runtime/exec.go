@@ -25,11 +25,11 @@ type Exec struct {
 	spec      specs.Process
 	stdio     Stdio
 
-	exited chan struct{}
-	mu     sync.Mutex
-	pid    int
-	state  Status
-	exit   ExitStatus
+	exited  chan struct{}
+	mu      sync.Mutex
+	pid     int
+	state   Status
+	exit    ExitStatus
 	deleted bool
 }
 
