@@ -138,6 +138,37 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 		t.Fatalf("container stats: %v %v", stats, err)
 	}
 
+	// A plain sidecar beside the VM, run by runc in the same shim: exec
+	// into it (a probe, kubectl exec) works through the CRI.
+	sidecar, err := rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: podID,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "sidecar"},
+			Image:    &runtimeapi.ImageSpec{Image: testimage.PlainImageName},
+			Command:  []string{"/bin/busybox", "sleep", "1000"},
+			LogPath:  "sidecar.log",
+			Linux:    &runtimeapi.LinuxContainerConfig{},
+		},
+		SandboxConfig: podConfig,
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer sidecar: %v", err)
+	}
+	if _, err := rs.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: sidecar.ContainerId}); err != nil {
+		t.Fatalf("StartContainer sidecar: %v", err)
+	}
+	execd, err := rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: sidecar.ContainerId,
+		Cmd: []string{"/bin/sh", "-c", "echo hello-from-the-sidecar; exit 3"}, Timeout: 30})
+	if err != nil || execd.ExitCode != 3 || !strings.Contains(string(execd.Stdout), "hello-from-the-sidecar") {
+		t.Fatalf("ExecSync in the sidecar: %v %+v", err, execd)
+	}
+	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: sidecar.ContainerId, Timeout: 2}); err != nil {
+		t.Fatalf("StopContainer sidecar: %v", err)
+	}
+	if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: sidecar.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer sidecar: %v", err)
+	}
+
 	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cid, Timeout: 10}); err != nil {
 		t.Fatalf("StopContainer: %v", err)
 	}

@@ -175,7 +175,7 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("import image %s into blockfile: %v: %s", rootfsImage, err, out)
 	}
 	// CRI works in the k8s.io namespace: the pod's images live there.
-	for _, img := range []string{image, pause} {
+	for _, img := range []string{image, pause, plain} {
 		if out, err := ctrContext(context.Background(), "--namespace", criNamespace, "images", "import", img); err != nil {
 			return 0, fmt.Errorf("import image %s for CRI: %v: %s", img, err, out)
 		}
