@@ -162,6 +162,12 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 	if err != nil || execd.ExitCode != 3 || !strings.Contains(string(execd.Stdout), "hello-from-the-sidecar") {
 		t.Fatalf("ExecSync in the sidecar: %v %+v", err, execd)
 	}
+	// The same through crictl, the client Kubernetes users reach for.
+	out, err := exec.CommandContext(ctx, "crictl", "--runtime-endpoint", "unix://"+env.socket(),
+		"exec", sidecar.ContainerId, "/bin/busybox", "echo", "hello-through-crictl").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "hello-through-crictl") {
+		t.Fatalf("crictl exec into the sidecar: %v\n%s", err, out)
+	}
 	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: sidecar.ContainerId, Timeout: 2}); err != nil {
 		t.Fatalf("StopContainer sidecar: %v", err)
 	}

@@ -7,6 +7,7 @@ set -euo pipefail
 
 CONTAINERD_VERSION=v2.4.2
 NERDCTL_VERSION=v1.7.7
+CRITOOLS_VERSION=v1.37.0
 CONTAINERD17_VERSION=v1.7.35
 PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
@@ -54,6 +55,18 @@ if [ ! -x "$PREFIX/nerdctl" ]; then
 		GOFLAGS=-mod=mod go get "github.com/containerd/nerdctl@$NERDCTL_VERSION" >/dev/null 2>&1
 		GOFLAGS=-mod=mod go build -o "$PREFIX/nerdctl" github.com/containerd/nerdctl/cmd/nerdctl
 	) || echo "setup: nerdctl build failed; nerdctl tests will be skipped" >&2
+	rm -rf "$tmp"
+fi
+
+if [ ! -x "$PREFIX/crictl" ]; then
+	echo "setup: building crictl $CRITOOLS_VERSION"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init crictl-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" >/dev/null 2>&1
+		GOFLAGS=-mod=mod go build -o "$PREFIX/crictl" sigs.k8s.io/cri-tools/cmd/crictl
+	)
 	rm -rf "$tmp"
 fi
 
