@@ -22,7 +22,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-if ! "$PREFIX/containerd" --version 2>/dev/null | grep -q "$CONTAINERD_VERSION" || [ ! -x "$PREFIX/ctr" ]; then
+if ! "$PREFIX/containerd" --version 2>/dev/null | grep -q " ${CONTAINERD_VERSION#v}" || [ ! -x "$PREFIX/ctr" ]; then
 	echo "setup: building containerd and ctr $CONTAINERD_VERSION"
 	GOBIN=$PREFIX GOFLAGS=-mod=mod go install -tags "no_btrfs no_zfs no_devmapper" \
 		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
