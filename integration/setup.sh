@@ -46,28 +46,31 @@ if [ ! -x "$C17_DIR/containerd" ] || [ ! -x "$C17_DIR/ctr" ]; then
 	rm -rf "$tmp"
 fi
 
-if [ ! -x "$PREFIX/nerdctl" ]; then
-	echo "setup: building nerdctl $NERDCTL_VERSION"
+# build_tool OUT MODULE@VERSION PACKAGE builds a command from the Go module
+# proxy in a scratch module (`go install …@version` fails for some of them
+# on a version-list lookup).
+build_tool() {
+	local out=$1 module=$2 pkg=$3 tmp rc=0
 	tmp=$(mktemp -d)
 	(
 		cd "$tmp"
-		go mod init nerdctl-build >/dev/null 2>&1
-		GOFLAGS=-mod=mod go get "github.com/containerd/nerdctl@$NERDCTL_VERSION" >/dev/null 2>&1
-		GOFLAGS=-mod=mod go build -o "$PREFIX/nerdctl" github.com/containerd/nerdctl/cmd/nerdctl
-	) || echo "setup: nerdctl build failed; nerdctl tests will be skipped" >&2
+		go mod init tool-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "$module" >/dev/null 2>&1
+		GOFLAGS=-mod=mod go build -o "$out" "$pkg"
+	) || rc=$?
 	rm -rf "$tmp"
+	return $rc
+}
+
+if [ ! -x "$PREFIX/nerdctl" ]; then
+	echo "setup: building nerdctl $NERDCTL_VERSION"
+	build_tool "$PREFIX/nerdctl" "github.com/containerd/nerdctl@$NERDCTL_VERSION" github.com/containerd/nerdctl/cmd/nerdctl ||
+		echo "setup: nerdctl build failed; nerdctl tests will be skipped" >&2
 fi
 
 if [ ! -x "$PREFIX/crictl" ]; then
 	echo "setup: building crictl $CRITOOLS_VERSION"
-	tmp=$(mktemp -d)
-	(
-		cd "$tmp"
-		go mod init crictl-build >/dev/null 2>&1
-		GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" >/dev/null 2>&1
-		GOFLAGS=-mod=mod go build -o "$PREFIX/crictl" sigs.k8s.io/cri-tools/cmd/crictl
-	)
-	rm -rf "$tmp"
+	build_tool "$PREFIX/crictl" "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
 fi
 
 if [ ! -f "$GUEST_DIR/vmlinuz" ]; then
