@@ -91,6 +91,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
 		c.exitOf = guestExit(opts.Console)
 	}
+	if d, ok := plan.guestType.(guests.MonitorExitDecoder); ok {
+		c.exitOf = func(e ExitStatus) ExitStatus { e.Status = d.GuestExit(e.Status); return e }
+	}
 	if spec.Hooks != nil {
 		c.poststart, c.annotations = spec.Hooks.Poststart, spec.Annotations
 	}

@@ -76,6 +76,13 @@ type ConsoleExitReporter interface {
 	ReportsExitOnConsole() bool
 }
 
+// MonitorExitDecoder is a guest type whose exit status reaches the
+// monitor's own in an encoded form (qemu's isa-debug-exit).
+type MonitorExitDecoder interface {
+	// GuestExit turns the monitor's exit status into the guest's.
+	GuestExit(monitorStatus int) int
+}
+
 // InitConfigurer is a guest type whose init can take a configuration file,
 // which the monitor passes as the guest's initrd (urunc's urunit config).
 type InitConfigurer interface {

@@ -30,3 +30,13 @@ func (mewz) Cmdline(req Request) (string, error) {
 	}
 	return fmt.Sprintf("ip=%s/%d gateway=%s", n.Address, bits, n.Gateway), nil
 }
+
+// GuestExit decodes qemu's isa-debug-exit: a guest that writes v to the
+// port makes qemu exit with (v<<1)|1. Any other status (qemu killed, or
+// exiting by itself) is the monitor's own and kept.
+func (mewz) GuestExit(status int) int {
+	if status&1 == 1 && status < 128 {
+		return status >> 1
+	}
+	return status
+}

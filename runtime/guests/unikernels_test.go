@@ -109,3 +109,13 @@ func TestOlderThan(t *testing.T) {
 		}
 	}
 }
+
+// mewz reports through qemu's isa-debug-exit: (v<<1)|1 is the guest's v;
+// a killed qemu (128+signal) or an even status is the monitor's own.
+func TestMewzGuestExit(t *testing.T) {
+	for status, want := range map[int]int{1: 0, 7: 3, 85: 42, 0: 0, 2: 2, 137: 137, 143: 143} {
+		if got := (mewz{}).GuestExit(status); got != want {
+			t.Errorf("GuestExit(%d) = %d, want %d", status, got, want)
+		}
+	}
+}
