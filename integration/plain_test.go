@@ -3,14 +3,17 @@
 package integration
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	eventstypes "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
@@ -73,6 +76,10 @@ func TestExecInPlainContainer(t *testing.T) {
 	}
 
 	cont, task, ctx := loadTask(t, id)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c, _ := newClient(t)
+	evc, errc := c.Subscribe(ctx, `topic~="/tasks/exec"`, `topic=="/tasks/exit"`)
 	spec, err := cont.Spec(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +114,39 @@ func TestExecInPlainContainer(t *testing.T) {
 	}
 	if _, err := proc.Delete(ctx); err == nil {
 		t.Fatal("a second exec Delete succeeded")
+	}
+	// Its events, in order: added, started, exit (ID the exec's).
+	var got []string
+	timeout := time.After(15 * time.Second)
+	for len(got) < 3 {
+		select {
+		case env := <-evc:
+			v, err := typeurl.UnmarshalAny(env.Event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch e := v.(type) {
+			case *eventstypes.TaskExecAdded:
+				if e.ExecID == "long" {
+					got = append(got, env.Topic)
+				}
+			case *eventstypes.TaskExecStarted:
+				if e.ExecID == "long" && e.Pid == proc.Pid() {
+					got = append(got, env.Topic)
+				}
+			case *eventstypes.TaskExit:
+				if e.ID == "long" && e.ExitStatus == 137 {
+					got = append(got, env.Topic)
+				}
+			}
+		case err := <-errc:
+			t.Fatal(err)
+		case <-timeout:
+			t.Fatalf("exec events so far: %v", got)
+		}
+	}
+	if want := "/tasks/exec-added /tasks/exec-started /tasks/exit"; strings.Join(got, " ") != want {
+		t.Fatalf("exec events %v, want %s", got, want)
 	}
 	// A terminal exec is refused, saying why.
 	pspec.Terminal = true

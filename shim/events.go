@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
@@ -93,7 +95,14 @@ func (q *eventQueue) run() {
 				return
 			}
 		}
-		if err := q.forward(next); err != nil {
+		err := q.forward(next)
+		if err != nil && errdefs.IsInvalidArgument(errgrpc.ToNative(err)) {
+			// containerd will never take it: retrying would hold back
+			// every later event (a TaskExit among them) for good.
+			log.G(q.ctx).WithError(err).WithField("topic", next.Topic).Error("event refused by containerd; dropped")
+			err = nil
+		}
+		if err != nil {
 			log.G(q.ctx).WithError(err).WithField("topic", next.Topic).Warn("event not delivered yet; retrying")
 			select {
 			case <-time.After(backoff):

@@ -571,6 +571,10 @@ func topic(e any) string {
 		return ctrdruntime.TaskResumedEventTopic
 	case *eventstypes.TaskOOM:
 		return ctrdruntime.TaskOOMEventTopic
+	case *eventstypes.TaskExecAdded:
+		return ctrdruntime.TaskExecAddedEventTopic
+	case *eventstypes.TaskExecStarted:
+		return ctrdruntime.TaskExecStartedEventTopic
 	}
 	return ctrdruntime.TaskUnknownTopic
 }

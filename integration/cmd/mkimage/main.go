@@ -16,7 +16,7 @@ func main() {
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox")
 	name := flag.String("name", testimage.ImageName, "image name")
 	plain := flag.Bool("plain", false, "write the plain busybox image (for runc) instead")
-	kind := flag.String("kind", "initrd", "initrd: the guest in an initrd; rootfs: the guest's files in the image, mountRootfs; block: a disk image named by the block annotation")
+	kind := flag.String("kind", "initrd", "initrd: the guest in an initrd; rootfs: the guest's files in the image, mountRootfs; block: a disk image named by the block annotation; pause: a pod sandbox image (busybox sleeping)")
 	flag.Parse()
 	var err error
 	switch {
@@ -28,6 +28,8 @@ func main() {
 		err = testimage.WriteRootfsArchive(*out, *kernel, *busybox)
 	case *kind == "block":
 		err = testimage.WriteBlockArchive(*out, *kernel, *busybox)
+	case *kind == "pause":
+		err = testimage.WritePauseArchive(*out, *busybox)
 	default:
 		err = fmt.Errorf("unknown -kind %q: want initrd, rootfs or block", *kind)
 	}
