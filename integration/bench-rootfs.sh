@@ -11,7 +11,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-5}
 KERNEL=${URUNC_BUILTIN_KERNEL:-/var/cache/urunc-test/guest-builtin/bzImage}
 start_containerd /tmp/urunc-bench-rootfs
-(cd "$ROOT" && go run ./integration/cmd/mkimage -kernel "$KERNEL" -name docker.io/urunc/bench-initrd:latest -o "$DIR/initrd.tar")
+(cd "$ROOT" && go run ./integration/cmd/mkimage -kernel "$KERNEL" -modules "" -name docker.io/urunc/bench-initrd:latest -o "$DIR/initrd.tar")
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind rootfs -kernel "$KERNEL" -o "$DIR/rootfs.tar")
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind block -kernel "$KERNEL" -o "$DIR/block.tar")
 for img in initrd rootfs block; do "${CTR[@]}" images import "$DIR/$img.tar" >/dev/null; done

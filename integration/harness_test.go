@@ -200,18 +200,8 @@ func guestImageOptions() testimage.Options {
 		Kernel:     filepath.Join(guestDir, "vmlinuz"),
 		Busybox:    "/bin/busybox",
 		ModulesDir: filepath.Join(guestDir, "modules"),
-		Modules:    guestModules,
+		Modules:    testimage.DebianGuestModules,
 	}
-}
-
-// guestModules are loaded by the test guest's init, in dependency order:
-// virtio networking and the ACPI power button.
-var guestModules = []string{
-	"drivers/virtio/virtio_ring", "drivers/virtio/virtio",
-	"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci_modern_dev",
-	"drivers/virtio/virtio_pci",
-	"net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
-	"drivers/input/evdev", "drivers/acpi/button",
 }
 
 func (e *testEnv) startDaemon() error {

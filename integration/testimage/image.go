@@ -130,6 +130,17 @@ type Options struct {
 	Cmd         []string
 }
 
+// DebianGuestModules are the modules of Debian's guest kernel that the
+// test guest's init loads, in dependency order: virtio networking and the
+// ACPI power button (without it SIGTERM cannot power the guest down).
+var DebianGuestModules = []string{
+	"drivers/virtio/virtio_ring", "drivers/virtio/virtio",
+	"drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci_modern_dev",
+	"drivers/virtio/virtio_pci",
+	"net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
+	"drivers/input/evdev", "drivers/acpi/button",
+}
+
 // DefaultAnnotations make a Linux guest under qemu with its initrd.
 func DefaultAnnotations() map[string]string {
 	return map[string]string{

@@ -13,6 +13,7 @@ import (
 func main() {
 	out := flag.String("o", "urunc-test-guest.tar", "output OCI archive")
 	kernel := flag.String("kernel", "/var/cache/urunc-test/guest/vmlinuz", "guest kernel")
+	modules := flag.String("modules", "/var/cache/urunc-test/guest/modules", "the guest kernel's modules dir, for an initrd guest (virtio-net, ACPI button); empty: none")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox")
 	name := flag.String("name", testimage.ImageName, "image name")
 	plain := flag.Bool("plain", false, "write the plain busybox image (for runc) instead")
@@ -23,7 +24,11 @@ func main() {
 	case *plain:
 		err = testimage.WritePlainArchive(*out, *busybox)
 	case *kind == "initrd":
-		err = testimage.WriteOCIArchive(*out, testimage.Options{Name: *name, Kernel: *kernel, Busybox: *busybox})
+		o := testimage.Options{Name: *name, Kernel: *kernel, Busybox: *busybox}
+		if *modules != "" {
+			o.ModulesDir, o.Modules = *modules, testimage.DebianGuestModules
+		}
+		err = testimage.WriteOCIArchive(*out, o)
 	case *kind == "rootfs":
 		err = testimage.WriteRootfsArchive(*out, *kernel, *busybox)
 	case *kind == "block":
