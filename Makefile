@@ -31,11 +31,18 @@ unit:
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime:FuzzURuncJSON ./runtime:FuzzHostConfig ./runtime:FuzzPersistedState \
 	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs
+# Go's fuzzer may end a run at its time limit with "context deadline
+# exceeded" while a worker is busy, with no failing input: that is not a
+# finding. Any run that writes a failing input, or fails otherwise, fails.
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run XXX -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		out=$$($(GO) test -run XXX -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg 2>&1); rc=$$?; echo "$$out"; \
+		if [ $$rc -ne 0 ]; then \
+			if echo "$$out" | grep -q "Failing input" || ! echo "$$out" | grep -q "context deadline exceeded"; then exit 1; fi; \
+			echo "fuzz: $$name stopped at its time limit without a failing input (Go's 'context deadline exceeded'); not a finding"; \
+		fi; \
 	done
 
 # Needs root: a private containerd, real ctr, real qemu guests (TCG).
