@@ -172,6 +172,6 @@ func (c *Container) Start(ctx context.Context) error {
 
 // NewExec is refused: a unikernel container is one application inside a
 // VM, with no host process to join.
-func (c *Container) NewExec(id string, spec *specs.Process, stdio Stdio) (*Exec, error) {
+func (c *Container) NewExec(id string, spec *specs.Process) (*Exec, error) {
 	return nil, fmt.Errorf("exec into a unikernel is not supported: the container is one application inside a VM, with no host process to join: %w", errNotImplemented)
 }

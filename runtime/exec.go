@@ -23,7 +23,6 @@ type Exec struct {
 	id        string
 	container *PlainContainer
 	spec      specs.Process
-	stdio     Stdio
 
 	exited  chan struct{}
 	mu      sync.Mutex
@@ -33,9 +32,9 @@ type Exec struct {
 	deleted bool
 }
 
-// NewExec prepares process spec as exec id in the container; Start runs
-// it. The caller keeps stdio's files and closes them after Start.
-func (p *PlainContainer) NewExec(id string, spec *specs.Process, stdio Stdio) (*Exec, error) {
+// NewExec checks and prepares process spec as exec id in the container;
+// Start runs it. Nothing is opened until Start.
+func (p *PlainContainer) NewExec(id string, spec *specs.Process) (*Exec, error) {
 	if p.status() != StatusRunning {
 		return nil, fmt.Errorf("container %s is %s, not running: %w", p.id, p.status(), errFailedPrecondition)
 	}
@@ -45,7 +44,7 @@ func (p *PlainContainer) NewExec(id string, spec *specs.Process, stdio Stdio) (*
 	if spec.Terminal {
 		return nil, fmt.Errorf("exec %s: a terminal is not supported for exec into containers run by runc: %w", id, errNotImplemented)
 	}
-	return &Exec{id: id, container: p, spec: *spec, stdio: stdio, exited: make(chan struct{}), state: StatusCreated}, nil
+	return &Exec{id: id, container: p, spec: *spec, exited: make(chan struct{}), state: StatusCreated}, nil
 }
 
 // ID returns the exec ID.
@@ -58,15 +57,16 @@ func (e *Exec) Pid() int {
 	return e.pid
 }
 
-// Start runs the process and returns once it runs.
-func (e *Exec) Start(ctx context.Context) error {
+// Start runs the process with stdio and returns once it runs. The caller
+// keeps stdio's files and closes them after Start.
+func (e *Exec) Start(ctx context.Context, stdio Stdio) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.state != StatusCreated {
 		return fmt.Errorf("exec %s is %s, not created: %w", e.id, e.state, errFailedPrecondition)
 	}
 	p := e.container
-	stdio, closeNull, err := withDevNull(e.stdio)
+	stdio, closeNull, err := withDevNull(stdio)
 	if err != nil {
 		return err
 	}

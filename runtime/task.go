@@ -27,7 +27,7 @@ type Task interface {
 	Metrics(ctx context.Context) (any, error)
 	Update(ctx context.Context, res *specs.LinuxResources) error
 	// NewExec prepares an extra process in the running container.
-	NewExec(id string, spec *specs.Process, stdio Stdio) (*Exec, error)
+	NewExec(id string, spec *specs.Process) (*Exec, error)
 }
 
 var (

@@ -67,18 +67,13 @@ func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 	c.execs.mu.Unlock()
 	spec.Terminal = spec.Terminal || r.Terminal
 	// Refused before any FIFO is opened when the runtime cannot do it.
-	if _, err := c.rt.NewExec(r.ExecID, &spec, urunc.Stdio{}); err != nil {
+	rt, err := c.rt.NewExec(r.ExecID, &spec)
+	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}
 	io, err := openStdio(ctx, r.ExecID, s.namespace, cfg)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
-	rt, err := c.rt.NewExec(r.ExecID, &spec, io.monitor)
-	if err != nil {
-		io.closeMonitorEnds()
-		io.Close()
 		return nil, errgrpc.ToGRPC(err)
 	}
 	c.execs.mu.Lock()
@@ -96,7 +91,7 @@ func (s *taskService) startExec(ctx context.Context, c *container, r *taskAPI.St
 	if err != nil {
 		return nil, err
 	}
-	err = e.rt.Start(ctx)
+	err = e.rt.Start(ctx, e.io.monitor)
 	// runc exec handed the process its own copies of the stdio.
 	e.io.closeMonitorEnds()
 	if err != nil {
@@ -132,6 +127,8 @@ func (s *taskService) deleteExec(ctx context.Context, c *container, r *taskAPI.D
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	// An exec never started still holds its ends of the stdio.
+	e.io.closeMonitorEnds()
 	e.io.Close()
 	if e.rt.Pid() != 0 {
 		<-e.exitSent
