@@ -615,18 +615,23 @@ func assertGuestPage(t *testing.T, url string) {
 	}
 }
 
-// loopDevicesUnder lists loop devices whose backing file is below dir
-// (the blockfile snapshots of this run among them).
-func loopDevicesUnder(dir string) []string {
+// loopDevices lists loop devices whose backing file satisfies match.
+func loopDevices(match func(backing string) bool) []string {
 	var out []string
 	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	for _, f := range files {
 		data, err := os.ReadFile(f)
-		if err == nil && strings.HasPrefix(strings.TrimSpace(string(data)), dir) {
-			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f)))+" ("+strings.TrimSpace(string(data))+")")
+		if backing := strings.TrimSpace(string(data)); err == nil && match(backing) {
+			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f)))+" ("+backing+")")
 		}
 	}
 	return out
+}
+
+// loopDevicesUnder lists loop devices whose backing file is below dir
+// (the blockfile snapshots of this run among them).
+func loopDevicesUnder(dir string) []string {
+	return loopDevices(func(b string) bool { return strings.HasPrefix(b, dir) })
 }
 
 // killAndRemove ends a running task with SIGKILL and deletes it and its

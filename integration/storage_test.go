@@ -46,14 +46,7 @@ func hostMountsOf(needles ...string) []string {
 
 // loopDevicesOf lists loop devices backed by file.
 func loopDevicesOf(file string) []string {
-	var out []string
-	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, f := range files {
-		if data, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(data)) == file {
-			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f))))
-		}
-	}
-	return out
+	return loopDevices(func(b string) bool { return b == file })
 }
 
 // monitorCmdline returns the command line of the container's monitor.

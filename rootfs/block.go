@@ -1,15 +1,14 @@
 package rootfs
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -189,29 +188,17 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 }
 
 // mountedDevice returns the block device mounted at dir, if dir is the
-// mount point of one.
+// mount point of one (the topmost mount there, listed last).
 func mountedDevice(dir string) (dev, fsType string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) { return m.Mountpoint != dir, false })
+	if err != nil || len(ms) == 0 {
 		return "", "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 2 || pf[4] != dir {
-			continue
-		}
-		dev, fsType = "", ""
-		if isBlockDevice(qf[1]) {
-			dev, fsType = qf[1], qf[0]
-		}
+	top := ms[len(ms)-1]
+	if !isBlockDevice(top.Source) {
+		return "", "", nil
 	}
-	return dev, fsType, sc.Err()
+	return top.Source, top.FSType, nil
 }
 
 // copyFileVolumes copies single-file volumes (/etc/hosts, say) into the
