@@ -42,8 +42,14 @@ func RequireFile(root, p, what string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f.Close()
-	return ResolveInRootfs(root, p)
+	defer f.Close()
+	// The path of the file just checked, as openat2 resolved it inside
+	// the rootfs: not resolved a second time, another way.
+	host, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return "", fmt.Errorf("%s %q: %w", what, p, err)
+	}
+	return host, nil
 }
 
 // OpenInRootfs opens p, a path inside the container rootfs at root, for

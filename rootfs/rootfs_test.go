@@ -79,6 +79,17 @@ func TestRequireFile(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", tc.path, err, tc.want)
 		}
 	}
+	// A symlink in the image resolves to its target inside the rootfs.
+	if err := os.WriteFile(filepath.Join(root, "k"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/k", filepath.Join(root, "kernel")); err != nil {
+		t.Fatal(err)
+	}
+	real, _ := filepath.EvalSymlinks(root)
+	if got, err := RequireFile(root, "/kernel", "guest kernel"); err != nil || got != filepath.Join(real, "k") {
+		t.Fatalf("RequireFile(/kernel) = %q, %v; want %s", got, err, filepath.Join(real, "k"))
+	}
 }
 
 func TestELFDepsOfAHostBinary(t *testing.T) {
