@@ -56,17 +56,7 @@ func TestEventQueueDeliversAfterContainerdComesBack(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 
 	rec := &recordingEvents{}
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	events.RegisterTTRPCEventsService(srv, rec)
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, l)
-	defer srv.Close()
+	serveEvents(t, ctx, sock, rec)
 	q.Send(&eventstypes.TaskDelete{ContainerID: "a"})
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -133,17 +123,7 @@ func TestEventQueueDropsRefusedEvent(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ttrpc.sock")
 	ctx := namespaces.WithNamespace(context.Background(), "default")
 	rec := &refusingEvents{refuse: "/tasks/paused"}
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	events.RegisterTTRPCEventsService(srv, rec)
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, l)
-	defer srv.Close()
+	serveEvents(t, ctx, sock, rec)
 	q := newEventQueue(ctx, "unix://"+sock)
 	defer q.Close()
 	q.Send(&eventstypes.TaskPaused{ContainerID: "a"})
@@ -166,4 +146,21 @@ func TestEventQueueDropsRefusedEvent(t *testing.T) {
 	if rec.topics[0] != "/tasks/exit" {
 		t.Fatalf("delivered %v", rec.topics)
 	}
+}
+
+// serveEvents serves containerd's events API on sock, as containerd would,
+// until the test ends.
+func serveEvents(t *testing.T, ctx context.Context, sock string, svc events.TTRPCEventsService) {
+	t.Helper()
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	events.RegisterTTRPCEventsService(srv, svc)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, l)
+	t.Cleanup(func() { srv.Close() })
 }
