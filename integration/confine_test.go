@@ -89,3 +89,42 @@ func TestMonitorUserRefusedForSharedRoot(t *testing.T) {
 		t.Fatalf("ctr run: %v\n%s\nwant %q", err, out, want)
 	}
 }
+
+// A monitor that installs no seccomp filter of its own gets this
+// project's, and a call the filter denies fails in it. Here that monitor
+// is the stand-in as qemu: a qemu built without libseccomp has no
+// -sandbox. A spec without seccomp gets no filter. (A monitor that filters
+// itself never gets a second one: stacking can kill it, urunc #648 and
+// #974; monitors' TestFiltersItself covers which monitors filter
+// themselves, and TestMonitorConfinement sees qemu's own -sandbox.)
+func TestProjectSeccompFilter(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	for _, tc := range []struct {
+		name, seccomp, filters, keyctl string
+		flags                          []string
+	}{
+		{"spec with seccomp", "2", "1", "operation not permitted", []string{"--seccomp"}},
+		{"spec without seccomp", "0", "0", "ok", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newID(t)
+			logFile := filepath.Join(t.TempDir(), "console.log")
+			args := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, tc.flags...)
+			ctr(t, append(args, image, id, "/init", "keyctl")...)
+			waitForOutput(t, logFile, "STANDIN_READY", 30*time.Second)
+			if out, _ := os.ReadFile(logFile); !strings.Contains(string(out), "STANDIN_KEYCTL: "+tc.keyctl) {
+				t.Errorf("keyctl in the monitor: want %q, got:\n%s", tc.keyctl, out)
+			}
+			pid := taskPids(t, id)[0]
+			for field, want := range map[string]string{"Seccomp": tc.seccomp, "Seccomp_filters": tc.filters} {
+				if got := procStatusField(t, pid, field); got != want {
+					t.Errorf("monitor %s = %s, want %s", field, got, want)
+				}
+			}
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmdline), "-sandbox") {
+				t.Errorf("a qemu without libseccomp was given -sandbox: %q", cmdline)
+			}
+			killAndRemove(t, id)
+		})
+	}
+}

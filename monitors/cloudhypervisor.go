@@ -21,6 +21,9 @@ func (c *cloudHypervisor) Binary() string        { return c.binary }
 func (c *cloudHypervisor) NeedsKVM() bool        { return true }
 func (c *cloudHypervisor) SupportsControl() bool { return false }
 
+// FiltersItself: cloud-hypervisor's --seccomp, set from Guest.Seccomp.
+func (c *cloudHypervisor) FiltersItself(context.Context) bool { return true }
+
 // SupportsShare: cloud-hypervisor speaks vhost-user to virtiofsd; it has
 // no 9p.
 func (c *cloudHypervisor) SupportsShare(kind string) bool { return kind == ShareVirtiofs }
@@ -35,6 +38,7 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 		"--cpus", "boot=" + strconv.Itoa(g.VCPUs),
 		"--memory", "size=" + strconv.Itoa(g.MemoryMB) + "M" + sharedMemory(g),
 		"--serial", "tty", "--console", "off",
+		"--seccomp", strconv.FormatBool(g.Seccomp),
 	}
 	if g.Initrd != "" {
 		args = append(args, "--initramfs", g.Initrd)

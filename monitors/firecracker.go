@@ -24,6 +24,10 @@ func (f *firecracker) Binary() string        { return f.binary }
 func (f *firecracker) NeedsKVM() bool        { return true }
 func (f *firecracker) SupportsControl() bool { return false }
 
+// FiltersItself: firecracker installs its default filters unless told
+// --no-seccomp, which this runtime never does.
+func (f *firecracker) FiltersItself(context.Context) bool { return true }
+
 // SupportsShare: firecracker has no 9p and no vhost-user-fs.
 func (f *firecracker) SupportsShare(string) bool { return false }
 func (f *firecracker) DataPaths() []string       { return nil }

@@ -56,8 +56,9 @@ type Guest struct {
 	Disks []Disk
 	// Shares are host directories shared with the guest.
 	Shares []Share
-	// Seccomp asks the monitor to filter its own system calls where it
-	// can (qemu's -sandbox).
+	// Seccomp asks the monitor to install its own seccomp filter (qemu's
+	// -sandbox, cloud-hypervisor's --seccomp); set only where
+	// FiltersItself.
 	Seccomp bool
 	// What the guest type expects of the devices: extra options of qemu's
 	// virtio NIC, extra qemu arguments, and the names its solo5 manifest
@@ -114,6 +115,11 @@ type Monitor interface {
 	SupportsShare(kind string) bool
 	// SupportsControl tells whether the monitor can serve ControlFD.
 	SupportsControl() bool
+	// FiltersItself tells whether the monitor installs a seccomp filter
+	// of its own when Guest.Seccomp asks for one. Where it does not, the
+	// launcher installs this project's; never both, since a second filter
+	// can kill a monitor whose own filter expects calls it denies.
+	FiltersItself(ctx context.Context) bool
 	// Powerdown asks the guest to shut down through the control socket
 	// (ACPI power button); ErrNoPowerdown where the monitor cannot.
 	Powerdown(ctx context.Context, controlSocket string) error

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,7 +53,7 @@ func TestMonitorArgs(t *testing.T) {
 		{name: "solo5-spt refuses an initrd", monitor: newSpt("/usr/bin/solo5-spt", Config{}), guest: testGuest, wantErr: "cannot boot an initrd"},
 		{
 			name: "cloud-hypervisor", monitor: newCloudHypervisor("/usr/bin/cloud-hypervisor", Config{}), guest: withNet,
-			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off " +
+			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +
 				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01",
 		},
 		{
@@ -83,7 +86,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "cloud-hypervisor disk and virtiofs", monitor: newCloudHypervisor("/ch", Config{}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, []Share{{Kind: ShareVirtiofs, Tag: "fs0", Socket: "/run/v.sock"}}),
-			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M,shared=on --serial tty --console off " +
+			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M,shared=on --serial tty --console off --seccomp false " +
 				"--cmdline panic=-1 console=ttyS0 --disk path=/guest/disks/rootfs,id=rootfs --fs tag=fs0,socket=/run/v.sock",
 		},
 		{
@@ -183,4 +186,47 @@ func TestPowerdownSupport(t *testing.T) {
 func withStorage(g Guest, disks []Disk, shares []Share) Guest {
 	g.Disks, g.Shares = disks, shares
 	return g
+}
+
+// Which monitors filter their own system calls: this decides whether the
+// launcher installs the project's filter, and it must never do so on top
+// of a monitor's own (urunc #648, #974). solo5-hvt is asked its release.
+func TestFiltersItself(t *testing.T) {
+	dir := t.TempDir()
+	tender := func(out string) string {
+		p := filepath.Join(dir, strings.NewReplacer(" ", "_", ".", "_").Replace(out)+"-hvt")
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho '"+out+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	qemu, _ := exec.LookPath("qemu-system-x86_64")
+	tests := []struct {
+		name    string
+		monitor Monitor
+		want    bool
+	}{
+		{"solo5-hvt 0.10", newHvt(tender("solo5-hvt v0.10.1"), Config{}), false},
+		{"solo5-hvt 0.6.9", newHvt(tender("solo5-hvt 0.6.9"), Config{}), false},
+		{"solo5-hvt 0.11", newHvt(tender("solo5-hvt v0.11.0"), Config{}), true},
+		{"solo5-hvt 1.0", newHvt(tender("solo5-hvt v1.0.0"), Config{}), true},
+		{"solo5-hvt says no release", newHvt(tender("solo5-hvt"), Config{}), true},
+		{"solo5-spt", newSpt("/nonexistent/solo5-spt", Config{}), true},
+		{"qemu that is not an ELF file", newQemu(tender("qemu"), Config{}), false},
+		{"firecracker", newFirecracker("/nonexistent/firecracker", Config{}), true},
+		{"cloud-hypervisor", newCloudHypervisor("/nonexistent/cloud-hypervisor", Config{}), true},
+	}
+	if qemu != "" {
+		// Debian's qemu links libseccomp and has -sandbox.
+		tests = append(tests, struct {
+			name    string
+			monitor Monitor
+			want    bool
+		}{"this host's qemu", newQemu(qemu, Config{}), true})
+	}
+	for _, tc := range tests {
+		if got := tc.monitor.FiltersItself(context.Background()); got != tc.want {
+			t.Errorf("%s: FiltersItself = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

@@ -2,8 +2,10 @@ package monitors
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // qemu runs a guest under qemu-system-x86_64.
@@ -18,6 +20,23 @@ func (q *qemu) Name() string          { return "qemu" }
 func (q *qemu) Binary() string        { return q.binary }
 func (q *qemu) NeedsKVM() bool        { return q.cfg.Accel != "tcg" }
 func (q *qemu) SupportsControl() bool { return true }
+
+// FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
+// has; any other refuses the option and does not start.
+func (q *qemu) FiltersItself(context.Context) bool {
+	f, err := elf.Open(q.binary)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	libs, _ := f.ImportedLibraries()
+	for _, l := range libs {
+		if strings.HasPrefix(l, "libseccomp.so") {
+			return true
+		}
+	}
+	return false
+}
 
 // SupportsShare: qemu serves 9p itself and speaks vhost-user to virtiofsd.
 func (q *qemu) SupportsShare(kind string) bool { return kind == Share9p || kind == ShareVirtiofs }

@@ -3,7 +3,10 @@ package monitors
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"regexp"
 	"strconv"
+	"time"
 )
 
 // solo5 runs a solo5 unikernel under one of solo5's tenders: hvt (KVM) or
@@ -57,3 +60,39 @@ func (s *solo5) Args(g Guest) ([]string, error) {
 }
 
 func (s *solo5) Powerdown(context.Context, string) error { return ErrNoPowerdown }
+
+// The first solo5 release whose hvt tender installs its own seccomp
+// filter (spt always has: it is a seccomp sandbox).
+const solo5SelfFilterMajor, solo5SelfFilterMinor = 0, 11
+
+// FiltersItself: spt always; hvt from solo5 0.11, read from the tender's
+// --version. A version that cannot be read counts as filtering itself:
+// stacking a filter on one that does kills the tender, while a missing
+// project filter on an old tender leaves the container as it was.
+func (s *solo5) FiltersItself(ctx context.Context) bool {
+	if s.name == "spt" {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, s.binary, "--version").CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return true
+	}
+	v, ok := parseSolo5Version(string(out))
+	return !ok || v[0] > solo5SelfFilterMajor || (v[0] == solo5SelfFilterMajor && v[1] >= solo5SelfFilterMinor)
+}
+
+// solo5VersionRE finds the release in a tender's --version output, as in
+// "solo5-hvt v0.9.3" or "solo5-hvt 0.10.1-3-gabc".
+var solo5VersionRE = regexp.MustCompile(`\bv?(\d+)\.(\d+)(?:\.\d+)?`)
+
+func parseSolo5Version(out string) ([2]int, bool) {
+	m := solo5VersionRE.FindStringSubmatch(out)
+	if m == nil {
+		return [2]int{}, false
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	return [2]int{major, minor}, true
+}

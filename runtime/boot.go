@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,7 @@ type bootPlan struct {
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
-func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsDir string) (*bootPlan, error) {
+func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsDir string) (*bootPlan, error) {
 	g, err := guests.For(cfg.UnikernelType)
 	if err != nil {
 		return nil, err
@@ -92,10 +93,14 @@ func planBoot(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, rootfsD
 		plan.guest.Terminal = spec.Process.Terminal
 	}
 	guestBinds := plan.placeGuestFiles()
-	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does.
-	plan.guest.Seccomp = spec.Linux != nil && spec.Linux.Seccomp != nil
 	if plan.confine, err = planConfinement(spec, rp.Mode, mon.NeedsKVM()); err != nil {
 		return nil, err
+	}
+	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
+	// the monitor's own filter where it has one, else this project's.
+	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+		plan.guest.Seccomp = mon.FiltersItself(ctx)
+		plan.confine.Seccomp = !plan.guest.Seccomp
 	}
 	devices := []string{"/dev/null", "/dev/urandom"}
 	if mon.NeedsKVM() {

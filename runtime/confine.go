@@ -23,6 +23,9 @@ type confinement struct {
 	// User is the spec's user, when not root: the monitor runs as it, in
 	// the group of /dev/kvm too when it needs KVM.
 	User *specs.User `json:"user,omitempty"`
+	// Seccomp installs this project's filter (seccomp.go) last before the
+	// exec, for a monitor that installs none of its own.
+	Seccomp bool `json:"seccomp,omitempty"`
 }
 
 // fileCaps let a monitor serving a 9p share act on the rootfs's files as
@@ -162,6 +165,9 @@ func (c confinement) confineLast() error {
 	}
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("set capabilities: %w", err)
+	}
+	if c.Seccomp {
+		return installMonitorFilter()
 	}
 	return nil
 }

@@ -83,7 +83,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 			}
 		}
 	}()
-	plan, err := planBoot(cfg, spec, opts, rootfsDir)
+	plan, err := planBoot(ctx, cfg, spec, opts, rootfsDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}

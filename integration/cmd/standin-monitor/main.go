@@ -6,6 +6,8 @@
 //	exit N   print a line, wait a second, exit with status N
 //	sleep    print a ready line and block until killed
 //	oom      touch memory until the container's memory cgroup OOM-kills it
+//	keyctl   try a call the project's seccomp filter denies, print the
+//	         outcome, then block like sleep
 //	(other)  print the arguments and exit 0
 package main
 
@@ -16,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -51,6 +55,13 @@ func main() {
 			runtime.KeepAlive(hoard)
 			time.Sleep(10 * time.Millisecond)
 		}
+	case "keyctl":
+		_, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_PROCESS_KEYRING, true)
+		fmt.Println("STANDIN_KEYCTL:", errText(err))
+		fmt.Println("STANDIN_READY")
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "sleep":
 		fmt.Println("STANDIN_READY")
 		// Only SIGKILL ends it, as for a real monitor that is PID 1.
@@ -60,4 +71,11 @@ func main() {
 	default:
 		fmt.Println("STANDIN_ARGS:", strings.Join(guestArgs[1:], " "))
 	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
 }
