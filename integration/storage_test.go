@@ -248,20 +248,30 @@ func containsAny(list, any []int) bool {
 	return false
 }
 
-// What a shared guest writes lands in the container's rootfs, which the
-// host sees through the container's own mount.
+// A guest's writes land in the container's rootfs, over virtiofs and over
+// 9p. Over 9p the file is new to the host, so qemu's 9p server sets its
+// mode through /proc/self/fd: without a proc in its confined root the
+// create was undone and the guest saw "nonexistent directory".
 func TestSharedRootfsWrites(t *testing.T) {
-	withHostConfig(t, env.virtiofsHostConfig())
-	id := newID(t)
-	logFile := filepath.Join(t.TempDir(), "console.log")
-	ctr(t, "run", "-d", "--log-uri", "file://"+logFile, "--runtime", runtimeName,
-		testimage.RootfsImageName, id, "/init", "write", "/written.txt", "hello-through-virtiofs")
-	waitForOutput(t, logFile, "URUNC_GUEST_WROTE /written.txt: hello-through-virtiofs", 60*time.Second)
-	data, err := os.ReadFile(filepath.Join(env.bundle(id), "rootfs", "written.txt"))
-	if err != nil || strings.TrimSpace(string(data)) != "hello-through-virtiofs" {
-		t.Fatalf("container rootfs holds %q (%v)", data, err)
+	for _, tc := range []struct{ name, hostConfig string }{
+		{"virtiofs", env.virtiofsHostConfig()},
+		{"9p", env.defaultHostConfig()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withHostConfig(t, tc.hostConfig)
+			id := newID(t)
+			logFile := filepath.Join(t.TempDir(), "console.log")
+			text := "hello-through-" + tc.name
+			ctr(t, "run", "-d", "--log-uri", "file://"+logFile, "--runtime", runtimeName,
+				testimage.RootfsImageName, id, "/init", "write", "/new/dir/written.txt", text)
+			waitForOutput(t, logFile, "URUNC_GUEST_WROTE /new/dir/written.txt: "+text, 60*time.Second)
+			data, err := os.ReadFile(filepath.Join(env.bundle(id), "rootfs", "new", "dir", "written.txt"))
+			if err != nil || strings.TrimSpace(string(data)) != text {
+				t.Fatalf("container rootfs holds %q (%v)", data, err)
+			}
+			forceRemove(id)
+		})
 	}
-	forceRemove(id)
 }
 
 // Volumes of a block guest: a single file reaches it copied into its root

@@ -16,10 +16,11 @@ func newCloudHypervisor(binary string, cfg Config) Monitor {
 	return &cloudHypervisor{binary: binary, cfg: cfg}
 }
 
-func (c *cloudHypervisor) Name() string          { return "clh" }
-func (c *cloudHypervisor) Binary() string        { return c.binary }
-func (c *cloudHypervisor) NeedsKVM() bool        { return true }
-func (c *cloudHypervisor) SupportsControl() bool { return false }
+func (c *cloudHypervisor) Name() string                 { return "clh" }
+func (c *cloudHypervisor) Binary() string               { return c.binary }
+func (c *cloudHypervisor) NeedsKVM() bool               { return true }
+func (c *cloudHypervisor) SupportsControl() bool        { return false }
+func (c *cloudHypervisor) SupportsInheritedDisks() bool { return false }
 
 // FiltersItself: cloud-hypervisor's --seccomp, set from Guest.Seccomp.
 func (c *cloudHypervisor) FiltersItself(context.Context) bool { return true }

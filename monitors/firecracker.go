@@ -19,10 +19,11 @@ type firecracker struct {
 
 func newFirecracker(binary string, cfg Config) Monitor { return &firecracker{binary: binary, cfg: cfg} }
 
-func (f *firecracker) Name() string          { return "firecracker" }
-func (f *firecracker) Binary() string        { return f.binary }
-func (f *firecracker) NeedsKVM() bool        { return true }
-func (f *firecracker) SupportsControl() bool { return false }
+func (f *firecracker) Name() string                 { return "firecracker" }
+func (f *firecracker) Binary() string               { return f.binary }
+func (f *firecracker) NeedsKVM() bool               { return true }
+func (f *firecracker) SupportsControl() bool        { return false }
+func (f *firecracker) SupportsInheritedDisks() bool { return false }
 
 // FiltersItself: firecracker installs its default filters unless told
 // --no-seccomp, which this runtime never does.

@@ -72,6 +72,10 @@ type Guest struct {
 type Disk struct {
 	ID   string // drive id and serial, so the guest can tell disks apart
 	Path string
+	// FD and ReadOnlyFD, when not zero, are the disk already open
+	// read-write and read-only (qemu opens a disk both ways), inherited
+	// by a monitor that runs as a user the disk does not belong to.
+	FD, ReadOnlyFD int
 }
 
 // Share kinds.
@@ -115,6 +119,9 @@ type Monitor interface {
 	SupportsShare(kind string) bool
 	// SupportsControl tells whether the monitor can serve ControlFD.
 	SupportsControl() bool
+	// SupportsInheritedDisks tells whether the monitor can take its
+	// disks as inherited descriptors (Disk.FD).
+	SupportsInheritedDisks() bool
 	// FiltersItself tells whether the monitor installs a seccomp filter
 	// of its own when Guest.Seccomp asks for one. Where it does not, the
 	// launcher installs this project's; never both, since a second filter

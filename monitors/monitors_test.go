@@ -69,6 +69,14 @@ func TestMonitorArgs(t *testing.T) {
 				"-drive file=/guest/disks/vol3,format=raw,if=none,id=vol3 -device virtio-blk-pci,drive=vol3,serial=vol3 -nic none",
 		},
 		{
+			name: "qemu disk inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs", FD: 6, ReadOnlyFD: 7}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-add-fd fd=6,set=6,opaque=rootfs-rw -add-fd fd=7,set=6,opaque=rootfs-ro " +
+				"-drive file=/dev/fdset/6,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs -nic none",
+		},
+		{
 			name: "qemu 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
 				[]Share{{Kind: Share9p, Tag: "fs0", Path: "/guest/shares/fs0"}}),
 			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +

@@ -16,10 +16,11 @@ type qemu struct {
 
 func newQemu(binary string, cfg Config) Monitor { return &qemu{binary: binary, cfg: cfg} }
 
-func (q *qemu) Name() string          { return "qemu" }
-func (q *qemu) Binary() string        { return q.binary }
-func (q *qemu) NeedsKVM() bool        { return q.cfg.Accel != "tcg" }
-func (q *qemu) SupportsControl() bool { return true }
+func (q *qemu) Name() string                 { return "qemu" }
+func (q *qemu) Binary() string               { return q.binary }
+func (q *qemu) NeedsKVM() bool               { return q.cfg.Accel != "tcg" }
+func (q *qemu) SupportsControl() bool        { return true }
+func (q *qemu) SupportsInheritedDisks() bool { return true }
 
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
 // has; any other refuses the option and does not start.
@@ -128,8 +129,20 @@ func (q *qemu) Powerdown(ctx context.Context, controlSocket string) error {
 func (q *qemu) storageArgs(g Guest) []string {
 	var args []string
 	for _, d := range g.Disks {
+		file := d.Path
+		if d.FD > 0 {
+			// The inherited descriptors go into an fd set numbered as
+			// the read-write one, which qemu opens as /dev/fdset/N,
+			// taking the descriptor of the access mode it asks for.
+			set := strconv.Itoa(d.FD)
+			args = append(args, "-add-fd", "fd="+set+",set="+set+",opaque="+d.ID+"-rw")
+			if d.ReadOnlyFD > 0 {
+				args = append(args, "-add-fd", "fd="+strconv.Itoa(d.ReadOnlyFD)+",set="+set+",opaque="+d.ID+"-ro")
+			}
+			file = "/dev/fdset/" + set
+		}
 		args = append(args,
-			"-drive", "file="+d.Path+",format=raw,if=none,id="+d.ID,
+			"-drive", "file="+file+",format=raw,if=none,id="+d.ID,
 			"-device", "virtio-blk-pci,drive="+d.ID+",serial="+d.ID)
 	}
 	for _, s := range g.Shares {

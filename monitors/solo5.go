@@ -20,10 +20,11 @@ type solo5 struct {
 func newHvt(binary string, cfg Config) Monitor { return &solo5{name: "hvt", binary: binary, cfg: cfg} }
 func newSpt(binary string, cfg Config) Monitor { return &solo5{name: "spt", binary: binary, cfg: cfg} }
 
-func (s *solo5) Name() string          { return s.name }
-func (s *solo5) Binary() string        { return s.binary }
-func (s *solo5) NeedsKVM() bool        { return s.name == "hvt" }
-func (s *solo5) SupportsControl() bool { return false }
+func (s *solo5) Name() string                 { return s.name }
+func (s *solo5) Binary() string               { return s.binary }
+func (s *solo5) NeedsKVM() bool               { return s.name == "hvt" }
+func (s *solo5) SupportsControl() bool        { return false }
+func (s *solo5) SupportsInheritedDisks() bool { return false }
 
 // SupportsShare: solo5 tenders offer block and net devices only.
 func (s *solo5) SupportsShare(string) bool { return false }

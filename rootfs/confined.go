@@ -173,3 +173,21 @@ func PivotInto(dir string) error {
 	}
 	return nil
 }
+
+// MountPidsProc mounts at dir/proc a proc of the calling process's pid
+// namespace that holds only its processes' directories (subset=pid): no
+// /proc/sys, no kernel files. qemu's 9p server needs /proc/self/fd to
+// change a new file's mode (it chmods the file through its O_PATH
+// descriptor); without it every file or directory a guest creates over
+// 9p is undone. The launcher is PID 1 of the container's pid namespace,
+// so the monitor sees itself and its helpers only.
+func MountPidsProc(dir string) error {
+	target := filepath.Join(dir, "proc")
+	if err := os.MkdirAll(target, 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid,hidepid=invisible"); err != nil {
+		return fmt.Errorf("mount a pids-only proc at %s: %w", target, err)
+	}
+	return nil
+}

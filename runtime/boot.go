@@ -93,8 +93,14 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 		plan.guest.Terminal = spec.Process.Terminal
 	}
 	guestBinds := plan.placeGuestFiles()
-	if plan.confine, err = planConfinement(spec, rp.Mode, mon.NeedsKVM()); err != nil {
+	if plan.confine, err = planConfinement(spec, mon, rp.Mode, plan.guest.Disks); err != nil {
 		return nil, err
+	}
+	if plan.confine.User != nil {
+		for i := range plan.guest.Disks {
+			plan.guest.Disks[i].FD = launcherFirstDiskFD + 2*i
+			plan.guest.Disks[i].ReadOnlyFD = launcherFirstDiskFD + 2*i + 1
+		}
 	}
 	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
 	// the monitor's own filter where it has one, else this project's.

@@ -7,6 +7,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 )
 
 // confinement is what the monitor gets of a container's confinement, both
@@ -33,19 +35,20 @@ type confinement struct {
 var fileCaps = []int{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID}
 
 // planConfinement takes the monitor's confinement from the spec; a
-// monitor serving a 9p share keeps fileCaps. A non-root user is taken for
-// roots whose files the user can read as they are (an initrd, none): a
-// disk or a share of the rootfs belongs to root and would need its owner
-// changed on the host, which this runtime does not do.
-func planConfinement(spec *specs.Spec, rootMode string, needsKVM bool) (confinement, error) {
+// monitor serving a 9p share keeps fileCaps. With a user other than root,
+// what belongs to root reaches the monitor without any owner changed on
+// the host: the shim opens the disks and the monitor inherits them
+// (inheritDisks), a 9p server keeps fileCaps as ambient capabilities, and
+// the launcher gives virtiofsd's socket to the user.
+func planConfinement(spec *specs.Spec, mon monitors.Monitor, rootMode string, disks []monitors.Disk) (confinement, error) {
 	var c confinement
 	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
-		if rootMode != "initrd" && rootMode != "none" {
-			return c, fmt.Errorf("process.user %d:%d: a monitor runs as a user other than root only for an initrd root, not for a %s root",
-				p.User.UID, p.User.GID, rootMode)
+		if len(disks) > 0 && !mon.SupportsInheritedDisks() {
+			return c, fmt.Errorf("process.user %d:%d: monitor %s cannot run as a user other than root with a disk (%s root): only a monitor that takes its disks open (qemu) can",
+				p.User.UID, p.User.GID, mon.Name(), rootMode)
 		}
 		u := p.User
-		if needsKVM {
+		if mon.NeedsKVM() {
 			var st unix.Stat_t
 			if err := unix.Stat("/dev/kvm", &st); err == nil {
 				u.AdditionalGids = append(u.AdditionalGids, st.Gid)
@@ -146,6 +149,13 @@ func (c confinement) confineLast() error {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", cp, err)
 		}
 	}
+	// A user change empties the permitted set unless told to keep it;
+	// KeepCaps must survive it.
+	if c.User != nil && len(keep) > 0 {
+		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("keep capabilities across the user change: %w", err)
+		}
+	}
 	if err := c.becomeUser(); err != nil {
 		return err
 	}
@@ -153,10 +163,8 @@ func (c confinement) confineLast() error {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
 	var set [2]uint32
-	if c.User == nil {
-		for cp := range keep {
-			set[cp/32] |= 1 << (uint(cp) % 32)
-		}
+	for cp := range keep {
+		set[cp/32] |= 1 << (uint(cp) % 32)
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	data := [2]unix.CapUserData{
@@ -165,6 +173,15 @@ func (c confinement) confineLast() error {
 	}
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("set capabilities: %w", err)
+	}
+	// A user other than root loses every capability at exec but its
+	// ambient ones.
+	if c.User != nil {
+		for cp := range keep {
+			if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(cp), 0, 0); err != nil {
+				return fmt.Errorf("keep capability %d for user %d: %w", cp, c.User.UID, err)
+			}
+		}
 	}
 	if c.Seccomp {
 		return installMonitorFilter()

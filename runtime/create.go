@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"golang.org/x/sys/unix"
@@ -144,6 +145,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode, err)
 	}
 	crashPoint("create:prepared")
+	if extra, err = inheritDisks(plan, extra); err != nil {
+		return nil, err
+	}
 
 	rootDir := filepath.Join(opts.Bundle, monitorRootDir)
 	if err := os.MkdirAll(rootDir, 0o700); err != nil {
@@ -176,8 +180,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		Volumes: plan.rootfs.VolumeBinds,
 		Helper:  plan.rootfs.Helper,
 
-		ControlSocket: plan.guest.ControlFD != 0,
-		Confine:       plan.confine,
+		Proc:       plan.rootfs.Mode == "9p",
+		MonitorFDs: monitorFDs(plan.guest),
+		Confine:    plan.confine,
 	}); err != nil {
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}
@@ -190,6 +195,46 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		}
 	}
 	return c, nil
+}
+
+// inheritDisks opens the disks of a monitor that runs as a user other than
+// root, so that the launcher inherits them at their Disk.FD and
+// Disk.ReadOnlyFD (from
+// launcherFirstDiskFD, after the control socket's place, kept empty when
+// there is none). Opening them here, before the launcher's runtime starts,
+// keeps those numbers clear of its own descriptors.
+func inheritDisks(plan *bootPlan, extra []*os.File) ([]*os.File, error) {
+	for i, d := range plan.guest.Disks {
+		if d.FD == 0 {
+			continue
+		}
+		for fd, flag := range map[int]int{d.FD: os.O_RDWR, d.ReadOnlyFD: os.O_RDONLY} {
+			for len(extra) <= fd-LauncherControlSocketFD {
+				extra = append(extra, nil)
+			}
+			f, err := os.OpenFile(plan.rootfs.Disks[i].Source, flag, 0)
+			if err != nil {
+				return extra, fmt.Errorf("open disk %s for the monitor's user: %w", d.ID, err)
+			}
+			extra[fd-LauncherControlSocketFD] = f
+		}
+	}
+	return extra, nil
+}
+
+// monitorFDs are the descriptors the monitor inherits and its helper must
+// not: the control socket and the disks.
+func monitorFDs(g monitors.Guest) []int {
+	var fds []int
+	if g.ControlFD != 0 {
+		fds = append(fds, g.ControlFD)
+	}
+	for _, d := range g.Disks {
+		if d.FD != 0 {
+			fds = append(fds, d.FD, d.ReadOnlyFD)
+		}
+	}
+	return fds
 }
 
 // startLauncher forks the launcher into the container's namespaces and

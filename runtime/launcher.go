@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 
@@ -27,6 +28,9 @@ const (
 	launcherStatusFD  = 4 // write: "ready" or an error; closed by a successful exec
 	// LauncherControlSocketFD is the monitor's control socket (QMP), if any.
 	LauncherControlSocketFD = 5
+	// launcherFirstDiskFD and up are disks the launcher opens for a
+	// monitor that runs as a user other than root.
+	launcherFirstDiskFD = 6
 )
 
 // Messages on the status pipe.
@@ -49,9 +53,13 @@ type launchSpec struct {
 	Volumes []rootfs.Bind `json:"volumes,omitempty"`
 	// Helper runs beside the monitor (virtiofsd).
 	Helper *rootfs.Helper `json:"helper,omitempty"`
-	// ControlSocket says that fd LauncherControlSocketFD is the monitor's
-	// control socket.
-	ControlSocket bool `json:"controlSocket,omitempty"`
+	// Proc mounts a pids-only proc in the confined root, for a monitor
+	// that reaches its own descriptors through /proc/self/fd (qemu's 9p
+	// server).
+	Proc bool `json:"proc,omitempty"`
+	// MonitorFDs are inherited descriptors for the monitor alone (its
+	// control socket, its disks), hidden from the helper.
+	MonitorFDs []int `json:"monitorFDs,omitempty"`
 	// Confine is what the monitor and its helper get of the container's
 	// confinement.
 	Confine confinement `json:"confine"`
@@ -159,6 +167,11 @@ func prepareConfinedRoot(spec launchSpec) error {
 	if err := rootfs.BuildConfinedRoot(spec.RootDir, spec.Binds); err != nil {
 		return err
 	}
+	if spec.Proc {
+		if err := rootfs.MountPidsProc(spec.RootDir); err != nil {
+			return err
+		}
+	}
 	for _, f := range spec.Files {
 		if err := writeConfinedFile(spec.RootDir, f); err != nil {
 			return err
@@ -177,18 +190,26 @@ func prepareConfinedRoot(spec launchSpec) error {
 	return spec.Confine.confineLast()
 }
 
-// startHelper starts the helper without the monitor's control socket,
-// which is for the monitor alone.
+// startHelper starts the helper without the descriptors meant for the
+// monitor alone, then gives its socket to the monitor's user.
 func startHelper(spec launchSpec) error {
-	if !spec.ControlSocket {
-		return rootfs.StartHelper(spec.RootDir, *spec.Helper)
+	for _, fd := range spec.MonitorFDs {
+		unix.CloseOnExec(fd)
 	}
-	unix.CloseOnExec(LauncherControlSocketFD)
 	err := rootfs.StartHelper(spec.RootDir, *spec.Helper)
-	if _, ferr := unix.FcntlInt(LauncherControlSocketFD, unix.F_SETFD, 0); ferr != nil {
-		return fmt.Errorf("keep the control socket for the monitor: %w", ferr)
+	for _, fd := range spec.MonitorFDs {
+		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); ferr != nil && err == nil {
+			err = fmt.Errorf("keep fd %d for the monitor: %w", fd, ferr)
+		}
 	}
-	return err
+	if err != nil || spec.Confine.User == nil {
+		return err
+	}
+	sock := filepath.Join(spec.RootDir, spec.Helper.Socket)
+	if err := os.Chown(sock, int(spec.Confine.User.UID), int(spec.Confine.User.GID)); err != nil {
+		return fmt.Errorf("give %s's socket to user %d: %w", spec.Helper.Argv[0], spec.Confine.User.UID, err)
+	}
+	return nil
 }
 
 func writeConfinedFile(root string, f launchedFile) error {

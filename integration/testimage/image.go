@@ -26,7 +26,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	sleep          print a ready line and idle forever
 //	sh             an interactive shell on the console
 //	httpd          configure eth0 from ip= on the kernel command line and serve HTTP
-//	write FILE TEXT  write TEXT to FILE (in the guest's root), sync, print it back, then idle
+//	write FILE TEXT  write TEXT to FILE (in the guest's root, making its directory), sync, print it back, then idle
 //	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
 //	sleepcat FILE...  as cat, then as sleep
 //	exit N         end init with status N (the kernel reports it and resets)
@@ -82,7 +82,7 @@ httpd)
 write)
 	f=$1
 	shift
-	echo "$*" > "$f" && sync && echo "URUNC_GUEST_WROTE $f: $(cat "$f")"
+	mkdir -p "$(dirname "$f")" && echo "$*" > "$f" && sync && echo "URUNC_GUEST_WROTE $f: $(cat "$f")"
 	while :; do sleep 1000; done
 	;;
 cat)
