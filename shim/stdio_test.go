@@ -4,10 +4,12 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,4 +73,40 @@ func TestStdioFifos(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A binary:// logger must not hold a reaper subscription that nobody
+// reads until Close: the reaper then waits a second on it for each exit
+// after its 32nd, and every exec or hook of the shim stalls. Reaping 64
+// children takes well under a second; with the stall it takes over 32 s.
+// The bound is a hang detector far above any real run, not a timing.
+func TestLoggerDoesNotStallReaper(t *testing.T) {
+	dir := t.TempDir()
+	logger := filepath.Join(dir, "logger")
+	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\nexec cat <&3 >/dev/null\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ReapChildren()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := openStdio(ctx, "c", "ns", stdioConfig{Stdout: "binary://" + logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	for i := 0; i < 64; i++ {
+		cmd := exec.Command("/bin/true")
+		ec, err := reaper.Default.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reaper.Default.Wait(cmd, ec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("reaping 64 children beside a logger took %s: the reaper waits on a subscription nobody reads", d)
+	}
+	s.closeMonitorEnds()
 }
