@@ -30,7 +30,7 @@ unit:
 # target for FUZZTIME (CI's short pass: make test runs 5s each).
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime:FuzzURuncJSON ./runtime:FuzzHostConfig ./runtime:FuzzPersistedState \
-	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs
+	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzGuestCmdlines
 # Go's fuzzer may end a run at its time limit with "context deadline
 # exceeded" while a worker is busy, with no failing input: that is not a
 # finding. Any run that writes a failing input, or fails otherwise, fails.

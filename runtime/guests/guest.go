@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // AnnotationPrefix is the prefix of urunc's image configuration keys; it is
@@ -152,6 +153,25 @@ func checkTokens(guest, what string, values []string) error {
 		for _, r := range v {
 			if r == ' ' || r == '\t' || r == '"' || r == '\'' || r < 0x20 || r == 0x7f {
 				return fmt.Errorf("%s guest: %s %d (%q) holds %q, which its command line cannot carry", guest, what, i, v, r)
+			}
+		}
+	}
+	return nil
+}
+
+// checkArgs refuses an argument holding a control character or bytes
+// that are not UTF-8: a NUL would end the monitor's argv element early, a
+// newline or another control splits or corrupts the command line a guest
+// parses, and invalid UTF-8 reaches a JSON command line (rumprun) altered.
+// Found by FuzzGuestCmdlines; no guest's argument needs either.
+func checkArgs(guest string, args []string) error {
+	for i, a := range args {
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("%s guest: argument %d (%q) is not UTF-8", guest, i, a)
+		}
+		for _, r := range a {
+			if r < 0x20 || r == 0x7f {
+				return fmt.Errorf("%s guest: argument %d (%q) holds the control character %q", guest, i, a, r)
 			}
 		}
 	}

@@ -16,6 +16,9 @@ func (hermit) Monitors() []string            { return []string{"qemu"} }
 func (hermit) Devices() Devices              { return Devices{NICOptions: "disable-legacy=on"} }
 
 func (hermit) Cmdline(req Request) (string, error) {
+	if err := checkArgs("hermit", req.Args); err != nil {
+		return "", err
+	}
 	var parts []string
 	if n := req.Net; n != nil {
 		bits, err := cidr(n.Mask)

@@ -16,6 +16,9 @@ func (mirage) Monitors() []string     { return []string{"qemu", "hvt", "spt"} }
 func (mirage) Devices() Devices       { return Devices{Solo5Net: "service", Solo5Block: "storage"} }
 
 func (mirage) Cmdline(req Request) (string, error) {
+	if err := checkArgs("mirage", req.Args); err != nil {
+		return "", err
+	}
 	var parts []string
 	if n := req.Net; n != nil {
 		bits, err := cidr(n.Mask)

@@ -26,6 +26,9 @@ func (rumprun) Devices() Devices { return Devices{Solo5Net: "tap", Solo5Block: "
 const rumprunRootMount = "/data"
 
 func (rumprun) Cmdline(req Request) (string, error) {
+	if err := checkArgs("rumprun", req.Args); err != nil {
+		return "", err
+	}
 	pieces := []string{jsonField("cmdline", strings.Join(req.Args, " "))}
 	for _, e := range req.Process.Env {
 		pieces = append(pieces, jsonField("env", e))

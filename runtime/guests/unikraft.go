@@ -23,6 +23,9 @@ func (unikraft) Devices() Devices              { return Devices{} }
 var unikraftCompatVersion = []int{0, 16, 1}
 
 func (unikraft) Cmdline(req Request) (string, error) {
+	if err := checkArgs("unikraft", req.Args); err != nil {
+		return "", err
+	}
 	if err := checkTokens("unikraft", "environment variable", req.Process.Env); err != nil {
 		return "", err
 	}
