@@ -85,6 +85,8 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`, ""},
 		{"guest and monitor that do not fit", "com.urunc.unikernel.unikernelType=rumprun", "", `guest rumprun (annotation com.urunc.unikernel.unikernelType) cannot run under monitor qemu (annotation com.urunc.unikernel.hypervisor); it runs under: hvt, spt`, ""},
 		{"bad mountRootfs", "com.urunc.unikernel.mountRootfs=maybe", "", `com.urunc.unikernel.mountRootfs = "maybe": want true or false`, ""},
+		{"bad useDMBlock", "com.urunc.unikernel.useDMBlock=sometimes", "", `com.urunc.unikernel.useDMBlock = "sometimes": want true or false`, ""},
+		{"bad host config value", "", "[monitors.qemu]\ndefault_memory_mb = \"lots\"\n", `urunc.toml: monitors.qemu.default_memory_mb (line 2)`, ""},
 		{"block image missing", "com.urunc.unikernel.block=/nodisk", "", `block image (com.urunc.unikernel.block) "/nodisk" not found in the container rootfs`, ""},
 		{"block root without kernel", "com.urunc.unikernel.binary=/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/nokernel" not found`, testimage.BlockImageName},
 		{"shared root without kernel", "com.urunc.unikernel.binary=/nokernel", "", `guest kernel (com.urunc.unikernel.binary) "/nokernel" not found`, testimage.RootfsImageName},
@@ -189,5 +191,20 @@ func TestGuestExitCodeIsTheContainers(t *testing.T) {
 	}
 	if err := cont.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A host config key this runtime does not use (a newer urunc's, say) is
+// accepted: the container runs, and the shim's log names the key and its
+// line.
+func TestHostConfigUnusedKeyWarns(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig()+"\n[future_feature]\nknob = 1\n")
+	id := newID(t)
+	if out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, image, id, "/init", "echo", "hi"); err != nil || !strings.Contains(out, "STANDIN_ARGS: hi") {
+		t.Fatalf("ctr run: %v\n%s", err, out)
+	}
+	log, _ := os.ReadFile(filepath.Join(env.dir, "containerd.log"))
+	if !strings.Contains(string(log), "host config: keys this runtime does not use: future_feature (line ") {
+		t.Fatal("the shim's log has no warning naming the unused key future_feature")
 	}
 }

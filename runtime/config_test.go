@@ -147,7 +147,12 @@ options = "--cache always --sandbox none"
 			},
 		},
 		{name: "bad accel", toml: "[monitors.qemu]\naccel = \"hvf\"\n", wantErr: `monitors.qemu.accel = "hvf"`},
-		{name: "unknown key", toml: "[monitors.qemu]\nacel = \"tcg\"\n", wantErr: "parse host config test.toml: unknown key monitors.qemu.acel (line 2)"},
+		{name: "unused key", toml: "[monitors.qemu]\nacel = \"tcg\"\naccel = \"tcg\"\n[future]\nx = 1\n", check: func(t *testing.T, c HostConfig) {
+			if strings.Join(c.UnusedKeys, ", ") != "monitors.qemu.acel (line 2), future (line 4)" || c.Monitor("qemu").Accel != "tcg" {
+				t.Fatalf("unused keys %q, qemu %+v", c.UnusedKeys, c.Monitor("qemu"))
+			}
+		}},
+		{name: "bad value", toml: "[monitors.qemu]\ndefault_memory_mb = \"lots\"\n", wantErr: "parse host config test.toml: monitors.qemu.default_memory_mb (line 2): "},
 		{name: "grace", toml: "[runtime]\nstop_grace_s = 3\n", check: func(t *testing.T, c HostConfig) {
 			if c.StopGrace().Seconds() != 3 {
 				t.Fatalf("grace = %s", c.StopGrace())

@@ -32,6 +32,9 @@ type HostConfig struct {
 	// host's config works unchanged; the shim logs through containerd.
 	Log        LogConfig        `toml:"log"`
 	Timestamps TimestampsConfig `toml:"timestamps"`
+	// UnusedKeys are keys of the file this runtime does not use, each
+	// with its line; the shim warns about them once.
+	UnusedKeys []string `toml:"-"`
 }
 
 // LogConfig is urunc's [log].
@@ -127,22 +130,32 @@ func LoadHostConfig() (HostConfig, error) {
 	return ParseHostConfig(path, data)
 }
 
-// ParseHostConfig parses TOML host config; path is only for messages.
+// ParseHostConfig parses TOML host config; path is only for messages. A
+// key this runtime does not use is accepted, as urunc accepts keys of
+// newer releases, and listed in UnusedKeys for the caller to warn about;
+// a bad value of a key it uses fails, naming the key, its line and the
+// file.
 func ParseHostConfig(path string, data []byte) (HostConfig, error) {
 	var cfg HostConfig
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		// Name the keys this runtime does not know, with their lines: a
-		// typo must be found from the message alone.
-		var missing *toml.StrictMissingError
-		if errors.As(err, &missing) {
-			var keys []string
-			for _, e := range missing.Errors {
-				row, _ := e.Position()
-				keys = append(keys, fmt.Sprintf("%s (line %d)", strings.Join(e.Key(), "."), row))
-			}
-			return HostConfig{}, fmt.Errorf("parse host config %s: unknown key %s", path, strings.Join(keys, ", "))
+	err := dec.Decode(&cfg)
+	var missing *toml.StrictMissingError
+	if errors.As(err, &missing) {
+		var unused []string
+		for _, e := range missing.Errors {
+			row, _ := e.Position()
+			unused = append(unused, fmt.Sprintf("%s (line %d)", strings.Join(e.Key(), "."), row))
+		}
+		cfg = HostConfig{}
+		err = toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+		cfg.UnusedKeys = unused
+	}
+	if err != nil {
+		var bad *toml.DecodeError
+		if errors.As(err, &bad) && len(bad.Key()) > 0 {
+			row, _ := bad.Position()
+			return HostConfig{}, fmt.Errorf("parse host config %s: %s (line %d): %w", path, strings.Join(bad.Key(), "."), row, err)
 		}
 		return HostConfig{}, fmt.Errorf("parse host config %s: %w", path, err)
 	}

@@ -49,6 +49,10 @@ type taskService struct {
 	mu         sync.Mutex
 	containers map[string]*container
 	idle       *time.Timer
+
+	// unusedKeysWarned keeps the host config's unused keys to one
+	// warning per shim, not one per container.
+	unusedKeysWarned sync.Once
 }
 
 // idleExitAfter bounds how long a shim with no container waits for
@@ -193,6 +197,11 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	host, err := urunc.LoadHostConfig()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
+	}
+	if len(host.UnusedKeys) > 0 {
+		s.unusedKeysWarned.Do(func() {
+			log.G(ctx).Warnf("host config: keys this runtime does not use: %s", strings.Join(host.UnusedKeys, ", "))
+		})
 	}
 	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	io, err := openStdio(ctx, r.ID, s.namespace, cfg)
