@@ -85,6 +85,7 @@ func TestBadInputIsRefusedWithClearError(t *testing.T) {
 		{"monitor binary missing", "", "[monitors.qemu]\npath = \"/opt/nowhere/qemu-system-x86_64\"\naccel = \"tcg\"\n", `monitor binary "/opt/nowhere/qemu-system-x86_64" not found on this host`, ""},
 		{"guest and monitor that do not fit", "com.urunc.unikernel.unikernelType=rumprun", "", `guest rumprun (annotation com.urunc.unikernel.unikernelType) cannot run under monitor qemu (annotation com.urunc.unikernel.hypervisor); it runs under: hvt, spt`, ""},
 		{"bad mountRootfs", "com.urunc.unikernel.mountRootfs=maybe", "", `com.urunc.unikernel.mountRootfs = "maybe": want true or false`, ""},
+		{"bad solo5NetDev", "com.urunc.unikernel.solo5NetDev=net0,x", "", `com.urunc.unikernel.solo5NetDev = "net0,x": want 1 to 67 letters or digits`, ""},
 		{"bad useDMBlock", "com.urunc.unikernel.useDMBlock=sometimes", "", `com.urunc.unikernel.useDMBlock = "sometimes": want true or false`, ""},
 		{"bad host config value", "", "[monitors.qemu]\ndefault_memory_mb = \"lots\"\n", `urunc.toml: monitors.qemu.default_memory_mb (line 2)`, ""},
 		{"block image missing", "com.urunc.unikernel.block=/nodisk", "", `block image (com.urunc.unikernel.block) "/nodisk" not found in the container rootfs`, ""},

@@ -72,6 +72,16 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 	d := g.Devices()
 	plan.guest.NICOptions, plan.guest.ExtraArgs = d.NICOptions, d.QemuArgs
 	plan.guest.Solo5Net, plan.guest.Solo5Block = d.Solo5Net, d.Solo5Block
+	netDev, blkDev, err := cfg.Solo5Devices()
+	if err != nil {
+		return nil, err
+	}
+	if netDev != "" {
+		plan.guest.Solo5Net = netDev
+	}
+	if blkDev != "" {
+		plan.guest.Solo5Block = blkDev
+	}
 	var args []string
 	if spec.Process != nil {
 		args = spec.Process.Args

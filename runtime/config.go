@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -37,6 +38,24 @@ type UnikernelConfig struct {
 	// guest's root; UseDMBlock is its older name.
 	UseDMBlock  string
 	MountRootfs string
+	// Solo5NetDev and Solo5BlkDev name the solo5 guest's NIC and disk as
+	// its manifest does, over the guest type's defaults.
+	Solo5NetDev, Solo5BlkDev string
+}
+
+// solo5DevName is what a solo5 manifest accepts as a device name (its
+// limit is 67 characters); the name also lands on the tender's command
+// line, so nothing else passes.
+var solo5DevName = regexp.MustCompile(`^[A-Za-z0-9]{1,67}$`)
+
+// Solo5Devices returns the image's solo5 device names, each checked.
+func (c UnikernelConfig) Solo5Devices() (net, blk string, err error) {
+	for key, v := range map[string]string{"solo5NetDev": c.Solo5NetDev, "solo5BlkDev": c.Solo5BlkDev} {
+		if v != "" && !solo5DevName.MatchString(v) {
+			return "", "", fmt.Errorf("%s%s = %q: want 1 to 67 letters or digits (a solo5 device name)", AnnotationPrefix, key, v)
+		}
+	}
+	return c.Solo5NetDev, c.Solo5BlkDev, nil
 }
 
 // WantsRootfs tells whether the image asks for the container rootfs as the
@@ -70,6 +89,8 @@ func (c *UnikernelConfig) fields() map[string]*string {
 		"blkMntPoint":      &c.BlkMntPoint,
 		"useDMBlock":       &c.UseDMBlock,
 		"mountRootfs":      &c.MountRootfs,
+		"solo5NetDev":      &c.Solo5NetDev,
+		"solo5BlkDev":      &c.Solo5BlkDev,
 	}
 }
 

@@ -210,3 +210,27 @@ func TestURuncJSONHostile(t *testing.T) {
 		})
 	}
 }
+
+// urunc's solo5 device-name annotations: names a solo5 manifest accepts
+// pass, anything else is refused naming the annotation (the name lands
+// on the tender's command line).
+func TestSolo5Devices(t *testing.T) {
+	for _, tc := range []struct {
+		net, blk, wantErr string
+	}{
+		{"", "", ""},
+		{"service", "storage", ""},
+		{"net0", "", ""},
+		{"a=b", "", `com.urunc.unikernel.solo5NetDev = "a=b": want 1 to 67 letters or digits`},
+		{"", "rootfs --mem=4096", `com.urunc.unikernel.solo5BlkDev = "rootfs --mem=4096"`},
+		{strings.Repeat("x", 68), "", "com.urunc.unikernel.solo5NetDev"},
+	} {
+		net, blk, err := UnikernelConfig{Solo5NetDev: tc.net, Solo5BlkDev: tc.blk}.Solo5Devices()
+		if tc.wantErr == "" && (err != nil || net != tc.net || blk != tc.blk) {
+			t.Errorf("%q %q: %q %q %v", tc.net, tc.blk, net, blk, err)
+		}
+		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%q %q: error %v, want %q", tc.net, tc.blk, err, tc.wantErr)
+		}
+	}
+}
