@@ -19,7 +19,7 @@ func newCloudHypervisor(binary string, cfg Config) Monitor {
 func (c *cloudHypervisor) Name() string                 { return "clh" }
 func (c *cloudHypervisor) Binary() string               { return c.binary }
 func (c *cloudHypervisor) NeedsKVM() bool               { return true }
-func (c *cloudHypervisor) SupportsControl() bool        { return false }
+func (c *cloudHypervisor) Control() Control             { return ControlInheritedFD }
 func (c *cloudHypervisor) SupportsInheritedDisks() bool { return false }
 
 // FiltersItself: cloud-hypervisor's --seccomp, set from Guest.Seccomp.
@@ -58,10 +58,21 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	if g.Net != nil {
 		args = append(args, "--net", "tap="+g.Net.Tap+",mac="+g.Net.MAC)
 	}
+	if g.ControlFD > 0 {
+		// Like qemu's QMP: the shim's socket, outside the container,
+		// inherited listening.
+		args = append(args, "--api-socket", "fd="+strconv.Itoa(g.ControlFD))
+	}
 	return args, nil
 }
 
-func (c *cloudHypervisor) Powerdown(context.Context, string) error { return ErrNoPowerdown }
+// Powerdown presses the guest's ACPI power button through the API.
+func (c *cloudHypervisor) Powerdown(ctx context.Context, controlSocket string) error {
+	if controlSocket == "" {
+		return ErrNoPowerdown
+	}
+	return apiPut(ctx, controlSocket, "/api/v1/vm.power-button", nil)
+}
 
 // sharedMemory maps the guest's RAM shared, which virtiofsd needs.
 func sharedMemory(g Guest) string {

@@ -24,7 +24,8 @@ type Config struct {
 	Accel           string `toml:"accel"` // kvm | tcg
 	DefaultMemoryMB int    `toml:"default_memory_mb"`
 	DefaultVCPUs    int    `toml:"default_vcpus"`
-	// Vhost is urunc's switch for vhost-net; parsed and kept.
+	// Vhost is urunc's switch for vhost-net, used where the host has
+	// /dev/vhost-net.
 	Vhost bool `toml:"vhost"`
 }
 
@@ -47,7 +48,8 @@ type Guest struct {
 	// Net, when set, is the tap the guest's NIC is backed by.
 	Net *NIC
 	// ControlFD, when not zero, is an inherited listening unix socket the
-	// monitor serves its control protocol on (qemu: QMP).
+	// monitor serves its control protocol on (qemu: QMP; cloud-hypervisor:
+	// its HTTP API).
 	ControlFD int
 	// Terminal asks for a console fit for an interactive tty.
 	Terminal bool
@@ -98,6 +100,9 @@ type Share struct {
 type NIC struct {
 	Tap string
 	MAC string
+	// Vhost: /dev/vhost-net is in the confined root for the monitor to
+	// use (qemu's vhost=on).
+	Vhost bool
 }
 
 // Monitor is one virtual machine monitor.
@@ -117,8 +122,8 @@ type Monitor interface {
 	// SupportsShare tells whether the monitor can share a directory over
 	// kind (Share9p, ShareVirtiofs).
 	SupportsShare(kind string) bool
-	// SupportsControl tells whether the monitor can serve ControlFD.
-	SupportsControl() bool
+	// Control is how the shim reaches the monitor's control API.
+	Control() Control
 	// SupportsInheritedDisks tells whether the monitor can take its
 	// disks as inherited descriptors (Disk.FD).
 	SupportsInheritedDisks() bool
@@ -128,9 +133,31 @@ type Monitor interface {
 	// can kill a monitor whose own filter expects calls it denies.
 	FiltersItself(ctx context.Context) bool
 	// Powerdown asks the guest to shut down through the control socket
-	// (ACPI power button); ErrNoPowerdown where the monitor cannot.
+	// (qemu and cloud-hypervisor: the ACPI power button; firecracker:
+	// Ctrl-Alt-Del); ErrNoPowerdown where the monitor cannot.
 	Powerdown(ctx context.Context, controlSocket string) error
 }
+
+// Control kinds: how the shim reaches a monitor's control API.
+type Control int
+
+const (
+	// ControlNone: the monitor has no control API.
+	ControlNone Control = iota
+	// ControlInheritedFD: the shim creates the listening socket outside
+	// the container and the monitor inherits it as Guest.ControlFD.
+	ControlInheritedFD
+	// ControlInRoot: the monitor binds ControlSocketInRoot in its
+	// confined root itself; the shim reaches it through
+	// /proc/PID/root, so the socket is never in a path the container
+	// or the host's other users see.
+	ControlInRoot
+)
+
+// ControlSocketInRoot is where a ControlInRoot monitor binds its API
+// socket: /tmp is the only directory of the confined root its user can
+// write to.
+const ControlSocketInRoot = "/tmp/control.sock"
 
 type constructor func(binary string, cfg Config) Monitor
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +50,14 @@ func TestMonitorArgs(t *testing.T) {
 				"-chardev socket,id=qmp,fd=5,server=on,wait=off -mon chardev=qmp,mode=control",
 		},
 		{
+			name: "qemu tcg with vhost-net", monitor: newQemu("/q", Config{Accel: "tcg", Vhost: true}),
+			guest: func() Guest { g := noInitrd; g.Net = &NIC{Tap: "t", MAC: "m", Vhost: true}; return g }(),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel " +
+				"-append panic=-1 console=ttyS0 -netdev tap,id=net0,ifname=t,script=no,downscript=no,vhost=on " +
+				"-device virtio-net-pci,netdev=net0,mac=m,romfile=",
+		},
+		{
 			name: "solo5-hvt", monitor: newHvt("/usr/bin/solo5-hvt", Config{}), guest: func() Guest { g := noInitrd; g.Net = withNet.Net; return g }(),
 			want: "/usr/bin/solo5-hvt --mem=256 --net:service=tap0_abc --net-mac:service=02:00:00:00:00:01 /guest/kernel panic=-1 console=ttyS0",
 		},
@@ -54,11 +65,11 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "cloud-hypervisor", monitor: newCloudHypervisor("/usr/bin/cloud-hypervisor", Config{}), guest: withNet,
 			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +
-				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01",
+				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01 --api-socket fd=5",
 		},
 		{
 			name: "firecracker", monitor: newFirecracker("/usr/bin/firecracker", Config{}), guest: testGuest,
-			want: "/usr/bin/firecracker --no-api --config-file /guest/firecracker.json",
+			want: "/usr/bin/firecracker --api-sock /tmp/control.sock --config-file /guest/firecracker.json",
 		},
 		{
 			name: "qemu block root and a volume disk", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
@@ -187,6 +198,47 @@ func TestPowerdownSupport(t *testing.T) {
 		err := m.Powerdown(context.Background(), "")
 		if !errors.Is(err, ErrNoPowerdown) {
 			t.Errorf("%s without a control socket: err = %v, want ErrNoPowerdown", m.Name(), err)
+		}
+	}
+}
+
+// cloud-hypervisor's power button and firecracker's Ctrl-Alt-Del, each a
+// PUT of its HTTP API on a unix socket; an API error is reported with its
+// status and message. (Neither monitor runs on the test hosts; the server
+// here answers as their API documents.)
+func TestHTTPPowerdown(t *testing.T) {
+	for _, tc := range []struct {
+		monitor    Monitor
+		path, body string
+		status     int
+		wantErr    string
+	}{
+		{newCloudHypervisor("/c", Config{}), "/api/v1/vm.power-button", "", http.StatusNoContent, ""},
+		{newFirecracker("/f", Config{}), "/actions", `{"action_type":"SendCtrlAltDel"}`, http.StatusNoContent, ""},
+		{newFirecracker("/f", Config{}), "/actions", `{"action_type":"SendCtrlAltDel"}`, http.StatusBadRequest, "400 Bad Request: no i8042"},
+	} {
+		sock := filepath.Join(t.TempDir(), "api.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			got = r.Method + " " + r.URL.Path + " " + string(body)
+			w.WriteHeader(tc.status)
+			if tc.status != http.StatusNoContent {
+				_, _ = w.Write([]byte("no i8042\n"))
+			}
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		err = tc.monitor.Powerdown(context.Background(), sock)
+		srv.Close()
+		if want := "PUT " + tc.path + " " + tc.body; got != want {
+			t.Errorf("%s: the API got %q, want %q", tc.monitor.Name(), got, want)
+		}
+		if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: err = %v, want %q", tc.monitor.Name(), err, tc.wantErr)
 		}
 	}
 }

@@ -19,7 +19,7 @@ func newQemu(binary string, cfg Config) Monitor { return &qemu{binary: binary, c
 func (q *qemu) Name() string                 { return "qemu" }
 func (q *qemu) Binary() string               { return q.binary }
 func (q *qemu) NeedsKVM() bool               { return q.cfg.Accel != "tcg" }
-func (q *qemu) SupportsControl() bool        { return true }
+func (q *qemu) Control() Control             { return ControlInheritedFD }
 func (q *qemu) SupportsInheritedDisks() bool { return true }
 
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
@@ -99,7 +99,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	}
 	if g.Net != nil {
 		args = append(args,
-			"-netdev", "tap,id=net0,ifname="+g.Net.Tap+",script=no,downscript=no",
+			"-netdev", "tap,id=net0,ifname="+g.Net.Tap+",script=no,downscript=no"+vhostOption(g.Net),
 			"-device", "virtio-net-pci,netdev=net0,mac="+g.Net.MAC+",romfile="+withComma(g.NICOptions))
 	} else {
 		args = append(args, "-nic", "none")
@@ -179,4 +179,11 @@ func withComma(opts string) string {
 		return ""
 	}
 	return "," + opts
+}
+
+func vhostOption(n *NIC) string {
+	if n.Vhost {
+		return ",vhost=on"
+	}
+	return ""
 }

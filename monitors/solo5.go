@@ -23,7 +23,7 @@ func newSpt(binary string, cfg Config) Monitor { return &solo5{name: "spt", bina
 func (s *solo5) Name() string                 { return s.name }
 func (s *solo5) Binary() string               { return s.binary }
 func (s *solo5) NeedsKVM() bool               { return s.name == "hvt" }
-func (s *solo5) SupportsControl() bool        { return false }
+func (s *solo5) Control() Control             { return ControlNone }
 func (s *solo5) SupportsInheritedDisks() bool { return false }
 
 // SupportsShare: solo5 tenders offer block and net devices only.

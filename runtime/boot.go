@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -12,6 +13,10 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 )
+
+// vhostNetDevice is the host's vhost-net device (its cgroup rule is among
+// monitorDevices).
+const vhostNetDevice = "/dev/vhost-net"
 
 // Paths of the guest's files inside the monitor's confined root.
 const (
@@ -40,6 +45,8 @@ type bootPlan struct {
 	binds     []rootfs.Bind
 	files     []launchedFile
 	confine   confinement
+	// vhost is the host config's vhost switch for this monitor.
+	vhost bool
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -99,6 +106,7 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
+	plan.vhost = mcfg.Vhost
 	if spec.Process != nil {
 		plan.guest.Terminal = spec.Process.Terminal
 	}
@@ -204,6 +212,13 @@ func (p *bootPlan) finish(n *netPlan) ([]string, error) {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
 		p.binds = append(p.binds, rootfs.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
+		// vhost-net moves the guest's frames in the host kernel, where
+		// the host offers it (urunc's vhost key). Its device is root's:
+		// a monitor running as another user goes without.
+		if _, err := os.Stat(vhostNetDevice); err == nil && p.vhost && p.confine.User == nil {
+			p.binds = append(p.binds, rootfs.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
+			p.guest.Net.Vhost = true
+		}
 	}
 	cmdline, err := p.guestType.Cmdline(req)
 	if err != nil {

@@ -109,7 +109,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 			f.Close()
 		}
 	}()
-	if plan.monitor.SupportsControl() {
+	if plan.monitor.Control() == monitors.ControlInheritedFD {
 		path := c.controlSocketPath(opts.Namespace)
 		if err := c.record(func(st *persistedState) { st.ControlSocket = path }); err != nil {
 			return nil, err

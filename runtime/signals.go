@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,7 +74,7 @@ func (c *Container) gracefulStop(sig syscall.Signal) {
 	// The power-down request itself is bounded; the guest's shutdown is
 	// not, unless the host enforces a grace period.
 	ctx, cancel := context.WithTimeout(context.Background(), powerdownTimeout)
-	err := c.monitor.Powerdown(ctx, c.persisted().ControlSocket)
+	err := c.monitor.Powerdown(ctx, c.controlAddress())
 	cancel()
 	if err != nil {
 		log.L.WithError(err).WithField("id", c.id).Info("no guest power-down; passing the signal to the monitor")
@@ -91,4 +92,19 @@ func (c *Container) gracefulStop(sig syscall.Signal) {
 		log.L.WithField("id", c.id).Warnf("guest did not stop within %s (stop_grace_s); killing the monitor", grace)
 		_ = c.killNow(true)
 	}
+}
+
+// controlAddress is where the shim reaches the monitor's control API: its
+// own socket, or the one the monitor bound in its confined root, reached
+// through the monitor's /proc/PID/root; "" without one.
+func (c *Container) controlAddress() string {
+	switch c.monitor.Control() {
+	case monitors.ControlInheritedFD:
+		return c.persisted().ControlSocket
+	case monitors.ControlInRoot:
+		if pid := c.Pid(); pid > 0 {
+			return fmt.Sprintf("/proc/%d/root%s", pid, monitors.ControlSocketInRoot)
+		}
+	}
+	return ""
 }
