@@ -89,6 +89,9 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	c.monitor = plan.monitor
+	if err := c.record(func(st *persistedState) { st.GuestType, st.Monitor = cfg.UnikernelType, cfg.Hypervisor }); err != nil {
+		return nil, err
+	}
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
 		c.exitOf = guestExit(opts.Console)
 	}
@@ -336,7 +339,7 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (
 	// The tap is the monitor's user's, so that it opens it without
 	// CAP_NET_ADMIN.
 	n.Owner = owner
-	tap := Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid}
+	tap := Tap{Name: n.Tap, Netns: path, Link: n.Link, ViaPid: viaPid, Address: n.Address}
 	if err := c.record(func(st *persistedState) { st.Taps = append(st.Taps, tap) }); err != nil {
 		return nil, err
 	}

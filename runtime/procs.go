@@ -5,6 +5,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // procStat returns the parent pid and start time (field 22, in clock ticks
@@ -82,4 +85,17 @@ func descendants(pid int) []int {
 		out = append(out, children[out[i]]...)
 	}
 	return out
+}
+
+// startedAt converts a start time from /proc/PID/stat (clock ticks since
+// boot) to wall-clock time.
+func startedAt(ticks uint64) time.Time {
+	var info unix.Sysinfo_t
+	if unix.Sysinfo(&info) != nil {
+		return time.Time{}
+	}
+	// USER_HZ is 100 on every Linux architecture this runs on.
+	const userHZ = 100
+	boot := time.Now().Add(-time.Duration(info.Uptime) * time.Second)
+	return boot.Add(time.Duration(ticks) * time.Second / userHZ).Truncate(time.Second)
 }

@@ -46,6 +46,10 @@ type persistedState struct {
 	RuncRoot string `json:"runcRoot,omitempty"`
 	// Exit is set once the monitor has exited and been reaped.
 	Exit *ExitStatus `json:"exit,omitempty"`
+	// GuestType and Monitor name the boot plan's choices, for operators
+	// (urunc ps); nothing is undone from them.
+	GuestType string `json:"guestType,omitempty"`
+	Monitor   string `json:"monitor,omitempty"`
 }
 
 // Tap is a tap device created for a guest, with the namespace it lives in.
@@ -53,6 +57,8 @@ type Tap struct {
 	Name  string `json:"name"`
 	Netns string `json:"netns"`
 	Link  string `json:"link"` // the container interface it is joined to
+	// Address is the guest's, taken over from Link (for operators).
+	Address string `json:"address,omitempty"`
 	// ViaPid is set when Netns is /proc/PID/ns/net of the monitor.
 	ViaPid bool `json:"viaPid,omitempty"`
 }
@@ -120,4 +126,39 @@ func readState(bundle string) (*persistedState, error) {
 func HasState(bundle string) bool {
 	_, err := os.Stat(statePath(bundle))
 	return err == nil
+}
+
+// Summary is what an operator sees of a container of this runtime, read
+// from its bundle's persisted state.
+type Summary struct {
+	ID, Namespace string
+	// Plain is a container run by runc (a pod's pause, a sidecar).
+	Plain              bool
+	GuestType, Monitor string
+	RootfsMode         string
+	// Pid is the monitor's (runc's init for a plain container); Alive
+	// tells whether that very process still runs (start time checked).
+	Pid     int
+	Alive   bool
+	Started time.Time
+	Taps    []Tap
+	Exit    *ExitStatus
+}
+
+// Describe reads the container of bundle from its persisted state.
+func Describe(bundle string) (Summary, error) {
+	st, err := readState(bundle)
+	if err != nil {
+		return Summary{}, err
+	}
+	if st == nil {
+		return Summary{}, fmt.Errorf("%s holds no state of this runtime", bundle)
+	}
+	s := Summary{ID: st.ID, Namespace: st.Namespace, Plain: st.Runc, GuestType: st.GuestType, Monitor: st.Monitor,
+		RootfsMode: st.RootfsMode, Pid: st.Pid, Taps: st.Taps, Exit: st.Exit}
+	s.Alive = st.Exit == nil && sameProcess(st.Pid, st.PidStartTime)
+	if s.Alive {
+		s.Started = startedAt(st.PidStartTime)
+	}
+	return s, nil
 }

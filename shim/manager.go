@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
 
@@ -162,7 +163,7 @@ func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	exit, err := urunc.Cleanup(ctx, bundle)
 	// A shim killed outright leaves its socket file behind; remove it
 	// unless a live shim (of the same group) still answers on it.
-	if addr := shimAddress(bundle); addr != "" && !shim.CanConnect(addr) {
+	if addr := inventory.ShimAddress(bundle); addr != "" && !shim.CanConnect(addr) {
 		_ = shim.RemoveSocket(addr)
 	}
 	if err != nil {

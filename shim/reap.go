@@ -1,30 +1,7 @@
 package shim
 
-import (
-	"os"
-	"os/signal"
-
-	"github.com/containerd/containerd/v2/pkg/sys/reaper"
-	"golang.org/x/sys/unix"
-)
-
 // IsDeleteAction tells whether the shim runs as containerd's delete
 // command (cleanup after a dead shim).
 func IsDeleteAction(args []string) bool {
 	return len(args) > 0 && args[len(args)-1] == "delete"
-}
-
-// ReapChildren runs the SIGCHLD→reaper loop for the shim's one-shot
-// commands (delete, cleanup-orphans). containerd's shim library runs that
-// loop only in the daemon; without it a child started through the reaper
-// (runc for a plain container, an OCI hook) is never reported and its
-// caller waits forever. It must run before any child starts.
-func ReapChildren() {
-	ch := make(chan os.Signal, 32)
-	signal.Notify(ch, unix.SIGCHLD)
-	go func() {
-		for range ch {
-			_ = reaper.Reap()
-		}
-	}()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 	urshim "github.com/urunc-dev/containerd-shim-urunc-v2/shim"
 )
@@ -26,13 +27,13 @@ func main() {
 		case urunc.LauncherArg:
 			urunc.LauncherMain()
 			return
-		case urshim.OrphansCommand:
-			urshim.ReapChildren()
-			os.Exit(urshim.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+		case inventory.OrphansCommand:
+			urunc.ReapChildren()
+			os.Exit(inventory.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
 	if urshim.IsDeleteAction(os.Args[1:]) {
-		urshim.ReapChildren()
+		urunc.ReapChildren()
 	}
 	if urshim.IsStartAction(os.Args[1:]) {
 		done, err := urshim.PrepareStart(context.Background(), os.Args[1:], os.Stdin, os.Stdout)
