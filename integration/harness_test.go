@@ -42,6 +42,7 @@ type testEnv struct {
 	dir        string // everything of this run lives under here
 	bin        string // the freshly built shim, first on containerd's PATH
 	shimPath   string
+	cliPath    string // the urunc command (build, check, ps)
 	hostConfig string // URUNC_CONFIG_FILE of the daemon
 	qmpDir     string
 	standin    string // a static stand-in for qemu, for fast and exit-code tests
@@ -114,6 +115,12 @@ func run(m *testing.M) (int, error) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build shim: %w", err)
+	}
+	env.cliPath = filepath.Join(env.bin, "urunc")
+	build = exec.Command("go", "build", "-o", env.cliPath, "../cmd/urunc")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build the urunc command: %w", err)
 	}
 	env.standin = filepath.Join(dir, "standin", "qemu-system-x86_64")
 	build = exec.Command("go", "build", "-o", env.standin, "./cmd/standin-monitor")

@@ -9,6 +9,7 @@ CONTAINERD_VERSION=v2.4.2
 NERDCTL_VERSION=v1.7.7
 CRITOOLS_VERSION=v1.37.0
 CONTAINERD17_VERSION=v1.7.35
+DISTRIBUTION_VERSION=v3.1.2
 PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 
@@ -71,6 +72,15 @@ fi
 if [ ! -x "$PREFIX/crictl" ]; then
 	echo "setup: building crictl $CRITOOLS_VERSION"
 	build_tool "$PREFIX/crictl" "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
+fi
+
+# distribution's registry, off PATH: the urunc build test pushes to it on
+# loopback and containerd pulls back.
+REGISTRY=/usr/local/lib/urunc-test/registry
+if [ ! -x "$REGISTRY" ]; then
+	echo "setup: building distribution's registry $DISTRIBUTION_VERSION"
+	mkdir -p "$(dirname "$REGISTRY")"
+	build_tool "$REGISTRY" "github.com/distribution/distribution/v3@$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
 fi
 
 if [ ! -f "$GUEST_DIR/vmlinuz" ]; then

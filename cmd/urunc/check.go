@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+)
+
+// Check outcomes. Only a failure makes check exit non-zero; a warning is
+// something a guest may need (a monitor, virtiofsd) that this host lacks.
+const (
+	checkOK   = "ok"
+	checkWarn = "warn"
+	checkFail = "fail"
+)
+
+type checkResult struct {
+	Check  string `json:"check"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// hostFacts are what the checks read about the host; tests point them
+// elsewhere.
+type hostFacts struct {
+	containerdConfig string
+	cgroupRoot       string
+}
+
+func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	output := fs.String("o", "table", "output: table or json")
+	facts := hostFacts{cgroupRoot: "/sys/fs/cgroup"}
+	fs.StringVar(&facts.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd's config file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "urunc check: -o %q: want table or json\n", *output)
+		return 2
+	}
+	results := runChecks(ctx, facts)
+	code := 0
+	for _, r := range results {
+		if r.Status == checkFail {
+			code = 1
+		}
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(results)
+		return code
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSTATUS\tDETAIL\tFIX")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Check, r.Status, r.Detail, r.Fix)
+	}
+	_ = tw.Flush()
+	return code
+}
+
+func runChecks(ctx context.Context, facts hostFacts) []checkResult {
+	host, hostErr := urunc.LoadHostConfig()
+	out := []checkResult{checkHostConfig(host, hostErr)}
+	out = append(out, checkShim())
+	found := 0
+	for _, name := range monitors.Names() {
+		r := checkMonitor(ctx, name, host)
+		if r.Status == checkOK {
+			found++
+		}
+		out = append(out, r)
+	}
+	if found == 0 {
+		out = append(out, checkResult{"monitors", checkFail, "no monitor found", "install qemu-system-x86 (or set [monitors.NAME] binary_path)"})
+	}
+	out = append(out, checkKVM(host), checkQemuData(host), checkDevice("tun", "/dev/net/tun", true, "modprobe tun (the guest's NIC is a tap)"),
+		checkDevice("vhost-net", "/dev/vhost-net", false, "modprobe vhost_net (used with [monitors.qemu] vhost = true)"),
+		checkVirtiofsd(host), checkCgroup(facts.cgroupRoot), checkContainerd(facts.containerdConfig))
+	return out
+}
+
+func checkHostConfig(host urunc.HostConfig, err error) checkResult {
+	path := os.Getenv(urunc.HostConfigEnv)
+	if path == "" {
+		path = urunc.DefaultHostConfigPath
+	}
+	switch {
+	case err != nil:
+		return checkResult{"host config", checkFail, err.Error(), "fix the key named in " + path}
+	case len(host.UnusedKeys) > 0:
+		return checkResult{"host config", checkWarn, path + ": keys this runtime does not use: " + strings.Join(host.UnusedKeys, ", "), "remove them, or ignore if they are a newer urunc's"}
+	}
+	if _, statErr := os.Stat(path); statErr != nil {
+		return checkResult{"host config", checkOK, path + " absent: defaults", ""}
+	}
+	return checkResult{"host config", checkOK, path, ""}
+}
+
+func checkShim() checkResult {
+	p, err := exec.LookPath("containerd-shim-urunc-v2")
+	if err != nil {
+		return checkResult{"shim", checkFail, "containerd-shim-urunc-v2 is not on PATH", "make install (containerd finds the shim on its PATH)"}
+	}
+	return checkResult{"shim", checkOK, p, ""}
+}
+
+// checkMonitor finds a monitor as the shim would, and asks its version.
+func checkMonitor(ctx context.Context, name string, host urunc.HostConfig) checkResult {
+	m, err := monitors.New(name, host.Monitor(name))
+	if err != nil {
+		return checkResult{"monitor " + name, checkWarn, err.Error(), "install it, or set [monitors." + name + "] binary_path"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, _ := exec.CommandContext(ctx, m.Binary(), "--version").Output()
+	first, _, _ := strings.Cut(strings.TrimSpace(string(v)), "\n")
+	return checkResult{"monitor " + name, checkOK, m.Binary() + " " + first, ""}
+}
+
+// KVM ioctls (linux/kvm.h).
+const (
+	kvmGetAPIVersion = 0xAE00
+	kvmCreateVM      = 0xAE01
+	kvmAPIVersion    = 12
+)
+
+// checkKVM creates a VM: /dev/kvm can exist and still refuse one (nested
+// virtualization off, a module without hardware support).
+func checkKVM(host urunc.HostConfig) checkResult {
+	tcg := "load kvm_intel or kvm_amd, or use TCG (slow): [monitors.qemu] accel = \"tcg\""
+	if host.Monitor("qemu").Accel == "tcg" {
+		tcg = "none needed for qemu: the host config selects TCG"
+	}
+	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return checkResult{"kvm", checkWarn, "open /dev/kvm: " + err.Error(), tcg}
+	}
+	defer unix.Close(fd)
+	if v, err := unix.IoctlRetInt(fd, kvmGetAPIVersion); err != nil || v != kvmAPIVersion {
+		return checkResult{"kvm", checkWarn, fmt.Sprintf("KVM API version %d (%v), want %d", v, err, kvmAPIVersion), tcg}
+	}
+	vm, err := unix.IoctlRetInt(fd, kvmCreateVM)
+	if err != nil {
+		return checkResult{"kvm", checkWarn, "create a VM: " + err.Error(), tcg}
+	}
+	unix.Close(vm)
+	return checkResult{"kvm", checkOK, "/dev/kvm creates VMs", ""}
+}
+
+// checkQemuData looks for the firmware qemu loads for an x86 guest.
+func checkQemuData(host urunc.HostConfig) checkResult {
+	dirs := []string{"/usr/share/qemu", "/usr/share/seabios", "/usr/local/share/qemu"}
+	if d := host.Monitor("qemu").DataPath; d != "" {
+		dirs = []string{d}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "bios-256k.bin")); err == nil {
+			return checkResult{"qemu data", checkOK, d + " has bios-256k.bin", ""}
+		}
+	}
+	return checkResult{"qemu data", checkWarn, "no bios-256k.bin in " + strings.Join(dirs, ", "), "install qemu-system-data (or seabios), or set [monitors.qemu] data_path"}
+}
+
+func checkDevice(name, path string, needed bool, fix string) checkResult {
+	st, err := os.Stat(path)
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		status := checkWarn
+		if needed {
+			status = checkFail
+		}
+		return checkResult{name, status, path + " is missing", fix}
+	}
+	return checkResult{name, checkOK, path, ""}
+}
+
+func checkVirtiofsd(host urunc.HostConfig) checkResult {
+	v := host.Virtiofsd()
+	if st, err := os.Stat(v.Path); err == nil && st.Mode()&0o111 != 0 {
+		return checkResult{"virtiofsd", checkOK, v.Path, ""}
+	}
+	return checkResult{"virtiofsd", checkWarn, v.Path + " is missing: shared roots use 9p", "install virtiofsd, or set [extra_binaries.virtiofsd] path"}
+}
+
+// checkCgroup names the cgroup version and the controllers a monitor's
+// limits need.
+func checkCgroup(root string) checkResult {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return checkResult{"cgroup", checkFail, err.Error(), "mount cgroup2 at " + root}
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return checkResult{"cgroup", checkOK, "v1 (legacy hierarchy)", ""}
+	}
+	data, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return checkResult{"cgroup", checkFail, err.Error(), ""}
+	}
+	have := strings.Fields(string(data))
+	var missing []string
+	for _, c := range []string{"cpu", "memory", "pids"} {
+		if !containsString(have, c) {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		return checkResult{"cgroup", checkWarn, "v2 without " + strings.Join(missing, ", "), "enable them in the root's cgroup.subtree_control"}
+	}
+	return checkResult{"cgroup", checkOK, "v2: " + strings.Join(have, " "), ""}
+}
+
+// checkContainerd looks in containerd's config for a runtime of this shim
+// (runtime_type io.containerd.urunc.v2), which the CRI needs for a
+// RuntimeClass; ctr and nerdctl name the runtime themselves.
+func checkContainerd(path string) checkResult {
+	fix := "add to " + path + ` (config version 3): [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc] runtime_type = "io.containerd.urunc.v2"`
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return checkResult{"containerd config", checkWarn, err.Error(), fix}
+	}
+	var cfg map[string]any
+	if err := toml.Unmarshal(data, &cfg); err != nil {
+		return checkResult{"containerd config", checkFail, "parse " + path + ": " + err.Error(), "fix the file"}
+	}
+	var handlers []string
+	plugins, _ := cfg["plugins"].(map[string]any)
+	for _, plugin := range []string{"io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"} {
+		p, _ := plugins[plugin].(map[string]any)
+		ctrd, _ := p["containerd"].(map[string]any)
+		runtimes, _ := ctrd["runtimes"].(map[string]any)
+		for name, r := range runtimes {
+			if rt, _ := r.(map[string]any); rt["runtime_type"] == "io.containerd.urunc.v2" {
+				handlers = append(handlers, name)
+			}
+		}
+	}
+	if len(handlers) == 0 {
+		return checkResult{"containerd config", checkWarn, "no CRI runtime of type io.containerd.urunc.v2 in " + path, fix}
+	}
+	sort.Strings(handlers)
+	return checkResult{"containerd config", checkOK, "CRI runtime handler " + strings.Join(handlers, ", "), ""}
+}
+
+func containsString(list []string, v string) bool {
+	for _, s := range list {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
+)
+
+// psRow is one container as ps shows it (and as -o json writes it).
+type psRow struct {
+	Namespace  string `json:"namespace"`
+	ID         string `json:"id"`
+	Kind       string `json:"kind"` // unikernel | plain
+	Guest      string `json:"guest,omitempty"`
+	Monitor    string `json:"monitor,omitempty"`
+	Pid        int    `json:"pid,omitempty"`
+	State      string `json:"state"` // running | exited N | gone
+	Shim       string `json:"shim"`  // answers | gone
+	Orphan     bool   `json:"orphan"`
+	RootfsMode string `json:"rootfsMode,omitempty"`
+	Tap        string `json:"tap,omitempty"`
+	Address    string `json:"address,omitempty"`
+	Uptime     string `json:"uptime,omitempty"`
+	Bundle     string `json:"bundle"`
+	Error      string `json:"error,omitempty"`
+}
+
+func psMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", inventory.DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")
+	output := fs.String("o", "table", "output: table or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "urunc ps: -o %q: want table or json\n", *output)
+		return 2
+	}
+	entries, err := inventory.List(*stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "urunc ps: %v\n", err)
+		return 1
+	}
+	rows := make([]psRow, 0, len(entries))
+	for _, e := range entries {
+		rows = append(rows, rowOf(e, time.Now()))
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			return 1
+		}
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tID\tGUEST\tMONITOR\tPID\tSTATE\tSHIM\tROOTFS\tTAP\tADDRESS\tUPTIME")
+	for _, r := range rows {
+		shim := r.Shim
+		if r.Orphan {
+			shim += " (ORPHAN)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.ID, dash(r.Guest), dash(r.Monitor),
+			dash(pidText(r.Pid)), r.State, shim, dash(r.RootfsMode), dash(r.Tap), dash(r.Address), dash(r.Uptime))
+	}
+	if err := tw.Flush(); err != nil {
+		return 1
+	}
+	return 0
+}
+
+func rowOf(e inventory.Entry, now time.Time) psRow {
+	ns, id := e.Namespace, e.ID
+	if ns == "" || id == "" {
+		// The state could not be read: name it by its bundle.
+		parts := strings.Split(strings.TrimRight(e.Bundle, "/"), "/")
+		ns, id = parts[len(parts)-2], parts[len(parts)-1]
+	}
+	r := psRow{Namespace: ns, ID: id, Kind: "unikernel", Guest: e.GuestType, Monitor: e.Monitor, Pid: e.Pid,
+		RootfsMode: e.RootfsMode, Bundle: e.Bundle, Shim: "answers", Orphan: e.Orphan()}
+	if e.Plain {
+		r.Kind, r.Guest, r.Monitor = "plain", "(runc)", ""
+	}
+	if e.Orphan() {
+		r.Shim = "gone"
+	}
+	switch {
+	case e.Err != nil:
+		r.State, r.Error = "unknown", e.Err.Error()
+	case e.Exit != nil:
+		r.State = "exited " + strconv.Itoa(e.Exit.Status)
+	case e.Alive:
+		r.State = "running"
+		if !e.Started.IsZero() {
+			r.Uptime = now.Sub(e.Started).Truncate(time.Second).String()
+		}
+	case e.Pid == 0:
+		r.State = "created"
+	default:
+		r.State = "gone"
+	}
+	if len(e.Taps) > 0 {
+		r.Tap, r.Address = e.Taps[0].Name, e.Taps[0].Address
+	}
+	return r
+}
+
+func pidText(pid int) string {
+	if pid == 0 {
+		return ""
+	}
+	return strconv.Itoa(pid)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,229 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
+)
+
+// registryBinary is distribution's registry, built by setup.sh.
+const registryBinary = "/usr/local/lib/urunc-test/registry"
+
+// urunc runs the urunc command with the test daemon's host config.
+func urunc(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(env.cliPath, args...)
+	cmd.Env = append(os.Environ(), "URUNC_CONFIG_FILE="+env.hostConfig, "PATH="+env.bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// guestFiles writes the test guest's kernel and initrd to files, as a
+// user would have them on disk.
+func guestFiles(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	o := guestImageOptions()
+	data, err := testimage.BuildInitrd(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd = filepath.Join(t.TempDir(), "initrd.cpio")
+	if err := os.WriteFile(initrd, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return o.Kernel, initrd
+}
+
+// A user goes from a kernel file to a running container: urunc build
+// imports the image into containerd and ctr runs it, with the image's
+// command. The same build as an OCI layout tar imports with ctr.
+func TestURuncBuildBootsThroughContainerd(t *testing.T) {
+	kernel, initrd := guestFiles(t)
+	name := "docker.io/urunc/test-built:latest"
+	layout := filepath.Join(t.TempDir(), "built.tar")
+	out, err := urunc(t, "build", "-t", name, "-type", "linux", "-monitor", "qemu", "-kernel", kernel, "-initrd", initrd,
+		"-o", layout, "-import", "-address", env.socket(), "-namespace", namespace, "--", "/init", "echo", "built-by-urunc")
+	if err != nil || !strings.Contains(out, "imported "+name) {
+		t.Fatalf("urunc build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
+	id := newID(t)
+	if out := ctr(t, "run", "--rm", "--runtime", runtimeName, name, id); !strings.Contains(out, "URUNC_GUEST_ARGS: built-by-urunc") {
+		t.Fatalf("the built image did not run its command:\n%s", out)
+	}
+	ctr(t, "images", "rm", name)
+	if out := ctr(t, "images", "import", layout); !strings.Contains(out, name) && !strings.Contains(ctr(t, "images", "ls", "-q"), name) {
+		t.Fatalf("ctr cannot import the layout tar:\n%s", out)
+	}
+}
+
+// A pair that does not fit, or a missing file, is refused before anything
+// is written, naming the problem.
+func TestURuncBuildRefusesBadInput(t *testing.T) {
+	kernel, initrd := guestFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"pair", []string{"-type", "rumprun", "-monitor", "qemu", "-kernel", kernel}, "guest rumprun (annotation com.urunc.unikernel.unikernelType) cannot run under monitor qemu"},
+		{"missing kernel", []string{"-type", "linux", "-monitor", "qemu", "-kernel", filepath.Join(dir, "nope")}, "kernel: stat " + filepath.Join(dir, "nope")},
+		{"solo5 initrd", []string{"-type", "mirage", "-monitor", "spt", "-kernel", kernel, "-initrd", initrd}, "monitor spt cannot boot an initrd"},
+		{"unknown monitor", []string{"-type", "linux", "-monitor", "vbox", "-kernel", kernel}, `unknown hypervisor "vbox"`},
+	} {
+		out := filepath.Join(dir, tc.name+".tar")
+		got, err := urunc(t, append(append([]string{"build", "-t", "x/y:z", "-o", out}, tc.args...), "--", "/init")...)
+		if err == nil || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %v\n%s\nwant %q", tc.name, err, got, tc.want)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s: %s was written", tc.name, out)
+		}
+	}
+}
+
+// urunc build pushes to a registry (distribution's, on loopback), and
+// containerd pulls the image back and runs it.
+func TestURuncBuildPushesToRegistry(t *testing.T) {
+	if _, err := os.Stat(registryBinary); err != nil {
+		t.Fatalf("no registry (integration/setup.sh builds it): %v", err)
+	}
+	addr := freeLoopbackAddr(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := exec.Command(registryBinary, "serve", cfg)
+	reg.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := reg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait() })
+	waitFor(t, 20*time.Second, "the registry to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	kernel, initrd := guestFiles(t)
+	name := addr + "/urunc/pushed:v1"
+	out, err := urunc(t, "build", "-t", name, "-type", "linux", "-monitor", "qemu", "-kernel", kernel, "-initrd", initrd,
+		"-push", "-plain-http", "-address", env.socket(), "-namespace", namespace, "--", "/init", "echo", "pulled-back")
+	if err != nil || !strings.Contains(out, "pushed "+name) {
+		t.Fatalf("urunc build -push: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
+	ctr(t, "images", "rm", name)
+	ctr(t, "images", "pull", "--plain-http", name)
+	id := newID(t)
+	if out := ctr(t, "run", "--rm", "--runtime", runtimeName, name, id); !strings.Contains(out, "URUNC_GUEST_ARGS: pulled-back") {
+		t.Fatalf("the pulled image did not run:\n%s", out)
+	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// urunc check reads this host as the shim would: qemu found, the test's
+// containerd config has the CRI runtime, the host config parses; a bad
+// host config key fails the check, naming it.
+func TestURuncCheck(t *testing.T) {
+	out, err := urunc(t, "check", "-o", "json", "-containerd-config", filepath.Join(env.dir, "containerd.toml"))
+	var results []struct{ Check, Status, Detail, Fix string }
+	if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
+		t.Fatalf("urunc check -o json: %v (%v)\n%s", jerr, err, out)
+	}
+	got := map[string]string{}
+	for _, r := range results {
+		got[r.Check] = r.Status + ": " + r.Detail
+	}
+	for check, want := range map[string]string{
+		"monitor qemu": "ok: ", "tun": "ok: /dev/net/tun", "host config": "ok: " + env.hostConfig,
+		"containerd config": "ok: CRI runtime handler urunc", "shim": "ok: " + env.shimPath,
+	} {
+		if !strings.HasPrefix(got[check], want) {
+			t.Errorf("check %q = %q, want %q…", check, got[check], want)
+		}
+	}
+	if _, ok := got["kvm"]; !ok {
+		t.Error("no kvm check")
+	}
+	withHostConfig(t, "[monitors.qemu]\ndefault_vcpus = \"two\"\n")
+	out, err = urunc(t, "check")
+	if err == nil || !strings.Contains(out, "monitors.qemu.default_vcpus (line 2)") {
+		t.Fatalf("a bad host config: %v\n%s", err, out)
+	}
+}
+
+// urunc ps lists a running unikernel container with its monitor, from the
+// bundles; once its shim is gone it is flagged an orphan, and urunc's
+// cleanup-orphans cleans it.
+func TestURuncPs(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	id := newID(t)
+	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
+	monitor := taskPids(t, id)[0]
+	stateDir := orphansStateDir()
+	row := psRow(t, stateDir, id)
+	for k, want := range map[string]any{"guest": "linux", "monitor": "qemu", "pid": float64(monitor), "state": "running",
+		"shim": "answers", "orphan": false, "rootfsMode": "initrd"} {
+		if row[k] != want {
+			t.Errorf("ps %s = %v, want %v", k, row[k], want)
+		}
+	}
+	if out, _ := urunc(t, "ps", "-state-dir", stateDir); !strings.Contains(out, id) || !strings.Contains(out, "running") {
+		t.Errorf("ps table lacks the container:\n%s", out)
+	}
+	orphan(t, id)
+	if row := psRow(t, stateDir, id); row["orphan"] != true || row["shim"] != "gone" || row["state"] != "running" {
+		t.Errorf("after its shim died: %v", row)
+	}
+	if out, err := urunc(t, "cleanup-orphans", "-state-dir", stateDir); err != nil || !strings.Contains(out, namespace+"/"+id+": cleaned") {
+		t.Fatalf("urunc cleanup-orphans: %v\n%s", err, out)
+	}
+	waitFor(t, 5*time.Second, "the monitor to be killed", func() bool { return !isMonitorOrStandin(monitor) })
+	if row := psRow(t, stateDir, id); row != nil {
+		t.Errorf("ps still lists the cleaned container: %v", row)
+	}
+}
+
+func psRow(t *testing.T, stateDir, id string) map[string]any {
+	t.Helper()
+	out, err := urunc(t, "ps", "-o", "json", "-state-dir", stateDir)
+	var rows []map[string]any
+	if jerr := json.Unmarshal([]byte(out), &rows); err != nil || jerr != nil {
+		t.Fatalf("urunc ps -o json: %v %v\n%s", err, jerr, out)
+	}
+	for _, r := range rows {
+		if r["id"] == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// isMonitorOrStandin tells whether pid is a live process at all.
+func isMonitorOrStandin(pid int) bool {
+	return syscall.Kill(pid, 0) == nil
+}
