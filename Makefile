@@ -10,9 +10,11 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/containerd-shim-urunc-v2
+	$(GO) build -o bin/urunc ./cmd/urunc
 
 install: build
 	install -m 0755 $(BIN) $(PREFIX)/containerd-shim-urunc-v2
+	install -m 0755 bin/urunc $(PREFIX)/urunc
 
 # Installs qemu, busybox, runc, containerd/ctr v2.4.2 and the guest kernel.
 setup:

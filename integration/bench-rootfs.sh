@@ -11,6 +11,7 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-5}
 KERNEL=${URUNC_BUILTIN_KERNEL:-/var/cache/urunc-test/guest-builtin/bzImage}
 start_containerd /tmp/urunc-bench-rootfs
+import_test_guest
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kernel "$KERNEL" -modules "" -name docker.io/urunc/bench-initrd:latest -o "$DIR/initrd.tar")
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind rootfs -kernel "$KERNEL" -o "$DIR/rootfs.tar")
 (cd "$ROOT" && go run ./integration/cmd/mkimage -kind block -kernel "$KERNEL" -o "$DIR/block.tar")

@@ -10,6 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
 start_containerd /tmp/urunc-bench
+import_test_guest
 # The same kernel, initrd and command line the shim gives qemu.
 mkdir -p "$DIR/guest"
 tar -xOf "$DIR/guest.tar" index.json >/dev/null

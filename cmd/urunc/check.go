@@ -132,7 +132,11 @@ func checkShim() checkResult {
 func checkMonitor(ctx context.Context, name string, host urunc.HostConfig) checkResult {
 	m, err := monitors.New(name, host.Monitor(name))
 	if err != nil {
-		return checkResult{"monitor " + name, checkWarn, err.Error(), "install it, or set [monitors." + name + "] binary_path"}
+		detail := err.Error()
+		if _, after, ok := strings.Cut(detail, ": "); ok {
+			detail, _, _ = strings.Cut(after, ": exec:") // drop the hypervisor prefix and exec's repetition
+		}
+		return checkResult{"monitor " + name, checkWarn, detail, "install it, or set [monitors." + name + "] binary_path"}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -213,7 +217,14 @@ func checkCgroup(root string) checkResult {
 		return checkResult{"cgroup", checkFail, err.Error(), "mount cgroup2 at " + root}
 	}
 	if st.Type != unix.CGROUP2_SUPER_MAGIC {
-		return checkResult{"cgroup", checkOK, "v1 (legacy hierarchy)", ""}
+		// v1: one hierarchy per controller, each a directory.
+		var have []string
+		for _, c := range []string{"cpu", "memory", "pids", "devices", "freezer"} {
+			if _, err := os.Stat(filepath.Join(root, c)); err == nil {
+				have = append(have, c)
+			}
+		}
+		return checkResult{"cgroup", checkOK, "v1: " + strings.Join(have, " "), ""}
 	}
 	data, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
 	if err != nil {
