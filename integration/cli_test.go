@@ -227,3 +227,34 @@ func psRow(t *testing.T, stateDir, id string) map[string]any {
 func isMonitorOrStandin(pid int) bool {
 	return syscall.Kill(pid, 0) == nil
 }
+
+// A root filesystem directory on disk becomes the image's root and the
+// guest's (mountRootfs, over 9p here): the kernel goes to /boot, the
+// directory's files stay where they are.
+func TestURuncBuildFromRootfsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, data := range map[string][]byte{"bin/busybox": bb, "init": []byte(testimage.GuestInit)} {
+		p := filepath.Join(dir, "root", path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := "docker.io/urunc/test-built-rootfs:latest"
+	out, err := urunc(t, "build", "-t", name, "-type", "linux", "-monitor", "qemu", "-kernel", builtinKernel, "-rootfs", filepath.Join(dir, "root"),
+		"-import", "-address", env.socket(), "-namespace", namespace, "--", "/init", "echo", "from-a-rootfs-directory")
+	if err != nil {
+		t.Fatalf("urunc build -rootfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
+	id := newID(t)
+	if out := ctr(t, "run", "--rm", "--runtime", runtimeName, name, id); !strings.Contains(out, "URUNC_GUEST_ARGS: from-a-rootfs-directory") {
+		t.Fatalf("the guest did not boot from the image's root:\n%s", out)
+	}
+}
