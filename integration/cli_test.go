@@ -258,3 +258,52 @@ func TestURuncBuildFromRootfsDirectory(t *testing.T) {
 		t.Fatalf("the guest did not boot from the image's root:\n%s", out)
 	}
 }
+
+// The unikraft, hermit and mewz command-line forms boot under real qemu
+// through containerd, in images urunc build makes. The kernel is this
+// project's multiboot test kernel (testimage.MultibootKernel): it prints
+// the command line qemu gave it, then reports an exit code through
+// isa-debug-exit, which only mewz's images have: mewz's decoded code is
+// the container's status; the others end with the monitor's 0.
+func TestGuestFormsBootUnderQemu(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "multiboot.bin")
+	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		guest, want string
+		args        []string
+		exit        int
+	}{
+		// qemu puts the kernel's path first. The env is ctr's default.
+		{"unikraft", "/guest/kernel Unikraft env.vars=[ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin ] -- hello-unikraft 1",
+			[]string{"hello-unikraft", "1"}, 0},
+		{"hermit", "/guest/kernel hello-hermit", []string{"hello-hermit"}, 0},
+		// mewz takes only its network, and this container has none.
+		{"mewz", "/guest/kernel", nil, testimage.MultibootExitValue},
+	} {
+		t.Run(tc.guest, func(t *testing.T) {
+			name := "docker.io/urunc/test-mbk-" + tc.guest + ":latest"
+			args := append([]string{"build", "-t", name, "-type", tc.guest, "-monitor", "qemu", "-kernel", kernel,
+				"-import", "-address", env.socket(), "-namespace", namespace, "--"}, tc.args...)
+			if out, err := urunc(t, args...); err != nil {
+				t.Fatalf("urunc build: %v\n%s", err, out)
+			}
+			t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
+			id := newID(t)
+			out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, name, id)
+			if code := exitCode(err); code != tc.exit {
+				t.Errorf("exit status %d (%v), want %d", code, err, tc.exit)
+			}
+			var printed string
+			for _, l := range strings.Split(out, "\n") {
+				if after, ok := strings.CutPrefix(l, "MBK_CMDLINE: "); ok {
+					printed = strings.TrimRight(after, "\r ")
+				}
+			}
+			if printed != tc.want {
+				t.Errorf("the kernel's command line: %q, want %q\n%s", printed, tc.want, out)
+			}
+		})
+	}
+}

@@ -140,7 +140,7 @@ func checkMonitor(ctx context.Context, name string, host urunc.HostConfig) check
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	v, _ := exec.CommandContext(ctx, m.Binary(), "--version").Output()
+	v, _ := exec.CommandContext(ctx, m.Binary(), "--version").CombinedOutput()
 	first, _, _ := strings.Cut(strings.TrimSpace(string(v)), "\n")
 	return checkResult{"monitor " + name, checkOK, m.Binary() + " " + first, ""}
 }
