@@ -76,18 +76,8 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 		return nil, err
 	}
 	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion}
-	d := g.Devices()
-	plan.guest.NICOptions, plan.guest.ExtraArgs = d.NICOptions, d.QemuArgs
-	plan.guest.Solo5Net, plan.guest.Solo5Block = d.Solo5Net, d.Solo5Block
-	netDev, blkDev, err := cfg.Solo5Devices()
-	if err != nil {
+	if err := plan.setDevices(cfg); err != nil {
 		return nil, err
-	}
-	if netDev != "" {
-		plan.guest.Solo5Net = netDev
-	}
-	if blkDev != "" {
-		plan.guest.Solo5Block = blkDev
 	}
 	var args []string
 	if spec.Process != nil {
@@ -172,6 +162,25 @@ func rootfsRequest(cfg UnikernelConfig, spec *specs.Spec, opts CreateOptions, ro
 	}
 	req.MountRootfs, err = cfg.WantsRootfs()
 	return req, err
+}
+
+// setDevices gives the monitor what the guest type expects of its devices,
+// with the image's solo5 device names over the type's.
+func (p *bootPlan) setDevices(cfg UnikernelConfig) error {
+	d := p.guestType.Devices()
+	p.guest.NICOptions, p.guest.ExtraArgs = d.NICOptions, d.QemuArgs
+	p.guest.Solo5Net, p.guest.Solo5Block = d.Solo5Net, d.Solo5Block
+	netDev, blkDev, err := cfg.Solo5Devices()
+	if err != nil {
+		return err
+	}
+	if netDev != "" {
+		p.guest.Solo5Net = netDev
+	}
+	if blkDev != "" {
+		p.guest.Solo5Block = blkDev
+	}
+	return nil
 }
 
 // placeGuestFiles maps what the rootfs mode gives the monitor into the

@@ -188,17 +188,22 @@ var known = map[string]Guest{
 	"hermit":   hermit{},
 }
 
+// Names lists the guest types, sorted.
+func Names() []string {
+	names := make([]string, 0, len(known))
+	for k := range known {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // For returns the guest type an image names.
 func For(unikernelType string) (Guest, error) {
 	g, ok := known[unikernelType]
 	if !ok {
-		names := make([]string, 0, len(known))
-		for k := range known {
-			names = append(names, k)
-		}
-		sort.Strings(names)
 		return nil, fmt.Errorf("unknown unikernelType %q (annotation %sunikernelType; known: %s)",
-			unikernelType, AnnotationPrefix, strings.Join(names, ", "))
+			unikernelType, AnnotationPrefix, strings.Join(Names(), ", "))
 	}
 	return g, nil
 }

@@ -1,0 +1,128 @@
+package runtime
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/boot-plans.golden")
+
+// goldenModes are the rootfs modes as rootfs.Select plans them, with host
+// paths that are placeholders.
+var goldenModes = []rootfs.Plan{
+	{Mode: "none", Root: guests.Root{Kind: guests.RootNone}, Kernel: "/host/kernel"},
+	{Mode: "initrd", Root: guests.Root{Kind: guests.RootInitrd}, Kernel: "/host/kernel", Initrd: "/host/initrd"},
+	{Mode: "block", Root: guests.Root{Kind: guests.RootBlock}, Kernel: "/host/kernel",
+		Disks: []rootfs.Disk{{ID: "rootfs", Source: "/dev/loop9"}}},
+	{Mode: "9p", Root: guests.Root{Kind: guests.Root9p, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: guests.Root9p, Tag: "fs0", Source: "/host/rootfs"}}},
+	{Mode: "virtiofs", Root: guests.Root{Kind: guests.RootVirtiofs, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: guests.RootVirtiofs, Tag: "fs0"}}, Helper: &rootfs.Helper{Socket: "/run/virtiofsd.sock"}},
+}
+
+// The monitor's argv, and the config file of a monitor that takes one, for
+// every guest type under every monitor it runs under, for each rootfs mode
+// the pair takes, without and with a network: the whole matrix, rendered
+// by the boot plan's own code (setDevices, placeGuestFiles, finish) and
+// compared with testdata/boot-plans.golden (go test -run Golden -update
+// rewrites it; review the diff against urunc's forms). A mode a pair
+// cannot take is not rendered: rootfs.Select never picks it.
+func TestBootPlanGolden(t *testing.T) {
+	var b strings.Builder
+	net := &netPlan{Tap: "tap0", MAC: "02:00:00:00:00:01", Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}
+	for _, gname := range guests.Names() {
+		g, _ := guests.For(gname)
+		for _, mname := range g.Monitors() {
+			mcfg := HostConfig{}.Monitor(mname)
+			mcfg.Path = "/usr/bin/" + mname
+			mon := monitorFor(t, mname, mcfg)
+			for _, mode := range goldenModes {
+				if !pairTakes(g, mon, mode) {
+					continue
+				}
+				for _, n := range []*netPlan{nil, net} {
+					mode := mode
+					plan := &bootPlan{monitor: mon, guestType: g, rootfs: &mode, args: []string{"app", "--flag", "arg"}, version: "0.17.0"}
+					plan.guest.MemoryMB, plan.guest.VCPUs = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
+					if mon.Control() == monitors.ControlInheritedFD {
+						plan.guest.ControlFD = LauncherControlSocketFD
+					}
+					if err := plan.setDevices(UnikernelConfig{}); err != nil {
+						t.Fatal(err)
+					}
+					plan.placeGuestFiles()
+					var np *netPlan
+					if n != nil {
+						c := *n
+						np = &c
+					}
+					argv, err := plan.finish(np)
+					fmt.Fprintf(&b, "## %s under %s, %s root, network: %v\n", gname, mname, mode.Mode, n != nil)
+					if err != nil {
+						fmt.Fprintf(&b, "refused: %v\n\n", err)
+						continue
+					}
+					fmt.Fprintf(&b, "%s\n", strings.Join(argv, " "))
+					for _, f := range plan.files {
+						fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
+					}
+					b.WriteString("\n")
+				}
+			}
+		}
+	}
+	path := filepath.Join("testdata", "boot-plans.golden")
+	if *updateGolden {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -run Golden -update writes it)", err)
+	}
+	if got := b.String(); got != string(want) {
+		gotLines, wantLines := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := 0; i < len(gotLines) && i < len(wantLines); i++ {
+			if gotLines[i] != wantLines[i] {
+				t.Fatalf("boot plans differ from %s at line %d:\n got  %s\n want %s\n(go test -run Golden -update rewrites it)", path, i+1, gotLines[i], wantLines[i])
+			}
+		}
+		t.Fatalf("boot plans differ from %s in length: %d lines, want %d", path, len(gotLines), len(wantLines))
+	}
+}
+
+// monitorFor builds a monitor without looking for its binary on this host.
+func monitorFor(t *testing.T, name string, cfg monitors.Config) monitors.Monitor {
+	t.Helper()
+	cfg.Path = "/bin/true"
+	m, err := monitors.New(name, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// pairTakes tells whether rootfs.Select could pick mode for the pair.
+func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
+	switch mode.Mode {
+	case "initrd":
+		return m.Name() != "hvt" && m.Name() != "spt"
+	case "block":
+		return g.SupportsBlock()
+	case "9p", "virtiofs":
+		return g.SupportsFS(mode.Mode) && m.SupportsShare(mode.Mode)
+	}
+	return true
+}
