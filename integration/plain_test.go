@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -148,10 +150,39 @@ func TestExecInPlainContainer(t *testing.T) {
 	if want := "/tasks/exec-added /tasks/exec-started /tasks/exit"; strings.Join(got, " ") != want {
 		t.Fatalf("exec events %v, want %s", got, want)
 	}
-	// A terminal exec is refused, saying why.
+	// A terminal exec (kubectl exec -it, a shell): runc's pty in the
+	// container, resized through ResizePty, its stdin and output through
+	// the FIFOs.
 	pspec.Terminal = true
-	if _, err := task.Exec(ctx, "tty", &pspec, cio.NullIO); err == nil || !strings.Contains(err.Error(), "terminal is not supported") {
+	pspec.Args = []string{"/bin/sh", "-c", "read go; tty; stty size"}
+	stdinR, stdinW := io.Pipe()
+	var ttyOut bytes.Buffer
+	tp, err := task.Exec(ctx, "tty", &pspec, cio.NewCreator(cio.WithStreams(stdinR, &ttyOut, nil), cio.WithTerminal))
+	if err != nil {
 		t.Fatalf("tty exec: %v", err)
+	}
+	ttyExit, err := tp.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Start(ctx); err != nil {
+		t.Fatalf("tty exec start: %v", err)
+	}
+	if err := tp.Resize(ctx, 123, 45); err != nil {
+		t.Fatalf("tty exec resize: %v", err)
+	}
+	if _, err := stdinW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-ttyExit; st.ExitCode() != 0 {
+		t.Fatalf("tty exec exit: %d", st.ExitCode())
+	}
+	stdinW.Close()
+	if _, err := tp.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := ttyOut.String(); !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "45 123") {
+		t.Fatalf("tty exec output %q, want its pty's name and the size 45 123", out)
 	}
 	killAndRemove(t, id)
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -24,7 +25,9 @@ type Exec struct {
 	container *PlainContainer
 	spec      specs.Process
 
-	exited  chan struct{}
+	exited chan struct{}
+	// console is the pty master of a terminal exec, runc's since Start.
+	console console.Console
 	mu      sync.Mutex
 	pid     int
 	state   Status
@@ -41,9 +44,6 @@ func (p *PlainContainer) NewExec(id string, spec *specs.Process) (*Exec, error) 
 	if spec == nil || len(spec.Args) == 0 {
 		return nil, fmt.Errorf("exec %s: no process args: %w", id, errInvalidArgument)
 	}
-	if spec.Terminal {
-		return nil, fmt.Errorf("exec %s: a terminal is not supported for exec into containers run by runc: %w", id, errNotImplemented)
-	}
 	return &Exec{id: id, container: p, spec: *spec, exited: make(chan struct{}), state: StatusCreated}, nil
 }
 
@@ -58,7 +58,8 @@ func (e *Exec) Pid() int {
 }
 
 // Start runs the process with stdio and returns once it runs. The caller
-// keeps stdio's files and closes them after Start.
+// keeps stdio's files and closes them after Start. A terminal exec takes
+// no stdio: its pty master is Console's.
 func (e *Exec) Start(ctx context.Context, stdio Stdio) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -66,19 +67,41 @@ func (e *Exec) Start(ctx context.Context, stdio Stdio) error {
 		return fmt.Errorf("exec %s is %s, not created: %w", e.id, e.state, errFailedPrecondition)
 	}
 	p := e.container
-	stdio, closeNull, err := withDevNull(stdio)
-	if err != nil {
-		return err
-	}
-	defer closeNull()
 	pidFile := filepath.Join(p.bundle, "exec-"+e.id+".pid")
 	defer os.Remove(pidFile)
+	opts := &runc.ExecOpts{PidFile: pidFile, Detach: true}
+	var socket *runc.Socket
+	if e.spec.Terminal {
+		// runc makes the pty in the container and hands the master over
+		// this socket, as containerd's runc shim has it do.
+		var err error
+		if socket, err = runc.NewTempConsoleSocket(); err != nil {
+			return fmt.Errorf("exec %s: console socket: %w", e.id, err)
+		}
+		defer socket.Close()
+		opts.ConsoleSocket = socket
+	} else {
+		stdio, closeNull, err := withDevNull(stdio)
+		if err != nil {
+			return err
+		}
+		defer closeNull()
+		opts.IO = stdioIO{stdio}
+	}
 	// Subscribed before runc runs: the process may end before its pid is
 	// read back.
 	ec := reaper.Default.Subscribe()
-	if err := p.runc.Exec(ctx, p.id, e.spec, &runc.ExecOpts{PidFile: pidFile, IO: stdioIO{stdio}, Detach: true}); err != nil {
+	if err := p.runc.Exec(ctx, p.id, e.spec, opts); err != nil {
 		reaper.Default.Unsubscribe(ec)
 		return fmt.Errorf("runc exec: %w%s", err, runcLogError(p.runc.Log))
+	}
+	if socket != nil {
+		master, err := socket.ReceiveMaster()
+		if err != nil {
+			reaper.Default.Unsubscribe(ec)
+			return fmt.Errorf("exec %s: receive the pty master: %w", e.id, err)
+		}
+		e.console = master
 	}
 	pid, err := runc.ReadPidFile(pidFile)
 	if err != nil {
@@ -103,6 +126,14 @@ func (e *Exec) watchExit(ec chan runc.Exit, pid int) {
 		close(e.exited)
 		return
 	}
+}
+
+// Console is the pty master of a terminal exec once it started, else
+// nil; the caller copies it and closes it.
+func (e *Exec) Console() console.Console {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.console
 }
 
 // Exited is closed once the process has exited.

@@ -71,7 +71,7 @@ func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr}
+	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: spec.Terminal, ConsoleFromRuntime: true}
 	io, err := openStdio(ctx, r.ExecID, s.namespace, cfg)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -96,6 +96,11 @@ func (s *taskService) startExec(ctx context.Context, c *container, r *taskAPI.St
 	e.io.closeMonitorEnds()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	if master := e.rt.Console(); master != nil {
+		if err := e.io.attachConsole(ctx, master); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
 	}
 	pid := e.rt.Pid()
 	go s.forwardExecExit(r.ID, e)

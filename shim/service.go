@@ -464,10 +464,15 @@ func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest
 	if err != nil {
 		return nil, err
 	}
+	io := c.io
 	if r.ExecID != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "exec %s has no terminal", r.ExecID)
+		e, err := c.execs.get(r.ID, r.ExecID)
+		if err != nil {
+			return nil, err
+		}
+		io = e.io
 	}
-	if err := c.io.Resize(r.Width, r.Height); err != nil {
+	if err := io.Resize(r.Width, r.Height); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
 	}
 	return empty, nil

@@ -24,6 +24,9 @@ import (
 type stdioConfig struct {
 	Stdin, Stdout, Stderr string
 	Terminal              bool
+	// ConsoleFromRuntime: the pty is made by the runtime (runc, for a
+	// terminal exec) and attached with attachConsole once it exists.
+	ConsoleFromRuntime bool
 }
 
 // stdio owns the container's side of its stdio: FIFOs, log files, a logger
@@ -55,11 +58,14 @@ func openStdio(ctx context.Context, id, namespace string, cfg stdioConfig) (_ *s
 			s.Close()
 		}
 	}()
-	if cfg.Terminal {
+	switch {
+	case cfg.Terminal && cfg.ConsoleFromRuntime:
+		// Nothing to open before the runtime hands over its pty.
+	case cfg.Terminal:
 		if err := s.openTerminal(ctx); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		if err := s.openStdin(ctx); err != nil {
 			return nil, err
 		}
@@ -298,13 +304,24 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create pty: %w", err)
 	}
-	s.console = master
-	s.track(master)
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
+		master.Close()
 		return fmt.Errorf("open pty %s: %w", slavePath, err)
 	}
 	s.monitor = urunc.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
+	s.guestConsole = urunc.NewConsoleTap()
+	return s.attachConsole(ctx, master)
+}
+
+// attachConsole copies between a pty master and the stdin and stdout
+// FIFOs: the shim's own (openTerminal) or runc's for a terminal exec,
+// which arrives once the exec runs. The master reads EIO once the last
+// holder of the slave is gone, which ends the copy; the master itself is
+// closed with the rest at Close, not by the copy: ResizePty still uses it.
+func (s *stdio) attachConsole(ctx context.Context, master console.Console) error {
+	s.console = master
+	s.track(master)
 	in, err := s.openStdinFifo(ctx)
 	if err != nil {
 		return err
@@ -313,10 +330,6 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 		go func() { _, _ = io.Copy(master, in) }()
 	}
 	if s.cfg.Stdout != "" {
-		// The master reads EIO once the last holder of the slave is
-		// gone, which ends the copy. The master itself is closed with
-		// the rest at Close, not by the copy: ResizePty still uses it.
-		s.guestConsole = urunc.NewConsoleTap()
 		return s.copyToFifo(ctx, fifoPath(s.cfg.Stdout), io.NopCloser(master), s.guestConsole)
 	}
 	return nil
