@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,13 +24,59 @@ import (
 
 const criBridge = "urunc-cri0"
 
-// A Kubernetes-style pod through the CRI API with runtime handler "urunc"
-// (a RuntimeClass's handler mapped to io.containerd.urunc.v2): the pause
-// container goes to runc, the unikernel container boots as a VM in the
-// pod's network namespace, takes the pod's IP from CNI and serves HTTP to
-// the host; both are served by one shim, and stopping and removing the
-// pod leaves nothing.
-func TestCRIPodWithUnikernel(t *testing.T) {
+// crictlRaw runs crictl (cri-tools, built by setup.sh) against the test
+// daemon's CRI and returns its stdout and stderr apart: IDs come on
+// stdout, crictl's own warnings on stderr.
+func crictlRaw(args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "crictl", append([]string{"--runtime-endpoint", "unix://" + env.socket(),
+		"--image-endpoint", "unix://" + env.socket(), "--timeout", "60s"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return strings.TrimSpace(stdout.String()), stderr.String(), err
+}
+
+func crictl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, err := crictlRaw(args...)
+	if err != nil {
+		t.Fatalf("crictl %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// crictlJSON runs a crictl command with -o json (right after the command:
+// crictl takes flags only before the arguments) and decodes the answer.
+func crictlJSON(t *testing.T, v any, command string, args ...string) {
+	t.Helper()
+	out := crictl(t, append([]string{command, "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("crictl %s %s: %v\n%s", command, strings.Join(args, " "), err, out)
+	}
+}
+
+func writeJSON(t *testing.T, path string, v any) string {
+	t.Helper()
+	data, _ := json.Marshal(v)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A Kubernetes pod as its users drive it, through crictl (a client nobody
+// here wrote) against containerd's CRI with runtime handler "urunc" (a
+// RuntimeClass's handler mapped to io.containerd.urunc.v2): the pause
+// container and a busybox sidecar go to runc, the unikernel boots as a VM
+// in the pod's network namespace, takes the pod's IP from CNI and serves
+// HTTP to the host, all in one shim. Then: logs, stats of the container and
+// of the pod, inspect, exec in the sidecar (sync, streamed, failing), stop
+// with a timeout of a guest that powers down (0 at once) and of one that
+// ignores the power button (killed by the caller at the timeout, 137),
+// stopp, rmp, and nothing left.
+func TestCRIPodWithCrictl(t *testing.T) {
 	if err := os.MkdirAll(env.criCNIDir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -44,47 +92,42 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 		_ = exec.Command("ip", "link", "del", criBridge).Run()
 		_ = os.RemoveAll("/var/lib/cni/networks/urunc-cri")
 	})
-
-	conn, err := grpc.NewClient("unix://"+env.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rs := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
 	// CRI reloads its CNI config asynchronously; wait until it is ready.
 	waitFor(t, 30*time.Second, "CRI network ready", func() bool {
-		st, err := rs.Status(ctx, &runtimeapi.StatusRequest{})
-		if err != nil {
+		var info struct {
+			Status struct {
+				Conditions []struct {
+					Type   string
+					Status bool
+				}
+			}
+		}
+		out, _, err := crictlRaw("info", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &info) != nil {
 			return false
 		}
-		for _, c := range st.Status.Conditions {
-			if c.Type == runtimeapi.NetworkReady {
+		for _, c := range info.Status.Conditions {
+			if c.Type == "NetworkReady" {
 				return c.Status
 			}
 		}
 		return false
 	})
 
+	dir := t.TempDir()
 	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
-	logDir := t.TempDir()
-	podConfig := &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "unikernel-pod", Namespace: "default", Uid: fmt.Sprint(time.Now().UnixNano())},
-		LogDirectory: logDir,
-		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
-	}
-	pod, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig, RuntimeHandler: "urunc"})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	podID := pod.PodSandboxId
+	logDir := filepath.Join(dir, "logs")
+	podConfig := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
+		"metadata":      map[string]string{"name": "unikernel-pod", "namespace": "default", "uid": fmt.Sprint(time.Now().UnixNano())},
+		"log_directory": logDir,
+		"linux":         map[string]any{"cgroup_parent": "/urunc-cri-test"},
+	})
+	podID := crictl(t, "runp", "--runtime", "urunc", podConfig)
 	removed := false
 	t.Cleanup(func() {
 		if !removed {
-			_, _ = rs.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-			_, _ = rs.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+			_, _, _ = crictlRaw("stopp", podID)
+			_, _, _ = crictlRaw("rmp", "-f", podID)
 		}
 		// Whether the test passed or not, the pod leaves nothing: no
 		// shim, monitor, mount or socket, and no network namespace.
@@ -93,103 +136,145 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
 		}
 	})
-	podStatus, err := rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
-	if err != nil {
-		t.Fatal(err)
+	var pod struct {
+		Status struct {
+			Network struct{ IP string }
+		}
 	}
-	podIP := podStatus.Status.GetNetwork().GetIp()
+	crictlJSON(t, &pod, "inspectp", podID)
+	podIP := pod.Status.Network.IP
 	if !strings.HasPrefix(podIP, "198.18.30.") {
 		t.Fatalf("pod IP %q, want one from 198.18.30.0/24", podIP)
 	}
 
-	created, err := rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
-		PodSandboxId: podID,
-		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "guest"},
-			Image:    &runtimeapi.ImageSpec{Image: testimage.ImageName},
-			Command:  []string{"/init"},
-			Args:     []string{"httpd"},
-			LogPath:  "guest.log",
-			Linux:    &runtimeapi.LinuxContainerConfig{},
-		},
-		SandboxConfig: podConfig,
-	})
-	if err != nil {
-		t.Fatalf("CreateContainer: %v", err)
+	container := func(name, image string, command []string) string {
+		return writeJSON(t, filepath.Join(dir, name+".json"), map[string]any{
+			"metadata": map[string]string{"name": name}, "image": map[string]string{"image": image},
+			"command": command, "log_path": name + ".log", "linux": map[string]any{},
+		})
 	}
-	cid := created.ContainerId
-	if _, err := rs.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cid}); err != nil {
-		t.Fatalf("StartContainer: %v", err)
+	guest := crictl(t, "create", "--no-pull", podID, container("guest", testimage.ImageName, []string{"/init", "httpd"}), podConfig)
+	crictl(t, "start", guest)
+	waitForOutput(t, filepath.Join(logDir, "guest.log"), "URUNC_GUEST_HTTPD "+podIP, 90*time.Second)
+	if logs := crictl(t, "logs", guest); !strings.Contains(logs, "URUNC_GUEST_HTTPD "+podIP) {
+		t.Fatalf("crictl logs lacks the guest's line:\n%s", logs)
 	}
-	logFile := filepath.Join(logDir, "guest.log")
-	waitForOutput(t, logFile, "URUNC_GUEST_HTTPD "+podIP, 90*time.Second)
-
 	// One shim serves the pod: the pause container (runc) and the VM.
 	if shims := processesOf(env.shimPath); len(shims) != 1 {
 		t.Fatalf("%d shim processes for one pod, want 1: %v", len(shims), shims)
 	}
 	assertGuestPage(t, "http://"+podIP+"/")
-	st, err := rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: cid})
-	if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		t.Fatalf("container status: %v %v", st, err)
+	var inspect struct {
+		Status struct {
+			State    string
+			ExitCode int32
+		}
 	}
-	stats, err := rs.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: cid})
-	if err != nil || stats.Stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
-		t.Fatalf("container stats: %v %v", stats, err)
+	crictlJSON(t, &inspect, "inspect", guest)
+	if inspect.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("crictl inspect: state %s", inspect.Status.State)
 	}
+	var stats struct {
+		Stats []struct {
+			Memory struct {
+				WorkingSetBytes struct{ Value string }
+			}
+		}
+	}
+	crictlJSON(t, &stats, "stats", "--id", guest)
+	if len(stats.Stats) != 1 || stats.Stats[0].Memory.WorkingSetBytes.Value == "" || stats.Stats[0].Memory.WorkingSetBytes.Value == "0" {
+		t.Fatalf("crictl stats: %+v", stats)
+	}
+	var podStats struct {
+		Stats []struct {
+			Linux struct {
+				Memory struct {
+					WorkingSetBytes struct{ Value string }
+				}
+				Containers []struct {
+					Attributes struct{ ID string }
+				}
+			}
+		}
+	}
+	crictlJSON(t, &podStats, "statsp", "--id", podID)
+	if len(podStats.Stats) != 1 || podStats.Stats[0].Linux.Memory.WorkingSetBytes.Value == "" {
+		t.Fatalf("crictl statsp: %+v", podStats)
+	}
+	t.Logf("pod stats: working set %s bytes, container working set %s bytes",
+		podStats.Stats[0].Linux.Memory.WorkingSetBytes.Value, stats.Stats[0].Memory.WorkingSetBytes.Value)
 
 	// A plain sidecar beside the VM, run by runc in the same shim: exec
-	// into it (a probe, kubectl exec) works through the CRI.
-	sidecar, err := rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
-		PodSandboxId: podID,
-		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "sidecar"},
-			Image:    &runtimeapi.ImageSpec{Image: testimage.PlainImageName},
-			Command:  []string{"/bin/busybox", "sleep", "1000"},
-			LogPath:  "sidecar.log",
-			Linux:    &runtimeapi.LinuxContainerConfig{},
-		},
-		SandboxConfig: podConfig,
-	})
-	if err != nil {
-		t.Fatalf("CreateContainer sidecar: %v", err)
+	// into it (a probe, kubectl exec) works, synchronous and streamed.
+	sidecar := crictl(t, "create", "--no-pull", podID, container("sidecar", testimage.PlainImageName, []string{"/bin/busybox", "sleep", "1000"}), podConfig)
+	crictl(t, "start", sidecar)
+	if out := crictl(t, "exec", "--sync", sidecar, "/bin/busybox", "echo", "hello-sync"); !strings.Contains(out, "hello-sync") {
+		t.Fatalf("crictl exec --sync: %q", out)
 	}
-	if _, err := rs.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: sidecar.ContainerId}); err != nil {
-		t.Fatalf("StartContainer sidecar: %v", err)
+	if out := crictl(t, "exec", sidecar, "/bin/busybox", "echo", "hello-streamed"); !strings.Contains(out, "hello-streamed") {
+		t.Fatalf("crictl exec: %q", out)
 	}
-	execd, err := rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: sidecar.ContainerId,
-		Cmd: []string{"/bin/sh", "-c", "echo hello-from-the-sidecar; exit 3"}, Timeout: 30})
-	if err != nil || execd.ExitCode != 3 || !strings.Contains(string(execd.Stdout), "hello-from-the-sidecar") {
-		t.Fatalf("ExecSync in the sidecar: %v %+v", err, execd)
+	// A failing command's status reaches crictl, which reports it (and
+	// exits 1 itself), synchronous or streamed.
+	if out, errOut, err := crictlRaw("exec", "--sync", sidecar, "/bin/sh", "-c", "echo failing; exit 3"); err == nil || !strings.Contains(errOut, "exited with 3") {
+		t.Fatalf("crictl exec --sync of a failing command: %v\n%s%s", err, out, errOut)
 	}
-	// The same through crictl, the client Kubernetes users reach for.
-	out, err := exec.CommandContext(ctx, "crictl", "--runtime-endpoint", "unix://"+env.socket(),
-		"exec", sidecar.ContainerId, "/bin/busybox", "echo", "hello-through-crictl").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "hello-through-crictl") {
-		t.Fatalf("crictl exec into the sidecar: %v\n%s", err, out)
+	if out, errOut, err := crictlRaw("exec", sidecar, "/bin/sh", "-c", "echo failing; exit 3"); err == nil || !strings.Contains(errOut, "command terminated with exit code 3") {
+		t.Fatalf("crictl exec of a failing command: %v\n%s%s", err, out, errOut)
 	}
-	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: sidecar.ContainerId, Timeout: 2}); err != nil {
-		t.Fatalf("StopContainer sidecar: %v", err)
-	}
-	if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: sidecar.ContainerId}); err != nil {
-		t.Fatalf("RemoveContainer sidecar: %v", err)
-	}
+	crictl(t, "stop", "-t", "2", sidecar)
+	crictl(t, "rm", sidecar)
 
-	if _, err := rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cid, Timeout: 10}); err != nil {
-		t.Fatalf("StopContainer: %v", err)
+	// Log rotation as the kubelet does it: rename the file, then
+	// ReopenContainerLog (which crictl lacks: the CRI API directly). The
+	// running guest's next lines go to a new file, none to the old one.
+	counter := crictl(t, "create", "--no-pull", podID, container("counter", testimage.ImageName, []string{"/init", "count"}), podConfig)
+	crictl(t, "start", counter)
+	counterLog := filepath.Join(logDir, "counter.log")
+	waitForOutput(t, counterLog, "count 2", 90*time.Second)
+	if err := os.Rename(counterLog, counterLog+".1"); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: cid}); err != nil {
-		t.Fatalf("RemoveContainer: %v", err)
+	reopenContainerLog(t, counter)
+	waitForOutput(t, counterLog, "count", 30*time.Second)
+	rotated, _ := os.ReadFile(counterLog + ".1")
+	time.Sleep(2 * time.Second)
+	if again, _ := os.ReadFile(counterLog + ".1"); len(again) != len(rotated) {
+		t.Errorf("the rotated log still grows: %d then %d bytes", len(rotated), len(again))
 	}
-	if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
-		t.Fatalf("StopPodSandbox: %v", err)
+	crictl(t, "stop", "-t", "10", counter)
+	crictl(t, "rm", counter)
+
+	// Stop with the pod's grace period: the guest powers down at once
+	// and exits 0.
+	crictl(t, "stop", "-t", "20", guest)
+	crictlJSON(t, &inspect, "inspect", guest)
+	if inspect.Status.State != "CONTAINER_EXITED" || inspect.Status.ExitCode != 0 {
+		t.Fatalf("a guest that powered down: %+v, want exited 0", inspect.Status)
 	}
-	if _, err := rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
-		t.Fatalf("RemovePodSandbox: %v", err)
+	crictl(t, "rm", guest)
+	// A guest that ignores the power button runs until the caller's
+	// timeout and is then killed by it (the shim enforces no grace of
+	// its own): the stop returns no sooner than the timeout, with 137.
+	stubborn := crictl(t, "create", "--no-pull", podID, container("stubborn", testimage.ImageName, []string{"/init", "noacpi", "sleep"}), podConfig)
+	crictl(t, "start", stubborn)
+	waitForOutput(t, filepath.Join(logDir, "stubborn.log"), "URUNC_GUEST_READY", 90*time.Second)
+	start := time.Now()
+	crictl(t, "stop", "-t", "4", stubborn)
+	if d := time.Since(start); d < 4*time.Second {
+		t.Errorf("stop -t 4 of a guest that ignores the power button returned after %s: killed before the caller's timeout", d)
 	}
+	crictlJSON(t, &inspect, "inspect", stubborn)
+	if inspect.Status.ExitCode != 137 {
+		t.Fatalf("a guest killed at the timeout: %+v, want 137", inspect.Status)
+	}
+	crictl(t, "rm", stubborn)
+
+	crictl(t, "stopp", podID)
+	crictl(t, "rmp", podID)
 	removed = true
 	waitFor(t, 15*time.Second, "the pod's shim to exit", func() bool { return len(processesOf(env.shimPath)) == 0 })
-	if left := leftovers(cid); left != "" {
+	if left := leftovers(guest); left != "" {
 		t.Fatalf("leftovers: %s", left)
 	}
 	if m := regexp.MustCompile(`\S*` + podID[:12] + `\S*`).FindString(strings.Join(mountsUnder(env.dir), " ")); m != "" {
@@ -197,5 +282,21 @@ func TestCRIPodWithUnikernel(t *testing.T) {
 	}
 	if ipam, _ := filepath.Glob("/var/lib/cni/networks/urunc-cri/198.18.*"); len(ipam) > 0 {
 		t.Fatalf("IPAM reservations left: %v", ipam)
+	}
+}
+
+// reopenContainerLog calls the CRI's ReopenContainerLog, as the kubelet
+// does after it renames a container's log file.
+func reopenContainerLog(t *testing.T, id string) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+env.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := runtimeapi.NewRuntimeServiceClient(conn).ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatalf("ReopenContainerLog: %v", err)
 	}
 }
