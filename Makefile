@@ -4,7 +4,7 @@ BIN := bin/containerd-shim-urunc-v2
 PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
 
-.PHONY: all build install setup unit fuzz integration integration-race test demo bench vet clean
+.PHONY: all build install setup unit fuzz integration integration-race critest test demo bench vet clean
 
 all: build
 
@@ -58,6 +58,12 @@ integration-race: setup
 test: vet unit
 	$(MAKE) fuzz FUZZTIME=5s
 	$(MAKE) integration
+	$(MAKE) critest
+
+# cri-tools' CRI validation suite against containerd with runtime handler
+# urunc; the chosen specs and the skipped ones are in integration/critest.md.
+critest: setup
+	cd integration && URUNC_CRITEST=1 $(GO) test -tags integration -count=1 -v -timeout 20m -run '^TestCritest$$' .
 
 # Builds everything, starts a private containerd, imports the demo guest
 # image, runs it and prints its output.

@@ -77,42 +77,7 @@ func writeJSON(t *testing.T, path string, v any) string {
 // ignores the power button (killed by the caller at the timeout, 137),
 // stopp, rmp, and nothing left.
 func TestCRIPodWithCrictl(t *testing.T) {
-	if err := os.MkdirAll(env.criCNIDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "urunc-cri", "plugins": [
-  {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.30.0/24", "gateway": "198.18.30.1"}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "loopback"}]}`, criBridge)
-	if err := os.WriteFile(filepath.Join(env.criCNIDir(), "10-urunc-cri.conflist"), []byte(conflist), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", criBridge).Run()
-		_ = os.RemoveAll("/var/lib/cni/networks/urunc-cri")
-	})
-	// CRI reloads its CNI config asynchronously; wait until it is ready.
-	waitFor(t, 30*time.Second, "CRI network ready", func() bool {
-		var info struct {
-			Status struct {
-				Conditions []struct {
-					Type   string
-					Status bool
-				}
-			}
-		}
-		out, _, err := crictlRaw("info", "-o", "json")
-		if err != nil || json.Unmarshal([]byte(out), &info) != nil {
-			return false
-		}
-		for _, c := range info.Status.Conditions {
-			if c.Type == "NetworkReady" {
-				return c.Status
-			}
-		}
-		return false
-	})
+	criNetwork(t)
 
 	dir := t.TempDir()
 	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
@@ -299,4 +264,47 @@ func reopenContainerLog(t *testing.T, id string) {
 	if _, err := runtimeapi.NewRuntimeServiceClient(conn).ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil {
 		t.Fatalf("ReopenContainerLog: %v", err)
 	}
+}
+
+// criNetwork gives the CRI a bridge network (198.18.30.0/24) for the test
+// and waits until the CRI reports it ready; it is removed afterwards.
+func criNetwork(t *testing.T) {
+	t.Helper()
+	if err := os.MkdirAll(env.criCNIDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "urunc-cri", "plugins": [
+  {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.30.0/24", "gateway": "198.18.30.1"}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}`, criBridge)
+	if err := os.WriteFile(filepath.Join(env.criCNIDir(), "10-urunc-cri.conflist"), []byte(conflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", criBridge).Run()
+		_ = os.RemoveAll("/var/lib/cni/networks/urunc-cri")
+	})
+	// CRI reloads its CNI config asynchronously; wait until it is ready.
+	waitFor(t, 30*time.Second, "CRI network ready", func() bool {
+		var info struct {
+			Status struct {
+				Conditions []struct {
+					Type   string
+					Status bool
+				}
+			}
+		}
+		out, _, err := crictlRaw("info", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &info) != nil {
+			return false
+		}
+		for _, c := range info.Status.Conditions {
+			if c.Type == "NetworkReady" {
+				return c.Status
+			}
+		}
+		return false
+	})
 }

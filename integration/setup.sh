@@ -83,6 +83,20 @@ if [ ! -x "$REGISTRY" ]; then
 	build_tool "$REGISTRY" "github.com/distribution/distribution/v3@$DISTRIBUTION_VERSION" github.com/distribution/distribution/v3/cmd/registry
 fi
 
+# cri-tools' CRI validation suite (a test binary: go test -c), off PATH.
+CRITEST=/usr/local/lib/urunc-test/critest
+if [ ! -x "$CRITEST" ]; then
+	echo "setup: building critest $CRITOOLS_VERSION"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init critest-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" >/dev/null 2>&1
+		GOFLAGS=-mod=mod go test -c -o "$CRITEST" sigs.k8s.io/cri-tools/cmd/critest
+	)
+	rm -rf "$tmp"
+fi
+
 if [ ! -f "$GUEST_DIR/vmlinuz" ]; then
 	echo "setup: fetching the guest kernel from Debian"
 	tmp=$(mktemp -d)

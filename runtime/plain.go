@@ -169,9 +169,27 @@ func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool)
 		return err
 	}
 	if err := p.runc.Kill(ctx, p.id, int(sig), &runc.KillOpts{All: all}); err != nil {
-		return fmt.Errorf("runc kill: %w%s", err, runcLogError(p.runc.Log))
+		msg := runcLogError(p.runc.Log)
+		if processGone(err.Error() + msg) {
+			// The process ended before the reaper told us: the same
+			// NotFound as checkAlive's, which containerd (a CRI stop, a
+			// pod's teardown) takes as done. Found by critest.
+			return fmt.Errorf("container %s: process already finished: %w", p.id, errNotFound)
+		}
+		return fmt.Errorf("runc kill: %w%s", err, msg)
 	}
 	return nil
+}
+
+// processGone tells whether runc's kill failed because the container's
+// process has already exited, as containerd's runc shim reads it.
+func processGone(msg string) bool {
+	for _, s := range []string{"container not running", "process already finished", "no such process"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {

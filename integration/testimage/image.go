@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -514,3 +515,57 @@ func WriteHostileArchive(path, kind string) error {
 	}
 	return writeArchiveWithSpecials(path, HostileImageName(kind), files, specials, []string{"/init"}, nil)
 }
+
+// The CRI validation suite's (critest) images cannot be pulled here;
+// these stand in for them: busybox with every applet on PATH, and busybox's
+// httpd serving a page, on port 80 or, for the host-network spec, 12003.
+const (
+	BusyboxImageName          = "docker.io/urunc/critest-busybox:latest"
+	WebServerImageName        = "docker.io/urunc/critest-webserver:latest"
+	HostNetWebServerImageName = "docker.io/urunc/critest-hostnet-webserver:latest"
+)
+
+// WriteBusyboxArchive writes busybox with each applet under /bin, as the
+// suite's busybox image has them; with webPort set, the image says so on
+// stdout (the suite looks for "httpd" in its log) and serves
+// /www/index.html on that port, under name.
+func WriteBusyboxArchive(path, busybox, name string, webPort int) error {
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		return fmt.Errorf("read busybox: %w", err)
+	}
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("list busybox applets: %w", err)
+	}
+	files := []tarFile{{"bin/busybox", 0o755, bb}, {"tmp/.keep", 0o644, nil}, {"etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")},
+		{"etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n")}}
+	var links []tar.Header
+	applets := strings.Fields(string(out))
+	for _, applet := range applets {
+		if applet != "busybox" {
+			// Hard links, as the suite's busybox has them: masking one
+			// applet (MaskedPaths /bin/ls) must not mask busybox.
+			links = append(links, tar.Header{Typeflag: tar.TypeLink, Name: "bin/" + applet, Linkname: "bin/busybox", Mode: 0o755})
+		}
+	}
+	if !slices.Contains(applets, "pgrep") {
+		// The suite checks for leftover processes with pgrep, which
+		// Debian's busybox-static lacks: a stand-in matching /proc's comm.
+		files = append(files, tarFile{"bin/pgrep", 0o755, []byte(pgrepScript)})
+	}
+	cmd := []string{"sh"}
+	if webPort != 0 {
+		// The pid file is where the suite's nginx image keeps its pid.
+		cmd = []string{"sh", "-c", fmt.Sprintf("echo httpd serving /www on port %d; mkdir -p /var/run; echo $$ > /var/run/nginx.pid; exec httpd -f -p %d -h /www", webPort, webPort)}
+		files = append(files, tarFile{"www/index.html", 0o644, []byte("<html>hello from busybox httpd</html>\n")})
+	}
+	return writeArchiveWithSpecials(path, name, files, links, nil, cmd)
+}
+
+const pgrepScript = `#!/bin/sh
+for d in /proc/[0-9]*; do
+	read -r comm < "$d/comm" 2>/dev/null || continue
+	case "$comm" in *"$1"*) echo "${d#/proc/}" ;; esac
+done
+`
