@@ -6,8 +6,9 @@ package monitors
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -175,14 +176,7 @@ var known = map[string]struct {
 }
 
 // Names lists the monitors this build knows, sorted.
-func Names() []string {
-	out := make([]string, 0, len(known))
-	for n := range known {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func Names() []string { return slices.Sorted(maps.Keys(known)) }
 
 // New finds the monitor called name and its executable on this host: the
 // host config's path if set, else the default executable on PATH.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,11 +48,8 @@ func buildMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd's socket")
 	namespace := fs.String("namespace", "default", "containerd namespace to import into (k8s.io for the CRI)")
 	snapshotter := fs.String("snapshotter", "overlayfs", "snapshotter to unpack into")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, stop := parseFlags(fs, args, nil); stop {
+		return code
 	}
 	s.Args, s.Env, s.Progress = fs.Args(), env, stderr
 	if *out == "" && !*doImport && !*push {

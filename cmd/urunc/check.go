@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,18 +45,11 @@ type hostFacts struct {
 func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	output := fs.String("o", "table", "output: table or json")
+	output := outputFlag(fs)
 	facts := hostFacts{cgroupRoot: "/sys/fs/cgroup"}
 	fs.StringVar(&facts.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd's config file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *output != "table" && *output != "json" {
-		fmt.Fprintf(stderr, "urunc check: -o %q: want table or json\n", *output)
-		return 2
+	if code, stop := parseFlags(fs, args, output); stop {
+		return code
 	}
 	results := runChecks(ctx, facts)
 	code := 0
@@ -68,9 +59,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(results)
+		_ = writeJSON(stdout, results)
 		return code
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

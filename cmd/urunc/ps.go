@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,16 +36,9 @@ func psMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", inventory.DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")
-	output := fs.String("o", "table", "output: table or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *output != "table" && *output != "json" {
-		fmt.Fprintf(stderr, "urunc ps: -o %q: want table or json\n", *output)
-		return 2
+	output := outputFlag(fs)
+	if code, stop := parseFlags(fs, args, output); stop {
+		return code
 	}
 	entries, err := inventory.List(*stateDir)
 	if err != nil {
@@ -59,9 +50,7 @@ func psMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		rows = append(rows, rowOf(e, time.Now()))
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
+		if err := writeJSON(stdout, rows); err != nil {
 			return 1
 		}
 		return 0

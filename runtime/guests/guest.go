@@ -5,8 +5,9 @@ package guests
 
 import (
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -189,14 +190,7 @@ var known = map[string]Guest{
 }
 
 // Names lists the guest types, sorted.
-func Names() []string {
-	names := make([]string, 0, len(known))
-	for k := range known {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
-}
+func Names() []string { return slices.Sorted(maps.Keys(known)) }
 
 // For returns the guest type an image names.
 func For(unikernelType string) (Guest, error) {
