@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -58,7 +59,7 @@ func TestBootPlanGolden(t *testing.T) {
 					if err := plan.setDevices(UnikernelConfig{}); err != nil {
 						t.Fatal(err)
 					}
-					plan.placeGuestFiles()
+					guestBinds := plan.placeGuestFiles()
 					var np *netPlan
 					if n != nil {
 						c := *n
@@ -73,6 +74,9 @@ func TestBootPlanGolden(t *testing.T) {
 					fmt.Fprintf(&b, "%s\n", strings.Join(argv, " "))
 					for _, f := range plan.files {
 						fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
+					}
+					if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
+						t.Errorf("%s under %s, %s root: the monitor is given paths its confined root lacks: %v", gname, mname, mode.Mode, missing)
 					}
 					b.WriteString("\n")
 				}
@@ -125,4 +129,61 @@ func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
 		return g.SupportsFS(mode.Mode) && m.SupportsShare(mode.Mode)
 	}
 	return true
+}
+
+// pathsOutsideRoot returns the paths the monitor is given (in its argv and
+// its config file, the guest's command line aside: its paths are the
+// guest's) that its confined root will not hold: each must be bound
+// there, written there, or made there at run time (the helper's socket,
+// the API socket a monitor binds itself, qemu's fd sets).
+func pathsOutsideRoot(plan *bootPlan, guestBinds []rootfs.Bind, argv []string) []string {
+	held := map[string]bool{monitors.ControlSocketInRoot: true}
+	for _, b := range append(append([]rootfs.Bind{}, guestBinds...), plan.binds...) {
+		held[b.Target] = true
+	}
+	for _, f := range plan.files {
+		held[f.Path] = true
+	}
+	if h := plan.rootfs.Helper; h != nil {
+		held[h.Socket] = true
+	}
+	var given []string
+	for _, a := range argv[1:] {
+		if a == plan.guest.Cmdline {
+			continue
+		}
+		for _, field := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == '=' || r == ' ' }) {
+			given = append(given, field)
+		}
+	}
+	for _, f := range plan.files {
+		var cfg any
+		if json.Unmarshal(f.Data, &cfg) == nil {
+			given = append(given, jsonStrings(cfg)...)
+		}
+	}
+	var missing []string
+	for _, p := range given {
+		if strings.HasPrefix(p, "/") && p != plan.guest.Cmdline && !held[p] && !strings.HasPrefix(p, "/dev/fdset/") {
+			missing = append(missing, p)
+		}
+	}
+	return missing
+}
+
+func jsonStrings(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case string:
+		out = append(out, v)
+	case []any:
+		for _, e := range v {
+			out = append(out, jsonStrings(e)...)
+		}
+	case map[string]any:
+		for _, e := range v {
+			out = append(out, jsonStrings(e)...)
+		}
+	}
+	return out
 }
