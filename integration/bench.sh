@@ -49,6 +49,19 @@ shim_pid() { pgrep -f -- "$1.*-id $2( |$)" | head -1; }
 sleep 3
 urunc_rss=$(rss "$(shim_pid containerd-shim-urunc-v2 memvm)")
 runc_rss=$(rss "$(shim_pid containerd-shim-runc-v2 memrunc)")
+# Where each shim's resident memory goes: anonymous (heap, stacks, the
+# runtime) against the pages of its own binary, and its threads.
+breakdown() {
+	local pid=$1 bin
+	bin=$(readlink "/proc/$pid/exe")
+	awk -v bin="$bin" '/^[0-9a-f]+-[0-9a-f]+ / { inbin = ($6 == bin) }
+		inbin && /^Rss:/ { file += $2 }
+		/^Anonymous:/ { anon += $2 }
+		END { printf "anonymous %.1f MiB, its binary'"'"'s pages %.1f MiB", anon / 1024, file / 1024 }' "/proc/$pid/smaps"
+	awk '/^Threads/ { printf ", %d threads\n", $2 }' "/proc/$pid/status"
+}
+urunc_breakdown=$(breakdown "$(shim_pid containerd-shim-urunc-v2 memvm)")
+runc_breakdown=$(breakdown "$(shim_pid containerd-shim-runc-v2 memrunc)")
 for id in memvm memrunc; do
 	"${CTR[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1
 	for _ in $(seq 50); do "${CTR[@]}" task rm "$id" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -60,3 +73,5 @@ awk -v u="$urunc_rss" -v r="$runc_rss" 'BEGIN {
 	printf "  containerd-shim-runc-v2 (plain busybox): %.1f MiB\n", r / 1024
 	printf "  ratio urunc/runc: %.2f\n", u / r
 }'
+echo "  containerd-shim-urunc-v2: $urunc_breakdown"
+echo "  containerd-shim-runc-v2:  $runc_breakdown"
