@@ -202,10 +202,10 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 
 // inheritDisks opens the disks of a monitor that runs as a user other than
 // root, so that the launcher inherits them at their Disk.FD and
-// Disk.ReadOnlyFD (from
-// launcherFirstDiskFD, after the control socket's place, kept empty when
-// there is none). Opening them here, before the launcher's runtime starts,
-// keeps those numbers clear of its own descriptors.
+// Disk.ReadOnlyFD: from launcherFirstDiskFD on, after the control
+// socket's place, which stays empty when there is none. Opening them
+// here, before the launcher's Go runtime starts, keeps those numbers
+// clear of the descriptors it opens itself.
 func inheritDisks(plan *bootPlan, extra []*os.File) ([]*os.File, error) {
 	for i, d := range plan.guest.Disks {
 		if d.FD == 0 {
