@@ -459,18 +459,26 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 	return empty, nil
 }
 
-func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	c, err := s.get(r.ID)
+// stdioOf is the stdio of container id, or of its exec execID when set.
+func (s *taskService) stdioOf(id, execID string) (*stdio, error) {
+	c, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	io := c.io
-	if r.ExecID != "" {
-		e, err := c.execs.get(r.ID, r.ExecID)
-		if err != nil {
-			return nil, err
-		}
-		io = e.io
+	if execID == "" {
+		return c.io, nil
+	}
+	e, err := c.execs.get(id, execID)
+	if err != nil {
+		return nil, err
+	}
+	return e.io, nil
+}
+
+func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	io, err := s.stdioOf(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
 	}
 	if err := io.Resize(r.Width, r.Height); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
@@ -479,17 +487,9 @@ func (s *taskService) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest
 }
 
 func (s *taskService) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	c, err := s.get(r.ID)
+	io, err := s.stdioOf(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
-	}
-	io := c.io
-	if r.ExecID != "" {
-		e, err := c.execs.get(r.ID, r.ExecID)
-		if err != nil {
-			return nil, err
-		}
-		io = e.io
 	}
 	if r.Stdin {
 		io.CloseStdin()
