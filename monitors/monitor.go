@@ -163,20 +163,25 @@ const ControlSocketInRoot = "/tmp/control.sock"
 type constructor func(binary string, cfg Config) Monitor
 
 // known lists every monitor by the name images use for it, with its
-// default executable name.
+// default executable name and whether it can boot an initrd.
 var known = map[string]struct {
 	executable string
 	build      constructor
+	initrd     bool
 }{
-	"qemu":        {"qemu-system-x86_64", newQemu},
-	"firecracker": {"firecracker", newFirecracker},
-	"hvt":         {"solo5-hvt", newHvt},
-	"spt":         {"solo5-spt", newSpt},
-	"clh":         {"cloud-hypervisor", newCloudHypervisor},
+	"qemu":        {"qemu-system-x86_64", newQemu, true},
+	"firecracker": {"firecracker", newFirecracker, true},
+	"hvt":         {"solo5-hvt", newHvt, false},
+	"spt":         {"solo5-spt", newSpt, false},
+	"clh":         {"cloud-hypervisor", newCloudHypervisor, true},
 }
 
 // Names lists the monitors this build knows, sorted.
 func Names() []string { return slices.Sorted(maps.Keys(known)) }
+
+// BootsInitrd tells whether the monitor called name can boot an initrd
+// (solo5's tenders cannot), without looking for its binary.
+func BootsInitrd(name string) bool { return known[name].initrd }
 
 // New finds the monitor called name and its executable on this host: the
 // host config's path if set, else the default executable on PATH.

@@ -34,7 +34,7 @@ func (s *solo5) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
 		return nil, fmt.Errorf("%s: no guest kernel", s.name)
 	}
-	if g.Initrd != "" {
+	if g.Initrd != "" && !BootsInitrd(s.name) {
 		return nil, fmt.Errorf("%s: solo5 tenders cannot boot an initrd", s.name)
 	}
 	args := []string{s.binary, "--mem=" + strconv.Itoa(g.MemoryMB)}

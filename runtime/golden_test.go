@@ -122,7 +122,7 @@ func monitorFor(t *testing.T, name string, cfg monitors.Config) monitors.Monitor
 func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
 	switch mode.Mode {
 	case "initrd":
-		return m.Name() != "hvt" && m.Name() != "spt"
+		return monitors.BootsInitrd(m.Name())
 	case "block":
 		return g.SupportsBlock()
 	case "9p", "virtiofs":
@@ -152,9 +152,7 @@ func pathsOutsideRoot(plan *bootPlan, guestBinds []rootfs.Bind, argv []string) [
 		if a == plan.guest.Cmdline {
 			continue
 		}
-		for _, field := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == '=' || r == ' ' }) {
-			given = append(given, field)
-		}
+		given = append(given, strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == '=' || r == ' ' })...)
 	}
 	for _, f := range plan.files {
 		var cfg any

@@ -105,7 +105,7 @@ func (s Spec) Validate() error {
 	if s.Block != "" && !g.SupportsBlock() {
 		return fmt.Errorf("guest %s cannot boot from a block image", s.UnikernelType)
 	}
-	if s.Initrd != "" && (s.Hypervisor == "hvt" || s.Hypervisor == "spt") {
+	if s.Initrd != "" && !monitors.BootsInitrd(s.Hypervisor) {
 		return fmt.Errorf("monitor %s cannot boot an initrd", s.Hypervisor)
 	}
 	if _, err := g.Cmdline(guests.Request{Args: s.Args, Version: s.Version, Process: guests.Process{Env: s.Env}}); err != nil {
