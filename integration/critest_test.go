@@ -44,6 +44,9 @@ func TestCritest(t *testing.T) {
 		t.Fatalf("no critest (integration/setup.sh builds it): %v", err)
 	}
 	criNetwork(t)
+	// Whether the suite passed or not, its pods leave nothing of this
+	// runtime: no shim, monitor, runc state, socket or mount.
+	t.Cleanup(func() { assertNoLeftovers(t, "critest") })
 	dir := t.TempDir()
 	// Each stand-in, imported into the CRI's namespace under its own name
 	// and the names the suite's specs use outright.
