@@ -6,12 +6,12 @@ package inventory
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/containerd/containerd/v2/pkg/shim"
+	"time"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
@@ -51,7 +51,7 @@ func List(stateDir string) ([]Entry, error) {
 		e := Entry{Bundle: b}
 		e.Summary, e.Err = urunc.Describe(b)
 		if addr := ShimAddress(b); addr != "" {
-			e.ShimAnswers = shim.CanConnect(addr)
+			e.ShimAnswers = Answers(addr)
 		}
 		out = append(out, e)
 	}
@@ -89,4 +89,14 @@ func ShimAddress(bundle string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// Answers tells whether a shim accepts connections on address.
+func Answers(address string) bool {
+	conn, err := net.DialTimeout("unix", strings.TrimPrefix(address, "unix://"), 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }

@@ -3,19 +3,20 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"syscall"
+	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
@@ -34,15 +35,16 @@ var groupAnnotations = []string{
 	"io.kubernetes.cri.sandbox-id",
 }
 
-// Manager implements containerd's shim manager: the start, delete and
-// -info entry points of the binary.
+// Manager is what the binary's start, delete and -info actions do.
 type Manager struct{}
 
-// NewManager returns the shim manager.
-func NewManager() shim.Shim { return Manager{} }
-
-// Name is the runtime name.
-func (Manager) Name() string { return RuntimeName }
+// StopStatus is what the delete action reports of a container whose shim
+// is gone.
+type StopStatus struct {
+	Pid        int
+	ExitStatus int
+	ExitedAt   time.Time
+}
 
 // Start launches the shim daemon for the container (or joins the daemon
 // already serving its group) and returns the address to dial. Nothing but
@@ -61,34 +63,31 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	if socketDir == "" {
 		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
 	}
-	address, err := shim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), group, false)
-	if err != nil {
-		return nil, err
-	}
+	address := socketAddress(socketDir, params.GetContainerdGrpcAddress(), ns, group)
 	// The bootstrap version says which task API this shim serves: v2,
 	// which containerd 1.7 and 2.x both speak.
 	result := &bootapi.BootstrapResult{Version: 2, Protocol: "ttrpc", Address: address}
-	socket, err := shim.NewSocket(address)
+	socket, err := newSocket(address)
 	if err != nil {
-		if !shim.SocketEaddrinuse(err) {
+		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("create shim socket: %w", err)
 		}
-		if shim.CanConnect(address) {
+		if inventory.Answers(address) {
 			// A shim for this group already serves: reuse it.
 			return result, nil
 		}
 		// A stale socket of a dead shim.
-		if err := shim.RemoveSocket(address); err != nil {
+		if err := removeSocket(address); err != nil {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
-		if socket, err = shim.NewSocket(address); err != nil {
+		if socket, err = newSocket(address); err != nil {
 			return nil, fmt.Errorf("create shim socket: %w", err)
 		}
 	}
 	defer func() {
 		if retErr != nil {
 			socket.Close()
-			_ = shim.RemoveSocket(address)
+			_ = removeSocket(address)
 		}
 	}()
 	f, err := socket.File()
@@ -111,7 +110,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=2", spawnedAtEnv+"="+strconv.FormatInt(time.Now().UnixNano(), 10))
 	cmd.ExtraFiles = []*os.File{f}
 	// Its own process group, so a signal to containerd's group does not
 	// reach the shim (and through it the VMs).
@@ -124,7 +123,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	}
 	// The daemon outlives this process; reap it if it dies early.
 	go cmd.Wait()
-	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("adjust shim OOM score: %w", err)
 	}
@@ -154,30 +153,31 @@ func groupOf(id string) (string, error) {
 // Stop is the delete command containerd runs after a shim went away (crashed
 // or killed): it cleans up from the state persisted in the bundle, kills a
 // monitor still running, and reports 137 unless a real exit was recorded.
-func (Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+func (Manager) Stop(ctx context.Context, id string) (StopStatus, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return shim.StopStatus{}, err
+		return StopStatus{}, err
 	}
 	bundle := filepath.Join(filepath.Dir(cwd), id)
 	exit, err := urunc.Cleanup(ctx, bundle)
 	// A shim killed outright leaves its socket file behind; remove it
 	// unless a live shim (of the same group) still answers on it.
-	if addr := inventory.ShimAddress(bundle); addr != "" && !shim.CanConnect(addr) {
-		_ = shim.RemoveSocket(addr)
+	if addr := inventory.ShimAddress(bundle); addr != "" && !inventory.Answers(addr) {
+		_ = removeSocket(addr)
 	}
 	if err != nil {
 		// Reported, not swallowed: containerd must not drop a bundle
 		// whose state still says what is left to undo.
-		return shim.StopStatus{}, fmt.Errorf("cleanup after dead shim: %w", err)
+		return StopStatus{}, fmt.Errorf("cleanup after dead shim: %w", err)
 	}
-	return shim.StopStatus{Pid: exit.Pid, ExitStatus: exit.Status, ExitedAt: exit.At}, nil
+	return StopStatus{Pid: exit.Pid, ExitStatus: exit.Status, ExitedAt: exit.At}, nil
 }
 
-// Info reports the runtime's name and version.
-func (m Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+// Info reports the runtime's name and version (the -info action; the
+// runtime options containerd sends on stdin change nothing).
+func (Manager) Info() *types.RuntimeInfo {
 	return &types.RuntimeInfo{
-		Name:    m.Name(),
+		Name:    RuntimeName,
 		Version: &types.RuntimeVersion{Version: Version},
-	}, nil
+	}
 }

@@ -6,10 +6,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
 
@@ -35,15 +33,5 @@ func main() {
 	if urshim.IsDeleteAction(os.Args[1:]) {
 		urunc.ReapChildren()
 	}
-	if urshim.IsStartAction(os.Args[1:]) {
-		done, err := urshim.PrepareStart(context.Background(), os.Args[1:], os.Stdin, os.Stdout)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %s", urshim.RuntimeName, err)
-			os.Exit(1)
-		}
-		if done {
-			return
-		}
-	}
-	shim.RunShim(context.Background(), urshim.NewManager())
+	os.Exit(urshim.Main(context.Background(), os.Args[1:]))
 }
