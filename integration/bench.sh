@@ -1,21 +1,77 @@
 #!/usr/bin/env bash
-# Side by side, in one run:
-#  - a one-shot `ctr run --rm` of the test guest through the shim, and the
-#    same qemu command run by hand (runs alternate, so that machine noise
-#    hits both alike);
-#  - the resident memory of this shim serving one running guest, and of
-#    containerd's runc shim serving one running plain container.
-# Prints each figure and the ratios.
+# Every figure of the shim's cost, each beside its peer, in one run, with
+# the ratio (issue 11). Runs alternate between peers, so that machine noise
+# hits both alike; memory is measured while containers run.
+#
+# Part 1, real qemu (TCG):
+#  - a one-shot Linux guest through containerd against the same qemu
+#    command run by hand;
+#  - an idle shim serving one running guest against containerd's runc shim
+#    serving one running busybox: RSS, PSS, anonymous, its binary's pages,
+#    threads; where its binary's resident pages are (shimmem) and its Go
+#    heap, stacks and goroutines (the daemon's SIGUSR1 line).
+# Part 2, the stand-in monitor (a static Go program in place of qemu):
+#  - mean PSS per shim with DENSITY containers, one shim each, against the
+#    runc shim's;
+#  - what one more container costs a pod's shim (a sidecar, a second
+#    unikernel) against the same for the runc shim;
+#  - `ctr run --rm`, median of RUNS, against the runc shim and, when
+#    URUNC_PEER names a directory holding urunc's own shim and urunc
+#    binaries (built by hand from urunc's sources; not part of this
+#    project), against urunc;
+#  - PARALLEL such runs at once: containers per second against the runc
+#    shim's;
+#  - where a container's start goes (integration/cmd/benchstart).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
+RUNS=${RUNS:-15}
+DENSITY=${DENSITY:-20}
+PARALLEL=${PARALLEL:-50}
+URUNC_PEER=${URUNC_PEER:-}
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOOLS=$(mktemp -d /tmp/urunc-bench-tools.XXXXXX)
+trap 'rm -rf "$TOOLS"' EXIT
+(cd "$HERE/.." && CGO_ENABLED=0 go build -o "$TOOLS/standin/qemu-system-x86_64" ./integration/cmd/standin-monitor &&
+	go build -o "$TOOLS/shimmem" ./integration/cmd/shimmem &&
+	go build -o "$TOOLS/benchstart" ./integration/cmd/benchstart &&
+	go run ./integration/cmd/mkimage -o "$TOOLS/guest.tar" &&
+	go run ./integration/cmd/mkimage -plain -o "$TOOLS/plain.tar")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# smaps_rollup figure (kB) of a pid: Rss, Pss, Anonymous.
+rollup() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/smaps_rollup"; }
+# The resident pages of the process's own executable (kB).
+binpages() {
+	local bin
+	bin=$(readlink "/proc/$1/exe")
+	awk -v bin="$bin" '/^[0-9a-f]+-[0-9a-f]+ / { inbin = ($6 == bin) } inbin && /^Rss:/ { s += $2 } END { print s + 0 }' "/proc/$1/smaps"
+}
+threads() { awk '/^Threads/ { print $2 }' "/proc/$1/status"; }
+shim_of() { pgrep -f -- "$1.*-id $2( |$)" | head -1; }
+# kill_all ID...: ends and removes containers, whatever their state.
+kill_all() {
+	local id
+	for id in "$@"; do "${CTR[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+	for id in "$@"; do
+		for _ in $(seq 50); do "${CTR[@]}" task rm "$id" >/dev/null 2>&1 && break; "${CTR[@]}" task ls -q 2>/dev/null | grep -qx "$id" || break; sleep 0.1; done
+		"${CTR[@]}" container rm "$id" >/dev/null 2>&1 || true
+	done
+}
+GUEST=docker.io/urunc/test-guest:latest
+PLAIN=docker.io/urunc/test-plain:latest
+summary=()
+goal() { summary+=("$(printf '  %-58s %10s %10s %6s   %s' "$@")"); }
+
+echo "== part 1: real qemu (TCG)"
 start_containerd /tmp/urunc-bench
-import_test_guest
+"${CTR[@]}" images import "$TOOLS/guest.tar" >/dev/null 2>&1
+"${CTR[@]}" images import "$TOOLS/plain.tar" >/dev/null 2>&1
 # The same kernel, initrd and command line the shim gives qemu.
 mkdir -p "$DIR/guest"
-tar -xOf "$DIR/guest.tar" index.json >/dev/null
-for b in $(tar -tf "$DIR/guest.tar" | grep blobs/sha256/); do
-	tar -xOf "$DIR/guest.tar" "$b" >"$DIR/blob"
+for b in $(tar -tf "$TOOLS/guest.tar" | grep blobs/sha256/); do
+	tar -xOf "$TOOLS/guest.tar" "$b" >"$DIR/blob"
 	if tar -tf "$DIR/blob" 2>/dev/null | grep -qx initrd; then tar -xf "$DIR/blob" -C "$DIR/guest"; fi
 done
 QEMU=(qemu-system-x86_64 -accel tcg -m 256M -smp 1 -nodefaults -no-user-config -display none -vga none
@@ -25,53 +81,164 @@ QEMU=(qemu-system-x86_64 -accel tcg -m 256M -smp 1 -nodefaults -no-user-config -
 shim_total=0 qemu_total=0
 for i in $(seq "$ROUNDS"); do
 	s=$(now)
-	"${CTR[@]}" run --rm --runtime io.containerd.urunc.v2 docker.io/urunc/test-guest:latest "bench$i" /init echo bench 2>&1 | grep -q "URUNC_GUEST_ARGS: bench"
+	"${CTR[@]}" run --rm --runtime io.containerd.urunc.v2 "$GUEST" "bench$i" /init echo bench 2>&1 | grep -q "URUNC_GUEST_ARGS: bench"
 	m=$(now)
 	"${QEMU[@]}" </dev/null 2>&1 | grep -q "URUNC_GUEST_ARGS: bench"
 	e=$(now)
 	shim_total=$(awk -v t="$shim_total" -v a="$s" -v b="$m" 'BEGIN { print t + b - a }')
 	qemu_total=$(awk -v t="$qemu_total" -v a="$m" -v b="$e" 'BEGIN { print t + b - a }')
 done
-awk -v s="$shim_total" -v q="$qemu_total" -v n="$ROUNDS" 'BEGIN {
-	printf "one-shot guest, %d rounds each, alternating (qemu TCG):\n", n
-	printf "  ctr run --rm via containerd-shim-urunc-v2: %.2f s mean\n", s / n
-	printf "  same qemu command by hand:                 %.2f s mean\n", q / n
-	printf "  ratio shim/by-hand: %.2f (overhead %.2f s)\n", s / q, (s - q) / n
-}'
+oneshot=$(awk -v t="$shim_total" -v n="$ROUNDS" 'BEGIN { printf "%.2f", t / n }')
+byhand=$(awk -v t="$qemu_total" -v n="$ROUNDS" 'BEGIN { printf "%.2f", t / n }')
+echo "one-shot Linux guest, $ROUNDS rounds each, alternating: ctr run --rm $oneshot s, qemu by hand $byhand s (ratio $(ratio "$oneshot" "$byhand"))"
+goal "one-shot Linux guest vs qemu by hand (s, mean)" "$oneshot" "$byhand" "$(ratio "$oneshot" "$byhand")" "goal <= 1.01"
 
-# Shim memory: one long-running container each, measured while running.
-rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-shim_pid() { pgrep -f -- "$1.*-id $2( |$)" | head -1; }
-(cd "$ROOT" && go run ./integration/cmd/mkimage -plain -o "$DIR/plain.tar")
-"${CTR[@]}" images import "$DIR/plain.tar" >/dev/null 2>&1
-"${CTR[@]}" run -d --runtime io.containerd.urunc.v2 docker.io/urunc/test-guest:latest memvm /init sleep >/dev/null 2>&1
-"${CTR[@]}" run -d --runtime io.containerd.runc.v2 docker.io/urunc/test-plain:latest memrunc /bin/busybox sleep 1000 >/dev/null 2>&1
+"${CTR[@]}" run -d --runtime io.containerd.urunc.v2 "$GUEST" memvm /init sleep >/dev/null 2>&1
+"${CTR[@]}" run -d --runtime io.containerd.runc.v2 "$PLAIN" memrunc /bin/busybox sleep 1000 >/dev/null 2>&1
 sleep 3
-urunc_rss=$(rss "$(shim_pid containerd-shim-urunc-v2 memvm)")
-runc_rss=$(rss "$(shim_pid containerd-shim-runc-v2 memrunc)")
-# Where each shim's resident memory goes: anonymous (heap, stacks, the
-# runtime) against the pages of its own binary, and its threads.
-breakdown() {
-	local pid=$1 bin
-	bin=$(readlink "/proc/$pid/exe")
-	awk -v bin="$bin" '/^[0-9a-f]+-[0-9a-f]+ / { inbin = ($6 == bin) }
-		inbin && /^Rss:/ { file += $2 }
-		/^Anonymous:/ { anon += $2 }
-		END { printf "anonymous %.1f MiB, its binary'"'"'s pages %.1f MiB", anon / 1024, file / 1024 }' "/proc/$pid/smaps"
-	awk '/^Threads/ { printf ", %d threads\n", $2 }' "/proc/$pid/status"
-}
-urunc_breakdown=$(breakdown "$(shim_pid containerd-shim-urunc-v2 memvm)")
-runc_breakdown=$(breakdown "$(shim_pid containerd-shim-runc-v2 memrunc)")
-for id in memvm memrunc; do
-	"${CTR[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1
-	for _ in $(seq 50); do "${CTR[@]}" task rm "$id" >/dev/null 2>&1 && break; sleep 0.1; done
-	"${CTR[@]}" container rm "$id" >/dev/null 2>&1
+u=$(shim_of containerd-shim-urunc-v2 memvm)
+r=$(shim_of containerd-shim-runc-v2 memrunc)
+echo "idle shim, one running container each (kB):"
+printf '  %-40s %8s %8s %8s %8s %8s\n' "" RSS PSS anon binary threads
+for p in "urunc shim (qemu guest):$u" "runc shim (busybox):$r"; do
+	printf '  %-40s %8s %8s %8s %8s %8s\n' "${p%%:*}" "$(rollup "${p##*:}" Rss)" "$(rollup "${p##*:}" Pss)" \
+		"$(rollup "${p##*:}" Anonymous)" "$(binpages "${p##*:}")" "$(threads "${p##*:}")"
 done
-awk -v u="$urunc_rss" -v r="$runc_rss" 'BEGIN {
-	printf "shim resident memory, one running container each:\n"
-	printf "  containerd-shim-urunc-v2 (qemu guest):   %.1f MiB\n", u / 1024
-	printf "  containerd-shim-runc-v2 (plain busybox): %.1f MiB\n", r / 1024
-	printf "  ratio urunc/runc: %.2f\n", u / r
-}'
-echo "  containerd-shim-urunc-v2: $urunc_breakdown"
-echo "  containerd-shim-runc-v2:  $runc_breakdown"
+urss=$(rollup "$u" Rss) rrss=$(rollup "$r" Rss)
+goal "idle shim RSS, one running guest (MiB) vs runc shim" "$(mib "$urss")" "$(mib "$rrss")" "$(ratio "$urss" "$rrss")" "goal <= 8 MiB and <= 0.50"
+kill -USR1 "$u"
+sleep 0.5
+echo "  its Go runtime (SIGUSR1): $(grep -o 'memstats: [^"]*' "$DIR/containerd.log" | tail -1)"
+"$TOOLS/shimmem" -top 12 "$u" | sed 's/^/  /'
+kill_all memvm memrunc
+stop_containerd
+
+echo "== part 2: the stand-in monitor"
+# urunc's shim runs "urunc" and urunc runs "qemu-system-x86_64" from
+# containerd's PATH: both go first, in a directory of their own.
+mkdir -p "$TOOLS/peer-path"
+cp "$TOOLS/standin/qemu-system-x86_64" "$TOOLS/peer-path/"
+[ -z "$URUNC_PEER" ] || ln -s "$URUNC_PEER/urunc" "$TOOLS/peer-path/urunc"
+EXTRA_PATH="$TOOLS/peer-path" QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" start_containerd /tmp/urunc-bench
+"${CTR[@]}" images import "$TOOLS/guest.tar" >/dev/null 2>&1
+"${CTR[@]}" images import "$TOOLS/plain.tar" >/dev/null 2>&1
+
+# Density: DENSITY containers of each, one shim each.
+ids=()
+for i in $(seq "$DENSITY"); do
+	"${CTR[@]}" run -d --runtime io.containerd.urunc.v2 "$GUEST" "du$i" /init sleep >/dev/null 2>&1
+	"${CTR[@]}" run -d --runtime io.containerd.runc.v2 "$PLAIN" "dr$i" /bin/busybox sleep 1000 >/dev/null 2>&1
+	ids+=("du$i" "dr$i")
+done
+sleep 2
+mean_of() { # mean_of KIND PREFIX FIELD: mean smaps_rollup FIELD over the shims
+	local sum=0 n=0 i p
+	for i in $(seq "$DENSITY"); do
+		p=$(shim_of "$1" "$2$i")
+		sum=$((sum + $(rollup "$p" "$3"))) n=$((n + 1))
+	done
+	echo $((sum / n))
+}
+upss=$(mean_of containerd-shim-urunc-v2 du Pss) rpss=$(mean_of containerd-shim-runc-v2 dr Pss)
+uanon=$(mean_of containerd-shim-urunc-v2 du Anonymous) ranon=$(mean_of containerd-shim-runc-v2 dr Anonymous)
+echo "$DENSITY containers each, mean per shim (kB): urunc shim PSS $upss anon $uanon; runc shim PSS $rpss anon $ranon"
+goal "mean PSS per shim, $DENSITY containers (MiB) vs runc shim" "$(mib "$upss")" "$(mib "$rpss")" "$(ratio "$upss" "$rpss")" "goal <= 3 MiB"
+kill_all "${ids[@]}"
+
+# A pod's shim: what one more container costs it.
+pod() { # pod TAG RUNTIME SHIM IMAGE1 ARGS1 IMAGE2 ARGS2: prints RSS and anon (kB) after each
+	local tag=$1 rt=$2 shim=$3 p
+	"${CTR[@]}" run -d --runtime "$rt" --annotation io.kubernetes.cri.sandbox-id="pod-$tag" "$4" "$tag-1" $5 >/dev/null 2>&1
+	sleep 1
+	p=$(shim_of "$shim" "$tag-1")
+	echo "$(rollup "$p" Rss) $(rollup "$p" Anonymous)"
+	"${CTR[@]}" run -d --runtime "$rt" --annotation io.kubernetes.cri.sandbox-id="pod-$tag" "$6" "$tag-2" $7 >/dev/null 2>&1
+	sleep 1
+	echo "$(rollup "$p" Rss) $(rollup "$p" Anonymous)"
+	kill_all "$tag-1" "$tag-2"
+}
+read -r -d '' upod < <(pod usidecar io.containerd.urunc.v2 containerd-shim-urunc-v2 "$GUEST" "/init sleep" "$PLAIN" "/bin/busybox sleep 1000") || true
+read -r -d '' upod2 < <(pod uguest io.containerd.urunc.v2 containerd-shim-urunc-v2 "$GUEST" "/init sleep" "$GUEST" "/init sleep") || true
+read -r -d '' rpod < <(pod rsidecar io.containerd.runc.v2 containerd-shim-runc-v2 "$PLAIN" "/bin/busybox sleep 1000" "$PLAIN" "/bin/busybox sleep 1000") || true
+delta() { echo "$1" | awk 'NR == 1 { r = $1; a = $2 } NR == 2 { printf "RSS +%d kB, anon +%d kB", $1 - r, $2 - a }'; }
+drss() { echo "$1" | awk 'NR == 1 { r = $1 } NR == 2 { print $1 - r }'; }
+echo "a pod's shim, one more container: urunc shim, a runc sidecar beside a unikernel: $(delta "$upod"); a second unikernel: $(delta "$upod2"); runc shim, a second container: $(delta "$rpod")"
+goal "pod shim: one more container, a sidecar (RSS kB) vs runc's" "$(drss "$upod")" "$(drss "$rpod")" "$(ratio "$(drss "$upod")" "$(drss "$rpod")")" "(say what it costs)"
+goal "pod shim: one more container, a unikernel (RSS kB)" "$(drss "$upod2")" "" "" ""
+
+# ctr run --rm, one at a time, alternating.
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.0f\n", (b - a) * 1000 }'; }
+: >"$DIR/urunc.ms"
+: >"$DIR/runc.ms"
+: >"$DIR/peer.ms"
+for i in $(seq "$RUNS"); do
+	s=$(now)
+	"${CTR[@]}" run --rm --runtime io.containerd.urunc.v2 "$GUEST" "r$i" /init hello >/dev/null 2>&1
+	ms_since "$s" >>"$DIR/urunc.ms"
+	s=$(now)
+	"${CTR[@]}" run --rm --runtime io.containerd.runc.v2 "$PLAIN" "rr$i" /bin/busybox true >/dev/null 2>&1
+	ms_since "$s" >>"$DIR/runc.ms"
+	if [ -n "$URUNC_PEER" ]; then
+		# urunc reads its config from these annotations (base64, as in
+		# urunc.json) only when none fails to decode, and takes a missing
+		# useDMBlock as true.
+		s=$(now)
+		if "${CTR[@]}" run --rm --runtime "$URUNC_PEER/containerd-shim-urunc-v2" \
+			--annotation com.urunc.unikernel.unikernelType="$(echo -n linux | base64)" \
+			--annotation com.urunc.unikernel.hypervisor="$(echo -n qemu | base64)" \
+			--annotation com.urunc.unikernel.binary="$(echo -n /kernel | base64)" \
+			--annotation com.urunc.unikernel.initrd="$(echo -n /initrd | base64)" \
+			--annotation com.urunc.unikernel.useDMBlock="$(echo -n false | base64)" \
+			"$GUEST" "rp$i" /init hello >"$DIR/peer.out" 2>&1; then
+			ms_since "$s" >>"$DIR/peer.ms"
+		else
+			echo "  urunc's run $i failed: $(tail -1 "$DIR/peer.out")"
+		fi
+	fi
+done
+urun=$(median <"$DIR/urunc.ms") rrun=$(median <"$DIR/runc.ms")
+echo "ctr run --rm, median of $RUNS (ms): urunc shim (stand-in) $urun, runc shim (busybox true) $rrun"
+goal "ctr run --rm with the stand-in (ms, median) vs runc shim" "$urun" "$rrun" "$(ratio "$urun" "$rrun")" ""
+if [ -s "$DIR/peer.ms" ]; then
+	prun=$(median <"$DIR/peer.ms")
+	echo "  urunc's own shim and urunc (stand-in): $prun ms"
+	goal "ctr run --rm with the stand-in (ms, median) vs urunc" "$urun" "$prun" "$(ratio "$urun" "$prun")" "goal <= 0.70"
+else
+	goal "ctr run --rm vs urunc: not measured (URUNC_PEER unset or failed)" "$urun" "-" "-" "goal <= 0.70"
+fi
+
+# PARALLEL runs at once.
+burst() { # burst NAME RUNTIME IMAGE CMD...: seconds for PARALLEL ctr run --rm at once
+	local name=$1 rt=$2 img=$3 s pids=() i
+	shift 3
+	s=$(now)
+	for i in $(seq "$PARALLEL"); do
+		"${CTR[@]}" run --rm --runtime "$rt" "$img" "$name$i" "$@" >/dev/null 2>&1 &
+		pids+=($!)
+	done
+	wait "${pids[@]}" || true
+	awk -v a="$s" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'
+}
+ubur=$(burst pu io.containerd.urunc.v2 "$GUEST" /init hello)
+rbur=$(burst pr io.containerd.runc.v2 "$PLAIN" /bin/busybox true)
+urate=$(awk -v n="$PARALLEL" -v t="$ubur" 'BEGIN { printf "%.1f", n / t }')
+rrate=$(awk -v n="$PARALLEL" -v t="$rbur" 'BEGIN { printf "%.1f", n / t }')
+echo "$PARALLEL ctr run --rm at once: urunc shim $ubur s ($urate/s), runc shim $rbur s ($rrate/s)"
+goal "$PARALLEL runs at once (containers/s) vs runc shim" "$urate" "$rrate" "$(ratio "$urate" "$rrate")" "goal >= 1.50"
+left=$("${CTR[@]}" containers ls -q | wc -l)
+[ "$left" -eq 0 ] || echo "warning: $left containers left after the bursts"
+stop_containerd
+
+echo "== part 3: where a container's start goes (stand-in, containerd and the shim at debug level)"
+QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" CONTAINERD_LOG_LEVEL=debug start_containerd /tmp/urunc-bench
+"${CTR[@]}" images import "$TOOLS/guest.tar" >/dev/null 2>&1
+"$TOOLS/benchstart" -address "$DIR/containerd.sock" -log "$DIR/containerd.log" -image "$GUEST" -n "$RUNS" -- /init hello
+s=$(now)
+for _ in $(seq 20); do "$DIR/bin/containerd-shim-urunc-v2" -v >/dev/null; done
+echo "  exec of the shim binary to its exit (-v), each of the three per container (start command, daemon, launcher): $(awk -v a="$s" -v b="$(now)" 'BEGIN { printf "%.1f", (b - a) * 50 }') ms"
+stop_containerd
+
+echo "== summary (this shim, its peer, ratio, the goal)"
+printf '  %-58s %10s %10s %6s   %s\n' "figure" "this shim" "peer" "ratio" ""
+printf '%s\n' "${summary[@]}"

@@ -1,18 +1,26 @@
-# Shared by demo.sh and bench.sh: a private containerd with this shim.
+# Shared by demo.sh and the bench scripts: a private containerd with this
+# shim.
 # start_containerd DIR: builds its config under DIR, starts it with the shim
 # first on PATH and a TCG host config, and arranges teardown on exit. Sets
-# CTR (the ctr command line). import_test_guest imports the test guest
-# image (docker.io/urunc/test-guest:latest) into it.
+# CTR (the ctr command line). With QEMU_PATH set, the host config runs that
+# binary as qemu (the stand-in); CONTAINERD_LOG_LEVEL sets containerd's log
+# level (debug also makes the shim log its timings). stop_containerd ends
+# it and removes DIR. import_test_guest imports the test guest image
+# (docker.io/urunc/test-guest:latest) into it. SHIM_BIN runs another build
+# of the shim (make bench on an older commit's binary, for a before/after).
+# EXTRA_PATH goes first on containerd's PATH.
 start_containerd() {
 	DIR=$1
 	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	rm -rf "$DIR"
 	mkdir -p "$DIR/bin"
-	cp "$ROOT/bin/containerd-shim-urunc-v2" "$ROOT/bin/urunc" "$DIR/bin/"
+	cp "${SHIM_BIN:-$ROOT/bin/containerd-shim-urunc-v2}" "$DIR/bin/containerd-shim-urunc-v2"
+	cp "$ROOT/bin/urunc" "$DIR/bin/"
 	cat >"$DIR/urunc.toml" <<CFG
 # These machines hang real guests under KVM: use TCG.
 [monitors.qemu]
 accel = "tcg"
+${QEMU_PATH:+path = \"$QEMU_PATH\"}
 [runtime]
 state_dir = "$DIR/run"
 CFG
@@ -31,12 +39,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   mount_options = []
 CFG
 	mkfs.ext4 -q -F "$DIR/blockfile-scratch.ext4" 64M >/dev/null
-	PATH="$DIR/bin:$PATH" URUNC_CONFIG_FILE="$DIR/urunc.toml" \
-		setsid containerd --config "$DIR/containerd.toml" >"$DIR/containerd.log" 2>&1 &
+	PATH="${EXTRA_PATH:+$EXTRA_PATH:}$DIR/bin:$PATH" URUNC_CONFIG_FILE="$DIR/urunc.toml" \
+		setsid containerd --config "$DIR/containerd.toml" --log-level "${CONTAINERD_LOG_LEVEL:-info}" >"$DIR/containerd.log" 2>&1 &
 	CTRD=$!
-	trap 'kill $CTRD 2>/dev/null; wait $CTRD 2>/dev/null; rm -rf "$DIR"' EXIT
+	trap stop_containerd EXIT
 	CTR=(ctr --address "$DIR/containerd.sock")
 	for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+stop_containerd() {
+	kill "$CTRD" 2>/dev/null || true
+	wait "$CTRD" 2>/dev/null || true
+	rm -rf "$DIR"
 }
 
 import_test_guest() {

@@ -27,6 +27,12 @@ import (
 // created by runc instead. On error nothing is left behind: no mount,
 // process, cgroup or socket.
 func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
+	tl := newTimeline()
+	defer func() {
+		if retErr == nil {
+			log.G(ctx).WithField("steps", tl.String()).Debug("create timeline")
+		}
+	}()
 	spec, err := loadSpec(opts.Bundle)
 	if err != nil {
 		return nil, err
@@ -46,6 +52,7 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 		return nil, err
 	}
 	crashPoint("create:mounted")
+	tl.mark("mount")
 	// Each path undoes its own part of a failed create; the rootfs mount
 	// and the state file are this function's.
 	defer func() {
@@ -65,12 +72,12 @@ func Create(ctx context.Context, opts CreateOptions) (_ Task, retErr error) {
 	if !cfg.IsUnikernel() {
 		return createPlain(ctx, opts, spec, st)
 	}
-	return createUnikernel(ctx, opts, spec, cfg, st, rootfsDir)
+	return createUnikernel(ctx, tl, opts, spec, cfg, st, rootfsDir)
 }
 
 // createUnikernel plans the boot, starts the launcher in the container's
 // namespaces and cgroup, and has it build the monitor's confined root.
-func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, cfg UnikernelConfig, st persistedState, rootfsDir string) (_ *Container, retErr error) {
+func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec *specs.Spec, cfg UnikernelConfig, st persistedState, rootfsDir string) (_ *Container, retErr error) {
 	c := &Container{
 		lifecycle: newLifecycle(opts.ID, opts.Namespace, opts.Bundle),
 		host:      opts.Host,
@@ -89,6 +96,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	c.monitor = plan.monitor
+	tl.mark("plan")
 	if err := c.record(func(st *persistedState) { st.GuestType, st.Monitor = cfg.UnikernelType, cfg.Hypervisor }); err != nil {
 		return nil, err
 	}
@@ -139,6 +147,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		c.cgroup = cg
 		crashPoint("create:cgroup")
 	}
+	tl.mark("cgroup")
 	// The undo is on disk before the mode touches the host, so that a
 	// shim dying half way leaves the delete command what to give back.
 	if err := c.record(func(st *persistedState) { st.RootfsMode, st.RootfsUndo = plan.rootfs.Mode, plan.rootfs.Undo }); err != nil {
@@ -148,6 +157,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode, err)
 	}
 	crashPoint("create:prepared")
+	tl.mark("rootfs")
 	if extra, err = inheritDisks(plan, extra); err != nil {
 		return nil, err
 	}
@@ -160,6 +170,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, err
 	}
 	crashPoint("create:launcher")
+	tl.mark("launcher")
 	if err := c.runCreateHooks(ctx, spec); err != nil {
 		return nil, err
 	}
@@ -167,6 +178,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 	if err != nil {
 		return nil, err
 	}
+	tl.mark("network")
 	argv, err := plan.finish(network)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
@@ -190,6 +202,7 @@ func createUnikernel(ctx context.Context, opts CreateOptions, spec *specs.Spec, 
 		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}
 	crashPoint("create:ready")
+	tl.mark("confine")
 	if c.cgroup != nil {
 		if oom, err := c.cgroup.OOMEvents(c.oomDone); err == nil {
 			c.oom = oom

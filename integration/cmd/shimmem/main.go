@@ -79,8 +79,16 @@ func report(pid, top int) error {
 		names = append(names, n)
 	}
 	sort.Slice(names, func(i, j int) bool { return bySection[names[i]] > bySection[names[j]] })
+	small := 0
 	for _, n := range names {
-		fmt.Printf("  %-14s %6d\n", n, bySection[n]*pageSize/1024)
+		if kib := bySection[n] * pageSize / 1024; kib >= 16 {
+			fmt.Printf("  %-14s %6d\n", n, kib)
+		} else {
+			small += kib
+		}
+	}
+	if small > 0 {
+		fmt.Printf("  %-14s %6d\n", "(the others)", small)
 	}
 	fmt.Printf("by package (KiB, top %d):\n", top)
 	pkgs := make([]string, 0, len(byPackage))
