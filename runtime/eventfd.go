@@ -1,20 +1,33 @@
 package runtime
 
 import (
+	"os"
+
 	"golang.org/x/sys/unix"
 )
 
-// readEventFD turns a cgroup v1 OOM eventfd into a channel. The fd is
-// closed by the reading goroutine itself, once done is closed and the
-// cgroup's removal has woken the read: closing it from elsewhere while a
-// read is blocked could let the number be reused under that read.
+// readEventFD turns a cgroup v1 OOM eventfd into a channel until done
+// closes. The fd is read through the runtime's poller: a blocked read
+// parks a goroutine, not an OS thread for the container's life (one
+// thread and its stacks per container, issue 11). Closing the file when
+// done wakes the read, and internal/poll keeps the fd number from being
+// reused while the read still holds it.
 func readEventFD(fd int, done <-chan struct{}) <-chan struct{} {
 	out := make(chan struct{}, 1)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		close(out)
+		return out
+	}
+	f := os.NewFile(uintptr(fd), "oom-eventfd")
 	go func() {
-		defer unix.Close(fd)
+		<-done
+		f.Close()
+	}()
+	go func() {
 		buf := make([]byte, 8)
 		for {
-			_, err := unix.Read(fd, buf)
+			_, err := f.Read(buf)
 			select {
 			case <-done:
 				return

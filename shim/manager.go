@@ -110,7 +110,7 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2", spawnedAtEnv+"="+strconv.FormatInt(time.Now().UnixNano(), 10))
+	cmd.Env = append(os.Environ(), spawnedAtEnv+"="+strconv.FormatInt(time.Now().UnixNano(), 10))
 	cmd.ExtraFiles = []*os.File{f}
 	// Its own process group, so a signal to containerd's group does not
 	// reach the shim (and through it the VMs).
