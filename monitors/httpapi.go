@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 )
@@ -17,17 +16,11 @@ import (
 // no more of HTTP/1.1 than this; net/http would link TLS, HTTP/2 and
 // proxies into the shim, which every shim process then carries (issue 11).
 func apiPut(ctx context.Context, socket, path string, body []byte) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	conn, err := dialControl(ctx, socket, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("api %s: %w", socket, err)
 	}
 	defer conn.Close()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(10 * time.Second)
-	}
-	_ = conn.SetDeadline(deadline)
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "PUT %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %d\r\n", path, len(body))
 	if body != nil {

@@ -17,17 +17,11 @@ var ErrNoPowerdown = errors.New("monitor cannot ask the guest to power down")
 // qmpCommand connects to a QMP socket, negotiates capabilities and runs one
 // command, returning QMP's error if the command fails.
 func qmpCommand(ctx context.Context, socket, command string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	conn, err := dialControl(ctx, socket, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("qmp: connect %s: %w", socket, err)
 	}
 	defer conn.Close()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(5 * time.Second)
-	}
-	_ = conn.SetDeadline(deadline)
 	r := bufio.NewReader(conn)
 	// The greeting, then one reply per command; asynchronous events
 	// ({"event": ...}) may come in between and are skipped.
@@ -63,4 +57,22 @@ func qmpCommand(ctx context.Context, socket, command string) error {
 		}
 	}
 	return nil
+}
+
+// dialControl connects to a monitor's control socket (QMP, or the HTTP API
+// of firecracker and cloud-hypervisor) for one exchange, bounded by ctx's
+// deadline or, without one, by fallback: a monitor that stops answering
+// must not hang a kill.
+func dialControl(ctx context.Context, socket string, fallback time.Duration) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(fallback)
+	}
+	_ = conn.SetDeadline(deadline)
+	return conn, nil
 }
