@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
 // A rootfs mode is one way a guest gets its root filesystem: an initrd, a
@@ -108,19 +109,9 @@ type Share struct {
 	Source string // host directory (9p); virtiofs reaches it via Helper
 }
 
-// Helper is a process the launcher starts beside the monitor, before it
-// pivots into the confined root, so that the helper sees the rootfs and
-// the monitor only its socket. It is a child of the monitor once the
-// launcher execs, so it dies with the container's pid namespace.
-type Helper struct {
-	Name string
-	Argv []string
-	// Socket is where the helper listens, inside the confined root; the
-	// launcher passes its host path after SocketFlag and waits for it
-	// before it execs the monitor.
-	Socket     string
-	SocketFlag string
-}
+// Helper is a process that runs beside the monitor (virtiofsd), started by
+// the launcher.
+type Helper = launch.Helper
 
 // Undo is what a mode's Prepare must give back, persisted in the bundle.
 type Undo struct {

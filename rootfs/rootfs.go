@@ -10,30 +10,14 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	"golang.org/x/sys/unix"
 )
 
 // ResolveInRootfs returns the host path of p, a path inside the container
-// rootfs at root. A path that climbs out of the rootfs ("../x") is refused
-// with an error naming it; symlinks inside the rootfs are resolved as the
-// container would see them, never to host paths.
-func ResolveInRootfs(root, p string) (string, error) {
-	if p == "" {
-		return "", fmt.Errorf("empty path in rootfs")
-	}
-	clean := filepath.Clean("/" + p)
-	// Clean of "/"+p removes leading "..", so compare against the plain
-	// cleaned form to see whether p meant to climb.
-	if rel := filepath.Clean(strings.TrimPrefix(p, "/")); rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("path %q leaves the container rootfs", p)
-	}
-	resolved, err := securejoin.SecureJoin(root, clean)
-	if err != nil {
-		return "", fmt.Errorf("resolve %q in rootfs: %w", p, err)
-	}
-	return resolved, nil
-}
+// rootfs at root, refusing one that climbs out (launch.ResolveInRootfs:
+// the launcher resolves volume destinations with it too).
+func ResolveInRootfs(root, p string) (string, error) { return launch.ResolveInRootfs(root, p) }
 
 // RequireFile resolves p in the rootfs and checks it is a regular file; what
 // names the file's role in the error ("guest kernel", "initrd").

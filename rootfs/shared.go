@@ -1,10 +1,6 @@
 package rootfs
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 )
 
@@ -59,37 +55,4 @@ func sharedPlan(req Request, kind guests.RootKind) *Plan {
 		p.VolumeBinds = append(p.VolumeBinds, Bind{Source: v.Source, Target: v.Destination, ReadOnly: readOnly(v)})
 	}
 	return p
-}
-
-// BindVolumes binds each volume into the rootfs at its destination,
-// creating the mount point as runc would. It runs in the launcher's own
-// mount namespace: the host's mount table never shows these.
-// Destinations are resolved inside the rootfs, never through a symlink
-// out of it.
-func BindVolumes(rootfsDir string, vols []Bind) error {
-	for _, v := range vols {
-		dst, err := ResolveInRootfs(rootfsDir, v.Target)
-		if err != nil {
-			return fmt.Errorf("volume %s: %w", v.Target, err)
-		}
-		st, err := os.Stat(v.Source)
-		if err != nil {
-			return fmt.Errorf("volume %s: source %w", v.Target, err)
-		}
-		if st.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			var f *os.File
-			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-				f.Close()
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
-		}
-		if err := bindAt(v.Source, dst, v.ReadOnly); err != nil {
-			return fmt.Errorf("volume %s: %w", v.Target, err)
-		}
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
 // vhostNetDevice is the host's vhost-net device (its cgroup rule is among
@@ -42,9 +43,9 @@ type bootPlan struct {
 	version   string
 	process   guests.Process
 	guest     monitors.Guest
-	binds     []rootfs.Bind
-	files     []launchedFile
-	confine   confinement
+	binds     []launch.Bind
+	files     []launch.File
+	confine   launch.Confinement
 	// vhost is the host config's vhost switch for this monitor.
 	vhost bool
 }
@@ -106,8 +107,8 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 	}
 	if plan.confine.User != nil {
 		for i := range plan.guest.Disks {
-			plan.guest.Disks[i].FD = launcherFirstDiskFD + 2*i
-			plan.guest.Disks[i].ReadOnlyFD = launcherFirstDiskFD + 2*i + 1
+			plan.guest.Disks[i].FD = launch.FirstDiskFD + 2*i
+			plan.guest.Disks[i].ReadOnlyFD = launch.FirstDiskFD + 2*i + 1
 		}
 	}
 	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
@@ -186,17 +187,17 @@ func (p *bootPlan) setDevices(cfg UnikernelConfig) error {
 // placeGuestFiles maps what the rootfs mode gives the monitor into the
 // confined root: the kernel and initrd, each disk and each 9p directory,
 // and virtiofsd's socket. It returns the binds that put them there.
-func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
+func (p *bootPlan) placeGuestFiles() []launch.Bind {
 	rp := p.rootfs
-	binds := []rootfs.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
+	binds := []launch.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
 	p.guest.Kernel = guestKernelPath
 	if rp.Initrd != "" {
-		binds = append(binds, rootfs.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
+		binds = append(binds, launch.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
 		p.guest.Initrd = guestInitrdPath
 	}
 	for _, d := range rp.Disks {
 		path := guestDisksDir + "/" + d.ID
-		binds = append(binds, rootfs.Bind{Source: d.Source, Target: path})
+		binds = append(binds, launch.Bind{Source: d.Source, Target: path})
 		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path})
 	}
 	for _, s := range rp.Shares {
@@ -205,7 +206,7 @@ func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
 			share.Socket = rp.Helper.Socket
 		} else {
 			share.Path = guestSharesDir + "/" + s.Tag
-			binds = append(binds, rootfs.Bind{Source: s.Source, Target: share.Path})
+			binds = append(binds, launch.Bind{Source: s.Source, Target: share.Path})
 		}
 		p.guest.Shares = append(p.guest.Shares, share)
 	}
@@ -215,17 +216,17 @@ func (p *bootPlan) placeGuestFiles() []rootfs.Bind {
 // finish renders the guest command line and the monitor's, and the config
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
-func (p *bootPlan) finish(n *netPlan) ([]string, error) {
+func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
 	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Version: p.version}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
-		p.binds = append(p.binds, rootfs.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
+		p.binds = append(p.binds, launch.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
 		// vhost-net moves the guest's frames in the host kernel, where
 		// the host offers it (urunc's vhost key). Its device is root's:
 		// a monitor running as another user goes without.
 		if _, err := os.Stat(vhostNetDevice); err == nil && p.vhost && p.confine.User == nil {
-			p.binds = append(p.binds, rootfs.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
+			p.binds = append(p.binds, launch.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
 			p.guest.Net.Vhost = true
 		}
 	}
@@ -239,7 +240,7 @@ func (p *bootPlan) finish(n *netPlan) ([]string, error) {
 		if data := ic.InitConfig(req); data != nil {
 			// Passed as the initrd: only roots other than an initrd get
 			// one (guests.InitConfigurer).
-			p.files = append(p.files, launchedFile{Path: guestInitConfigPath, Data: data})
+			p.files = append(p.files, launch.File{Path: guestInitConfigPath, Data: data})
 			p.guest.Initrd = guestInitConfigPath
 		}
 	}
@@ -252,7 +253,7 @@ func (p *bootPlan) finish(n *netPlan) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.files = append(p.files, launchedFile{Path: fw.ConfigFilePath(), Data: data})
+		p.files = append(p.files, launch.File{Path: fw.ConfigFilePath(), Data: data})
 	}
 	return args, nil
 }

@@ -7,6 +7,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
 // A monitor running as the spec's user takes its disks open from the
@@ -22,7 +23,7 @@ func TestPlanConfinementUser(t *testing.T) {
 		wantCaps      int
 	}{
 		{"qemu", "block", disk, "", 0},
-		{"qemu", "9p", nil, "", len(fileCaps)},
+		{"qemu", "9p", nil, "", len(launch.FileCaps)},
 		{"firecracker", "initrd", nil, "", 0},
 		{"firecracker", "block", disk, "process.user 1000:1000: monitor firecracker cannot run as a user other than root with a disk (block root)", 0},
 		{"hvt", "block", disk, "monitor hvt cannot run as a user other than root with a disk", 0},

@@ -51,7 +51,7 @@ type CreateOptions struct {
 	Stdio     Stdio
 	Host      HostConfig
 	// Launcher is the binary re-executed as the launcher; it must call
-	// LauncherMain when its first argument is LauncherArg. Defaults to
+	// launch.Main when its first argument is LauncherArg. Defaults to
 	// this process's own executable.
 	Launcher string
 }

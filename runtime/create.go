@@ -19,6 +19,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,7 +131,7 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 			return nil, err
 		}
 		extra = append(extra, ln)
-		plan.guest.ControlFD = LauncherControlSocketFD
+		plan.guest.ControlFD = launch.ControlSocketFD
 		crashPoint("create:control")
 	}
 	if c.diskDevices, err = blockDeviceRules(plan.rootfs.Devices); err != nil {
@@ -174,7 +175,7 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 	if err := c.runCreateHooks(ctx, spec); err != nil {
 		return nil, err
 	}
-	network, err := c.planNetwork(ctx, nsp, plan.confine.tapOwner())
+	network, err := c.planNetwork(ctx, nsp, plan.confine.TapOwner())
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +185,7 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 		return nil, fmt.Errorf("%w: %w", errInvalidArgument, err)
 	}
 	log.G(ctx).WithField("argv", argv).Debug("monitor command")
-	if err := c.launcher.prepare(ctx, launchSpec{
+	if err := c.launcher.prepare(ctx, launch.Spec{
 		RootDir: rootDir,
 		Binds:   plan.binds,
 		Files:   plan.files,
@@ -215,7 +216,7 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 
 // inheritDisks opens the disks of a monitor that runs as a user other than
 // root, so that the launcher inherits them at their Disk.FD and
-// Disk.ReadOnlyFD: from launcherFirstDiskFD on, after the control
+// Disk.ReadOnlyFD: from launch.FirstDiskFD on, after the control
 // socket's place, which stays empty when there is none. Opening them
 // here, before the launcher's Go runtime starts, keeps those numbers
 // clear of the descriptors it opens itself.
@@ -225,14 +226,14 @@ func inheritDisks(plan *bootPlan, extra []*os.File) ([]*os.File, error) {
 			continue
 		}
 		for fd, flag := range map[int]int{d.FD: os.O_RDWR, d.ReadOnlyFD: os.O_RDONLY} {
-			for len(extra) <= fd-LauncherControlSocketFD {
+			for len(extra) <= fd-launch.ControlSocketFD {
 				extra = append(extra, nil)
 			}
 			f, err := os.OpenFile(plan.rootfs.Disks[i].Source, flag, 0)
 			if err != nil {
 				return extra, fmt.Errorf("open disk %s for the monitor's user: %w", d.ID, err)
 			}
-			extra[fd-LauncherControlSocketFD] = f
+			extra[fd-launch.ControlSocketFD] = f
 		}
 	}
 	return extra, nil
@@ -328,7 +329,7 @@ func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error 
 // planNetwork finds the network the guest takes over. A container that
 // shares the host's network namespace gets none: the host's interfaces
 // are never taken over.
-func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (*netPlan, error) {
+func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (*launch.Network, error) {
 	path, viaPid := "", false
 	for _, j := range nsp.join {
 		if j.kind == unix.CLONE_NEWNET {

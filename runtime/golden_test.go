@@ -12,6 +12,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/boot-plans.golden")
@@ -38,7 +39,7 @@ var goldenModes = []rootfs.Plan{
 // cannot take is not rendered: rootfs.Select never picks it.
 func TestBootPlanGolden(t *testing.T) {
 	var b strings.Builder
-	net := &netPlan{Tap: "tap0", MAC: "02:00:00:00:00:01", Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}
+	net := &launch.Network{Tap: "tap0", MAC: "02:00:00:00:00:01", Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}
 	for _, gname := range guests.Names() {
 		g, _ := guests.For(gname)
 		for _, mname := range g.Monitors() {
@@ -49,18 +50,18 @@ func TestBootPlanGolden(t *testing.T) {
 				if !pairTakes(g, mon, mode) {
 					continue
 				}
-				for _, n := range []*netPlan{nil, net} {
+				for _, n := range []*launch.Network{nil, net} {
 					mode := mode
 					plan := &bootPlan{monitor: mon, guestType: g, rootfs: &mode, args: []string{"app", "--flag", "arg"}, version: "0.17.0"}
 					plan.guest.MemoryMB, plan.guest.VCPUs = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
 					if mon.Control() == monitors.ControlInheritedFD {
-						plan.guest.ControlFD = LauncherControlSocketFD
+						plan.guest.ControlFD = launch.ControlSocketFD
 					}
 					if err := plan.setDevices(UnikernelConfig{}); err != nil {
 						t.Fatal(err)
 					}
 					guestBinds := plan.placeGuestFiles()
-					var np *netPlan
+					var np *launch.Network
 					if n != nil {
 						c := *n
 						np = &c

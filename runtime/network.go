@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -18,19 +19,6 @@ import (
 // mirred egress redirect each way), so every frame crosses between them
 // while the interface keeps its address, as CNI set it up. The guest gets
 // the interface's IPv4 address, prefix, gateway and MAC.
-
-// netPlan is the network a guest gets from the container's namespace.
-type netPlan struct {
-	Netns   string `json:"netns"` // a path to the namespace
-	Link    string `json:"link"`  // the container interface
-	Tap     string `json:"tap"`
-	MAC     string `json:"mac"`
-	MTU     int    `json:"mtu"`
-	Owner   uint32 `json:"owner"` // uid the monitor runs as
-	Address string `json:"-"`
-	Mask    string `json:"-"`
-	Gateway string `json:"-"`
-}
 
 // linkCandidate is a non-loopback interface with an IPv4 address.
 type linkCandidate struct {
@@ -68,7 +56,7 @@ var errLinkTaken = errors.New("the container interface already carries a guest")
 // nsPath: eth0, or else the single non-loopback interface with an IPv4
 // address. It returns nil when there is none (a container with only
 // loopback runs with no guest network).
-func discoverNetwork(nsPath, id string) (*netPlan, error) {
+func discoverNetwork(nsPath, id string) (*launch.Network, error) {
 	ns, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace %s: %w", nsPath, err)
@@ -108,7 +96,7 @@ func discoverNetwork(nsPath, id string) (*netPlan, error) {
 			return nil, fmt.Errorf("%s in %s: %w", chosen.Attrs().Name, nsPath, errLinkTaken)
 		}
 	}
-	plan := &netPlan{
+	plan := &launch.Network{
 		Netns:   nsPath,
 		Link:    chosen.Attrs().Name,
 		Tap:     tapName(id),
@@ -128,79 +116,7 @@ func discoverNetwork(nsPath, id string) (*netPlan, error) {
 	return plan, nil
 }
 
-// setupTap creates the tap and the tc redirects in the current network
-// namespace; the launcher runs it, already inside the container's
-// namespace, so the tap is born there.
-func setupTap(n *netPlan) (retErr error) {
-	link, err := netlink.LinkByName(n.Link)
-	if err != nil {
-		return fmt.Errorf("container interface %s: %w", n.Link, err)
-	}
-	tap := &netlink.Tuntap{
-		LinkAttrs: netlink.LinkAttrs{Name: n.Tap, MTU: n.MTU},
-		Mode:      netlink.TUNTAP_MODE_TAP,
-		Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
-		Owner:     n.Owner,
-		Group:     n.Owner,
-	}
-	if err := netlink.LinkAdd(tap); err != nil {
-		return fmt.Errorf("create tap %s: %w", n.Tap, err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = netlink.LinkDel(tap)
-			_ = netlink.QdiscDel(ingressQdisc(link))
-		}
-	}()
-	tapLink, err := netlink.LinkByName(n.Tap)
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(tapLink); err != nil {
-		return fmt.Errorf("bring up tap %s: %w", n.Tap, err)
-	}
-	for _, pair := range [][2]netlink.Link{{link, tapLink}, {tapLink, link}} {
-		if err := redirect(pair[0], pair[1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// redirect sends every frame arriving at from out of to.
-func redirect(from, to netlink.Link) error {
-	if err := netlink.QdiscAdd(ingressQdisc(from)); err != nil {
-		return fmt.Errorf("add ingress qdisc to %s: %w", from.Attrs().Name, err)
-	}
-	filter := &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{
-			LinkIndex: from.Attrs().Index,
-			Parent:    netlink.MakeHandle(0xffff, 0),
-			Priority:  1,
-			Protocol:  unix.ETH_P_ALL,
-		},
-		Sel: &netlink.TcU32Sel{
-			Flags: netlink.TC_U32_TERMINAL,
-			Keys:  []netlink.TcU32Key{{Mask: 0, Val: 0, Off: 0}},
-		},
-		Actions: []netlink.Action{netlink.NewMirredAction(to.Attrs().Index)},
-	}
-	if err := netlink.FilterAdd(filter); err != nil {
-		return fmt.Errorf("redirect %s to %s: %w", from.Attrs().Name, to.Attrs().Name, err)
-	}
-	return nil
-}
-
-// ingressQdisc is the ingress qdisc of link.
-func ingressQdisc(link netlink.Link) *netlink.Ingress {
-	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
-		LinkIndex: link.Attrs().Index,
-		Handle:    netlink.MakeHandle(0xffff, 0),
-		Parent:    netlink.HANDLE_INGRESS,
-	}}
-}
-
-// removeNetwork undoes setupTap from outside the namespace. A namespace
+// removeNetwork undoes launch.SetupTap from outside the namespace. A namespace
 // that is gone took the tap with it; everything missing is fine, so it is
 // idempotent. A namespace known only through the monitor's pid is entered
 // only while that pid is still the monitor: a reused pid would lead into
@@ -226,7 +142,7 @@ func removeNetwork(t Tap, monitorPid int, monitorStart uint64) error {
 		}
 	}
 	if link, err := h.LinkByName(t.Link); err == nil {
-		if err := ignoreNotExist(h.QdiscDel(ingressQdisc(link))); err != nil {
+		if err := ignoreNotExist(h.QdiscDel(launch.IngressQdisc(link))); err != nil {
 			errs = append(errs, fmt.Errorf("remove ingress qdisc of %s: %w", t.Link, err))
 		}
 	}

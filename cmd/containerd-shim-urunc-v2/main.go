@@ -13,6 +13,7 @@ import (
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	urshim "github.com/urunc-dev/containerd-shim-urunc-v2/shim"
 )
 
@@ -23,7 +24,8 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case urunc.LauncherArg:
-			urunc.LauncherMain()
+			// When urunc-launcher is not installed beside the shim.
+			launch.Main()
 			return
 		case inventory.OrphansCommand:
 			urunc.ReapChildren()

@@ -1,4 +1,4 @@
-package rootfs
+package launch
 
 import (
 	"fmt"
@@ -10,6 +10,20 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// Helper is a process the launcher starts beside the monitor, before it
+// pivots into the confined root, so that the helper sees the rootfs and
+// the monitor only its socket. It is a child of the monitor once the
+// launcher execs, so it dies with the container's pid namespace.
+type Helper struct {
+	Name string
+	Argv []string
+	// Socket is where the helper listens, inside the confined root; the
+	// launcher passes its host path after SocketFlag and waits for it
+	// before it execs the monitor.
+	Socket     string
+	SocketFlag string
+}
 
 // helperStartTimeout bounds the wait for a helper's socket.
 const helperStartTimeout = 10 * time.Second

@@ -1,0 +1,183 @@
+package launch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// Bind is one host file or directory made visible in a confined root.
+type Bind struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"` // absolute, inside the confined root
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// BuildConfinedRoot populates dir (a tmpfs mounted here) with binds. It
+// must run in a private mount namespace: the caller makes the namespace a
+// slave of the host first, so none of these mounts reaches the host.
+func BuildConfinedRoot(dir string, binds []Bind) error {
+	// nodev and noexec: what the monitor runs and opens is bound in, each
+	// bind keeping its own flags; nothing on the tmpfs itself needs either.
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=16m"); err != nil {
+		return fmt.Errorf("mount tmpfs at %s: %w", dir, err)
+	}
+	for _, b := range binds {
+		if err := bindInto(dir, b); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{"tmp", "dev"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(filepath.Join(dir, "tmp"), 0o1777)
+}
+
+func bindInto(root string, b Bind) error {
+	if !filepath.IsAbs(b.Target) || strings.Contains(b.Target, "..") {
+		return fmt.Errorf("bind target %q must be absolute and plain", b.Target)
+	}
+	st, err := os.Stat(b.Source)
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", b.Source, err)
+	}
+	target := filepath.Join(root, b.Target)
+	if st.IsDir() {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	return bindAt(b.Source, target, b.ReadOnly)
+}
+
+// bindAt binds source at target (recursively), read-only if asked.
+func bindAt(source, target string, ro bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", source, target, err)
+	}
+	if ro {
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_REC)
+		if err := unix.Mount("", target, "", flags, ""); err != nil {
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
+// MakeMountsPrivate turns every mount of this (new) mount namespace into a
+// slave, so mounts made here never propagate to the host, while unmounts
+// on the host (of a rootfs block device, say) still reach this namespace.
+func MakeMountsPrivate() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make mounts slave: %w", err)
+	}
+	return nil
+}
+
+// PivotInto makes dir the root of this mount namespace and drops the old
+// root entirely, so no path leads back to the host's filesystem.
+func PivotInto(dir string) error {
+	if err := unix.Chdir(dir); err != nil {
+		return fmt.Errorf("chdir %s: %w", dir, err)
+	}
+	// pivot_root(".", ".") stacks the old root on top of the new one; the
+	// detach below then removes it without needing a directory for it.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root %s: %w", dir, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return errors.New("chdir / in confined root")
+	}
+	return nil
+}
+
+// MountPidsProc mounts at dir/proc a proc of the calling process's pid
+// namespace that holds only its processes' directories (subset=pid): no
+// /proc/sys, no kernel files. qemu's 9p server needs /proc/self/fd to
+// change a new file's mode (it chmods the file through its O_PATH
+// descriptor); without it every file or directory a guest creates over
+// 9p is undone. The launcher is PID 1 of the container's pid namespace,
+// so the monitor sees itself and its helpers only.
+func MountPidsProc(dir string) error {
+	target := filepath.Join(dir, "proc")
+	if err := os.MkdirAll(target, 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid,hidepid=invisible"); err != nil {
+		return fmt.Errorf("mount a pids-only proc at %s: %w", target, err)
+	}
+	return nil
+}
+
+// BindVolumes binds each volume into the rootfs at its destination,
+// creating the mount point as runc would. It runs in the launcher's own
+// mount namespace: the host's mount table never shows these.
+// Destinations are resolved inside the rootfs, never through a symlink
+// out of it.
+func BindVolumes(rootfsDir string, vols []Bind) error {
+	for _, v := range vols {
+		dst, err := ResolveInRootfs(rootfsDir, v.Target)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Target, err)
+		}
+		st, err := os.Stat(v.Source)
+		if err != nil {
+			return fmt.Errorf("volume %s: source %w", v.Target, err)
+		}
+		if st.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			var f *os.File
+			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
+		}
+		if err := bindAt(v.Source, dst, v.ReadOnly); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Target, err)
+		}
+	}
+	return nil
+}
+
+// ResolveInRootfs returns the host path of p, a path inside the container
+// rootfs at root. A path that climbs out of the rootfs ("../x") is refused
+// with an error naming it; symlinks inside the rootfs are resolved as the
+// container would see them, never to host paths.
+func ResolveInRootfs(root, p string) (string, error) {
+	if p == "" {
+		return "", fmt.Errorf("empty path in rootfs")
+	}
+	clean := filepath.Clean("/" + p)
+	// Clean of "/"+p removes leading "..", so compare against the plain
+	// cleaned form to see whether p meant to climb.
+	if rel := filepath.Clean(strings.TrimPrefix(p, "/")); rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("path %q leaves the container rootfs", p)
+	}
+	resolved, err := securejoin.SecureJoin(root, clean)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q in rootfs: %w", p, err)
+	}
+	return resolved, nil
+}
