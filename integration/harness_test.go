@@ -39,14 +39,17 @@ const (
 var env *testEnv
 
 type testEnv struct {
-	dir        string // everything of this run lives under here
-	bin        string // the freshly built shim, first on containerd's PATH
-	shimPath   string
-	cliPath    string // the urunc command (build, check, ps)
-	hostConfig string // URUNC_CONFIG_FILE of the daemon
-	qmpDir     string
-	standin    string // a static stand-in for qemu, for fast and exit-code tests
-	logger     string // a containerd logging binary
+	dir      string // everything of this run lives under here
+	bin      string // the freshly built shim, first on containerd's PATH
+	shimPath string
+	// launcherPath is urunc-launcher, beside the shim: each unikernel
+	// container's launcher runs it until it execs the monitor.
+	launcherPath string
+	cliPath      string // the urunc command (build, check, ps)
+	hostConfig   string // URUNC_CONFIG_FILE of the daemon
+	qmpDir       string
+	standin      string // a static stand-in for qemu, for fast and exit-code tests
+	logger       string // a containerd logging binary
 	// shimSockets are the shim sockets that existed before the tests;
 	// anything beyond them afterwards is a leftover.
 	shimSockets map[string]bool
@@ -119,6 +122,14 @@ func run(m *testing.M) (int, error) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build shim: %w", err)
+	}
+	// The launcher goes beside the shim, where the shim looks for it.
+	env.launcherPath = filepath.Join(env.bin, "urunc-launcher")
+	build = exec.Command("go", "build", "-o", env.launcherPath, "../cmd/urunc-launcher")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return 0, fmt.Errorf("build the launcher: %w", err)
 	}
 	env.cliPath = filepath.Join(env.bin, "urunc")
 	build = exec.Command("go", "build", "-o", env.cliPath, "../cmd/urunc")
@@ -306,7 +317,7 @@ func (e *testEnv) teardown() {
 			e.killDaemon()
 		}
 	}
-	for _, p := range processesOf(e.shimPath) {
+	for _, p := range append(processesOf(e.shimPath), processesOf(e.launcherPath)...) {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 	for _, mp := range mountsUnder(e.dir) {
@@ -493,7 +504,10 @@ func cgroupPaths(id string) []string {
 func leftovers(id string) string {
 	var found []string
 	if p := processesOf(env.shimPath); len(p) > 0 {
-		found = append(found, fmt.Sprintf("shim or launcher processes %v", p))
+		found = append(found, fmt.Sprintf("shim processes %v", p))
+	}
+	if p := processesOf(env.launcherPath); len(p) > 0 {
+		found = append(found, fmt.Sprintf("launcher processes %v", p))
 	}
 	if p := monitorProcesses(); len(p) > 0 {
 		found = append(found, fmt.Sprintf("monitor processes %v", p))

@@ -15,7 +15,7 @@ start_containerd() {
 	rm -rf "$DIR"
 	mkdir -p "$DIR/bin"
 	cp "${SHIM_BIN:-$ROOT/bin/containerd-shim-urunc-v2}" "$DIR/bin/containerd-shim-urunc-v2"
-	cp "$ROOT/bin/urunc" "$DIR/bin/"
+	cp "$ROOT/bin/urunc" "$ROOT/bin/urunc-launcher" "$DIR/bin/"
 	cat >"$DIR/urunc.toml" <<CFG
 # These machines hang real guests under KVM: use TCG.
 [monitors.qemu]

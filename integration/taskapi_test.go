@@ -544,3 +544,64 @@ func TestOOMEvent(t *testing.T) {
 		t.Fatalf("exit %d, want 137", code)
 	}
 }
+
+// Each container's launcher is urunc-launcher, found beside the shim;
+// without it the shim binary runs as the launcher, and the container
+// behaves the same. The launcher is the task's pid until Start.
+func TestLauncherBinary(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	c, ctx := newClient(t)
+	img, err := c.GetImage(ctx, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		installed bool
+		want      string
+	}{
+		{"urunc-launcher beside the shim", true, env.launcherPath},
+		{"the shim itself without it", false, env.shimPath},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.installed {
+				hidden := env.launcherPath + ".hidden"
+				if err := os.Rename(env.launcherPath, hidden); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if err := os.Rename(hidden, env.launcherPath); err != nil {
+						t.Errorf("put urunc-launcher back: %v", err)
+					}
+				}()
+			}
+			id := newID(t)
+			cont, err := c.NewContainer(ctx, id, containerd.WithNewSnapshot(id, img), containerd.WithRuntime(runtimeName, nil),
+				containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/init", "exit", "3")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			task, err := cont.NewTask(ctx, cio.NullIO)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", task.Pid()))
+			if err != nil || exe != tc.want {
+				t.Fatalf("the launcher runs %q (%v), want %s", exe, err, tc.want)
+			}
+			wc, err := task.Wait(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := task.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := <-wc; st.ExitCode() != 3 {
+				t.Fatalf("exit %d, want the stand-in's 3", st.ExitCode())
+			}
+			if _, err := task.Delete(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

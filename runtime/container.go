@@ -52,7 +52,7 @@ type CreateOptions struct {
 	Host      HostConfig
 	// Launcher is the binary re-executed as the launcher; it must call
 	// launch.Main when its first argument is LauncherArg. Defaults to
-	// this process's own executable.
+	// urunc-launcher beside this binary, else this binary.
 	Launcher string
 }
 

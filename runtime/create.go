@@ -254,16 +254,35 @@ func monitorFDs(g monitors.Guest) []int {
 	return fds
 }
 
+// LauncherBinary is the launcher's own binary, looked for beside the
+// running one: it links only package launch, so its start-up is a third of
+// the shim binary's (issue 11).
+const LauncherBinary = "urunc-launcher"
+
+// launcherBinary is what runs as the launcher: the one asked for, else
+// urunc-launcher beside this binary, else this binary itself (a shim
+// installed alone still works, with a slower start).
+func launcherBinary(asked string) (string, error) {
+	if asked != "" {
+		return asked, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	beside := filepath.Join(filepath.Dir(self), LauncherBinary)
+	if st, err := os.Stat(beside); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return beside, nil
+	}
+	return self, nil
+}
+
 // startLauncher forks the launcher into the container's namespaces and
 // cgroup; it then waits for its launch spec.
 func (c *Container) startLauncher(ctx context.Context, opts CreateOptions, nsp nsPlan, extra []*os.File) error {
-	launcher := opts.Launcher
-	if launcher == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		launcher = self
+	launcher, err := launcherBinary(opts.Launcher)
+	if err != nil {
+		return err
 	}
 	conn, childFiles, err := newLauncherConn()
 	if err != nil {

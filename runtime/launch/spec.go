@@ -1,8 +1,10 @@
 // Package launch is the launcher: the process the shim starts in a
 // container's namespaces and cgroup, which builds the monitor's confined
-// root, waits for Start and then execs the monitor. Nothing here may
-// import the runtime, rootfs or containerd packages, so that a binary of
-// its own can run it with few dependencies.
+// root, waits for Start and then execs the monitor. It runs as its own
+// small binary (urunc-launcher, beside the shim), so that each container's
+// launcher pays the Go start-up of this package's few dependencies, not
+// the shim's; the shim binary can run it too. Nothing here may import the
+// runtime, rootfs or containerd packages.
 package launch
 
 import (
