@@ -161,6 +161,7 @@ func TestURuncCheck(t *testing.T) {
 	for check, want := range map[string]string{
 		"monitor qemu": "ok: ", "tun": "ok: /dev/net/tun", "host config": "ok: " + env.hostConfig,
 		"containerd config": "ok: CRI runtime handler urunc", "shim": "ok: " + env.shimPath,
+		"launcher": "ok: " + env.launcherPath,
 	} {
 		if !strings.HasPrefix(got[check], want) {
 			t.Errorf("check %q = %q, want %q…", check, got[check], want)

@@ -74,7 +74,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 func runChecks(ctx context.Context, facts hostFacts) []checkResult {
 	host, hostErr := urunc.LoadHostConfig()
 	out := []checkResult{checkHostConfig(host, hostErr)}
-	out = append(out, checkShim())
+	out = append(out, checkShim(), checkLauncher())
 	found := 0
 	for _, name := range monitors.Names() {
 		r := checkMonitor(ctx, name, host)
@@ -115,6 +115,22 @@ func checkShim() checkResult {
 		return checkResult{"shim", checkFail, "containerd-shim-urunc-v2 is not on PATH", "make install (containerd finds the shim on its PATH)"}
 	}
 	return checkResult{"shim", checkOK, p, ""}
+}
+
+// checkLauncher looks for urunc-launcher where the shim does: beside it.
+func checkLauncher() checkResult {
+	p, err := exec.LookPath("containerd-shim-urunc-v2")
+	if err != nil {
+		return checkResult{"launcher", checkWarn, "no shim on PATH to look beside", ""}
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	l := filepath.Join(filepath.Dir(p), urunc.LauncherBinary)
+	if st, err := os.Stat(l); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		return checkResult{"launcher", checkWarn, l + " is missing: the shim runs each launcher itself, slower", "make install puts urunc-launcher beside the shim"}
+	}
+	return checkResult{"launcher", checkOK, l, ""}
 }
 
 // checkMonitor finds a monitor as the shim would, and asks its version.
