@@ -20,7 +20,7 @@ func Cleanup(ctx context.Context, bundle string) (ExitStatus, error) {
 	}
 	res := ExitStatus{Status: 128 + int(unix.SIGKILL), At: time.Now()}
 	if st == nil {
-		return res, releaseResources(ctx, bundle, &persistedState{})
+		return res, releaseResources(ctx, nil, bundle, &persistedState{})
 	}
 	res.Pid = st.Pid
 	if st.Exit != nil {
@@ -38,7 +38,7 @@ func Cleanup(ctx context.Context, bundle string) (ExitStatus, error) {
 		}
 		waitGone(ctx, st.Pid, st.PidStartTime)
 	}
-	return res, releaseResources(ctx, bundle, st)
+	return res, releaseResources(ctx, nil, bundle, st)
 }
 
 // waitGone polls until pid is no longer the process that had startTime: it

@@ -87,7 +87,7 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 	c.persist = st
 	defer func() {
 		if retErr != nil {
-			if err := c.release(); err != nil {
+			if err := c.release(nil); err != nil {
 				log.G(ctx).WithError(err).Warn("undo failed create")
 			}
 		}

@@ -208,7 +208,7 @@ func (p *PlainContainer) Delete(ctx context.Context) (ExitStatus, error) {
 		}
 	}
 	st := p.persisted()
-	if err := releaseResources(ctx, p.bundle, &st); err != nil {
+	if err := releaseResources(ctx, nil, p.bundle, &st); err != nil {
 		p.endDelete(false)
 		return ExitStatus{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"golang.org/x/sys/unix"
@@ -31,16 +32,19 @@ func (c *Container) Delete(ctx context.Context) (ExitStatus, error) {
 		}
 	}
 	crashPoint("delete")
-	if err := c.release(); err != nil {
+	tl := newTimeline()
+	if err := c.release(tl); err != nil {
 		c.endDelete(false)
 		return ExitStatus{}, err
 	}
+	log.G(ctx).WithField("steps", tl.String()).Debug("delete timeline")
 	return c.endDelete(true), nil
 }
 
 // release undoes what Create did, from the in-memory record. A launcher
 // still alive (a Create that failed half way) is killed and reaped first.
-func (c *Container) release() error {
+// tl, when not nil, records the time of each step.
+func (c *Container) release(tl *timeline) error {
 	if c.process != nil {
 		select {
 		case <-c.exited:
@@ -58,19 +62,19 @@ func (c *Container) release() error {
 		close(c.oomDone)
 	}
 	st := c.persisted()
-	return releaseResources(context.Background(), c.bundle, &st)
+	return releaseResources(context.Background(), tl, c.bundle, &st)
 }
 
 // releaseResources undoes everything st records, in reverse order of
 // creation. Each step is idempotent, so it serves Delete, a failed Create
 // and the delete command after a dead shim alike; it works from the
 // persisted state alone, which says whether runc or a monitor ran.
-func releaseResources(ctx context.Context, bundle string, st *persistedState) error {
+func releaseResources(ctx context.Context, tl *timeline, bundle string, st *persistedState) error {
 	var errs []error
 	if st.Runc {
 		errs = append(errs, deletePlain(ctx, st))
 	} else {
-		errs = append(errs, releaseUnikernel(st)...)
+		errs = append(errs, releaseUnikernel(tl, st)...)
 	}
 	if st.PoststopHooks {
 		if spec, err := loadSpec(bundle); err == nil && spec.Hooks != nil {
@@ -83,6 +87,7 @@ func releaseResources(ctx context.Context, bundle string, st *persistedState) er
 		rootfsDir = filepath.Join(bundle, "rootfs")
 	}
 	errs = append(errs, rootfs.Unmount(rootfsDir))
+	tl.mark("unmount")
 	if err := os.RemoveAll(filepath.Join(bundle, monitorRootDir)); err != nil {
 		errs = append(errs, err)
 	}
@@ -98,7 +103,7 @@ func releaseResources(ctx context.Context, bundle string, st *persistedState) er
 // releaseUnikernel undoes what only a unikernel container holds on the
 // host: its taps, the monitor's control socket, its cgroup and what its
 // rootfs mode took.
-func releaseUnikernel(st *persistedState) []error {
+func releaseUnikernel(tl *timeline, st *persistedState) []error {
 	var errs []error
 	for _, t := range st.Taps {
 		errs = append(errs, removeNetwork(t, st.Pid, st.PidStartTime))
@@ -108,10 +113,14 @@ func releaseUnikernel(st *persistedState) []error {
 			errs = append(errs, err)
 		}
 	}
+	tl.mark("network")
 	if st.Cgroup != "" {
 		errs = append(errs, deleteCgroup(st.Cgroup))
 	}
-	return append(errs, st.RootfsUndo.Release())
+	tl.mark("cgroup")
+	errs = append(errs, st.RootfsUndo.Release())
+	tl.mark("rootfs")
+	return errs
 }
 
 // deleteCgroup removes the cgroup, retrying briefly while the kernel is

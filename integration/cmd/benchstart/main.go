@@ -45,7 +45,8 @@ var calls = []struct{ name, what string }{
 	{"task", "NewTask: start command, shim daemon boot, Create"},
 	{"start", "Start"},
 	{"exit", "Wait: until the monitor's exit is reported"},
-	{"delete", "Delete task and container: Delete, Shutdown, unmount"},
+	{"delete", "Delete task: Delete (unmount, cgroup, state), Shutdown"},
+	{"remove", "Delete container and its snapshot (containerd only)"},
 }
 
 func run(address, logPath, image, runtime string, n int, args []string) error {
@@ -94,10 +95,11 @@ func run(address, logPath, image, runtime string, n int, args []string) error {
 		if _, err := task.Delete(ctx); err != nil {
 			return err
 		}
+		lap("delete")
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
 			return err
 		}
-		lap("delete")
+		lap("remove")
 		totals = append(totals, time.Since(begin))
 	}
 	total := median(totals)
@@ -130,7 +132,8 @@ var (
 	stepRE  = regexp.MustCompile(`(\w+)=([0-9.]+)ms`)
 )
 
-// shimTimings reads the shim's "daemon ready" and "create timeline" lines.
+// shimTimings reads the shim's "daemon ready", "create timeline" and
+// "delete timeline" lines.
 func shimTimings(path string) (map[string][]time.Duration, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -143,15 +146,25 @@ func shimTimings(path string) (map[string][]time.Duration, error) {
 	for sc.Scan() {
 		line := sc.Text()
 		// Only this program's containers run while it does.
-		if !strings.Contains(line, "create timeline") && !strings.Contains(line, "daemon ready") {
+		var phase string
+		switch {
+		case strings.Contains(line, "create timeline"):
+			phase = "create"
+		case strings.Contains(line, "delete timeline"):
+			phase = "delete"
+		case !strings.Contains(line, "daemon ready"):
 			continue
 		}
 		if m := bootRE.FindStringSubmatch(line); m != nil {
-			out["0 daemon boot"] = append(out["0 daemon boot"], parseMs(m[1]))
+			out["00 daemon boot"] = append(out["00 daemon boot"], parseMs(m[1]))
 		}
 		if m := stepsRE.FindStringSubmatch(line); m != nil {
 			for i, s := range stepRE.FindAllStringSubmatch(m[1], -1) {
-				k := fmt.Sprintf("%d create:%s", i+1, s[1])
+				n := i + 1
+				if phase == "delete" {
+					n += 10
+				}
+				k := fmt.Sprintf("%02d %s:%s", n, phase, s[1])
 				out[k] = append(out[k], parseMs(s[2]))
 			}
 		}
