@@ -165,7 +165,6 @@ func serve(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	address := l.Addr().String()
 	go func() {
 		defer l.Close()
 		if err := server.Serve(ctx, l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, ttrpc.ErrServerClosed) {
@@ -190,9 +189,6 @@ func serve(ctx context.Context, f flags) error {
 			}
 		}
 	}
-	// containerd dials this address until Shutdown; once it is answered
-	// nothing will, so the file goes (a later start would find it stale).
-	_ = os.Remove(address)
 	closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = server.Shutdown(closeCtx)

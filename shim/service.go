@@ -115,11 +115,10 @@ func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTask
 		s.events.Close()
 		return nil
 	})
-	// containerd's shim library removes the socket it derives from the
-	// daemon's -id; a grouped shim listens on its group's socket instead,
-	// and the bundle it would read the address from may be gone. Remove
-	// the socket this daemon really serves (the listener it inherited as
-	// fd 3) on the way out.
+	// Once this daemon is gone nothing answers on its socket, and a later
+	// start would find it stale: remove the socket it really serves (the
+	// listener it inherited as fd 3, its group's) on the way out. The
+	// daemon's -id names only its first container.
 	if path := inheritedSocketPath(); path != "" {
 		sd.RegisterCallback(func(context.Context) error {
 			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
