@@ -107,7 +107,7 @@ func (c cgroupV1) OOMEvents(done <-chan struct{}) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readEventFD(int(fd), done), nil
+	return readEventFD(int(fd), done)
 }
 
 type cgroupV2 struct{ m *cgroup2.Manager }

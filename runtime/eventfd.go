@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -12,13 +13,15 @@ import (
 // thread and its stacks per container, issue 11). Closing the file when
 // done wakes the read, and internal/poll keeps the fd number from being
 // reused while the read still holds it.
-func readEventFD(fd int, done <-chan struct{}) <-chan struct{} {
-	out := make(chan struct{}, 1)
+//
+// An fd that cannot be made nonblocking is closed and reported: a closed
+// channel in its place would read as an endless run of OOM kills.
+func readEventFD(fd int, done <-chan struct{}) (<-chan struct{}, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		close(out)
-		return out
+		return nil, fmt.Errorf("OOM eventfd: %w", err)
 	}
+	out := make(chan struct{}, 1)
 	f := os.NewFile(uintptr(fd), "oom-eventfd")
 	go func() {
 		<-done
@@ -42,5 +45,5 @@ func readEventFD(fd int, done <-chan struct{}) <-chan struct{} {
 			}
 		}
 	}()
-	return out
+	return out, nil
 }

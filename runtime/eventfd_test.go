@@ -15,7 +15,10 @@ func TestReadEventFD(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	events := readEventFD(fd, done)
+	events, err := readEventFD(fd, done)
+	if err != nil {
+		t.Fatal(err)
+	}
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	if _, err := unix.Write(fd, one); err != nil {
 		t.Fatal(err)
