@@ -24,6 +24,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
 
 // This file is the binary's contract with containerd, which runs it four
@@ -95,6 +97,8 @@ func run(ctx context.Context, f flags) error {
 	case "start":
 		return start(ctx, f, os.Stdin, os.Stdout)
 	case "delete":
+		// The cleanup kills and waits for what a dead daemon left.
+		urunc.ReapChildren()
 		st, err := Manager{}.Stop(ctx, f.id)
 		if err != nil {
 			return err
@@ -165,6 +169,17 @@ func serve(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	// Once this daemon is gone nothing answers on its socket, and a later
+	// start would find it stale: the socket goes on the way out. It is
+	// the group's, which the daemon's -id (its first container) does not
+	// name.
+	socket := l.Addr().String()
+	sd.RegisterCallback(func(context.Context) error {
+		if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	})
 	go func() {
 		defer l.Close()
 		if err := server.Serve(ctx, l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, ttrpc.ErrServerClosed) {

@@ -7,7 +7,6 @@ package shim
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -29,10 +28,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
-	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
@@ -115,38 +112,7 @@ func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTask
 		s.events.Close()
 		return nil
 	})
-	// Once this daemon is gone nothing answers on its socket, and a later
-	// start would find it stale: remove the socket it really serves (the
-	// listener it inherited as fd 3, its group's) on the way out. The
-	// daemon's -id names only its first container.
-	if path := inheritedSocketPath(); path != "" {
-		sd.RegisterCallback(func(context.Context) error {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-			return nil
-		})
-	}
 	return s, nil
-}
-
-// inheritedSocketPath is the path of the unix socket the shim daemon
-// serves, inherited from the manager as fd 3; "" when there is none.
-func inheritedSocketPath() string {
-	sa, err := unix.Getsockname(3)
-	if err != nil {
-		return ""
-	}
-	if u, ok := sa.(*unix.SockaddrUnix); ok && strings.HasPrefix(u.Name, "/") {
-		return u.Name
-	}
-	return ""
-}
-
-// RegisterTTRPC registers the service under containerd.task.v2.Task.
-func (s *taskService) RegisterTTRPC(server *ttrpc.Server) error {
-	taskAPI.RegisterTTRPCTaskService(server, s)
-	return nil
 }
 
 // getInit returns the container for a call on its init process; a unikernel

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,27 +21,26 @@ func start(ctx context.Context, f flags, stdin io.Reader, stdout io.Writer) erro
 		return fmt.Errorf("read start payload: %w", err)
 	}
 	var params bootapi.BootstrapParams
-	if len(input) > 0 && proto.Unmarshal(input, &params) == nil &&
-		params.GetInstanceID() == f.id && params.GetNamespace() == f.namespace {
-		result, err := Manager{}.Start(ctx, &params)
-		if err != nil {
-			return err
+	legacy := len(input) == 0 || proto.Unmarshal(input, &params) != nil ||
+		params.GetInstanceID() != f.id || params.GetNamespace() != f.namespace
+	if legacy {
+		params = bootapi.BootstrapParams{
+			InstanceID:             f.id,
+			Namespace:              f.namespace,
+			ContainerdGrpcAddress:  f.address,
+			ContainerdTtrpcAddress: os.Getenv("TTRPC_ADDRESS"),
+			LogLevel:               bootapi.LogLevel_LOG_LEVEL_INFO,
 		}
-		return writeProto(stdout, result)
-	}
-	params = bootapi.BootstrapParams{
-		InstanceID:             f.id,
-		Namespace:              f.namespace,
-		ContainerdGrpcAddress:  f.address,
-		ContainerdTtrpcAddress: os.Getenv("TTRPC_ADDRESS"),
-		LogLevel:               bootapi.LogLevel_LOG_LEVEL_INFO,
-	}
-	if f.debug {
-		params.LogLevel = bootapi.LogLevel_LOG_LEVEL_DEBUG
+		if f.debug {
+			params.LogLevel = bootapi.LogLevel_LOG_LEVEL_DEBUG
+		}
 	}
 	result, err := Manager{}.Start(ctx, &params)
 	if err != nil {
 		return err
+	}
+	if !legacy {
+		return writeProto(stdout, result)
 	}
 	data, err := json.Marshal(map[string]any{
 		"version":  result.GetVersion(),
@@ -52,6 +50,6 @@ func start(ctx context.Context, f flags, stdin io.Reader, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(stdout, bytes.NewReader(data))
+	_, err = stdout.Write(data)
 	return err
 }

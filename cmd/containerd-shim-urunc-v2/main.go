@@ -32,8 +32,5 @@ func main() {
 			os.Exit(inventory.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
-	if urshim.IsDeleteAction(os.Args[1:]) {
-		urunc.ReapChildren()
-	}
 	os.Exit(urshim.Main(context.Background(), os.Args[1:]))
 }
