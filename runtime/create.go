@@ -255,9 +255,18 @@ func monitorFDs(g monitors.Guest) []int {
 }
 
 // LauncherBinary is the launcher's own binary, looked for beside the
-// running one: it links only package launch, so its start-up is a third of
-// the shim binary's (issue 11).
+// shim's: it links only package launch, so its start-up is about half the
+// shim binary's (issue 11).
 const LauncherBinary = "urunc-launcher"
+
+// LauncherBeside returns the path of urunc-launcher beside the shim binary
+// at shim, and whether an executable file is there: the shim runs it, and
+// urunc check looks for it, with this one test.
+func LauncherBeside(shim string) (string, bool) {
+	path := filepath.Join(filepath.Dir(shim), LauncherBinary)
+	st, err := os.Stat(path)
+	return path, err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
 
 // launcherBinary is what runs as the launcher: the one asked for, else
 // urunc-launcher beside this binary, else this binary itself (a shim
@@ -270,8 +279,7 @@ func launcherBinary(asked string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	beside := filepath.Join(filepath.Dir(self), LauncherBinary)
-	if st, err := os.Stat(beside); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+	if beside, ok := LauncherBeside(self); ok {
 		return beside, nil
 	}
 	return self, nil

@@ -117,7 +117,8 @@ func checkShim() checkResult {
 	return checkResult{"shim", checkOK, p, ""}
 }
 
-// checkLauncher looks for urunc-launcher where the shim does: beside it.
+// checkLauncher looks for urunc-launcher where the shim does: beside its
+// binary, symlinks resolved as os.Executable resolves them.
 func checkLauncher() checkResult {
 	p, err := exec.LookPath("containerd-shim-urunc-v2")
 	if err != nil {
@@ -126,8 +127,8 @@ func checkLauncher() checkResult {
 	if real, err := filepath.EvalSymlinks(p); err == nil {
 		p = real
 	}
-	l := filepath.Join(filepath.Dir(p), urunc.LauncherBinary)
-	if st, err := os.Stat(l); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+	l, ok := urunc.LauncherBeside(p)
+	if !ok {
 		return checkResult{"launcher", checkWarn, l + " is missing: the shim runs each launcher itself, slower", "make install puts urunc-launcher beside the shim"}
 	}
 	return checkResult{"launcher", checkOK, l, ""}
