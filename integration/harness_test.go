@@ -110,45 +110,36 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	env.shimPath = filepath.Join(env.bin, "containerd-shim-urunc-v2")
-	buildArgs := []string{"build", "-o", env.shimPath}
-	if raceEnabled() {
-		buildArgs = append(buildArgs, "-race")
-	}
-	build := exec.Command("go", append(buildArgs, "../cmd/containerd-shim-urunc-v2")...)
-	// Static, as make build makes it (the race detector needs cgo).
-	if !raceEnabled() {
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	}
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build shim: %w", err)
-	}
 	// The launcher goes beside the shim, where the shim looks for it.
 	env.launcherPath = filepath.Join(env.bin, "urunc-launcher")
-	build = exec.Command("go", "build", "-o", env.launcherPath, "../cmd/urunc-launcher")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build the launcher: %w", err)
-	}
 	env.cliPath = filepath.Join(env.bin, "urunc")
-	build = exec.Command("go", "build", "-o", env.cliPath, "../cmd/urunc")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build the urunc command: %w", err)
-	}
 	env.standin = filepath.Join(dir, "standin", "qemu-system-x86_64")
-	build = exec.Command("go", "build", "-o", env.standin, "./cmd/standin-monitor")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build stand-in monitor: %w", err)
-	}
 	env.logger = filepath.Join(dir, "bin-test", "test-logger")
-	build = exec.Command("go", "build", "-o", env.logger, "./cmd/test-logger")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build test logger: %w", err)
+	// The shim and the launcher are static, as make build makes them; the
+	// race detector needs cgo.
+	race := raceEnabled()
+	for _, b := range []struct {
+		what, out, pkg string
+		static, race   bool
+	}{
+		{"shim", env.shimPath, "../cmd/containerd-shim-urunc-v2", !race, race},
+		{"the launcher", env.launcherPath, "../cmd/urunc-launcher", true, false},
+		{"the urunc command", env.cliPath, "../cmd/urunc", false, false},
+		{"stand-in monitor", env.standin, "./cmd/standin-monitor", true, false},
+		{"test logger", env.logger, "./cmd/test-logger", false, false},
+	} {
+		args := []string{"build", "-o", b.out}
+		if b.race {
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, b.pkg)...)
+		if b.static {
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return 0, fmt.Errorf("build %s: %w", b.what, err)
+		}
 	}
 	env.shimSockets = shimSockets()
 	env.hostConfig = filepath.Join(dir, "urunc.toml")
