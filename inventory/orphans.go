@@ -18,8 +18,9 @@ import (
 const OrphansCommand = "cleanup-orphans"
 
 // OrphansMain runs the cleanup-orphans subcommand and returns the exit
-// code. The caller must reap children (runc, hooks) while it runs.
+// code. It reaps the children it starts (runc, hooks) itself.
 func OrphansMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	urunc.ReapChildren()
 	fs := flag.NewFlagSet(OrphansCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")

@@ -9,8 +9,8 @@ import (
 )
 
 // ReapChildren runs the SIGCHLD→reaper loop for one-shot commands
-// (the shim's delete, cleanup-orphans). containerd's shim library runs that
-// loop only in the daemon; without it a child started through the reaper
+// (the shim's delete, cleanup-orphans); the daemon runs it in its own
+// signal loop. Without it a child started through the reaper
 // (runc for a plain container, an OCI hook) is never reported and its
 // caller waits forever. It must run before any child starts.
 func ReapChildren() {

@@ -28,7 +28,6 @@ func main() {
 			launch.Main()
 			return
 		case inventory.OrphansCommand:
-			urunc.ReapChildren()
 			os.Exit(inventory.OrphansMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 )
 
 type command struct {
@@ -31,11 +30,7 @@ func commands() []command {
 		{"build", "write a unikernel image from a kernel and its root (OCI layout, containerd import, registry push)", buildMain},
 		{"check", "check this host's readiness to run unikernel containers", checkMain},
 		{"ps", "list the unikernel containers on this host, read from containerd's bundles", psMain},
-		{inventory.OrphansCommand, "clean containers whose shim is gone", func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-			// runc (plain containers) and hooks run through the reaper.
-			urunc.ReapChildren()
-			return inventory.OrphansMain(ctx, args, stdout, stderr)
-		}},
+		{inventory.OrphansCommand, "clean containers whose shim is gone", inventory.OrphansMain},
 	}
 }
 
