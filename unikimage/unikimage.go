@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
@@ -59,7 +59,7 @@ func (s Spec) Validate() error {
 	if err != nil {
 		return err
 	}
-	if !contains(monitors.Names(), s.Hypervisor) {
+	if !slices.Contains(monitors.Names(), s.Hypervisor) {
 		return fmt.Errorf("unknown hypervisor %q (known: %s)", s.Hypervisor, strings.Join(monitors.Names(), ", "))
 	}
 	if err := guests.CheckMonitor(g, s.Hypervisor); err != nil {
@@ -156,9 +156,4 @@ func (s Spec) Labels() map[string]string {
 		out[urunc.AnnotationPrefix+k] = v
 	}
 	return out
-}
-
-func contains(list []string, v string) bool {
-	i := sort.SearchStrings(list, v)
-	return i < len(list) && list[i] == v
 }

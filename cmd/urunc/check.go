@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -239,7 +240,7 @@ func checkCgroup(root string) checkResult {
 	have := strings.Fields(string(data))
 	var missing []string
 	for _, c := range []string{"cpu", "memory", "pids"} {
-		if !containsString(have, c) {
+		if !slices.Contains(have, c) {
 			missing = append(missing, c)
 		}
 	}
@@ -279,13 +280,4 @@ func checkContainerd(path string) checkResult {
 	}
 	sort.Strings(handlers)
 	return checkResult{"containerd config", checkOK, "CRI runtime handler " + strings.Join(handlers, ", "), ""}
-}
-
-func containsString(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
