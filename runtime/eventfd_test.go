@@ -41,3 +41,11 @@ func TestReadEventFD(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An fd that cannot be read through the poller is an error, not a
+// channel: a closed one would read as an endless run of OOM kills.
+func TestReadEventFDRefusesABadFD(t *testing.T) {
+	if events, err := readEventFD(-1, make(chan struct{})); err == nil || events != nil {
+		t.Fatalf("readEventFD(-1) = %v, %v; want no channel and an error", events, err)
+	}
+}
