@@ -38,7 +38,8 @@ unit:
 # target for FUZZTIME (CI's short pass: make test runs 5s each).
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime:FuzzURuncJSON ./runtime:FuzzHostConfig ./runtime:FuzzPersistedState \
-	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzGuestCmdlines
+	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzGuestCmdlines \
+	./internal/elfdyn:FuzzDecode
 # Go's fuzzer may end a run at its time limit with "context deadline
 # exceeded" while a worker is busy, with no failing input: that is not a
 # finding. Any run that writes a failing input, or fails otherwise, fails.
@@ -77,6 +78,7 @@ demo: setup build
 	./integration/demo.sh $(DEMO_DIR)
 
 bench: setup build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/elfdyn/ ./rootfs/
 	./integration/bench.sh
 	./integration/bench-rootfs.sh
 

@@ -2,10 +2,11 @@ package monitors
 
 import (
 	"context"
-	"debug/elf"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/elfdyn"
 )
 
 // qemu runs a guest under qemu-system-x86_64.
@@ -25,13 +26,11 @@ func (q *qemu) SupportsInheritedDisks() bool { return true }
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
 // has; any other refuses the option and does not start.
 func (q *qemu) FiltersItself(context.Context) bool {
-	f, err := elf.Open(q.binary)
+	info, err := elfdyn.Read(q.binary)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	libs, _ := f.ImportedLibraries()
-	for _, l := range libs {
+	for _, l := range info.Needed {
 		if strings.HasPrefix(l, "libseccomp.so") {
 			return true
 		}

@@ -1,11 +1,12 @@
 package rootfs
 
 import (
-	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/elfdyn"
 )
 
 // libraryDirs are searched for DT_NEEDED libraries when the binary carries
@@ -29,38 +30,23 @@ func ELFDeps(binary string) ([]string, error) {
 			return nil
 		}
 		seen[path] = true
-		f, err := elf.Open(path)
+		info, err := elfdyn.Read(path)
 		if err != nil {
 			if !required {
 				return nil
 			}
-			return fmt.Errorf("read ELF %s: %w", path, err)
+			return err
 		}
-		defer f.Close()
-		for _, p := range f.Progs {
-			if p.Type != elf.PT_INTERP {
-				continue
-			}
-			buf := make([]byte, p.Filesz)
-			if _, err := p.ReadAt(buf, 0); err == nil {
-				interp := strings.TrimRight(string(buf), "\x00")
-				if !seen[interp] {
-					seen[interp] = true
-					out = append(out, interp)
-				}
-			}
+		if info.Interp != "" && !seen[info.Interp] {
+			seen[info.Interp] = true
+			out = append(out, info.Interp)
 		}
-		needed, _ := f.ImportedLibraries()
-		runpaths, _ := f.DynString(elf.DT_RUNPATH)
-		rpaths, _ := f.DynString(elf.DT_RPATH)
 		var dirs []string
-		for _, rp := range append(runpaths, rpaths...) {
-			for _, d := range strings.Split(rp, ":") {
-				dirs = append(dirs, strings.ReplaceAll(d, "$ORIGIN", filepath.Dir(path)))
-			}
+		for _, d := range info.SearchPath {
+			dirs = append(dirs, strings.ReplaceAll(d, "$ORIGIN", filepath.Dir(path)))
 		}
 		dirs = append(dirs, libraryDirs...)
-		for _, lib := range needed {
+		for _, lib := range info.Needed {
 			found := ""
 			for _, d := range dirs {
 				cand := filepath.Join(d, lib)

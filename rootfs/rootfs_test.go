@@ -126,3 +126,18 @@ func FuzzResolveInRootfs(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkELFDeps walks the libraries of the host's qemu, as every qemu
+// container's Create does (make bench runs it).
+func BenchmarkELFDeps(b *testing.B) {
+	binary := "/usr/bin/qemu-system-x86_64"
+	if _, err := os.Stat(binary); err != nil {
+		binary = "/bin/ls"
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ELFDeps(binary); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
