@@ -78,10 +78,10 @@ func openStdio(ctx context.Context, id, namespace string, cfg stdioConfig) (_ *s
 
 func (s *stdio) track(c io.Closer) { s.closers = append(s.closers, c) }
 
-// openStdin opens the stdin FIFO non-blocking (containerd may have no
-// writer yet) and copies it into a pipe the monitor reads.
+// openStdin opens the stdin FIFO and copies it into a pipe the monitor
+// reads.
 func (s *stdio) openStdin(ctx context.Context) error {
-	in, err := s.openStdinFifo(ctx)
+	in, err := s.openStdinFifo()
 	if in == nil || err != nil {
 		return err
 	}
@@ -91,25 +91,70 @@ func (s *stdio) openStdin(ctx context.Context) error {
 	}
 	s.monitor.Stdin, s.stdinW = r, w
 	go func() {
-		_, _ = io.Copy(w, in)
+		_ = copyWhenReady(w, in)
 		// EOF on stdin is the guest's EOF too.
 		s.CloseStdin()
 	}()
 	return nil
 }
 
-// openStdinFifo opens the stdin FIFO, if the request has one, non-blocking:
-// containerd may have no writer on it yet.
-func (s *stdio) openStdinFifo(ctx context.Context) (io.Reader, error) {
+// openStdinFifo opens the stdin FIFO, if the request has one, for reading
+// without blocking. containerd's fifo package would instead park an OS
+// thread in a blocking open(2) until a writer comes, which for a detached
+// container (ctr run -d) is never: a thread for the container's whole
+// life. copyWhenReady tells "no writer yet" from EOF.
+func (s *stdio) openStdinFifo() (*os.File, error) {
 	if s.cfg.Stdin == "" {
 		return nil, nil
 	}
-	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), fifoPath(s.cfg.Stdin), syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	in, err := os.OpenFile(fifoPath(s.cfg.Stdin), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open stdin %s: %w", s.cfg.Stdin, err)
 	}
 	s.track(in)
 	return in, nil
+}
+
+// copyBuffers lend a buffer to a copy only while data moves: an idle
+// container's copies hold none, where io.Copy keeps 32 KiB per stream for
+// the container's life.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyWhenReady copies src, a pipe or FIFO in Go's poller, into dst until
+// EOF or an error. It waits for src to be readable before it takes a
+// buffer. For a FIFO opened before any writer, a read would say EOF at
+// once; poll(2) instead reports it readable only once a writer has written,
+// or has come and gone (POLLHUP), so that EOF is the writer's.
+func copyWhenReady(dst io.Writer, src *os.File) error {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	readable := func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n > 0
+	}
+	for {
+		if err := rc.Read(readable); err != nil {
+			return err
+		}
+		buf := copyBuffers.Get().(*[]byte)
+		n, rerr := src.Read(*buf)
+		var werr error
+		if n > 0 {
+			_, werr = dst.Write((*buf)[:n])
+		}
+		copyBuffers.Put(buf)
+		switch {
+		case werr != nil:
+			return werr
+		case errors.Is(rerr, io.EOF):
+			return nil
+		case rerr != nil:
+			return rerr
+		}
+	}
 }
 
 // openOutput wires stdout and stderr according to their URI scheme: a
@@ -213,7 +258,12 @@ func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, 
 			dst = io.MultiWriter(tap, w)
 			defer tap.Close()
 		}
-		_, _ = io.Copy(dst, src)
+		if f, ok := src.(*os.File); ok {
+			_ = copyWhenReady(dst, f)
+		} else {
+			// A pty master, which reads EIO at its end.
+			_, _ = io.Copy(dst, src)
+		}
 		src.Close()
 		w.Close()
 		keep.Close()
@@ -322,12 +372,12 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 func (s *stdio) attachConsole(ctx context.Context, master console.Console) error {
 	s.console = master
 	s.track(master)
-	in, err := s.openStdinFifo(ctx)
+	in, err := s.openStdinFifo()
 	if err != nil {
 		return err
 	}
 	if in != nil {
-		go func() { _, _ = io.Copy(master, in) }()
+		go func() { _ = copyWhenReady(master, in) }()
 	}
 	if s.cfg.Stdout != "" {
 		return s.copyToFifo(ctx, fifoPath(s.cfg.Stdout), io.NopCloser(master), s.guestConsole)

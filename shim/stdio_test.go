@@ -2,10 +2,14 @@ package shim
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +115,87 @@ func TestLoggerDoesNotStallReaper(t *testing.T) {
 		t.Fatalf("reaping 64 children beside a logger took %s: the reaper waits on a subscription nobody reads", d)
 	}
 	s.closeMonitorEnds()
+}
+
+// The stdin FIFO as containerd leaves it: a detached container's has no
+// writer ever, an attached one's gets one later. Neither may park an OS
+// thread (one per container, for its life, with a blocking open), and EOF
+// is the writer's, not the absence of one.
+func TestStdinWithoutAWriter(t *testing.T) {
+	dir := t.TempDir()
+	const n = 20
+	threads := func() int {
+		data, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var count int
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+				count, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		return count
+	}
+	before := threads()
+	var all []*stdio
+	for i := range n {
+		path := filepath.Join(dir, fmt.Sprintf("in%d", i))
+		if err := unix.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := openStdio(context.Background(), "c", "ns", stdioConfig{Stdin: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, s)
+	}
+	t.Cleanup(func() {
+		for _, s := range all {
+			s.closeMonitorEnds()
+			s.Close()
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	if grown := threads() - before; grown >= n/2 {
+		t.Fatalf("%d stdin FIFOs without a writer took %d more OS threads", n, grown)
+	}
+
+	// No writer yet: the guest's stdin stays open.
+	guestIn := all[0].monitor.Stdin
+	if err := guestIn.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := guestIn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("guest stdin before any writer: %v, want it still open and empty", err)
+	}
+	// A writer comes, writes and goes: the guest reads it, then EOF.
+	w, err := os.OpenFile(filepath.Join(dir, "in0"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteString("hello"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := guestIn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(guestIn)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("guest stdin = %q, %v; want hello, then EOF", got, err)
+	}
+	// A writer that comes and goes without a word is EOF too.
+	w, err = os.OpenFile(filepath.Join(dir, "in1"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	guestIn = all[1].monitor.Stdin
+	if err := guestIn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(guestIn); err != nil || len(got) != 0 {
+		t.Fatalf("guest stdin = %q, %v; want EOF", got, err)
+	}
 }
