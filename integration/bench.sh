@@ -18,7 +18,8 @@
 #  - `ctr run --rm`, median of RUNS, against the runc shim and, when
 #    URUNC_PEER names a directory holding urunc's own shim and urunc
 #    binaries (built by hand from urunc's sources; not part of this
-#    project), against urunc;
+#    project), against urunc (on a host without KVM, with a placeholder
+#    /dev/kvm for the length of part 2, see below);
 #  - PARALLEL such runs at once: containers per second against the runc
 #    shim's;
 #  - where a container's start goes (integration/cmd/benchstart).
@@ -32,7 +33,13 @@ PODS=${PODS:-3}
 URUNC_PEER=${URUNC_PEER:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOOLS=$(mktemp -d /tmp/urunc-bench-tools.XXXXXX)
-trap 'rm -rf "$TOOLS"' EXIT
+PEER_PATH=
+KVM_NODE=
+at_exit() {
+	rm -rf "$TOOLS" ${PEER_PATH:+"$PEER_PATH"}
+	[ -z "$KVM_NODE" ] || rm -f /dev/kvm
+}
+trap at_exit EXIT
 (cd "$HERE/.." && CGO_ENABLED=0 go build -o "$TOOLS/standin/qemu-system-x86_64" ./integration/cmd/standin-monitor &&
 	go build -o "$TOOLS/shimmem" ./integration/cmd/shimmem &&
 	go build -o "$TOOLS/benchstart" ./integration/cmd/benchstart &&
@@ -123,11 +130,23 @@ stop_containerd
 
 echo "== part 2: the stand-in monitor"
 # urunc's shim runs "urunc" and urunc runs "qemu-system-x86_64" from
-# containerd's PATH: both go first, in a directory of their own.
-mkdir -p "$TOOLS/peer-path"
-cp "$TOOLS/standin/qemu-system-x86_64" "$TOOLS/peer-path/"
-[ -z "$URUNC_PEER" ] || ln -s "$URUNC_PEER/urunc" "$TOOLS/peer-path/urunc"
-EXTRA_PATH="$TOOLS/peer-path" QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" start_containerd /tmp/urunc-bench
+# containerd's PATH: both go first, in a directory of their own. Not under
+# /tmp: urunc copies the monitor binary into the monitor's root and then
+# mounts a fresh tmpfs on its /tmp, so a monitor under /tmp is gone by its
+# exec ("no such file or directory"). urunc also stats /dev/kvm for qemu
+# even when the monitor is the stand-in, which never opens it: on a host
+# without KVM a placeholder node is made for part 2 and removed after it.
+if [ -n "$URUNC_PEER" ]; then
+	PEER_PATH=$(mktemp -d /var/tmp/urunc-bench-peer.XXXXXX)
+	cp "$TOOLS/standin/qemu-system-x86_64" "$PEER_PATH/"
+	ln -s "$URUNC_PEER/urunc" "$PEER_PATH/urunc"
+	if [ ! -e /dev/kvm ]; then
+		echo "no /dev/kvm: a placeholder node for urunc's stat, removed at exit"
+		mknod /dev/kvm c 10 232
+		KVM_NODE=1
+	fi
+fi
+EXTRA_PATH="$PEER_PATH" QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" start_containerd /tmp/urunc-bench
 "${CTR[@]}" images import "$TOOLS/guest.tar" >/dev/null 2>&1
 "${CTR[@]}" images import "$TOOLS/plain.tar" >/dev/null 2>&1
 
@@ -259,6 +278,10 @@ goal "$PARALLEL runs at once (containers/s) vs runc shim" "$urate" "$rrate" "$(r
 left=$("${CTR[@]}" containers ls -q | wc -l)
 [ "$left" -eq 0 ] || echo "warning: $left containers left after the bursts"
 stop_containerd
+if [ -n "$KVM_NODE" ]; then
+	rm -f /dev/kvm
+	KVM_NODE=
+fi
 
 echo "== part 3: where a container's start goes (stand-in, containerd and the shim at debug level)"
 QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" CONTAINERD_LOG_LEVEL=debug start_containerd /tmp/urunc-bench

@@ -8,7 +8,11 @@
 # it and removes DIR. import_test_guest imports the test guest image
 # (docker.io/urunc/test-guest:latest) into it. SHIM_BIN runs another build
 # of the shim (make bench on an older commit's binary, for a before/after).
-# EXTRA_PATH goes first on containerd's PATH.
+# EXTRA_PATH goes first on containerd's PATH. A script that makes things of
+# its own to remove at exit defines at_exit: start_containerd's EXIT trap
+# runs it after stop_containerd (a trap of the script's own would be
+# replaced).
+at_exit() { :; }
 start_containerd() {
 	DIR=$1
 	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,7 +46,7 @@ CFG
 	PATH="${EXTRA_PATH:+$EXTRA_PATH:}$DIR/bin:$PATH" URUNC_CONFIG_FILE="$DIR/urunc.toml" \
 		setsid containerd --config "$DIR/containerd.toml" --log-level "${CONTAINERD_LOG_LEVEL:-info}" >"$DIR/containerd.log" 2>&1 &
 	CTRD=$!
-	trap stop_containerd EXIT
+	trap 'stop_containerd; at_exit' EXIT
 	CTR=(ctr --address "$DIR/containerd.sock")
 	for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
 }
