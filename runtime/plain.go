@@ -170,10 +170,14 @@ func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool)
 	}
 	if err := p.runc.Kill(ctx, p.id, int(sig), &runc.KillOpts{All: all}); err != nil {
 		msg := runcLogError(p.runc.Log)
-		if processGone(err.Error() + msg) {
+		st := p.persisted()
+		initGone := st.PidStartTime != 0 && !sameProcess(st.Pid, st.PidStartTime)
+		if processGone(err.Error()+msg) || initGone {
 			// The process ended before the reaper told us: the same
 			// NotFound as checkAlive's, which containerd (a CRI stop, a
-			// pod's teardown) takes as done. Found by critest.
+			// pod's teardown) takes as done. runc words it several ways,
+			// so the init, a zombie or gone by now, is asked too. Found
+			// by critest, twice.
 			return fmt.Errorf("container %s: process already finished: %w", p.id, errNotFound)
 		}
 		return fmt.Errorf("runc kill: %w%s", err, msg)
@@ -182,9 +186,12 @@ func (p *PlainContainer) Kill(ctx context.Context, sig syscall.Signal, all bool)
 }
 
 // processGone tells whether runc's kill failed because the container's
-// process has already exited, as containerd's runc shim reads it.
+// process has already exited: containerd's runc shim's readings, and the
+// cgroup v1 freeze that runc kill --all does first, refused for a
+// container whose init has exited.
 func processGone(msg string) bool {
-	for _, s := range []string{"container not running", "process already finished", "no such process"} {
+	for _, s := range []string{"container not running", "process already finished", "no such process",
+		"invalid state transition from stopped to paused"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
