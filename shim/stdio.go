@@ -66,7 +66,7 @@ func openStdio(ctx context.Context, id, namespace string, cfg stdioConfig) (_ *s
 			return nil, err
 		}
 	default:
-		if err := s.openStdin(ctx); err != nil {
+		if err := s.openStdin(); err != nil {
 			return nil, err
 		}
 		if err := s.openOutput(ctx, id, namespace); err != nil {
@@ -80,7 +80,7 @@ func (s *stdio) track(c io.Closer) { s.closers = append(s.closers, c) }
 
 // openStdin opens the stdin FIFO and copies it into a pipe the monitor
 // reads.
-func (s *stdio) openStdin(ctx context.Context) error {
+func (s *stdio) openStdin() error {
 	in, err := s.openStdinFifo()
 	if in == nil || err != nil {
 		return err
