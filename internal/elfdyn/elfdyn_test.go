@@ -78,21 +78,18 @@ func debugELF(t testing.TB, path string) Info {
 func TestReadRefuses(t *testing.T) {
 	dir := t.TempDir()
 	ls, _ := os.ReadFile("/bin/ls")
-	cases := []struct {
+	type refusal struct {
 		name    string
 		content []byte
 		want    string
-	}{
+	}
+	cases := []refusal{
 		{"not ELF", []byte("root:x:0:0:root:/root:/bin/sh\n"), "bad magic"},
 		{"empty", nil, "EOF"},
 	}
 	if len(ls) > 4096 {
 		// The headers of a real binary, without the segments they point at.
-		cases = append(cases, struct {
-			name    string
-			content []byte
-			want    string
-		}{"truncated", ls[:1024], ""})
+		cases = append(cases, refusal{"truncated", ls[:1024], ""})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
