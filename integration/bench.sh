@@ -9,10 +9,12 @@
 #  - an idle shim serving one running guest against containerd's runc shim
 #    serving one running busybox: RSS, PSS, anonymous, its binary's pages,
 #    threads; where its binary's resident pages are (shimmem) and its Go
-#    heap, stacks and goroutines (the daemon's SIGUSR1 line).
+#    heap, stacks and goroutines (the daemon's SIGUSR1 line); beside them,
+#    the floor of any shim daemon in Go (integration/cmd/shimfloor: the
+#    task API over ttrpc and the reaper, serving nothing).
 # Part 2, the stand-in monitor (a static Go program in place of qemu):
 #  - mean PSS per shim with DENSITY containers, one shim each, against the
-#    runc shim's;
+#    runc shim's, and of DENSITY shimfloor daemons;
 #  - what one more container costs a pod's shim (a sidecar, a second
 #    unikernel) against the same for the runc shim;
 #  - `ctr run --rm`, median of RUNS, against the runc shim and, when
@@ -35,7 +37,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOOLS=$(mktemp -d /tmp/urunc-bench-tools.XXXXXX)
 PEER_PATH=
 KVM_NODE=
+FLOORS=()
 at_exit() {
+	floors_stop
 	rm -rf "$TOOLS" ${PEER_PATH:+"$PEER_PATH"}
 	[ -z "$KVM_NODE" ] || rm -f /dev/kvm
 }
@@ -43,6 +47,7 @@ trap at_exit EXIT
 (cd "$HERE/.." && CGO_ENABLED=0 go build -o "$TOOLS/standin/qemu-system-x86_64" ./integration/cmd/standin-monitor &&
 	go build -o "$TOOLS/shimmem" ./integration/cmd/shimmem &&
 	go build -o "$TOOLS/benchstart" ./integration/cmd/benchstart &&
+	CGO_ENABLED=0 go build -o "$TOOLS/shimfloor" ./integration/cmd/shimfloor &&
 	go run ./integration/cmd/mkimage -o "$TOOLS/guest.tar" &&
 	go run ./integration/cmd/mkimage -plain -o "$TOOLS/plain.tar")
 
@@ -66,6 +71,24 @@ kill_all() {
 		for _ in $(seq 50); do "${CTR[@]}" task rm "$id" >/dev/null 2>&1 && break; "${CTR[@]}" task ls -q 2>/dev/null | grep -qx "$id" || break; sleep 0.1; done
 		"${CTR[@]}" container rm "$id" >/dev/null 2>&1 || true
 	done
+}
+# floors_start N: N shimfloor daemons, each called once as containerd calls
+# a new shim (Connect, State); their pids in FLOORS. floors_stop ends them.
+floors_start() {
+	local i
+	for i in $(seq "$1"); do
+		"$TOOLS/shimfloor" -serve "$TOOLS/floor$i.sock" &
+		FLOORS+=($!)
+	done
+	for i in $(seq "$1"); do
+		for _ in $(seq 50); do "$TOOLS/shimfloor" -call "$TOOLS/floor$i.sock" 2>/dev/null && break; sleep 0.1; done
+	done
+}
+floors_stop() {
+	[ ${#FLOORS[@]} -gt 0 ] || return 0
+	kill "${FLOORS[@]}" 2>/dev/null || true
+	wait "${FLOORS[@]}" 2>/dev/null || true
+	FLOORS=()
 }
 GUEST=docker.io/urunc/test-guest:latest
 PLAIN=docker.io/urunc/test-plain:latest
@@ -110,17 +133,21 @@ goal "one-shot Linux guest vs qemu by hand (s; ratio: median of rounds)" "$onesh
 
 "${CTR[@]}" run -d --runtime io.containerd.urunc.v2 "$GUEST" memvm /init sleep >/dev/null 2>&1
 "${CTR[@]}" run -d --runtime io.containerd.runc.v2 "$PLAIN" memrunc /bin/busybox sleep 1000 >/dev/null 2>&1
+floors_start 1
 sleep 3
 u=$(shim_of containerd-shim-urunc-v2 memvm)
 r=$(shim_of containerd-shim-runc-v2 memrunc)
 echo "idle shim, one running container each (kB):"
 printf '  %-40s %8s %8s %8s %8s %8s\n' "" RSS PSS anon binary threads
-for p in "urunc shim (qemu guest):$u" "runc shim (busybox):$r"; do
+for p in "urunc shim (qemu guest):$u" "runc shim (busybox):$r" "floor (shimfloor, serving nothing):${FLOORS[0]}"; do
 	printf '  %-40s %8s %8s %8s %8s %8s\n' "${p%%:*}" "$(rollup "${p##*:}" Rss)" "$(rollup "${p##*:}" Pss)" \
 		"$(rollup "${p##*:}" Anonymous)" "$(binpages "${p##*:}")" "$(threads "${p##*:}")"
 done
 urss=$(rollup "$u" Rss) rrss=$(rollup "$r" Rss)
 goal "idle shim RSS, one running guest (MiB) vs runc shim" "$(mib "$urss")" "$(mib "$rrss")" "$(ratio "$urss" "$rrss")" "goal <= 8 MiB and <= 0.50"
+frss=$(rollup "${FLOORS[0]}" Rss)
+goal "  floor: a Go shim serving nothing (shimfloor, MiB)" "$(mib "$frss")" "" "" "(Go, ttrpc, task API alone)"
+floors_stop
 kill -USR1 "$u"
 sleep 0.5
 echo "  its Go runtime (SIGUSR1): $(grep -o 'memstats: [^"]*' "$DIR/containerd.log" | tail -1)"
@@ -168,8 +195,15 @@ mean_of() { # mean_of KIND PREFIX FIELD: mean smaps_rollup FIELD over the shims
 }
 upss=$(mean_of containerd-shim-urunc-v2 du Pss) rpss=$(mean_of containerd-shim-runc-v2 dr Pss)
 uanon=$(mean_of containerd-shim-urunc-v2 du Anonymous) ranon=$(mean_of containerd-shim-runc-v2 dr Anonymous)
-echo "$DENSITY containers each, mean per shim (kB): urunc shim PSS $upss anon $uanon; runc shim PSS $rpss anon $ranon"
+floors_start "$DENSITY"
+sleep 1
+fpss=0 fanon=0
+for p in "${FLOORS[@]}"; do fpss=$((fpss + $(rollup "$p" Pss))) fanon=$((fanon + $(rollup "$p" Anonymous))); done
+fpss=$((fpss / DENSITY)) fanon=$((fanon / DENSITY))
+floors_stop
+echo "$DENSITY containers each, mean per shim (kB): urunc shim PSS $upss anon $uanon; runc shim PSS $rpss anon $ranon; $DENSITY shimfloor daemons PSS $fpss anon $fanon"
 goal "mean PSS per shim, $DENSITY containers (MiB) vs runc shim" "$(mib "$upss")" "$(mib "$rpss")" "$(ratio "$upss" "$rpss")" "goal <= 3 MiB"
+goal "  floor: $DENSITY shimfloor daemons serving nothing (MiB)" "$(mib "$fpss")" "" "" "(Go, ttrpc, task API alone)"
 kill_all "${ids[@]}"
 
 # A pod's shim: what one more container costs it.
