@@ -35,14 +35,7 @@ func (p MonitorRootPlan) Binds() ([]Bind, error) {
 		seen[dst] = true
 		binds = append(binds, Bind{Source: src, Target: dst, ReadOnly: ro})
 	}
-	deps, err := ELFDeps(p.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("monitor %s: %w", p.Binary, err)
-	}
-	add(p.Binary, p.Binary, true)
-	for _, d := range deps {
-		add(d, d, true)
-	}
+	var modules []string
 	for _, dp := range p.DataPaths {
 		st, err := os.Stat(dp)
 		if err != nil {
@@ -52,16 +45,18 @@ func (p MonitorRootPlan) Binds() ([]Bind, error) {
 		if st.IsDir() {
 			// Loadable modules (qemu's accelerators among them) bring
 			// libraries of their own. Only accelerator modules are
-			// needed headless; their deps are best effort.
+			// needed headless.
 			mods, _ := filepath.Glob(filepath.Join(dp, "accel-*.so"))
-			for _, m := range mods {
-				if mdeps, err := ELFDeps(m); err == nil {
-					for _, d := range mdeps {
-						add(d, d, true)
-					}
-				}
-			}
+			modules = append(modules, mods...)
 		}
+	}
+	deps, err := ELFDeps(p.Binary, modules...)
+	if err != nil {
+		return nil, fmt.Errorf("monitor %s: %w", p.Binary, err)
+	}
+	add(p.Binary, p.Binary, true)
+	for _, d := range deps {
+		add(d, d, true)
 	}
 	for _, g := range p.Guest {
 		add(g.Source, g.Target, g.ReadOnly)

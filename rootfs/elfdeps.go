@@ -21,7 +21,12 @@ var libraryDirs = []string{
 // the loader opens (symlinks are kept as paths; the caller binds the files
 // they resolve to at those paths). Reading ELF headers directly avoids
 // running ldd on a binary as root.
-func ELFDeps(binary string) ([]string, error) {
+//
+// modules are what the binary loads itself at run time (qemu's
+// accelerators): their libraries are added best effort, since a module
+// that cannot load only loses its feature, and in the same walk, so that
+// the libraries they share with the binary (libc, glib) are read once.
+func ELFDeps(binary string, modules ...string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	var visit func(path string, required bool) error
@@ -72,6 +77,11 @@ func ELFDeps(binary string) ([]string, error) {
 	}
 	if err := visit(binary, true); err != nil {
 		return nil, err
+	}
+	for _, m := range modules {
+		if err := visit(m, false); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -110,6 +110,45 @@ func TestELFDepsOfAHostBinary(t *testing.T) {
 	}
 }
 
+// A module's libraries join the binary's in one walk, each once; a module
+// that is not ELF or not there adds nothing and fails nothing.
+func TestELFDepsWithModules(t *testing.T) {
+	const module = "/usr/lib/x86_64-linux-gnu/qemu/audio-alsa.so" // needs libasound, which ls does not
+	if _, err := os.Stat(module); err != nil {
+		t.Skipf("no %s on this host", module)
+	}
+	alone, err := ELFDeps("/bin/ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps, err := ELFDeps("/bin/ls", "/etc/passwd", "/nonexistent/module.so", module)
+	if err != nil {
+		t.Fatalf("a module failed the walk: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, d := range deps {
+		if seen[d] {
+			t.Errorf("%s listed twice in %v", d, deps)
+		}
+		seen[d] = true
+	}
+	for _, d := range alone {
+		if !seen[d] {
+			t.Errorf("the binary's %s is missing with modules: %v", d, deps)
+		}
+	}
+	var hasAsound bool
+	for _, d := range deps {
+		hasAsound = hasAsound || strings.HasPrefix(filepath.Base(d), "libasound.so")
+	}
+	if !hasAsound {
+		t.Errorf("the module's libasound is missing: %v", deps)
+	}
+	if seen[module] {
+		t.Errorf("the module itself is listed: %v", deps)
+	}
+}
+
 // Whatever path an image names, resolving it stays inside the rootfs.
 func FuzzResolveInRootfs(f *testing.F) {
 	for _, s := range []string{"/boot/k", "../etc/passwd", "a/../../b", "/./x/", "..", ""} {
