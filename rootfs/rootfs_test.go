@@ -180,3 +180,22 @@ func BenchmarkELFDeps(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMonitorRootBinds resolves the confined root of the host's qemu
+// with its data directories, as a qemu Create does: the binary's libraries
+// and those of its accelerator modules.
+func BenchmarkMonitorRootBinds(b *testing.B) {
+	plan := MonitorRootPlan{
+		Binary:    "/usr/bin/qemu-system-x86_64",
+		DataPaths: []string{"/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/lib/x86_64-linux-gnu/qemu"},
+	}
+	if _, err := os.Stat(plan.Binary); err != nil {
+		b.Skipf("no %s on this host", plan.Binary)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := plan.Binds(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
