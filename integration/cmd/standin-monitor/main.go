@@ -1,7 +1,14 @@
 // Command standin-monitor stands in for qemu where a test needs many
 // containers fast or a chosen exit code: the host config points
-// [monitors.qemu].path at it. It reads what to do from the guest command
-// line qemu would get (-append "... -- CMD ARGS"):
+// [monitors.qemu].path at it. It also plays firecracker and
+// cloud-hypervisor, which need KVM, for the test of their launch: it
+// reads its guest from their command line or config file, checks that
+// the kernel, initrd and /dev/kvm they name are in its confined root,
+// prints them (STANDIN_MONITOR), and serves their control API: the
+// power-down request the shim sends for a stop ends it with status 0
+// (STANDIN_POWERDOWN). It reads what to do from the guest command line
+// (qemu's -append, firecracker's boot_args, cloud-hypervisor's --cmdline:
+// "... -- CMD ARGS"):
 //
 //	exit N   print a line, wait a second, exit with status N
 //	sleep    print a ready line and block until killed
@@ -23,13 +30,14 @@ import (
 )
 
 func main() {
+	cmdline, err := playMonitor(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "standin-monitor:", err)
+		os.Exit(2)
+	}
 	var guestArgs []string
-	for i, a := range os.Args {
-		if a == "-append" && i+1 < len(os.Args) {
-			if _, after, ok := strings.Cut(os.Args[i+1], " -- "); ok {
-				guestArgs = strings.Fields(after)
-			}
-		}
+	if _, after, ok := strings.Cut(cmdline, " -- "); ok {
+		guestArgs = strings.Fields(after)
 	}
 	if len(guestArgs) == 0 {
 		guestArgs = []string{"echo"}
