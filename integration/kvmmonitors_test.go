@@ -5,24 +5,39 @@ package integration
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 	"golang.org/x/sys/unix"
 )
 
-// firecracker and cloud-hypervisor need KVM, which this machine lacks, so
-// they are played by the stand-in, launched through containerd as the
-// real ones would be: an image's annotation picks the monitor, the shim
-// builds its command line (and firecracker's config file) and confined
-// root, and a stop is the monitor's power-down request over its own API,
-// firecracker's on the socket it binds in its root, cloud-hypervisor's on
-// the one it inherits. What is not run is the monitors themselves.
+// firecracker, cloud-hypervisor and solo5-hvt need KVM, which this
+// machine lacks (and the first two do not install here), so they are
+// played by the stand-in, launched through containerd as the real ones
+// would be: the shim builds the monitor's command line (and firecracker's
+// config file), its confined root and its tap, and the stand-in opens what
+// they name there. A stop of firecracker or cloud-hypervisor is their
+// power-down request over their own API, firecracker's on the socket it
+// binds in its root, cloud-hypervisor's on the one it inherits. What is
+// not run is the monitors themselves.
 func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 	withKVMNode(t)
-	withHostConfig(t, fmt.Sprintf("[monitors.firecracker]\nbinary_path = %q\n\n[monitors.clh]\nbinary_path = %q\n\n[runtime]\nstop_grace_s = 6\nstate_dir = %q\n",
-		env.standin, env.standin, env.qmpDir))
+	var cfg strings.Builder
+	for _, m := range []string{"firecracker", "clh", "hvt", "spt"} {
+		fmt.Fprintf(&cfg, "[monitors.%s]\nbinary_path = %q\n\n", m, env.standin)
+	}
+	fmt.Fprintf(&cfg, "[runtime]\nstop_grace_s = 6\nstate_dir = %q\n", env.qmpDir)
+	withHostConfig(t, cfg.String())
+	t.Run("with an API", testMonitorsWithAPI)
+	t.Run("solo5", testSolo5Tenders)
+}
+
+// firecracker and cloud-hypervisor boot a Linux guest (the test image,
+// its monitor chosen by annotation) and stop it through their API.
+func testMonitorsWithAPI(t *testing.T) {
 	const grace = 6 * time.Second
 	for _, tc := range []struct {
 		monitor string
@@ -46,7 +61,7 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 			// The kernel and initrd it was told of, /dev/kvm and, with a
 			// network, the tap, opened in its confined root.
 			out, _ := os.ReadFile(log)
-			want := "STANDIN_MONITOR " + tc.monitor + " kernel /guest/kernel initrd /guest/initrd /dev/kvm"
+			want := "STANDIN_MONITOR " + tc.monitor + " kernel /guest/kernel initrd /guest/initrd kvm yes"
 			if !strings.Contains(string(out), want) {
 				t.Fatalf("the monitor's output lacks %q:\n%s", want, out)
 			}
@@ -77,6 +92,56 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 			if n != nil {
 				n.assertNamespaceClean(t)
 			}
+		})
+	}
+}
+
+// solo5's tenders boot a mirage guest from an image made by `urunc
+// build`; they have no API, so the guest's own exit is the container's.
+// hvt alone gets /dev/kvm.
+func testSolo5Tenders(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "mirage.hvt")
+	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		monitor, kvm string
+		subnet       int
+	}{
+		{"hvt", "yes", 0},
+		{"hvt", "yes", 15},
+		{"spt", "no", 0},
+	} {
+		t.Run(fmt.Sprintf("%s network %v", tc.monitor, tc.subnet != 0), func(t *testing.T) {
+			name := "docker.io/urunc/test-solo5-" + tc.monitor + ":latest"
+			if out, err := urunc(t, "build", "-t", name, "-type", "mirage", "-monitor", tc.monitor, "-kernel", kernel,
+				"-import", "-address", env.socket(), "-namespace", namespace); err != nil {
+				t.Fatalf("urunc build: %v\n%s", err, out)
+			}
+			t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
+			id := newID(t)
+			want := "STANDIN_MONITOR solo5 kernel /guest/kernel initrd  kvm " + tc.kvm
+			if tc.subnet == 0 {
+				out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, name, id, "exit", "7")
+				if code := exitCode(err); code != 7 {
+					t.Errorf("exit status %d (%v), want the guest's 7\n%s", code, err, out)
+				}
+				if !strings.Contains(out, want) {
+					t.Errorf("the monitor's output lacks %q:\n%s", want, out)
+				}
+				return
+			}
+			n := newTestNet(t, tc.subnet)
+			logFile := filepath.Join(t.TempDir(), "console.log")
+			ctr(t, append(append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, n.withNS()...), name, id, "sleep")...)
+			waitForOutput(t, logFile, "STANDIN_READY", 30*time.Second)
+			out, _ := os.ReadFile(logFile)
+			wantNet := fmt.Sprintf(" attached --ipv4=%s/24 --ipv4-gateway=%s", n.guestIP, n.clientIP)
+			if !strings.Contains(string(out), want) || !strings.Contains(string(out), wantNet) {
+				t.Errorf("the monitor's output lacks %q or %q:\n%s", want, wantNet, out)
+			}
+			killAndRemove(t, id)
+			n.assertNamespaceClean(t)
 		})
 	}
 }

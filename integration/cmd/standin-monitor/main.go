@@ -1,14 +1,11 @@
 // Command standin-monitor stands in for qemu where a test needs many
 // containers fast or a chosen exit code: the host config points
-// [monitors.qemu].path at it. It also plays firecracker and
-// cloud-hypervisor, which need KVM, for the test of their launch: it
-// reads its guest from their command line or config file, checks that
-// the kernel, initrd and /dev/kvm they name are in its confined root,
-// prints them (STANDIN_MONITOR), and serves their control API: the
-// power-down request the shim sends for a stop ends it with status 0
-// (STANDIN_POWERDOWN). It reads what to do from the guest command line
-// (qemu's -append, firecracker's boot_args, cloud-hypervisor's --cmdline:
-// "... -- CMD ARGS"):
+// [monitors.qemu].path at it. It also plays firecracker,
+// cloud-hypervisor and solo5's tenders, for the test of their launch (see
+// monitors.go). It reads what to do from the guest's arguments on the
+// command line it is given (qemu's -append, firecracker's boot_args,
+// cloud-hypervisor's --cmdline: "... -- CMD ARGS"; a solo5 guest's
+// arguments after its options):
 //
 //	exit N   print a line, wait a second, exit with status N
 //	sleep    print a ready line and block until killed
@@ -30,14 +27,10 @@ import (
 )
 
 func main() {
-	cmdline, err := playMonitor(os.Args[1:])
+	guestArgs, err := playMonitor(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "standin-monitor:", err)
 		os.Exit(2)
-	}
-	var guestArgs []string
-	if _, after, ok := strings.Cut(cmdline, " -- "); ok {
-		guestArgs = strings.Fields(after)
 	}
 	if len(guestArgs) == 0 {
 		guestArgs = []string{"echo"}

@@ -15,24 +15,70 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// playMonitor tells from argv which monitor the stand-in is run as and
-// returns the guest command line it was given. As firecracker or
-// cloud-hypervisor it first checks its confined root and starts serving
-// the power-down request on the control socket it was given.
-func playMonitor(args []string) (string, error) {
+// The monitors other than qemu are played for the test of their launch
+// through containerd (integration's TestKVMMonitorsUnderTheStandIn):
+// firecracker and cloud-hypervisor, which need KVM and do not install
+// here, and solo5's tenders. As each, the stand-in reads its guest from
+// that monitor's command line or config file, opens what it names in its
+// confined root and prints it (STANDIN_MONITOR; with a NIC, STANDIN_NET),
+// and serves the monitor's control API: the power-down request the shim
+// sends for a stop ends it with status 0 (STANDIN_POWERDOWN).
+
+// playMonitor tells from argv which monitor the stand-in is run as, plays
+// its part, and returns the guest's arguments.
+func playMonitor(args []string) ([]string, error) {
+	if len(args) > 0 && strings.HasPrefix(args[0], "--mem=") {
+		return playSolo5(args)
+	}
+	if len(args) == 1 && args[0] == "--version" {
+		// What the solo5 0.9 tenders answer; the shim reads it to tell
+		// whether hvt filters itself.
+		fmt.Println("solo5-hvt v0.9.3 (stand-in)")
+		os.Exit(0)
+	}
 	flags := map[string]string{}
 	for i := 0; i+1 < len(args); i++ {
 		if strings.HasPrefix(args[i], "-") {
 			flags[args[i]] = args[i+1]
 		}
 	}
+	var cmdline string
+	var err error
 	switch {
 	case flags["--config-file"] != "":
-		return playFirecracker(flags)
+		cmdline, err = playFirecracker(flags)
 	case flags["--api-socket"] != "":
-		return playCloudHypervisor(flags)
+		cmdline, err = playCloudHypervisor(flags)
+	default: // qemu
+		cmdline = flags["-append"]
 	}
-	return flags["-append"], nil // qemu
+	_, guestArgs, _ := strings.Cut(cmdline, " -- ")
+	return strings.Fields(guestArgs), err
+}
+
+// solo5's tenders (hvt, spt): options, the kernel, then the guest's
+// command line, whose own options (a mirage guest's --ipv4=...) come
+// before its arguments.
+func playSolo5(args []string) ([]string, error) {
+	tap, kernel := "", ""
+	var cmdline []string
+	for _, a := range args {
+		switch {
+		case kernel != "":
+			cmdline = append(cmdline, strings.Fields(a)...)
+		case strings.HasPrefix(a, "--net:"):
+			_, tap, _ = strings.Cut(a, "=")
+		case !strings.HasPrefix(a, "--"):
+			kernel = a
+		}
+	}
+	if err := announce("solo5", kernel, "", tap, strings.Join(cmdline, " ")); err != nil {
+		return nil, err
+	}
+	for len(cmdline) > 0 && strings.HasPrefix(cmdline[0], "--") {
+		cmdline = cmdline[1:]
+	}
+	return cmdline, nil
 }
 
 // firecracker: the VM is described by --config-file; the API socket is a
@@ -96,9 +142,10 @@ func playCloudHypervisor(flags map[string]string) (string, error) {
 }
 
 // announce checks that what the monitor would open is in its root: the
-// kernel and initrd it was given, /dev/kvm as a character device, and,
-// with a NIC, the tap, attached through /dev/net/tun as both monitors
-// attach theirs (STANDIN_NET, with the guest's ip= argument).
+// kernel and initrd it was given, whether /dev/kvm is there (as a
+// character device), and, with a NIC, the tap, attached through
+// /dev/net/tun as these monitors attach theirs (STANDIN_NET, with the
+// guest's network arguments: Linux's ip=, mirage's --ipv4=).
 func announce(monitor, kernel, initrd, tap, cmdline string) error {
 	for _, f := range []string{kernel, initrd} {
 		if f == "" {
@@ -108,27 +155,27 @@ func announce(monitor, kernel, initrd, tap, cmdline string) error {
 			return fmt.Errorf("%s: %w", monitor, err)
 		}
 	}
-	st, err := os.Stat("/dev/kvm")
-	if err != nil {
-		return fmt.Errorf("%s: %w", monitor, err)
+	kvm := "no"
+	if st, err := os.Stat("/dev/kvm"); err == nil {
+		if st.Mode()&os.ModeCharDevice == 0 {
+			return fmt.Errorf("%s: /dev/kvm is %s, not a character device", monitor, st.Mode())
+		}
+		kvm = "yes"
 	}
-	if st.Mode()&os.ModeCharDevice == 0 {
-		return fmt.Errorf("%s: /dev/kvm is %s, not a character device", monitor, st.Mode())
-	}
-	fmt.Printf("STANDIN_MONITOR %s kernel %s initrd %s /dev/kvm\n", monitor, kernel, initrd)
+	fmt.Printf("STANDIN_MONITOR %s kernel %s initrd %s kvm %s\n", monitor, kernel, initrd, kvm)
 	if tap == "" {
 		return nil
 	}
 	if err := attachTap(tap); err != nil {
 		return fmt.Errorf("%s: tap %s: %w", monitor, tap, err)
 	}
-	ip := ""
+	var netArgs []string
 	for _, f := range strings.Fields(cmdline) {
-		if strings.HasPrefix(f, "ip=") {
-			ip = f
+		if strings.HasPrefix(f, "ip=") || strings.HasPrefix(f, "--ipv4") {
+			netArgs = append(netArgs, f)
 		}
 	}
-	fmt.Printf("STANDIN_NET %s %s attached %s\n", monitor, tap, ip)
+	fmt.Printf("STANDIN_NET %s %s attached %s\n", monitor, tap, strings.Join(netArgs, " "))
 	return nil
 }
 
