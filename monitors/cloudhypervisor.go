@@ -23,7 +23,7 @@ func (c *cloudHypervisor) Control() Control             { return ControlInherite
 func (c *cloudHypervisor) SupportsInheritedDisks() bool { return false }
 
 // FiltersItself: cloud-hypervisor's --seccomp, set from Guest.Seccomp.
-func (c *cloudHypervisor) FiltersItself(context.Context) bool { return true }
+func (c *cloudHypervisor) FiltersItself(context.Context, Runner) bool { return true }
 
 // SupportsShare: cloud-hypervisor speaks vhost-user to virtiofsd; it has
 // no 9p.

@@ -29,7 +29,7 @@ func (f *firecracker) SupportsInheritedDisks() bool { return false }
 
 // FiltersItself: firecracker installs its default filters unless told
 // --no-seccomp, which this runtime never does.
-func (f *firecracker) FiltersItself(context.Context) bool { return true }
+func (f *firecracker) FiltersItself(context.Context, Runner) bool { return true }
 
 // SupportsShare: firecracker has no 9p and no vhost-user-fs.
 func (f *firecracker) SupportsShare(string) bool { return false }

@@ -106,6 +106,16 @@ type NIC struct {
 	Vhost bool
 }
 
+// Runner runs cmd to its end and returns what it wrote to stdout and
+// stderr; a status other than 0 is an error. The caller bounds it with
+// exec.CommandContext. In the shim it goes through containerd's reaper,
+// which owns wait4 there (exec.Cmd.Wait would race it for the child's
+// status); RunDirect serves a process without a reaper.
+type Runner func(cmd *exec.Cmd) ([]byte, error)
+
+// RunDirect is the Runner of a process that waits for its own children.
+func RunDirect(cmd *exec.Cmd) ([]byte, error) { return cmd.CombinedOutput() }
+
 // Monitor is one virtual machine monitor.
 type Monitor interface {
 	// Name is the value of the hypervisor annotation that selects it.
@@ -131,8 +141,10 @@ type Monitor interface {
 	// FiltersItself tells whether the monitor installs a seccomp filter
 	// of its own when Guest.Seccomp asks for one. Where it does not, the
 	// launcher installs this project's; never both, since a second filter
-	// can kill a monitor whose own filter expects calls it denies.
-	FiltersItself(ctx context.Context) bool
+	// can kill a monitor whose own filter expects calls it denies. A
+	// monitor that must ask its binary (solo5-hvt's --version) runs it
+	// with run.
+	FiltersItself(ctx context.Context, run Runner) bool
 	// Powerdown asks the guest to shut down through the control socket
 	// (qemu and cloud-hypervisor: the ACPI power button; firecracker:
 	// Ctrl-Alt-Del); ErrNoPowerdown where the monitor cannot.

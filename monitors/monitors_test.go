@@ -285,7 +285,7 @@ func TestFiltersItself(t *testing.T) {
 		}{"this host's qemu", newQemu(qemu, Config{}), true})
 	}
 	for _, tc := range tests {
-		if got := tc.monitor.FiltersItself(context.Background()); got != tc.want {
+		if got := tc.monitor.FiltersItself(context.Background(), RunDirect); got != tc.want {
 			t.Errorf("%s: FiltersItself = %v, want %v", tc.name, got, tc.want)
 		}
 	}

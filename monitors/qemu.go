@@ -25,7 +25,7 @@ func (q *qemu) SupportsInheritedDisks() bool { return true }
 
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
 // has; any other refuses the option and does not start.
-func (q *qemu) FiltersItself(context.Context) bool {
+func (q *qemu) FiltersItself(context.Context, Runner) bool {
 	info, err := elfdyn.Read(q.binary)
 	if err != nil {
 		return false

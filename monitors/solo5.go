@@ -70,13 +70,13 @@ const solo5SelfFilterMajor, solo5SelfFilterMinor = 0, 11
 // --version. A version that cannot be read counts as filtering itself:
 // stacking a filter on one that does kills the tender, while a missing
 // project filter on an old tender leaves the container as it was.
-func (s *solo5) FiltersItself(ctx context.Context) bool {
+func (s *solo5) FiltersItself(ctx context.Context, run Runner) bool {
 	if s.name == "spt" {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, s.binary, "--version").CombinedOutput()
+	out, err := run(exec.CommandContext(ctx, s.binary, "--version"))
 	if err != nil && len(out) == 0 {
 		return true
 	}

@@ -114,7 +114,7 @@ func planBoot(ctx context.Context, cfg UnikernelConfig, spec *specs.Spec, opts C
 	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
 	// the monitor's own filter where it has one, else this project's.
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
-		plan.guest.Seccomp = mon.FiltersItself(ctx)
+		plan.guest.Seccomp = mon.FiltersItself(ctx, runMonitorProbe)
 		plan.confine.Seccomp = !plan.guest.Seccomp
 	}
 	devices := []string{"/dev/null", "/dev/urandom"}
