@@ -61,7 +61,7 @@ func testMonitorsWithAPI(t *testing.T) {
 			// The kernel and initrd it was told of, /dev/kvm and, with a
 			// network, the tap, opened in its confined root.
 			out, _ := os.ReadFile(log)
-			want := "STANDIN_MONITOR " + tc.monitor + " kernel /guest/kernel initrd /guest/initrd kvm yes"
+			want := "STANDIN_MONITOR " + tc.monitor + " kernel /guest/kernel initrd /guest/initrd kvm yes seccomp 0"
 			if !strings.Contains(string(out), want) {
 				t.Fatalf("the monitor's output lacks %q:\n%s", want, out)
 			}
@@ -98,7 +98,9 @@ func testMonitorsWithAPI(t *testing.T) {
 
 // solo5's tenders boot a mirage guest from an image made by `urunc
 // build`; they have no API, so the guest's own exit is the container's.
-// hvt alone gets /dev/kvm.
+// hvt alone gets /dev/kvm. With --seccomp, an hvt that says it is 0.9
+// (the stand-in's --version, run by the shim through its reaper) does not
+// filter itself and gets the project's filter.
 func testSolo5Tenders(t *testing.T) {
 	kernel := filepath.Join(t.TempDir(), "mirage.hvt")
 	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
@@ -106,13 +108,14 @@ func testSolo5Tenders(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		monitor, kvm string
+		seccomp      bool
 		subnet       int
 	}{
-		{"hvt", "yes", 0},
-		{"hvt", "yes", 15},
-		{"spt", "no", 0},
+		{"hvt", "yes", true, 0},
+		{"hvt", "yes", false, 15},
+		{"spt", "no", false, 0},
 	} {
-		t.Run(fmt.Sprintf("%s network %v", tc.monitor, tc.subnet != 0), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s network %v seccomp %v", tc.monitor, tc.subnet != 0, tc.seccomp), func(t *testing.T) {
 			name := "docker.io/urunc/test-solo5-" + tc.monitor + ":latest"
 			if out, err := urunc(t, "build", "-t", name, "-type", "mirage", "-monitor", tc.monitor, "-kernel", kernel,
 				"-import", "-address", env.socket(), "-namespace", namespace); err != nil {
@@ -120,9 +123,14 @@ func testSolo5Tenders(t *testing.T) {
 			}
 			t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
 			id := newID(t)
-			want := "STANDIN_MONITOR solo5 kernel /guest/kernel initrd  kvm " + tc.kvm
+			want := "STANDIN_MONITOR solo5 kernel /guest/kernel initrd  kvm " + tc.kvm + " seccomp 0"
+			run := []string{"run", "--rm", "--runtime", runtimeName}
+			if tc.seccomp {
+				want = strings.TrimSuffix(want, "0") + "2"
+				run = append(run, "--seccomp")
+			}
 			if tc.subnet == 0 {
-				out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, name, id, "exit", "7")
+				out, err := ctrRaw(append(run, name, id, "exit", "7")...)
 				if code := exitCode(err); code != 7 {
 					t.Errorf("exit status %d (%v), want the guest's 7\n%s", code, err, out)
 				}

@@ -143,7 +143,7 @@ func playCloudHypervisor(flags map[string]string) (string, error) {
 
 // announce checks that what the monitor would open is in its root: the
 // kernel and initrd it was given, whether /dev/kvm is there (as a
-// character device), and, with a NIC, the tap, attached through
+// character device), its seccomp mode, and, with a NIC, the tap, attached through
 // /dev/net/tun as these monitors attach theirs (STANDIN_NET, with the
 // guest's network arguments: Linux's ip=, mirage's --ipv4=).
 func announce(monitor, kernel, initrd, tap, cmdline string) error {
@@ -162,7 +162,13 @@ func announce(monitor, kernel, initrd, tap, cmdline string) error {
 		}
 		kvm = "yes"
 	}
-	fmt.Printf("STANDIN_MONITOR %s kernel %s initrd %s kvm %s\n", monitor, kernel, initrd, kvm)
+	// The seccomp mode it runs in (2: a filter), read without /proc,
+	// which its root lacks.
+	mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0)
+	if err != nil {
+		return fmt.Errorf("%s: PR_GET_SECCOMP: %w", monitor, err)
+	}
+	fmt.Printf("STANDIN_MONITOR %s kernel %s initrd %s kvm %s seccomp %d\n", monitor, kernel, initrd, kvm, mode)
 	if tap == "" {
 		return nil
 	}
