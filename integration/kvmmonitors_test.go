@@ -30,40 +30,65 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 		fmt.Fprintf(&cfg, "[monitors.%s]\nbinary_path = %q\n\n", m, env.standin)
 	}
 	fmt.Fprintf(&cfg, "[runtime]\nstop_grace_s = 6\nstate_dir = %q\n", env.qmpDir)
+	cfg.WriteString(virtiofsdHostConfig())
 	withHostConfig(t, cfg.String())
 	t.Run("with an API", testMonitorsWithAPI)
 	t.Run("solo5", testSolo5Tenders)
 }
 
-// firecracker and cloud-hypervisor boot a Linux guest (the test image,
-// its monitor chosen by annotation) and stop it through their API.
+// firecracker and cloud-hypervisor boot a Linux guest, their monitor
+// chosen by annotation, and stop it through their API. The initrd guest
+// is the test image, with and without a network; the guest whose
+// container rootfs is its root (testimage.RootfsImageName) gets it as a
+// disk on the blockfile snapshotter, and over virtiofs from overlayfs
+// under cloud-hypervisor (firecracker shares no directory).
 func testMonitorsWithAPI(t *testing.T) {
 	const grace = 6 * time.Second
 	for _, tc := range []struct {
-		monitor string
-		subnet  int // a namespace with a veth of 198.18.subnet.0/24, or none
+		name, monitor string
+		subnet        int // a namespace with a veth of 198.18.subnet.0/24, or none
+		snapshotter   string
+		rootfsGuest   bool
+		want          []string // lines of the monitor's output after STANDIN_MONITOR's
 	}{
-		{"firecracker", 0},
-		{"firecracker", 13},
-		{"clh", 0},
-		{"clh", 14},
+		{name: "initrd", monitor: "firecracker"},
+		{name: "initrd network", monitor: "firecracker", subnet: 13},
+		{name: "block", monitor: "firecracker", snapshotter: "blockfile", rootfsGuest: true,
+			want: []string{"STANDIN_DRIVE firecracker rootfs /guest/disks/rootfs ext4"}},
+		{name: "initrd", monitor: "clh"},
+		{name: "initrd network", monitor: "clh", subnet: 14},
+		{name: "block", monitor: "clh", snapshotter: "blockfile", rootfsGuest: true,
+			want: []string{"STANDIN_DRIVE clh rootfs /guest/disks/rootfs ext4"}},
+		{name: "virtiofs", monitor: "clh", rootfsGuest: true,
+			want: []string{"STANDIN_FS clh fs0 connected memory size=256M,shared=on"}},
 	} {
-		t.Run(fmt.Sprintf("%s network %v", tc.monitor, tc.subnet != 0), func(t *testing.T) {
+		t.Run(tc.monitor+" "+tc.name, func(t *testing.T) {
 			flags := []string{"--annotation", "com.urunc.unikernel.hypervisor=" + tc.monitor}
 			var n *testNet
 			if tc.subnet != 0 {
 				n = newTestNet(t, tc.subnet)
 				flags = append(flags, n.withNS()...)
 			}
+			img, initrd := image, "/guest/initrd"
+			if tc.rootfsGuest {
+				img, initrd = testimage.RootfsImageName, ""
+			}
+			if tc.snapshotter != "" {
+				flags = append(flags, "--snapshotter", tc.snapshotter)
+			}
 			id := newID(t)
-			log := runDetachedWith(t, id, flags, "sleep")
+			log := filepath.Join(t.TempDir(), "console.log")
+			ctr(t, append(append([]string{"run", "-d", "--log-uri", "file://" + log, "--runtime", runtimeName}, flags...), img, id, "/init", "sleep")...)
 			waitForOutput(t, log, "STANDIN_READY", 30*time.Second)
-			// The kernel and initrd it was told of, /dev/kvm and, with a
-			// network, the tap, opened in its confined root.
+			// What it was told of, opened in its confined root: the
+			// kernel, the initrd, /dev/kvm, its disk or shared directory
+			// and, with a network, the tap.
 			out, _ := os.ReadFile(log)
-			want := "STANDIN_MONITOR " + tc.monitor + " kernel /guest/kernel initrd /guest/initrd kvm yes seccomp 0"
-			if !strings.Contains(string(out), want) {
-				t.Fatalf("the monitor's output lacks %q:\n%s", want, out)
+			want := append([]string{fmt.Sprintf("STANDIN_MONITOR %s kernel /guest/kernel initrd %s kvm yes seccomp 0", tc.monitor, initrd)}, tc.want...)
+			for _, w := range want {
+				if !strings.Contains(string(out), w) {
+					t.Fatalf("the monitor's output lacks %q:\n%s", w, out)
+				}
 			}
 			if n != nil {
 				want := fmt.Sprintf(" attached ip=%s::%s:255.255.255.0:", n.guestIP, n.clientIP)

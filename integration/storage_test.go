@@ -26,7 +26,12 @@ import (
 // virtiofsd; the default host config names urunc's default path, which
 // this host lacks, so guests asking for their rootfs get 9p.
 func (e *testEnv) virtiofsHostConfig() string {
-	return e.defaultHostConfig() + fmt.Sprintf("\n[extra_binaries.virtiofsd]\npath = %q\noptions = \"-o sandbox=chroot -o cache=none\"\n", virtiofsd)
+	return e.defaultHostConfig() + virtiofsdHostConfig()
+}
+
+// virtiofsdHostConfig is the host config's section that names virtiofsd.
+func virtiofsdHostConfig() string {
+	return fmt.Sprintf("\n[extra_binaries.virtiofsd]\npath = %q\noptions = \"-o sandbox=chroot -o cache=none\"\n", virtiofsd)
 }
 
 // hostMountsOf lists the lines of the host's mount table (/proc/1/mountinfo)

@@ -48,7 +48,7 @@ func playMonitor(args []string) ([]string, error) {
 	case flags["--config-file"] != "":
 		cmdline, err = playFirecracker(flags)
 	case flags["--api-socket"] != "":
-		cmdline, err = playCloudHypervisor(flags)
+		cmdline, err = playCloudHypervisor(args, flags)
 	default: // qemu
 		cmdline = flags["-append"]
 	}
@@ -97,6 +97,11 @@ func playFirecracker(flags map[string]string) (string, error) {
 		NICs []struct {
 			Tap string `json:"host_dev_name"`
 		} `json:"network-interfaces"`
+		Drives []struct {
+			ID       string `json:"drive_id"`
+			Path     string `json:"path_on_host"`
+			ReadOnly bool   `json:"is_read_only"`
+		} `json:"drives"`
 	}
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return "", fmt.Errorf("firecracker config %s: %w", flags["--config-file"], err)
@@ -109,6 +114,11 @@ func playFirecracker(flags map[string]string) (string, error) {
 	if err := announce("firecracker", b.Kernel, b.Initrd, tap, b.Cmdline); err != nil {
 		return "", err
 	}
+	for _, d := range cfg.Drives {
+		if err := openDrive("firecracker", d.ID, d.Path, d.ReadOnly); err != nil {
+			return "", err
+		}
+	}
 	l, err := net.Listen("unix", flags["--api-sock"])
 	if err != nil {
 		return "", fmt.Errorf("firecracker --api-sock: %w", err)
@@ -119,7 +129,7 @@ func playFirecracker(flags map[string]string) (string, error) {
 
 // cloud-hypervisor: the VM is on its command line; the API socket is
 // inherited listening (--api-socket fd=N).
-func playCloudHypervisor(flags map[string]string) (string, error) {
+func playCloudHypervisor(args []string, flags map[string]string) (string, error) {
 	tap := ""
 	for _, opt := range strings.Split(flags["--net"], ",") {
 		if v, ok := strings.CutPrefix(opt, "tap="); ok {
@@ -128,6 +138,19 @@ func playCloudHypervisor(flags map[string]string) (string, error) {
 	}
 	if err := announce("clh", flags["--kernel"], flags["--initramfs"], tap, flags["--cmdline"]); err != nil {
 		return "", err
+	}
+	for i := 0; i+1 < len(args); i++ {
+		opts := options(args[i+1])
+		switch args[i] {
+		case "--disk":
+			if err := openDrive("clh", opts["id"], opts["path"], false); err != nil {
+				return "", err
+			}
+		case "--fs":
+			if err := connectFS("clh", opts["tag"], opts["socket"], flags["--memory"]); err != nil {
+				return "", err
+			}
+		}
 	}
 	fd, err := strconv.Atoi(strings.TrimPrefix(flags["--api-socket"], "fd="))
 	if err != nil {
@@ -202,6 +225,55 @@ func attachTap(name string) error {
 		unix.Close(fd)
 		return fmt.Errorf("TUNSETIFF: %w", err)
 	}
+	return nil
+}
+
+// options splits cloud-hypervisor's key=value,key=value option lists.
+func options(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		out[k] = v
+	}
+	return out
+}
+
+// openDrive opens a disk the monitor was given as it would, and says what
+// it holds: ext4 (its superblock's magic) or raw (STANDIN_DRIVE).
+func openDrive(monitor, id, path string, readOnly bool) error {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return fmt.Errorf("%s: drive %s: %w", monitor, id, err)
+	}
+	defer f.Close()
+	kind := "raw"
+	magic := make([]byte, 2)
+	if _, err := f.ReadAt(magic, 1024+56); err == nil && magic[0] == 0x53 && magic[1] == 0xef {
+		kind = "ext4"
+	}
+	fmt.Printf("STANDIN_DRIVE %s %s %s %s\n", monitor, id, path, kind)
+	return nil
+}
+
+// connectFS connects to virtiofsd's vhost-user socket, as the monitor
+// does, and keeps the connection for the process's life (virtiofsd serves
+// one and ends with it). Guest memory must be shared for virtiofsd to map
+// it (STANDIN_FS, with the --memory option).
+func connectFS(monitor, tag, socket, memory string) error {
+	// A raw descriptor: a net.Conn nobody holds would be closed by its
+	// finalizer.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: fs %s: %w", monitor, tag, err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socket}); err != nil {
+		return fmt.Errorf("%s: fs %s: connect %s: %w", monitor, tag, socket, err)
+	}
+	fmt.Printf("STANDIN_FS %s %s connected memory %s\n", monitor, tag, memory)
 	return nil
 }
 
