@@ -33,7 +33,7 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 	cfg.WriteString(virtiofsdHostConfig())
 	withHostConfig(t, cfg.String())
 	t.Run("with an API", testMonitorsWithAPI)
-	t.Run("solo5", testSolo5Tenders)
+	t.Run("built by urunc", testBuiltImages)
 }
 
 // firecracker and cloud-hypervisor boot a Linux guest, their monitor
@@ -121,39 +121,43 @@ func testMonitorsWithAPI(t *testing.T) {
 	}
 }
 
-// solo5's tenders boot a mirage guest from an image made by `urunc
-// build`; they have no API, so the guest's own exit is the container's.
-// hvt alone gets /dev/kvm. With --seccomp, an hvt that says it is 0.9
-// (the stand-in's --version, run by the shim through its reaper) does not
-// filter itself and gets the project's filter.
-func testSolo5Tenders(t *testing.T) {
-	kernel := filepath.Join(t.TempDir(), "mirage.hvt")
+// Unikernel images made by `urunc build`: mirage under solo5's tenders,
+// and unikraft under firecracker. Their guest's own exit is the
+// container's. hvt alone of the tenders gets /dev/kvm. With --seccomp, an
+// hvt that says it is 0.9 (the stand-in's --version, run by the shim
+// through its reaper) does not filter itself and gets the project's
+// filter. hvt also runs with a network: the tap, and the guest's --ipv4.
+func testBuiltImages(t *testing.T) {
+	kernel := filepath.Join(t.TempDir(), "unikernel")
 	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		monitor, kvm string
-		seccomp      bool
-		subnet       int
+		guest, monitor string
+		played, kvm    string // the monitor the stand-in says it plays; /dev/kvm in its root
+		seccomp        bool
+		subnet         int
 	}{
-		{"hvt", "yes", true, 0},
-		{"hvt", "yes", false, 15},
-		{"spt", "no", false, 0},
+		{"mirage", "hvt", "solo5", "yes", true, 0},
+		{"mirage", "hvt", "solo5", "yes", false, 15},
+		{"mirage", "spt", "solo5", "no", false, 0},
+		{"unikraft", "firecracker", "firecracker", "yes", false, 0},
 	} {
-		t.Run(fmt.Sprintf("%s network %v seccomp %v", tc.monitor, tc.subnet != 0, tc.seccomp), func(t *testing.T) {
-			name := "docker.io/urunc/test-solo5-" + tc.monitor + ":latest"
-			if out, err := urunc(t, "build", "-t", name, "-type", "mirage", "-monitor", tc.monitor, "-kernel", kernel,
+		t.Run(fmt.Sprintf("%s %s network %v seccomp %v", tc.guest, tc.monitor, tc.subnet != 0, tc.seccomp), func(t *testing.T) {
+			name := "docker.io/urunc/test-" + tc.guest + "-" + tc.monitor + ":latest"
+			if out, err := urunc(t, "build", "-t", name, "-type", tc.guest, "-monitor", tc.monitor, "-kernel", kernel,
 				"-import", "-address", env.socket(), "-namespace", namespace); err != nil {
 				t.Fatalf("urunc build: %v\n%s", err, out)
 			}
 			t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
 			id := newID(t)
-			want := "STANDIN_MONITOR solo5 kernel /guest/kernel initrd  kvm " + tc.kvm + " seccomp 0"
+			mode := "0"
 			run := []string{"run", "--rm", "--runtime", runtimeName}
 			if tc.seccomp {
-				want = strings.TrimSuffix(want, "0") + "2"
+				mode = "2"
 				run = append(run, "--seccomp")
 			}
+			want := fmt.Sprintf("STANDIN_MONITOR %s kernel /guest/kernel initrd  kvm %s seccomp %s", tc.played, tc.kvm, mode)
 			if tc.subnet == 0 {
 				out, err := ctrRaw(append(run, name, id, "exit", "7")...)
 				if code := exitCode(err); code != 7 {
