@@ -121,8 +121,8 @@ func testMonitorsWithAPI(t *testing.T) {
 	}
 }
 
-// Unikernel images made by `urunc build`: mirage under solo5's tenders,
-// and unikraft under firecracker. Their guest's own exit is the
+// Unikernel images made by `urunc build`: mirage and rumprun under
+// solo5's tenders, and unikraft under firecracker. Their guest's own exit is the
 // container's. hvt alone of the tenders gets /dev/kvm. With --seccomp, an
 // hvt that says it is 0.9 (the stand-in's --version, run by the shim
 // through its reaper) does not filter itself and gets the project's
@@ -141,6 +141,7 @@ func testBuiltImages(t *testing.T) {
 		{"mirage", "hvt", "solo5", "yes", true, 0},
 		{"mirage", "hvt", "solo5", "yes", false, 15},
 		{"mirage", "spt", "solo5", "no", false, 0},
+		{"rumprun", "hvt", "solo5", "yes", false, 0},
 		{"unikraft", "firecracker", "firecracker", "yes", false, 0},
 	} {
 		t.Run(fmt.Sprintf("%s %s network %v seccomp %v", tc.guest, tc.monitor, tc.subnet != 0, tc.seccomp), func(t *testing.T) {

@@ -57,28 +57,61 @@ func playMonitor(args []string) ([]string, error) {
 }
 
 // solo5's tenders (hvt, spt): options, the kernel, then the guest's
-// command line, whose own options (a mirage guest's --ipv4=...) come
-// before its arguments.
+// command line: a mirage guest's options (--ipv4=...) before its
+// arguments, or rumprun's JSON ({"cmdline": ..., "net": ...}).
 func playSolo5(args []string) ([]string, error) {
-	tap, kernel := "", ""
-	var cmdline []string
+	tap, kernel, cmdline := "", "", ""
 	for _, a := range args {
 		switch {
 		case kernel != "":
-			cmdline = append(cmdline, strings.Fields(a)...)
+			cmdline = strings.TrimSpace(cmdline + " " + a)
 		case strings.HasPrefix(a, "--net:"):
 			_, tap, _ = strings.Cut(a, "=")
 		case !strings.HasPrefix(a, "--"):
 			kernel = a
 		}
 	}
-	if err := announce("solo5", kernel, "", tap, strings.Join(cmdline, " ")); err != nil {
+	if strings.HasPrefix(cmdline, "{") {
+		var rumprun struct {
+			Cmdline string `json:"cmdline"`
+			Net     *struct {
+				Addr string `json:"addr"`
+				Mask string `json:"mask"`
+				Gw   string `json:"gw"`
+			} `json:"net"`
+		}
+		if err := json.Unmarshal([]byte(cmdline), &rumprun); err != nil {
+			return nil, fmt.Errorf("solo5: rumprun's command line %q: %w", cmdline, err)
+		}
+		var netArgs []string
+		if n := rumprun.Net; n != nil {
+			netArgs = []string{"addr=" + n.Addr + "/" + n.Mask, "gw=" + n.Gw}
+		}
+		if err := announce("solo5", kernel, "", tap, netArgs); err != nil {
+			return nil, err
+		}
+		return strings.Fields(rumprun.Cmdline), nil
+	}
+	fields := strings.Fields(cmdline)
+	if err := announce("solo5", kernel, "", tap, netArgsOf(cmdline)); err != nil {
 		return nil, err
 	}
-	for len(cmdline) > 0 && strings.HasPrefix(cmdline[0], "--") {
-		cmdline = cmdline[1:]
+	for len(fields) > 0 && strings.HasPrefix(fields[0], "--") {
+		fields = fields[1:]
 	}
-	return cmdline, nil
+	return fields, nil
+}
+
+// netArgsOf picks the network arguments of a guest's command line:
+// Linux's ip=, mirage's --ipv4 and --ipv4-gateway.
+func netArgsOf(cmdline string) []string {
+	var out []string
+	for _, f := range strings.Fields(cmdline) {
+		if strings.HasPrefix(f, "ip=") || strings.HasPrefix(f, "--ipv4") {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // firecracker: the VM is described by --config-file; the API socket is a
@@ -111,7 +144,7 @@ func playFirecracker(flags map[string]string) (string, error) {
 	if len(cfg.NICs) > 0 {
 		tap = cfg.NICs[0].Tap
 	}
-	if err := announce("firecracker", b.Kernel, b.Initrd, tap, b.Cmdline); err != nil {
+	if err := announce("firecracker", b.Kernel, b.Initrd, tap, netArgsOf(b.Cmdline)); err != nil {
 		return "", err
 	}
 	for _, d := range cfg.Drives {
@@ -136,7 +169,7 @@ func playCloudHypervisor(args []string, flags map[string]string) (string, error)
 			tap = v
 		}
 	}
-	if err := announce("clh", flags["--kernel"], flags["--initramfs"], tap, flags["--cmdline"]); err != nil {
+	if err := announce("clh", flags["--kernel"], flags["--initramfs"], tap, netArgsOf(flags["--cmdline"])); err != nil {
 		return "", err
 	}
 	for i := 0; i+1 < len(args); i++ {
@@ -166,10 +199,10 @@ func playCloudHypervisor(args []string, flags map[string]string) (string, error)
 
 // announce checks that what the monitor would open is in its root: the
 // kernel and initrd it was given, whether /dev/kvm is there (as a
-// character device), its seccomp mode, and, with a NIC, the tap, attached through
-// /dev/net/tun as these monitors attach theirs (STANDIN_NET, with the
-// guest's network arguments: Linux's ip=, mirage's --ipv4=).
-func announce(monitor, kernel, initrd, tap, cmdline string) error {
+// character device), its seccomp mode, and, with a NIC, the tap, attached
+// through /dev/net/tun as these monitors attach theirs (STANDIN_NET, with
+// the guest's network arguments).
+func announce(monitor, kernel, initrd, tap string, netArgs []string) error {
 	for _, f := range []string{kernel, initrd} {
 		if f == "" {
 			continue
@@ -197,12 +230,6 @@ func announce(monitor, kernel, initrd, tap, cmdline string) error {
 	}
 	if err := attachTap(tap); err != nil {
 		return fmt.Errorf("%s: tap %s: %w", monitor, tap, err)
-	}
-	var netArgs []string
-	for _, f := range strings.Fields(cmdline) {
-		if strings.HasPrefix(f, "ip=") || strings.HasPrefix(f, "--ipv4") {
-			netArgs = append(netArgs, f)
-		}
 	}
 	fmt.Printf("STANDIN_NET %s %s attached %s\n", monitor, tap, strings.Join(netArgs, " "))
 	return nil
