@@ -126,7 +126,8 @@ func testMonitorsWithAPI(t *testing.T) {
 // container's. hvt alone of the tenders gets /dev/kvm. With --seccomp, an
 // hvt that says it is 0.9 (the stand-in's --version, run by the shim
 // through its reaper) does not filter itself and gets the project's
-// filter. hvt also runs with a network: the tap, and the guest's --ipv4.
+// filter. hvt also runs with a network (the tap, and the guest's --ipv4),
+// and is stopped with SIGTERM, which it has no API for.
 func testBuiltImages(t *testing.T) {
 	kernel := filepath.Join(t.TempDir(), "unikernel")
 	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
@@ -178,7 +179,18 @@ func testBuiltImages(t *testing.T) {
 			if !strings.Contains(string(out), want) || !strings.Contains(string(out), wantNet) {
 				t.Errorf("the monitor's output lacks %q or %q:\n%s", want, wantNet, out)
 			}
-			killAndRemove(t, id)
+			// hvt has no API: SIGTERM is passed on to it, and it ends
+			// as its tender does on the signal.
+			ctr(t, "task", "kill", "-s", "SIGTERM", id)
+			waitFor(t, 5*time.Second, "stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+			if _, code := taskState(t, id); code != 1 {
+				t.Errorf("exit %d, want the tender's 1 on SIGTERM", code)
+			}
+			if out, _ := os.ReadFile(logFile); !strings.Contains(string(out), "Exiting on signal 15") {
+				t.Errorf("SIGTERM did not reach the tender:\n%s", out)
+			}
+			ctr(t, "task", "rm", id)
+			ctr(t, "container", "rm", id)
 			n.assertNamespaceClean(t)
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,18 @@ func playSolo5(args []string) ([]string, error) {
 	fields := strings.Fields(cmdline)
 	if err := announce("solo5", kernel, "", tap, netArgsOf(cmdline)); err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		// hvt (spt has no /dev/kvm) ends on SIGTERM and SIGINT as its
+		// tender does: "Exiting on signal N", status 1. spt installs no
+		// handler, and as its pid namespace's init ignores them.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+		go func() {
+			s := (<-sigs).(unix.Signal)
+			fmt.Fprintf(os.Stderr, "solo5-hvt: Exiting on signal %d\n", int(s))
+			os.Exit(1)
+		}()
 	}
 	for len(fields) > 0 && strings.HasPrefix(fields[0], "--") {
 		fields = fields[1:]
