@@ -38,10 +38,15 @@ TOOLS=$(mktemp -d /tmp/urunc-bench-tools.XXXXXX)
 PEER_PATH=
 KVM_NODE=
 FLOORS=()
+# remove_kvm_node removes the placeholder /dev/kvm, if this run made it.
+remove_kvm_node() {
+	[ -z "$KVM_NODE" ] || rm -f /dev/kvm
+	KVM_NODE=
+}
 at_exit() {
 	floors_stop
 	rm -rf "$TOOLS" ${PEER_PATH:+"$PEER_PATH"}
-	[ -z "$KVM_NODE" ] || rm -f /dev/kvm
+	remove_kvm_node
 }
 trap at_exit EXIT
 (cd "$HERE/.." && CGO_ENABLED=0 go build -o "$TOOLS/standin/qemu-system-x86_64" ./integration/cmd/standin-monitor &&
@@ -185,21 +190,22 @@ for i in $(seq "$DENSITY"); do
 	ids+=("du$i" "dr$i")
 done
 sleep 2
-mean_of() { # mean_of KIND PREFIX FIELD: mean smaps_rollup FIELD over the shims
-	local sum=0 n=0 i p
-	for i in $(seq "$DENSITY"); do
-		p=$(shim_of "$1" "$2$i")
-		sum=$((sum + $(rollup "$p" "$3"))) n=$((n + 1))
-	done
-	echo $((sum / n))
+mean_pids() { # mean_pids FIELD PID...: mean smaps_rollup FIELD over the pids
+	local field=$1 sum=0 p
+	shift
+	for p in "$@"; do sum=$((sum + $(rollup "$p" "$field"))); done
+	echo $((sum / $#))
+}
+mean_of() { # mean_of KIND PREFIX FIELD: mean_pids over the DENSITY shims
+	local i pids=()
+	for i in $(seq "$DENSITY"); do pids+=("$(shim_of "$1" "$2$i")"); done
+	mean_pids "$3" "${pids[@]}"
 }
 upss=$(mean_of containerd-shim-urunc-v2 du Pss) rpss=$(mean_of containerd-shim-runc-v2 dr Pss)
 uanon=$(mean_of containerd-shim-urunc-v2 du Anonymous) ranon=$(mean_of containerd-shim-runc-v2 dr Anonymous)
 floors_start "$DENSITY"
 sleep 1
-fpss=0 fanon=0
-for p in "${FLOORS[@]}"; do fpss=$((fpss + $(rollup "$p" Pss))) fanon=$((fanon + $(rollup "$p" Anonymous))); done
-fpss=$((fpss / DENSITY)) fanon=$((fanon / DENSITY))
+fpss=$(mean_pids Pss "${FLOORS[@]}") fanon=$(mean_pids Anonymous "${FLOORS[@]}")
 floors_stop
 echo "$DENSITY containers each, mean per shim (kB): urunc shim PSS $upss anon $uanon; runc shim PSS $rpss anon $ranon; $DENSITY shimfloor daemons PSS $fpss anon $fanon"
 goal "mean PSS per shim, $DENSITY containers (MiB) vs runc shim" "$(mib "$upss")" "$(mib "$rpss")" "$(ratio "$upss" "$rpss")" "goal <= 3 MiB"
@@ -312,10 +318,7 @@ goal "$PARALLEL runs at once (containers/s) vs runc shim" "$urate" "$rrate" "$(r
 left=$("${CTR[@]}" containers ls -q | wc -l)
 [ "$left" -eq 0 ] || echo "warning: $left containers left after the bursts"
 stop_containerd
-if [ -n "$KVM_NODE" ]; then
-	rm -f /dev/kvm
-	KVM_NODE=
-fi
+remove_kvm_node
 
 echo "== part 3: where a container's start goes (stand-in, containerd and the shim at debug level)"
 QEMU_PATH="$TOOLS/standin/qemu-system-x86_64" CONTAINERD_LOG_LEVEL=debug start_containerd /tmp/urunc-bench
