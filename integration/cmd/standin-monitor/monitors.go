@@ -72,29 +72,11 @@ func playSolo5(args []string) ([]string, error) {
 			kernel = a
 		}
 	}
-	if strings.HasPrefix(cmdline, "{") {
-		var rumprun struct {
-			Cmdline string `json:"cmdline"`
-			Net     *struct {
-				Addr string `json:"addr"`
-				Mask string `json:"mask"`
-				Gw   string `json:"gw"`
-			} `json:"net"`
-		}
-		if err := json.Unmarshal([]byte(cmdline), &rumprun); err != nil {
-			return nil, fmt.Errorf("solo5: rumprun's command line %q: %w", cmdline, err)
-		}
-		var netArgs []string
-		if n := rumprun.Net; n != nil {
-			netArgs = []string{"addr=" + n.Addr + "/" + n.Mask, "gw=" + n.Gw}
-		}
-		if err := announce("solo5", kernel, "", tap, netArgs); err != nil {
-			return nil, err
-		}
-		return strings.Fields(rumprun.Cmdline), nil
+	guestArgs, netArgs, err := solo5GuestArgs(cmdline)
+	if err != nil {
+		return nil, err
 	}
-	fields := strings.Fields(cmdline)
-	if err := announce("solo5", kernel, "", tap, netArgsOf(cmdline)); err != nil {
+	if err := announce("solo5", kernel, "", tap, netArgs); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat("/dev/kvm"); err == nil {
@@ -109,10 +91,34 @@ func playSolo5(args []string) ([]string, error) {
 			os.Exit(1)
 		}()
 	}
-	for len(fields) > 0 && strings.HasPrefix(fields[0], "--") {
-		fields = fields[1:]
+	return guestArgs, nil
+}
+
+// solo5GuestArgs splits a solo5 guest's command line into its arguments
+// and its network arguments.
+func solo5GuestArgs(cmdline string) (args, netArgs []string, err error) {
+	if !strings.HasPrefix(cmdline, "{") {
+		args = strings.Fields(cmdline)
+		for len(args) > 0 && strings.HasPrefix(args[0], "--") {
+			args = args[1:]
+		}
+		return args, netArgsOf(cmdline), nil
 	}
-	return fields, nil
+	var rumprun struct {
+		Cmdline string `json:"cmdline"`
+		Net     *struct {
+			Addr string `json:"addr"`
+			Mask string `json:"mask"`
+			Gw   string `json:"gw"`
+		} `json:"net"`
+	}
+	if err := json.Unmarshal([]byte(cmdline), &rumprun); err != nil {
+		return nil, nil, fmt.Errorf("solo5: rumprun's command line %q: %w", cmdline, err)
+	}
+	if n := rumprun.Net; n != nil {
+		netArgs = []string{"addr=" + n.Addr + "/" + n.Mask, "gw=" + n.Gw}
+	}
+	return strings.Fields(rumprun.Cmdline), netArgs, nil
 }
 
 // netArgsOf picks the network arguments of a guest's command line:
@@ -176,12 +182,7 @@ func playFirecracker(flags map[string]string) (string, error) {
 // cloud-hypervisor: the VM is on its command line; the API socket is
 // inherited listening (--api-socket fd=N).
 func playCloudHypervisor(args []string, flags map[string]string) (string, error) {
-	tap := ""
-	for _, opt := range strings.Split(flags["--net"], ",") {
-		if v, ok := strings.CutPrefix(opt, "tap="); ok {
-			tap = v
-		}
-	}
+	tap := options(flags["--net"])["tap"]
 	if err := announce("clh", flags["--kernel"], flags["--initramfs"], tap, netArgsOf(flags["--cmdline"])); err != nil {
 		return "", err
 	}
@@ -257,11 +258,11 @@ func attachTap(name string) error {
 		return fmt.Errorf("open /dev/net/tun: %w", err)
 	}
 	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 	}
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+	if err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("TUNSETIFF: %w", err)
 	}
