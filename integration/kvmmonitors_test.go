@@ -77,8 +77,7 @@ func testMonitorsWithAPI(t *testing.T) {
 				flags = append(flags, "--snapshotter", tc.snapshotter)
 			}
 			id := newID(t)
-			log := filepath.Join(t.TempDir(), "console.log")
-			ctr(t, append(append([]string{"run", "-d", "--log-uri", "file://" + log, "--runtime", runtimeName}, flags...), img, id, "/init", "sleep")...)
+			log := runDetachedImage(t, id, img, flags, "/init", "sleep")
 			waitForOutput(t, log, "STANDIN_READY", 30*time.Second)
 			// What it was told of, opened in its confined root: the
 			// kernel, the initrd, /dev/kvm, its disk or shared directory
@@ -122,12 +121,12 @@ func testMonitorsWithAPI(t *testing.T) {
 }
 
 // Unikernel images made by `urunc build`: mirage and rumprun under
-// solo5's tenders, and unikraft under firecracker. Their guest's own exit is the
-// container's. hvt alone of the tenders gets /dev/kvm. With --seccomp, an
-// hvt that says it is 0.9 (the stand-in's --version, run by the shim
-// through its reaper) does not filter itself and gets the project's
-// filter. hvt also runs with a network (the tap, and the guest's --ipv4),
-// and is stopped with SIGTERM, which it has no API for.
+// solo5's tenders, and unikraft under firecracker. Their guest's own exit
+// is the container's. hvt alone of the tenders gets /dev/kvm. With
+// --seccomp, an hvt that says it is 0.9 (the stand-in's --version, run by
+// the shim through its reaper) does not filter itself and gets the
+// project's filter. hvt also runs with a network (the tap, and the guest's
+// --ipv4), and is stopped with SIGTERM, which it has no API for.
 func testBuiltImages(t *testing.T) {
 	kernel := filepath.Join(t.TempDir(), "unikernel")
 	if err := os.WriteFile(kernel, testimage.MultibootKernel(), 0o644); err != nil {
@@ -171,8 +170,7 @@ func testBuiltImages(t *testing.T) {
 				return
 			}
 			n := newTestNet(t, tc.subnet)
-			logFile := filepath.Join(t.TempDir(), "console.log")
-			ctr(t, append(append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, n.withNS()...), name, id, "sleep")...)
+			logFile := runDetachedImage(t, id, name, n.withNS(), "sleep")
 			waitForOutput(t, logFile, "STANDIN_READY", 30*time.Second)
 			out, _ := os.ReadFile(logFile)
 			wantNet := fmt.Sprintf(" attached --ipv4=%s/24 --ipv4-gateway=%s", n.guestIP, n.clientIP)

@@ -35,10 +35,16 @@ func runDetached(t *testing.T, id string, args ...string) string {
 // runDetachedWith is runDetached with extra ctr run flags.
 func runDetachedWith(t *testing.T, id string, flags []string, args ...string) string {
 	t.Helper()
+	return runDetachedImage(t, id, image, flags, append([]string{"/init"}, args...)...)
+}
+
+// runDetachedImage runs img detached with the process argv and extra ctr
+// run flags, its console in a log file, whose path it returns.
+func runDetachedImage(t *testing.T, id, img string, flags []string, argv ...string) string {
+	t.Helper()
 	logFile := filepath.Join(t.TempDir(), id+".log")
 	full := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, flags...)
-	full = append(full, image, id, "/init")
-	ctr(t, append(full, args...)...)
+	ctr(t, append(append(full, img, id), argv...)...)
 	return logFile
 }
 
