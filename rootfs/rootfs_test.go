@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"golang.org/x/sys/unix"
 )
 
@@ -185,13 +186,11 @@ func BenchmarkELFDeps(b *testing.B) {
 // with its data directories, as a qemu Create does: the binary's libraries
 // and those of its accelerator modules.
 func BenchmarkMonitorRootBinds(b *testing.B) {
-	plan := MonitorRootPlan{
-		Binary:    "/usr/bin/qemu-system-x86_64",
-		DataPaths: []string{"/usr/share/qemu", "/usr/share/seabios", "/usr/lib/ipxe/qemu", "/usr/lib/x86_64-linux-gnu/qemu"},
+	qemu, err := monitors.New("qemu", monitors.Config{})
+	if err != nil {
+		b.Skipf("no qemu on this host: %v", err)
 	}
-	if _, err := os.Stat(plan.Binary); err != nil {
-		b.Skipf("no %s on this host", plan.Binary)
-	}
+	plan := MonitorRootPlan{Binary: qemu.Binary(), DataPaths: qemu.DataPaths()}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := plan.Binds(); err != nil {
