@@ -50,8 +50,10 @@ func main() {
 }
 
 func serveFloor(ctx context.Context, socket string) error {
-	// The daemon's own settings (shim/main.go), so that only the work
-	// differs.
+	// The daemon's own settings (shim/main.go's gcPercent and
+	// GOMAXPROCS), so that only the work differs. Copied, not imported:
+	// the shim package would link in the runtime library this floor
+	// leaves out.
 	debug.SetGCPercent(40)
 	goruntime.GOMAXPROCS(2)
 	signals := make(chan os.Signal, 32)
