@@ -203,25 +203,21 @@ func mountedDevice(dir string) (dev, fsType string, err error) {
 
 // copyFileVolumes copies single-file volumes (/etc/hosts, say) into the
 // rootfs at their destinations, as urunc does for a guest that cannot
-// mount them.
+// mount them; CopyFileInRoot keeps the image's own nodes from turning the
+// copy against the host.
 func copyFileVolumes(rootfsDir string, files []specs.Mount) error {
 	for _, m := range files {
-		dst, err := ResolveInRootfs(rootfsDir, m.Destination)
-		if err != nil {
-			return fmt.Errorf("volume %s: %w", m.Destination, err)
-		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return fmt.Errorf("volume %s: %w", m.Destination, err)
-		}
-		if err := copyFile(m.Source, dst, 0o644); err != nil {
+		if err := CopyFileInRoot(rootfsDir, m.Destination, m.Source, 0o644); err != nil {
 			return fmt.Errorf("volume %s: %w", m.Destination, err)
 		}
 	}
 	return nil
 }
 
+// copyFile copies src, a regular file, to dst, a new file outside any
+// image's rootfs.
 func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
+	in, _, err := openRegularSource(src, 0)
 	if err != nil {
 		return err
 	}
@@ -234,7 +230,6 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		out.Close()
 		return err
 	}
-	// The guest reads it from a disk the host no longer has mounted.
 	if err := out.Sync(); err != nil {
 		out.Close()
 		return err
