@@ -48,7 +48,11 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 		args = append(args, "--cmdline", g.Cmdline)
 	}
 	for _, d := range g.Disks {
-		args = append(args, "--disk", "path="+d.Path+",id="+d.ID)
+		disk := "path=" + d.Path + ",id=" + d.ID
+		if d.ReadOnly {
+			disk += ",readonly=on"
+		}
+		args = append(args, "--disk", disk)
 	}
 	for _, s := range g.Shares {
 		if s.Kind == ShareVirtiofs {

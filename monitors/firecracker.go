@@ -77,7 +77,7 @@ func (f *firecracker) ConfigFile(g Guest) ([]byte, error) {
 	// The guest's command line already says where its root is, so no
 	// drive is firecracker's root device (which would add root= again).
 	for _, d := range g.Disks {
-		cfg.Drives = append(cfg.Drives, drive{DriveID: d.ID, PathOnHost: d.Path})
+		cfg.Drives = append(cfg.Drives, drive{DriveID: d.ID, PathOnHost: d.Path, IsReadOnly: d.ReadOnly})
 	}
 	if g.Net != nil {
 		cfg.NetworkInterfaces = []networkInterface{{IfaceID: "eth0", GuestMAC: g.Net.MAC, HostDevName: g.Net.Tap}}

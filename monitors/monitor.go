@@ -75,6 +75,9 @@ type Guest struct {
 type Disk struct {
 	ID   string // drive id and serial, so the guest can tell disks apart
 	Path string
+	// ReadOnly: the guest may not write the disk (a read-only volume);
+	// every monitor that takes disks is told so, or refuses the disk.
+	ReadOnly bool
 	// FD and ReadOnlyFD, when not zero, are the disk already open
 	// read-write and read-only (qemu opens a disk both ways), inherited
 	// by a monitor that runs as a user the disk does not belong to.

@@ -19,6 +19,35 @@ var testGuest = Guest{
 	MemoryMB: 256, VCPUs: 2,
 }
 
+// Each firecracker drive is read-only exactly when its disk is.
+func TestFirecrackerReadOnlyDrives(t *testing.T) {
+	g := withStorage(testGuest, []Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol2", Path: "/guest/disks/vol2", ReadOnly: true}}, nil)
+	data, err := newFirecracker("/fc", Config{}).(ConfigFileWriter).ConfigFile(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Drives []struct {
+			ID       string `json:"drive_id"`
+			Path     string `json:"path_on_host"`
+			Root     bool   `json:"is_root_device"`
+			ReadOnly *bool  `json:"is_read_only"`
+		} `json:"drives"`
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"rootfs": false, "vol2": true}
+	if len(cfg.Drives) != len(want) {
+		t.Fatalf("drives: %s", data)
+	}
+	for _, d := range cfg.Drives {
+		if d.ReadOnly == nil || *d.ReadOnly != want[d.ID] || d.Root || d.Path != "/guest/disks/"+d.ID {
+			t.Errorf("drive %s: %s", d.ID, data)
+		}
+	}
+}
+
 // The exact command lines each monitor gets. firecracker, solo5 and
 // cloud-hypervisor cannot run on the test hosts; these are their known-good
 // forms.
@@ -131,6 +160,38 @@ func TestMonitorArgs(t *testing.T) {
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-device isa-debug-exit,iobase=0x501,iosize=2 -netdev tap,id=net0,ifname=tap0_abc,script=no,downscript=no " +
 				"-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,romfile=,disable-legacy=on,disable-modern=off",
+		},
+		{
+			name: "qemu read-only volume disk", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol2", Path: "/guest/disks/vol2", ReadOnly: true}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs " +
+				"-drive file=/guest/disks/vol2,format=raw,if=none,id=vol2,readonly=on -device virtio-blk-pci,drive=vol2,serial=vol2 -nic none",
+		},
+		{
+			name: "qemu read-only disk inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "vol1", Path: "/guest/disks/vol1", FD: 6, ReadOnlyFD: 7, ReadOnly: true}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-add-fd fd=6,set=6,opaque=vol1-rw -add-fd fd=7,set=6,opaque=vol1-ro " +
+				"-drive file=/dev/fdset/6,format=raw,if=none,id=vol1,readonly=on -device virtio-blk-pci,drive=vol1,serial=vol1 -nic none",
+		},
+		{
+			name: "cloud-hypervisor read-only volume disk", monitor: newCloudHypervisor("/ch", Config{}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol2", Path: "/guest/disks/vol2", ReadOnly: true}}, nil),
+			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +
+				"--cmdline panic=-1 console=ttyS0 --disk path=/guest/disks/rootfs,id=rootfs --disk path=/guest/disks/vol2,id=vol2,readonly=on",
+		},
+		{
+			name: "solo5-hvt refuses a read-only disk", monitor: newHvt("/h", Config{}),
+			guest:   withStorage(noInitrd, []Disk{{ID: "vol1", Path: "/guest/disks/vol1", ReadOnly: true}}, nil),
+			wantErr: "solo5-hvt cannot attach disk vol1 read-only",
+		},
+		{
+			name: "solo5-spt refuses a read-only disk", monitor: newSpt("/s", Config{}),
+			guest:   withStorage(noInitrd, []Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol1", Path: "/guest/disks/vol1", ReadOnly: true}}, nil),
+			wantErr: "solo5-spt cannot attach disk vol1 read-only",
 		},
 		{name: "no kernel", monitor: newQemu("/q", Config{}), guest: Guest{}, wantErr: "no guest kernel"},
 	}

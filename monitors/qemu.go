@@ -140,8 +140,12 @@ func (q *qemu) storageArgs(g Guest) []string {
 			}
 			file = "/dev/fdset/" + set
 		}
+		drive := "file=" + file + ",format=raw,if=none,id=" + d.ID
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
 		args = append(args,
-			"-drive", "file="+file+",format=raw,if=none,id="+d.ID,
+			"-drive", drive,
 			"-device", "virtio-blk-pci,drive="+d.ID+",serial="+d.ID)
 	}
 	for _, s := range g.Shares {

@@ -51,6 +51,10 @@ func (s *solo5) Args(g Guest) ([]string, error) {
 		if i == 0 && g.Solo5Block != "" {
 			name = g.Solo5Block
 		}
+		// solo5's block devices are always writable.
+		if d.ReadOnly {
+			return nil, fmt.Errorf("solo5-%s cannot attach disk %s read-only", s.name, d.ID)
+		}
 		args = append(args, "--block:"+name+"="+d.Path)
 	}
 	args = append(args, g.Kernel)
