@@ -172,14 +172,14 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 		}
 		dev, fsType, err := mountedDevice(m.Source)
 		if err != nil {
-			return set, err
+			return set, fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
 		}
 		if dev == "" || !req.Guest.SupportsFS(fsType) {
 			return set, fmt.Errorf("volume %s (from %s): guest %s boots from a disk and can only take volumes that are block devices it mounts (ext4, ext2); this one is not",
 				m.Destination, m.Source, req.Guest.Name())
 		}
 		id := "vol" + strconv.Itoa(i)
-		set.disks = append(set.disks, Disk{ID: id, Source: dev})
+		set.disks = append(set.disks, Disk{ID: id, Source: dev, ReadOnly: readOnly(m)})
 		set.mounts = append(set.mounts, guests.Volume{ID: id, MountPoint: m.Destination})
 		set.devices = append(set.devices, dev)
 		set.unmount = append(set.unmount, m.Source)
@@ -188,7 +188,9 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 }
 
 // mountedDevice returns the block device mounted at dir, if dir is the
-// mount point of one (the topmost mount there, listed last).
+// mount point of one (the topmost mount there, listed last). A mount of
+// only a directory of the filesystem (a subPath bind, a local volume on a
+// shared disk) is refused: the device would give the guest all of it.
 func mountedDevice(dir string) (dev, fsType string, err error) {
 	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) { return m.Mountpoint != dir, false })
 	if err != nil || len(ms) == 0 {
@@ -197,6 +199,9 @@ func mountedDevice(dir string) (dev, fsType string, err error) {
 	top := ms[len(ms)-1]
 	if !isBlockDevice(top.Source) {
 		return "", "", nil
+	}
+	if top.Root != "/" {
+		return "", "", fmt.Errorf("mount %s shows only %s of the filesystem on %s, and a disk would give the guest all of it", dir, top.Root, top.Source)
 	}
 	return top.Source, top.FSType, nil
 }

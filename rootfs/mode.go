@@ -100,6 +100,8 @@ type Plan struct {
 type Disk struct {
 	ID     string // serial and drive id: "rootfs", or urunc's "vol<i>"
 	Source string // host path: a regular file or a block device
+	// ReadOnly: a read-only volume, which the monitor attaches read-only.
+	ReadOnly bool
 }
 
 // Share is a host directory shared with the guest.
