@@ -197,8 +197,8 @@ func (p *bootPlan) placeGuestFiles() []launch.Bind {
 	}
 	for _, d := range rp.Disks {
 		path := guestDisksDir + "/" + d.ID
-		binds = append(binds, launch.Bind{Source: d.Source, Target: path})
-		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path})
+		binds = append(binds, launch.Bind{Source: d.Source, Target: path, ReadOnly: d.ReadOnly})
+		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path, ReadOnly: d.ReadOnly})
 	}
 	for _, s := range rp.Shares {
 		share := monitors.Share{Kind: string(s.Kind), Tag: s.Tag}
