@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -153,5 +154,78 @@ func runOverHostileHosts(t *testing.T, node, hosts string, afterCreate func(*tes
 	// The image now holds the pod's file where the node was.
 	if out := mustRun(t, "debugfs", "-R", "stat /etc/hosts", img); !strings.Contains(out, "Type: regular") {
 		t.Fatalf("the image's /etc/hosts is not the pod's regular file:\n%s", out)
+	}
+}
+
+// blockVolumeMount makes an ext4 filesystem on a loop device, with a file
+// greeting at its root, mounts it and returns the mount point and device.
+func blockVolumeMount(t *testing.T) (mnt, dev string) {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vol.ext4")
+	mustRun(t, "mkfs.ext4", "-q", "-F", img, "8M")
+	dev = strings.TrimSpace(mustRun(t, "losetup", "--find", "--show", img))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt = filepath.Join(dir, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "mount", dev, mnt)
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	if err := os.WriteFile(filepath.Join(mnt, "greeting"), []byte("another tenant's file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return mnt, dev
+}
+
+// A read-only block volume is a read-only disk to the monitor.
+func TestBlockVolumeReadOnly(t *testing.T) {
+	mnt, _ := blockVolumeMount(t)
+	id := newID(t)
+	logFile := filepath.Join(t.TempDir(), "console.log")
+	ctr(t, "run", "-d", "--snapshotter", "blockfile", "--log-uri", "file://"+logFile, "--runtime", runtimeName,
+		"--mount", "type=bind,src="+mnt+",dst=/data,options=rbind:ro",
+		testimage.RootfsImageName, id, "/init", "sleep")
+	waitForOutput(t, logFile, "URUNC_GUEST_READY", 60*time.Second)
+	cmdline := monitorCmdline(t, id)
+	if !regexp.MustCompile(`-drive file=\S+,format=raw,if=none,id=vol\d+,readonly=on `).MatchString(cmdline) {
+		t.Fatalf("the read-only volume is no read-only disk: %s", cmdline)
+	}
+	if !regexp.MustCompile(`-drive file=\S+,format=raw,if=none,id=rootfs -device`).MatchString(cmdline) {
+		t.Fatalf("the root disk is not writable: %s", cmdline)
+	}
+	ctr(t, "task", "kill", "-s", "SIGKILL", id)
+	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+	ctr(t, "task", "rm", id)
+}
+
+// A subPath-style bind (a directory of a block device's filesystem) is not
+// handed to a block guest as the whole device: Create refuses it, naming
+// the mount, and the host's mounts stay as they were.
+func TestBlockVolumeSubdirectoryRefused(t *testing.T) {
+	mnt, dev := blockVolumeMount(t)
+	sub := filepath.Join(mnt, "tenant-a")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bind := filepath.Join(t.TempDir(), "subpath")
+	if err := os.Mkdir(bind, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "mount", "--bind", sub, bind)
+	t.Cleanup(func() { _ = exec.Command("umount", bind).Run() })
+	before := hostMountsOf(" "+mnt+" ", " "+bind+" ")
+	id := newID(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := ctrContext(ctx, "run", "--rm", "--snapshotter", "blockfile", "--runtime", runtimeName,
+		"--mount", "type=bind,src="+bind+",dst=/data,options=rbind",
+		testimage.RootfsImageName, id, "/init", "catvol", "greeting")
+	want := "volume /data (from " + bind + "): mount " + bind + " shows only /tenant-a of the filesystem on " + dev
+	if err == nil || !strings.Contains(out, want) {
+		t.Fatalf("ctr run with a subdirectory bind of a block device: %v\n%s\nwant %q", err, out, want)
+	}
+	if after := hostMountsOf(" "+mnt+" ", " "+bind+" "); strings.Join(after, "\n") != strings.Join(before, "\n") || len(after) != 2 {
+		t.Fatalf("host mounts before:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
 }
