@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // DefaultTaskStateDir is where containerd keeps its v2 task bundles, by
@@ -23,7 +23,7 @@ const DefaultTaskStateDir = "/run/containerd/io.containerd.runtime.v2.task"
 // Entry is one container of this runtime.
 type Entry struct {
 	Bundle string
-	urunc.Summary
+	lifecycle.Summary
 	// ShimAnswers tells whether the container's shim still answers on its
 	// socket; a container whose shim does not is an orphan, which only
 	// cleanup-orphans (or containerd's delete command) will clean.
@@ -45,11 +45,11 @@ func List(stateDir string) ([]Entry, error) {
 	sort.Strings(bundles)
 	var out []Entry
 	for _, b := range bundles {
-		if !urunc.HasState(b) {
+		if !lifecycle.HasState(b) {
 			continue
 		}
 		e := Entry{Bundle: b}
-		e.Summary, e.Err = urunc.Describe(b)
+		e.Summary, e.Err = lifecycle.Describe(b)
 		if addr := ShimAddress(b); addr != "" {
 			e.ShimAnswers = Answers(addr)
 		}

@@ -8,7 +8,8 @@ import (
 	"os"
 	"strings"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // OrphansCommand is the operator's subcommand that cleans containers whose
@@ -20,7 +21,7 @@ const OrphansCommand = "cleanup-orphans"
 // OrphansMain runs the cleanup-orphans subcommand and returns the exit
 // code. It reaps the children it starts (runc, hooks) itself.
 func OrphansMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	urunc.ReapChildren()
+	lifecycle.ReapChildren()
 	fs := flag.NewFlagSet(OrphansCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")
@@ -41,7 +42,7 @@ func OrphansMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			fmt.Fprintf(stdout, "%s: shim gone\n", name)
 			continue
 		}
-		exit, err := urunc.Cleanup(ctx, b)
+		exit, err := bundle.Cleanup(ctx, b)
 		if err == nil && *removeBundles {
 			err = os.RemoveAll(b)
 		}

@@ -83,8 +83,8 @@ type Plan struct {
 	// launcher's mount namespace only, so that a shared root shows the
 	// spec's volumes at their destinations and the host sees none of it.
 	VolumeBinds []Bind
-	// Helper runs beside the monitor (virtiofsd), started by the launcher.
-	Helper *Helper
+	// HelperProcess runs beside the monitor (virtiofsd), started by the launcher.
+	HelperProcess *HelperProcess
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
 	Devices []string
@@ -106,12 +106,12 @@ type Disk struct {
 type Share struct {
 	Kind   guests.RootKind // guests.Root9p or guests.RootVirtiofs
 	Tag    string
-	Source string // host directory (9p); virtiofs reaches it via Helper
+	Source string // host directory (9p); virtiofs reaches it via HelperProcess
 }
 
-// Helper is a process that runs beside the monitor (virtiofsd), started by
+// HelperProcess is a process that runs beside the monitor (virtiofsd), started by
 // the launcher.
-type Helper = launch.Helper
+type HelperProcess = launch.HelperProcess
 
 // Undo is what a mode's Prepare must give back, persisted in the bundle.
 type Undo struct {

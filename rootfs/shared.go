@@ -28,7 +28,7 @@ func tryVirtiofs(req Request) (*Plan, bool, error) {
 	// "-o source=" is understood by the C virtiofsd and, for
 	// compatibility, by the Rust one.
 	argv := []string{req.Virtiofsd.Path, "-o", "source=" + req.RootfsDir}
-	p.Helper = &Helper{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
+	p.HelperProcess = &HelperProcess{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
 		Socket: VirtiofsSocket, SocketFlag: "--socket-path="}
 	return p, true, nil
 }

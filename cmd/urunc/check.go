@@ -18,7 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/unikernel"
 )
 
 // Check outcomes. Only a failure makes check exit non-zero; a warning is
@@ -73,7 +74,7 @@ func checkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func runChecks(ctx context.Context, facts hostFacts) []checkResult {
-	host, hostErr := urunc.LoadHostConfig()
+	host, hostErr := config.LoadHostConfig()
 	out := []checkResult{checkHostConfig(host, hostErr)}
 	out = append(out, checkShim(), checkLauncher())
 	found := 0
@@ -93,10 +94,10 @@ func runChecks(ctx context.Context, facts hostFacts) []checkResult {
 	return out
 }
 
-func checkHostConfig(host urunc.HostConfig, err error) checkResult {
-	path := os.Getenv(urunc.HostConfigEnv)
+func checkHostConfig(host config.HostConfig, err error) checkResult {
+	path := os.Getenv(config.HostConfigEnv)
 	if path == "" {
-		path = urunc.DefaultHostConfigPath
+		path = config.DefaultHostConfigPath
 	}
 	switch {
 	case err != nil:
@@ -128,7 +129,7 @@ func checkLauncher() checkResult {
 	if real, err := filepath.EvalSymlinks(p); err == nil {
 		p = real
 	}
-	l, ok := urunc.LauncherBeside(p)
+	l, ok := unikernel.LauncherBeside(p)
 	if !ok {
 		return checkResult{"launcher", checkWarn, l + " is missing: the shim runs each launcher itself, slower", "make install puts urunc-launcher beside the shim"}
 	}
@@ -136,7 +137,7 @@ func checkLauncher() checkResult {
 }
 
 // checkMonitor finds a monitor as the shim would, and asks its version.
-func checkMonitor(ctx context.Context, name string, host urunc.HostConfig) checkResult {
+func checkMonitor(ctx context.Context, name string, host config.HostConfig) checkResult {
 	m, err := monitors.New(name, host.Monitor(name))
 	if err != nil {
 		detail := err.Error()
@@ -161,7 +162,7 @@ const (
 
 // checkKVM creates a VM: /dev/kvm can exist and still refuse one (nested
 // virtualization off, a module without hardware support).
-func checkKVM(host urunc.HostConfig) checkResult {
+func checkKVM(host config.HostConfig) checkResult {
 	tcg := "load kvm_intel or kvm_amd, or use TCG (slow): [monitors.qemu] accel = \"tcg\""
 	if host.Monitor("qemu").Accel == "tcg" {
 		tcg = "none needed for qemu: the host config selects TCG"
@@ -183,7 +184,7 @@ func checkKVM(host urunc.HostConfig) checkResult {
 }
 
 // checkQemuData looks for the firmware qemu loads for an x86 guest.
-func checkQemuData(host urunc.HostConfig) checkResult {
+func checkQemuData(host config.HostConfig) checkResult {
 	dirs := []string{"/usr/share/qemu", "/usr/share/seabios", "/usr/local/share/qemu"}
 	if d := host.Monitor("qemu").DataPath; d != "" {
 		dirs = []string{d}
@@ -208,7 +209,7 @@ func checkDevice(name, path string, needed bool, fix string) checkResult {
 	return checkResult{name, checkOK, path, ""}
 }
 
-func checkVirtiofsd(host urunc.HostConfig) checkResult {
+func checkVirtiofsd(host config.HostConfig) checkResult {
 	v := host.Virtiofsd()
 	if st, err := os.Stat(v.Path); err == nil && st.Mode()&0o111 != 0 {
 		return checkResult{"virtiofsd", checkOK, v.Path, ""}

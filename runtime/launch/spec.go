@@ -43,8 +43,8 @@ type Spec struct {
 	// it, in the launcher's mount namespace only, for a shared root.
 	Rootfs  string `json:"rootfs,omitempty"`
 	Volumes []Bind `json:"volumes,omitempty"`
-	// Helper runs beside the monitor (virtiofsd).
-	Helper *Helper `json:"helper,omitempty"`
+	// HelperProcess runs beside the monitor (virtiofsd).
+	HelperProcess *HelperProcess `json:"helper,omitempty"`
 	// Proc mounts a pids-only proc in the confined root, for a monitor
 	// that reaches its own descriptors through /proc/self/fd (qemu's 9p
 	// server).
