@@ -9,8 +9,8 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 )
 
 // A rootfs mode is one way a guest gets its root filesystem: an initrd, a
@@ -72,19 +72,19 @@ func (v Virtiofsd) Available() bool {
 // Plan is what the chosen mode takes from the host and gives the boot.
 type Plan struct {
 	Mode string // "initrd", "block", "9p", "virtiofs" or "none"
-	Root guests.Root
+	Root Root
 	// Kernel and Initrd are the host files the monitor boots.
 	Kernel, Initrd string
 	Disks          []Disk
 	Shares         []Share
 	// Volumes are the disks (after the root) the guest mounts itself.
-	Volumes []guests.Volume
+	Volumes []Volume
 	// VolumeBinds are bound into the container rootfs inside the
 	// launcher's mount namespace only, so that a shared root shows the
 	// spec's volumes at their destinations and the host sees none of it.
-	VolumeBinds []Bind
+	VolumeBinds []confined.Bind
 	// HelperProcess runs beside the monitor (virtiofsd), started by the launcher.
-	HelperProcess *HelperProcess
+	HelperProcess *confined.HelperProcess
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
 	Devices []string
@@ -104,14 +104,10 @@ type Disk struct {
 
 // Share is a host directory shared with the guest.
 type Share struct {
-	Kind   guests.RootKind // guests.Root9p or guests.RootVirtiofs
+	Kind   Kind // Kind9p or KindVirtiofs
 	Tag    string
 	Source string // host directory (9p); virtiofs reaches it via HelperProcess
 }
-
-// HelperProcess is a process that runs beside the monitor (virtiofsd), started by
-// the launcher.
-type HelperProcess = launch.HelperProcess
 
 // Undo is what a mode's Prepare must give back, persisted in the bundle.
 type Undo struct {
@@ -171,7 +167,7 @@ func Select(req Request) (*Plan, error) {
 	}
 	if req.MountRootfs {
 		return nil, fmt.Errorf("%smountRootfs is set, but guest %s cannot boot from the container rootfs (%s) and monitor %s shares no directory it can mount (9p, virtiofs)",
-			guests.AnnotationPrefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
+			annotation.Prefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
 	}
 	return &Plan{Mode: "none", Kernel: req.Kernel}, nil
 }

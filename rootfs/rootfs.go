@@ -10,14 +10,14 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"golang.org/x/sys/unix"
 )
 
 // ResolveInRootfs returns the host path of p, a path inside the container
-// rootfs at root, refusing one that climbs out (launch.ResolveInRootfs:
+// rootfs at root, refusing one that climbs out (confined.ResolveInRootfs:
 // the launcher resolves volume destinations with it too).
-func ResolveInRootfs(root, p string) (string, error) { return launch.ResolveInRootfs(root, p) }
+func ResolveInRootfs(root, p string) (string, error) { return confined.ResolveInRootfs(root, p) }
 
 // RequireFile resolves p in the rootfs and checks it is a regular file; what
 // names the file's role in the error ("guest kernel", "initrd").

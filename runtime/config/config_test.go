@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +15,7 @@ func writeURuncJSON(t *testing.T, dir string, kv map[string]string) {
 	t.Helper()
 	var parts []string
 	for k, v := range kv {
-		parts = append(parts, `"`+AnnotationPrefix+k+`":"`+base64.StdEncoding.EncodeToString([]byte(v))+`"`)
+		parts = append(parts, `"`+annotation.Prefix+k+`":"`+base64.StdEncoding.EncodeToString([]byte(v))+`"`)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "urunc.json"), []byte("{"+strings.Join(parts, ",")+"}"), 0o644); err != nil {
 		t.Fatal(err)
@@ -35,13 +36,13 @@ func TestResolveUnikernelConfigPrecedence(t *testing.T) {
 		},
 		{
 			name:        "annotations win over the file",
-			annotations: map[string]string{AnnotationPrefix + "hypervisor": "firecracker", AnnotationPrefix + "cmdline": "a b"},
+			annotations: map[string]string{annotation.Prefix + "hypervisor": "firecracker", annotation.Prefix + "cmdline": "a b"},
 			file:        map[string]string{"unikernelType": "linux", "hypervisor": "qemu", "binary": "/k"},
 			want:        UnikernelConfig{UnikernelType: "linux", Hypervisor: "firecracker", Binary: "/k", Cmdline: "a b"},
 		},
 		{
 			name:        "annotations only, other annotations ignored",
-			annotations: map[string]string{AnnotationPrefix + "unikernelType": "linux", "io.kubernetes.cri.sandbox-id": "x", AnnotationPrefix + "block": "/b", AnnotationPrefix + "useDMBlock": "true"},
+			annotations: map[string]string{annotation.Prefix + "unikernelType": "linux", "io.kubernetes.cri.sandbox-id": "x", annotation.Prefix + "block": "/b", annotation.Prefix + "useDMBlock": "true"},
 			want:        UnikernelConfig{UnikernelType: "linux", Block: "/b", UseDMBlock: "true"},
 		},
 		{

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 )
 
 // Untrusted or operator-written input never panics the shim: /urunc.json
@@ -17,7 +19,7 @@ func FuzzURuncJSON(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, "urunc.json"), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := ResolveUnikernelConfig(map[string]string{AnnotationPrefix + "hypervisor": "qemu"}, dir)
+		cfg, err := ResolveUnikernelConfig(map[string]string{annotation.Prefix + "hypervisor": "qemu"}, dir)
 		if err == nil {
 			_, _ = cfg.WantsRootfs()
 		}

@@ -11,12 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
-
-// AnnotationPrefix is the prefix urunc's images use for their unikernel
-// configuration, both as OCI annotations and as keys of /urunc.json.
-const AnnotationPrefix = "com.urunc.unikernel."
 
 // ConfigFileInRootfs is where urunc's image builders leave the configuration
 // when the container engine does not pass image annotations to the runtime.
@@ -52,7 +49,7 @@ var solo5DevName = regexp.MustCompile(`^[A-Za-z0-9]{1,67}$`)
 func (c UnikernelConfig) Solo5Devices() (net, blk string, err error) {
 	for key, v := range map[string]string{"solo5NetDev": c.Solo5NetDev, "solo5BlkDev": c.Solo5BlkDev} {
 		if v != "" && !solo5DevName.MatchString(v) {
-			return "", "", fmt.Errorf("%s%s = %q: want 1 to 67 letters or digits (a solo5 device name)", AnnotationPrefix, key, v)
+			return "", "", fmt.Errorf("%s%s = %q: want 1 to 67 letters or digits (a solo5 device name)", annotation.Prefix, key, v)
 		}
 	}
 	return c.Solo5NetDev, c.Solo5BlkDev, nil
@@ -70,7 +67,7 @@ func (c UnikernelConfig) WantsRootfs() (bool, error) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		return false, fmt.Errorf("%s%s = %q: want true or false", AnnotationPrefix, key, v)
+		return false, fmt.Errorf("%s%s = %q: want true or false", annotation.Prefix, key, v)
 	}
 	return b, nil
 }
@@ -106,7 +103,7 @@ func ResolveUnikernelConfig(annotations map[string]string, rootfsDir string) (Un
 	var cfg UnikernelConfig
 	fields := cfg.fields()
 	for key, field := range fields {
-		if v, ok := annotations[AnnotationPrefix+key]; ok {
+		if v, ok := annotations[annotation.Prefix+key]; ok {
 			*field = v
 		}
 	}
@@ -152,7 +149,7 @@ func readURuncJSON(rootfsDir string) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(raw))
 	for k, v := range raw {
-		key := strings.TrimPrefix(k, AnnotationPrefix)
+		key := strings.TrimPrefix(k, annotation.Prefix)
 		decoded, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {
 			return nil, fmt.Errorf("/%s: value of %q is not base64: %w", ConfigFileInRootfs, k, err)

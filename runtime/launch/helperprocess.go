@@ -8,22 +8,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"golang.org/x/sys/unix"
 )
-
-// HelperProcess is a process the launcher starts beside the monitor, before it
-// pivots into the confined root, so that the helper sees the rootfs and
-// the monitor only its socket. It is a child of the monitor once the
-// launcher execs, so it dies with the container's pid namespace.
-type HelperProcess struct {
-	Name string
-	Argv []string
-	// Socket is where the helper listens, inside the confined root; the
-	// launcher passes its host path after SocketFlag and waits for it
-	// before it execs the monitor.
-	Socket     string
-	SocketFlag string
-}
 
 // helperStartTimeout bounds the wait for a helper's socket.
 const helperStartTimeout = 10 * time.Second
@@ -34,7 +21,7 @@ const helperStartTimeout = 10 * time.Second
 // helper listens, or with the helper's own words if it exits first. Its
 // output goes to a log in the confined root's tmpfs, not to the
 // container's console; that log is bounded by the tmpfs size.
-func StartHelperProcess(root string, h HelperProcess) error {
+func StartHelperProcess(root string, h confined.HelperProcess) error {
 	sock := filepath.Join(root, h.Socket)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
@@ -44,7 +46,7 @@ type bootPlan struct {
 	version   string
 	process   guests.Process
 	guest     monitors.Guest
-	binds     []launch.Bind
+	binds     []confined.Bind
 	files     []launch.File
 	confine   launch.Confinement
 	// vhost is the host config's vhost switch for this monitor.
@@ -58,7 +60,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		return nil, err
 	}
 	if cfg.Hypervisor == "" {
-		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", config.AnnotationPrefix)
+		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", annotation.Prefix)
 	}
 	mcfg := opts.Host.Monitor(cfg.Hypervisor)
 	mon, err := monitors.New(cfg.Hypervisor, mcfg)
@@ -146,19 +148,19 @@ func rootfsRequest(cfg config.UnikernelConfig, spec *specs.Spec, opts lifecycle.
 		Virtiofsd:   opts.Host.Virtiofsd(),
 	}
 	if cfg.Binary == "" {
-		return req, fmt.Errorf("no guest kernel: annotation %sbinary is not set", config.AnnotationPrefix)
+		return req, fmt.Errorf("no guest kernel: annotation %sbinary is not set", annotation.Prefix)
 	}
 	var err error
-	if req.Kernel, err = rootfs.RequireFile(rootfsDir, cfg.Binary, "guest kernel ("+config.AnnotationPrefix+"binary)"); err != nil {
+	if req.Kernel, err = rootfs.RequireFile(rootfsDir, cfg.Binary, "guest kernel ("+annotation.Prefix+"binary)"); err != nil {
 		return req, err
 	}
 	if cfg.Initrd != "" {
-		if req.Initrd, err = rootfs.RequireFile(rootfsDir, cfg.Initrd, "initrd ("+config.AnnotationPrefix+"initrd)"); err != nil {
+		if req.Initrd, err = rootfs.RequireFile(rootfsDir, cfg.Initrd, "initrd ("+annotation.Prefix+"initrd)"); err != nil {
 			return req, err
 		}
 	}
 	if cfg.Block != "" {
-		if req.Block, err = rootfs.RequireFile(rootfsDir, cfg.Block, "block image ("+config.AnnotationPrefix+"block)"); err != nil {
+		if req.Block, err = rootfs.RequireFile(rootfsDir, cfg.Block, "block image ("+annotation.Prefix+"block)"); err != nil {
 			return req, err
 		}
 	}
@@ -188,26 +190,26 @@ func (p *bootPlan) setDevices(cfg config.UnikernelConfig) error {
 // placeGuestFiles maps what the rootfs mode gives the monitor into the
 // confined root: the kernel and initrd, each disk and each 9p directory,
 // and virtiofsd's socket. It returns the binds that put them there.
-func (p *bootPlan) placeGuestFiles() []launch.Bind {
+func (p *bootPlan) placeGuestFiles() []confined.Bind {
 	rp := p.rootfs
-	binds := []launch.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
+	binds := []confined.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
 	p.guest.Kernel = guestKernelPath
 	if rp.Initrd != "" {
-		binds = append(binds, launch.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
+		binds = append(binds, confined.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
 		p.guest.Initrd = guestInitrdPath
 	}
 	for _, d := range rp.Disks {
 		path := guestDisksDir + "/" + d.ID
-		binds = append(binds, launch.Bind{Source: d.Source, Target: path})
+		binds = append(binds, confined.Bind{Source: d.Source, Target: path})
 		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path})
 	}
 	for _, s := range rp.Shares {
 		share := monitors.Share{Kind: string(s.Kind), Tag: s.Tag}
-		if s.Kind == guests.RootVirtiofs {
+		if s.Kind == rootfs.KindVirtiofs {
 			share.Socket = rp.HelperProcess.Socket
 		} else {
 			share.Path = guestSharesDir + "/" + s.Tag
-			binds = append(binds, launch.Bind{Source: s.Source, Target: share.Path})
+			binds = append(binds, confined.Bind{Source: s.Source, Target: share.Path})
 		}
 		p.guest.Shares = append(p.guest.Shares, share)
 	}
@@ -222,12 +224,12 @@ func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
-		p.binds = append(p.binds, launch.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
+		p.binds = append(p.binds, confined.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
 		// vhost-net moves the guest's frames in the host kernel, where
 		// the host offers it (urunc's vhost key). Its device is root's:
 		// a monitor running as another user goes without.
 		if _, err := os.Stat(vhostNetDevice); err == nil && p.vhost && p.confine.User == nil {
-			p.binds = append(p.binds, launch.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
+			p.binds = append(p.binds, confined.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
 			p.guest.Net.Vhost = true
 		}
 	}

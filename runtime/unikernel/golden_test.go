@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
@@ -21,14 +22,14 @@ var updateGolden = flag.Bool("update", false, "rewrite testdata/boot-plans.golde
 // goldenModes are the rootfs modes as rootfs.Select plans them, with host
 // paths that are placeholders.
 var goldenModes = []rootfs.Plan{
-	{Mode: "none", Root: guests.Root{Kind: guests.RootNone}, Kernel: "/host/kernel"},
-	{Mode: "initrd", Root: guests.Root{Kind: guests.RootInitrd}, Kernel: "/host/kernel", Initrd: "/host/initrd"},
-	{Mode: "block", Root: guests.Root{Kind: guests.RootBlock}, Kernel: "/host/kernel",
+	{Mode: "none", Root: rootfs.Root{Kind: rootfs.KindNone}, Kernel: "/host/kernel"},
+	{Mode: "initrd", Root: rootfs.Root{Kind: rootfs.KindInitrd}, Kernel: "/host/kernel", Initrd: "/host/initrd"},
+	{Mode: "block", Root: rootfs.Root{Kind: rootfs.KindBlock}, Kernel: "/host/kernel",
 		Disks: []rootfs.Disk{{ID: "rootfs", Source: "/dev/loop9"}}},
-	{Mode: "9p", Root: guests.Root{Kind: guests.Root9p, Tag: "fs0"}, Kernel: "/host/kernel",
-		Shares: []rootfs.Share{{Kind: guests.Root9p, Tag: "fs0", Source: "/host/rootfs"}}},
-	{Mode: "virtiofs", Root: guests.Root{Kind: guests.RootVirtiofs, Tag: "fs0"}, Kernel: "/host/kernel",
-		Shares: []rootfs.Share{{Kind: guests.RootVirtiofs, Tag: "fs0"}}, HelperProcess: &rootfs.HelperProcess{Socket: "/run/virtiofsd.sock"}},
+	{Mode: "9p", Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: rootfs.Kind9p, Tag: "fs0", Source: "/host/rootfs"}}},
+	{Mode: "virtiofs", Root: rootfs.Root{Kind: rootfs.KindVirtiofs, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0"}}, HelperProcess: &confined.HelperProcess{Socket: "/run/virtiofsd.sock"}},
 }
 
 // The monitor's argv, and the config file of a monitor that takes one, for
@@ -138,9 +139,9 @@ func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
 // guest's) that its confined root will not hold: each must be bound
 // there, written there, or made there at run time (the helper's socket,
 // the API socket a monitor binds itself, qemu's fd sets).
-func pathsOutsideRoot(plan *bootPlan, guestBinds []rootfs.Bind, argv []string) []string {
+func pathsOutsideRoot(plan *bootPlan, guestBinds []confined.Bind, argv []string) []string {
 	held := map[string]bool{monitors.ControlSocketInRoot: true}
-	for _, b := range append(append([]rootfs.Bind{}, guestBinds...), plan.binds...) {
+	for _, b := range append(append([]confined.Bind{}, guestBinds...), plan.binds...) {
 		held[b.Target] = true
 	}
 	for _, f := range plan.files {
