@@ -44,7 +44,6 @@ func tryBlockAnnotation(req Request) (*Plan, bool, error) {
 			annotation.Prefix, req.Guest.Name(), req.Monitor.Name())
 	}
 	p := &Plan{
-		Mode:   "block",
 		Root:   Root{Kind: KindBlock},
 		Kernel: req.Kernel,
 		Disks:  []Disk{{ID: "rootfs", Source: req.Block}},
@@ -70,7 +69,6 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 	}
 	dir := filepath.Join(req.Bundle, bootDir)
 	p := &Plan{
-		Mode:   "block",
 		Root:   Root{Kind: KindBlock},
 		Kernel: filepath.Join(dir, "kernel"),
 		Disks:  []Disk{{ID: "rootfs", Source: src}},

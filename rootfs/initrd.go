@@ -10,7 +10,6 @@ func tryInitrd(req Request) (*Plan, bool, error) {
 		return nil, false, nil
 	}
 	return &Plan{
-		Mode:   "initrd",
 		Root:   Root{Kind: KindInitrd},
 		Kernel: req.Kernel,
 		Initrd: req.Initrd,

@@ -15,8 +15,11 @@ import (
 
 // A rootfs mode is one way a guest gets its root filesystem: an initrd, a
 // block device, or the container's rootfs shared as a directory. Each mode
-// lives in its own file; selectors below lists them in urunc's order of
-// precedence, so adding a mode is one file and one row.
+// lives in its own file, with the root Kind it gives; selectors below
+// lists them in urunc's order of precedence. A mode with a new kind of
+// root touches four files: its own, a row here, the root parameters of
+// the guest types that boot from it (runtime/guests) and the device
+// rendering of the monitors that serve it (monitors).
 
 // GuestCaps is what mode selection asks of the guest type.
 type GuestCaps interface {
@@ -30,7 +33,7 @@ type MonitorCaps interface {
 	Name() string
 	// SupportsShare tells whether the monitor can share a host directory
 	// with the guest over kind ("9p", "virtiofs").
-	SupportsShare(kind string) bool
+	SupportsShare(kind Kind) bool
 }
 
 // Request is what mode selection looks at. Selection touches nothing on
@@ -71,7 +74,7 @@ func (v Virtiofsd) Available() bool {
 
 // Plan is what the chosen mode takes from the host and gives the boot.
 type Plan struct {
-	Mode string // "initrd", "block", "9p", "virtiofs" or "none"
+	// Root is what the guest boots from; its Kind names the mode.
 	Root Root
 	// Kernel and Initrd are the host files the monitor boots.
 	Kernel, Initrd string
@@ -85,6 +88,10 @@ type Plan struct {
 	VolumeBinds []confined.Bind
 	// HelperProcess runs beside the monitor (virtiofsd), started by the launcher.
 	HelperProcess *confined.HelperProcess
+	// MonitorServesFiles is set when the monitor itself serves the
+	// root's files (9p): it then needs /proc in its confined root and
+	// keeps file capabilities when it runs as a user other than root.
+	MonitorServesFiles bool
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
 	Devices []string
@@ -93,6 +100,15 @@ type Plan struct {
 	Undo Undo
 	// prepare does the mode's host work; nil when there is none.
 	prepare func() error
+}
+
+// Mode names the plan's rootfs mode, for errors, logs and operators: its
+// root's kind, or "none".
+func (p *Plan) Mode() string {
+	if p.Root.Kind == KindNone {
+		return "none"
+	}
+	return string(p.Root.Kind)
 }
 
 // Disk is a raw virtio-blk disk for the guest: the first is its root in
@@ -106,7 +122,10 @@ type Disk struct {
 type Share struct {
 	Kind   Kind // Kind9p or KindVirtiofs
 	Tag    string
-	Source string // host directory (9p); virtiofs reaches it via HelperProcess
+	Source string // host directory the monitor serves (9p)
+	// Socket is where the share's server listens inside the confined
+	// root (virtiofsd's, from HelperProcess).
+	Socket string
 }
 
 // Undo is what a mode's Prepare must give back, persisted in the bundle.
@@ -169,7 +188,7 @@ func Select(req Request) (*Plan, error) {
 		return nil, fmt.Errorf("%smountRootfs is set, but guest %s cannot boot from the container rootfs (%s) and monitor %s shares no directory it can mount (9p, virtiofs)",
 			annotation.Prefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
 	}
-	return &Plan{Mode: "none", Kernel: req.Kernel}, nil
+	return &Plan{Kernel: req.Kernel}, nil
 }
 
 func describeMounts(ms []mount.Mount) string {

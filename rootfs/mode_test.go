@@ -23,8 +23,8 @@ func (g fakeGuest) SupportsFS(fsType string) bool { return g.fs[fsType] }
 
 type fakeMonitor struct{ shares map[string]bool }
 
-func (fakeMonitor) Name() string                     { return "m" }
-func (m fakeMonitor) SupportsShare(kind string) bool { return m.shares[kind] }
+func (fakeMonitor) Name() string                   { return "m" }
+func (m fakeMonitor) SupportsShare(kind Kind) bool { return m.shares[string(kind)] }
 
 func TestSelect(t *testing.T) {
 	dir := t.TempDir()
@@ -91,8 +91,8 @@ func TestSelect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Mode != tc.wantMode || p.Root != tc.wantRoot {
-				t.Fatalf("mode %q root %+v, want %q %+v", p.Mode, p.Root, tc.wantMode, tc.wantRoot)
+			if p.Mode() != tc.wantMode || p.Root != tc.wantRoot {
+				t.Fatalf("mode %q root %+v, want %q %+v", p.Mode(), p.Root, tc.wantMode, tc.wantRoot)
 			}
 			if tc.wantDisk != "" && (len(p.Disks) == 0 || p.Disks[0].Source != tc.wantDisk || p.Disks[0].ID != "rootfs") {
 				t.Fatalf("disks %+v, want rootfs %s first", p.Disks, tc.wantDisk)

@@ -25,7 +25,7 @@ const VirtiofsSocket = "/run/virtiofsd.sock"
 // the host has it and both guest and monitor speak virtiofs.
 func tryVirtiofs(req Request) (*Plan, bool, error) {
 	if !req.MountRootfs || !req.Virtiofsd.Available() ||
-		!req.Guest.SupportsFS("virtiofs") || !req.Monitor.SupportsShare(string(KindVirtiofs)) {
+		!req.Guest.SupportsFS("virtiofs") || !req.Monitor.SupportsShare(KindVirtiofs) {
 		return nil, false, nil
 	}
 	p := sharedPlan(req, KindVirtiofs)
@@ -36,23 +36,26 @@ func tryVirtiofs(req Request) (*Plan, bool, error) {
 	argv := []string{req.Virtiofsd.Path, "-o", "source=" + req.RootfsDir}
 	p.HelperProcess = &confined.HelperProcess{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
 		Socket: VirtiofsSocket, SocketFlag: "--socket-path="}
+	p.Shares[0].Socket = VirtiofsSocket
 	return p, true, nil
 }
 
 // try9p: with mountRootfs, share the rootfs through the monitor's own 9p
 // server.
 func try9p(req Request) (*Plan, bool, error) {
-	if !req.MountRootfs || !req.Guest.SupportsFS("9p") || !req.Monitor.SupportsShare(string(Kind9p)) {
+	if !req.MountRootfs || !req.Guest.SupportsFS("9p") || !req.Monitor.SupportsShare(Kind9p) {
 		return nil, false, nil
 	}
 	p := sharedPlan(req, Kind9p)
 	p.Shares[0].Source = req.RootfsDir
+	// The monitor serves the files itself: it needs /proc in its
+	// confined root, and file capabilities when it runs as a user.
+	p.MonitorServesFiles = true
 	return p, true, nil
 }
 
 func sharedPlan(req Request, kind Kind) *Plan {
 	p := &Plan{
-		Mode:   string(kind),
 		Root:   Root{Kind: kind, Tag: RootTag},
 		Kernel: req.Kernel,
 		Shares: []Share{{Kind: kind, Tag: RootTag}},

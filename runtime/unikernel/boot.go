@@ -105,7 +105,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		plan.guest.Terminal = spec.Process.Terminal
 	}
 	guestBinds := plan.placeGuestFiles()
-	if plan.confine, err = planConfinement(spec, mon, rp.Mode, plan.guest.Disks); err != nil {
+	if plan.confine, err = planConfinement(spec, mon, rp, plan.guest.Disks); err != nil {
 		return nil, err
 	}
 	if plan.confine.User != nil {
@@ -204,10 +204,8 @@ func (p *bootPlan) placeGuestFiles() []confined.Bind {
 		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path})
 	}
 	for _, s := range rp.Shares {
-		share := monitors.Share{Kind: string(s.Kind), Tag: s.Tag}
-		if s.Kind == rootfs.KindVirtiofs {
-			share.Socket = rp.HelperProcess.Socket
-		} else {
+		share := monitors.Share{Kind: s.Kind, Tag: s.Tag, Socket: s.Socket}
+		if s.Socket == "" {
 			share.Path = guestSharesDir + "/" + s.Tag
 			binds = append(binds, confined.Bind{Source: s.Source, Target: share.Path})
 		}

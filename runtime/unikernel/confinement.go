@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
@@ -16,12 +17,12 @@ import (
 // the host: the shim opens the disks and the monitor inherits them
 // (inheritDisks), a 9p server keeps launch.FileCaps as ambient capabilities, and
 // the launcher gives virtiofsd's socket to the user.
-func planConfinement(spec *specs.Spec, mon monitors.Monitor, rootMode string, disks []monitors.Disk) (launch.Confinement, error) {
+func planConfinement(spec *specs.Spec, mon monitors.Monitor, root *rootfs.Plan, disks []monitors.Disk) (launch.Confinement, error) {
 	var c launch.Confinement
 	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
 		if len(disks) > 0 && !mon.SupportsInheritedDisks() {
 			return c, fmt.Errorf("process.user %d:%d: monitor %s cannot run as a user other than root with a disk (%s root): only a monitor that takes its disks open (qemu) can",
-				p.User.UID, p.User.GID, mon.Name(), rootMode)
+				p.User.UID, p.User.GID, mon.Name(), root.Mode())
 		}
 		u := p.User
 		if mon.NeedsKVM() {
@@ -43,7 +44,7 @@ func planConfinement(spec *specs.Spec, mon monitors.Monitor, rootMode string, di
 		}
 		c.Rlimits = p.Rlimits
 	}
-	if rootMode == "9p" {
+	if root.MonitorServesFiles {
 		c.KeepCaps = launch.FileCaps
 	}
 	return c, nil

@@ -7,6 +7,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
 
@@ -16,6 +17,11 @@ import (
 func TestPlanConfinementUser(t *testing.T) {
 	user := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}}}
 	disk := []monitors.Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}
+	roots := map[string]*rootfs.Plan{
+		"block":  {Root: rootfs.Root{Kind: rootfs.KindBlock}},
+		"initrd": {Root: rootfs.Root{Kind: rootfs.KindInitrd}},
+		"9p":     {Root: rootfs.Root{Kind: rootfs.Kind9p}, MonitorServesFiles: true},
+	}
 	for _, tc := range []struct {
 		monitor, mode string
 		disks         []monitors.Disk
@@ -32,7 +38,7 @@ func TestPlanConfinementUser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := planConfinement(user, mon, tc.mode, tc.disks)
+		c, err := planConfinement(user, mon, roots[tc.mode], tc.disks)
 		switch {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("%s %s: error %v, want %q", tc.monitor, tc.mode, err, tc.wantErr)

@@ -98,11 +98,13 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 	tl.Mark("cgroup")
 	// The undo is on disk before the mode touches the host, so that a
 	// shim dying half way leaves the delete command what to give back.
-	if err := c.Record(func(st *lifecycle.PersistedState) { st.RootfsMode, st.RootfsUndo = plan.rootfs.Mode, plan.rootfs.Undo }); err != nil {
+	if err := c.Record(func(st *lifecycle.PersistedState) {
+		st.RootfsMode, st.RootfsUndo = plan.rootfs.Mode(), plan.rootfs.Undo
+	}); err != nil {
 		return nil, err
 	}
 	if err := plan.rootfs.Prepare(); err != nil {
-		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode, err)
+		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode(), err)
 	}
 	lifecycle.CrashPoint("create:prepared")
 	tl.Mark("rootfs")
@@ -143,7 +145,7 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 		Volumes:       plan.rootfs.VolumeBinds,
 		HelperProcess: plan.rootfs.HelperProcess,
 
-		Proc:       plan.rootfs.Mode == "9p",
+		Proc:       plan.rootfs.MonitorServesFiles,
 		MonitorFDs: monitorFDs(plan.guest),
 		Confine:    plan.confine,
 	}); err != nil {

@@ -22,14 +22,14 @@ var updateGolden = flag.Bool("update", false, "rewrite testdata/boot-plans.golde
 // goldenModes are the rootfs modes as rootfs.Select plans them, with host
 // paths that are placeholders.
 var goldenModes = []rootfs.Plan{
-	{Mode: "none", Root: rootfs.Root{Kind: rootfs.KindNone}, Kernel: "/host/kernel"},
-	{Mode: "initrd", Root: rootfs.Root{Kind: rootfs.KindInitrd}, Kernel: "/host/kernel", Initrd: "/host/initrd"},
-	{Mode: "block", Root: rootfs.Root{Kind: rootfs.KindBlock}, Kernel: "/host/kernel",
+	{Root: rootfs.Root{Kind: rootfs.KindNone}, Kernel: "/host/kernel"},
+	{Root: rootfs.Root{Kind: rootfs.KindInitrd}, Kernel: "/host/kernel", Initrd: "/host/initrd"},
+	{Root: rootfs.Root{Kind: rootfs.KindBlock}, Kernel: "/host/kernel",
 		Disks: []rootfs.Disk{{ID: "rootfs", Source: "/dev/loop9"}}},
-	{Mode: "9p", Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Kernel: "/host/kernel",
-		Shares: []rootfs.Share{{Kind: rootfs.Kind9p, Tag: "fs0", Source: "/host/rootfs"}}},
-	{Mode: "virtiofs", Root: rootfs.Root{Kind: rootfs.KindVirtiofs, Tag: "fs0"}, Kernel: "/host/kernel",
-		Shares: []rootfs.Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0"}}, HelperProcess: &confined.HelperProcess{Socket: "/run/virtiofsd.sock"}},
+	{Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: rootfs.Kind9p, Tag: "fs0", Source: "/host/rootfs"}}, MonitorServesFiles: true},
+	{Root: rootfs.Root{Kind: rootfs.KindVirtiofs, Tag: "fs0"}, Kernel: "/host/kernel",
+		Shares: []rootfs.Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}, HelperProcess: &confined.HelperProcess{Socket: "/run/virtiofsd.sock"}},
 }
 
 // The monitor's argv, and the config file of a monitor that takes one, for
@@ -69,7 +69,7 @@ func TestBootPlanGolden(t *testing.T) {
 						np = &c
 					}
 					argv, err := plan.finish(np)
-					fmt.Fprintf(&b, "## %s under %s, %s root, network: %v\n", gname, mname, mode.Mode, n != nil)
+					fmt.Fprintf(&b, "## %s under %s, %s root, network: %v\n", gname, mname, mode.Mode(), n != nil)
 					if err != nil {
 						fmt.Fprintf(&b, "refused: %v\n\n", err)
 						continue
@@ -79,7 +79,7 @@ func TestBootPlanGolden(t *testing.T) {
 						fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
 					}
 					if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
-						t.Errorf("%s under %s, %s root: the monitor is given paths its confined root lacks: %v", gname, mname, mode.Mode, missing)
+						t.Errorf("%s under %s, %s root: the monitor is given paths its confined root lacks: %v", gname, mname, mode.Mode(), missing)
 					}
 					b.WriteString("\n")
 				}
@@ -123,13 +123,13 @@ func monitorFor(t *testing.T, name string, cfg monitors.Config) monitors.Monitor
 
 // pairTakes tells whether rootfs.Select could pick mode for the pair.
 func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
-	switch mode.Mode {
-	case "initrd":
+	switch mode.Root.Kind {
+	case rootfs.KindInitrd:
 		return monitors.BootsInitrd(m.Name())
-	case "block":
+	case rootfs.KindBlock:
 		return g.SupportsBlock()
-	case "9p", "virtiofs":
-		return g.SupportsFS(mode.Mode) && m.SupportsShare(mode.Mode)
+	case rootfs.Kind9p, rootfs.KindVirtiofs:
+		return g.SupportsFS(string(mode.Root.Kind)) && m.SupportsShare(mode.Root.Kind)
 	}
 	return true
 }
