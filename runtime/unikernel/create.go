@@ -2,8 +2,6 @@ package unikernel
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -24,14 +22,20 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/network"
 )
 
-// Create plans the boot, starts the launcher in the container's
-// namespaces and cgroup, and has it build the monitor's confined root.
+// Create boots a unikernel container in three steps, each in its own
+// function: plan makes every decision (monitor, guest type, root,
+// confinement, namespaces, device rules) and touches nothing on the host,
+// so a bad request fails cleanly; prepare takes the host resources, each
+// recorded in the bundle's state before it is taken; launch starts the
+// launcher in the container's namespaces and cgroup and has it build the
+// monitor's confined root, where it waits for Start.
 func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOptions, spec *specs.Spec, cfg config.UnikernelConfig, st lifecycle.PersistedState, rootfsDir string) (_ *Container, retErr error) {
-	c := &Container{
-		Machine: lifecycle.NewMachine(opts.Bundle, st),
-		host:    opts.Host,
-		oomDone: make(chan struct{}),
+	plan, err := planBoot(ctx, cfg, spec, opts, rootfsDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
+	tl.Mark("plan")
+	c := newContainer(opts, st, plan, spec)
 	defer func() {
 		if retErr != nil {
 			if err := c.release(nil); err != nil {
@@ -39,14 +43,33 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 			}
 		}
 	}()
-	plan, err := planBoot(ctx, cfg, spec, opts, rootfsDir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
-	}
-	c.monitor = plan.monitor
-	tl.Mark("plan")
 	if err := c.Record(func(st *lifecycle.PersistedState) { st.GuestType, st.Monitor = cfg.UnikernelType, cfg.Hypervisor }); err != nil {
 		return nil, err
+	}
+	inherited, err := c.prepare(tl, plan, spec)
+	defer func() {
+		for _, f := range inherited {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.launch(ctx, tl, plan, spec, opts, rootfsDir, inherited); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// newContainer is the container the plan describes, before anything of it
+// exists on the host.
+func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, plan *bootPlan, spec *specs.Spec) *Container {
+	c := &Container{
+		Machine:     lifecycle.NewMachine(opts.Bundle, st),
+		host:        opts.Host,
+		monitor:     plan.monitor,
+		diskDevices: plan.diskRules,
+		oomDone:     make(chan struct{}),
 	}
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
 		c.SetExitOf(lifecycle.ExitFromConsole(opts.Console))
@@ -57,19 +80,15 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 	if spec.Hooks != nil {
 		c.poststart, c.annotations = spec.Hooks.Poststart, spec.Annotations
 	}
-	nsp, err := planNamespaces(spec)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
-	}
+	return c
+}
 
-	var extra []*os.File
-	defer func() {
-		for _, f := range extra {
-			f.Close()
-		}
-	}()
-	if plan.monitor.Control() == monitors.ControlInheritedFD {
-		path := c.controlSocketPath(opts.Namespace)
+// prepare takes what the plan needs from the host: the monitor's control
+// socket, the cgroup, the rootfs mode's work and the disks a monitor
+// running as a user inherits. It returns the files the launcher inherits
+// (the caller closes them, also on error).
+func (c *Container) prepare(tl *lifecycle.Timeline, plan *bootPlan, spec *specs.Spec) (inherited []*os.File, err error) {
+	if path := plan.controlSocket; path != "" {
 		if err := c.Record(func(st *lifecycle.PersistedState) { st.ControlSocket = path }); err != nil {
 			return nil, err
 		}
@@ -77,20 +96,16 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 		if err != nil {
 			return nil, err
 		}
-		extra = append(extra, ln)
-		plan.guest.ControlFD = launch.ControlSocketFD
+		inherited = append(inherited, ln)
 		lifecycle.CrashPoint("create:control")
-	}
-	if c.diskDevices, err = cgroup.BlockDeviceRules(plan.rootfs.Devices); err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 		if err := c.Record(func(st *lifecycle.PersistedState) { st.Cgroup = spec.Linux.CgroupsPath }); err != nil {
-			return nil, err
+			return inherited, err
 		}
 		cg, err := cgroup.New(spec.Linux.CgroupsPath, cgroup.WithMonitorDevices(spec.Linux.Resources, c.diskDevices))
 		if err != nil {
-			return nil, err
+			return inherited, err
 		}
 		c.cgroup = cg
 		lifecycle.CrashPoint("create:cgroup")
@@ -101,37 +116,40 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 	if err := c.Record(func(st *lifecycle.PersistedState) {
 		st.RootfsMode, st.RootfsUndo = plan.rootfs.Mode(), plan.rootfs.Undo
 	}); err != nil {
-		return nil, err
+		return inherited, err
 	}
 	if err := plan.rootfs.Prepare(); err != nil {
-		return nil, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode(), err)
+		return inherited, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode(), err)
 	}
 	lifecycle.CrashPoint("create:prepared")
 	tl.Mark("rootfs")
-	if extra, err = inheritDisks(plan, extra); err != nil {
-		return nil, err
-	}
+	return inheritDisks(plan, inherited)
+}
 
+// launch starts the launcher, runs the create hooks, takes over the
+// container's network for the guest, renders the monitor's command line
+// and has the launcher build the confined root the monitor will run in.
+func (c *Container) launch(ctx context.Context, tl *lifecycle.Timeline, plan *bootPlan, spec *specs.Spec, opts lifecycle.CreateOptions, rootfsDir string, inherited []*os.File) error {
 	rootDir := filepath.Join(opts.Bundle, lifecycle.MonitorRootDir)
 	if err := os.MkdirAll(rootDir, 0o700); err != nil {
-		return nil, err
+		return err
 	}
-	if err := c.startLauncher(ctx, opts, nsp, extra); err != nil {
-		return nil, err
+	if err := c.startLauncher(ctx, opts, plan.namespaces, inherited); err != nil {
+		return err
 	}
 	lifecycle.CrashPoint("create:launcher")
 	tl.Mark("launcher")
 	if err := c.runCreateHooks(ctx, spec); err != nil {
-		return nil, err
+		return err
 	}
-	network, err := c.planNetwork(ctx, nsp, plan.confine.TapOwner())
+	network, err := c.guestNetwork(ctx, plan.namespaces, plan.confine.TapOwner())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tl.Mark("network")
 	argv, err := plan.finish(network)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	log.G(ctx).WithField("argv", argv).Debug("monitor command")
 	if err := c.launcher.prepare(ctx, launch.Spec{
@@ -149,7 +167,7 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 		MonitorFDs: monitorFDs(plan.guest),
 		Confine:    plan.confine,
 	}); err != nil {
-		return nil, fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
+		return fmt.Errorf("prepare monitor %s: %w", c.monitor.Name(), err)
 	}
 	lifecycle.CrashPoint("create:ready")
 	tl.Mark("confine")
@@ -160,7 +178,7 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 			log.G(ctx).WithError(err).Warn("no OOM events for this cgroup")
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // inheritDisks opens the disks of a monitor that runs as a user other than
@@ -222,10 +240,10 @@ func (c *Container) runCreateHooks(ctx context.Context, spec *specs.Spec) error 
 	return lifecycle.RunHooks(ctx, "createRuntime", spec.Hooks.CreateRuntime, st)
 }
 
-// planNetwork finds the network the guest takes over. A container that
+// guestNetwork finds the network the guest takes over. A container that
 // shares the host's network namespace gets none: the host's interfaces
 // are never taken over.
-func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (*launch.Network, error) {
+func (c *Container) guestNetwork(ctx context.Context, nsp nsPlan, owner uint32) (*launch.Network, error) {
 	path, viaPid := "", false
 	for _, j := range nsp.join {
 		if j.kind == unix.CLONE_NEWNET {
@@ -254,15 +272,6 @@ func (c *Container) planNetwork(ctx context.Context, nsp nsPlan, owner uint32) (
 		return nil, err
 	}
 	return n, nil
-}
-
-// controlSocketPath is where the monitor's control socket lives: the
-// host's state dir, never the confined root, so nothing in the container
-// can reach it; hashed to stay under the unix socket path limit whatever
-// the container ID.
-func (c *Container) controlSocketPath(namespace string) string {
-	sum := sha256.Sum256([]byte(namespace + "/" + c.ID() + "/" + c.Bundle()))
-	return filepath.Join(c.host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
 }
 
 // listenControl creates the monitor's control socket at path and returns

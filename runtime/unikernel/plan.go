@@ -2,16 +2,21 @@ package unikernel
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/cgroup"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
@@ -35,9 +40,10 @@ const (
 
 // bootPlan combines the three independent choices of a boot: the monitor
 // (how to start it), the guest type (what its kernel is told) and the
-// rootfs mode (what the guest gets as its root). Building it touches
-// nothing on the host, so bad input fails here cleanly; the rootfs mode's
-// host work is done later by rootfs.Prepare.
+// rootfs mode (what the guest gets as its root), with what follows from
+// them: the monitor's confinement, namespaces, device rules and confined
+// root. Building it touches nothing on the host, so bad input fails here
+// cleanly; Create's prepare step does the host work.
 type bootPlan struct {
 	monitor   monitors.Monitor
 	guestType guests.Guest
@@ -51,6 +57,15 @@ type bootPlan struct {
 	confine   launch.Confinement
 	// vhost is the host config's vhost switch for this monitor.
 	vhost bool
+	// namespaces are those the launcher (and so the monitor) joins or
+	// creates.
+	namespaces nsPlan
+	// diskRules let the monitor open the block devices the guest boots
+	// from; every cgroup update must keep them.
+	diskRules []specs.LinuxDeviceCgroup
+	// controlSocket is the host path of the monitor's control socket, ""
+	// for a monitor that makes its own.
+	controlSocket string
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -133,7 +148,26 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, fmt.Errorf("hypervisor %q: %w", cfg.Hypervisor, err)
 	}
+	if mon.Control() == monitors.ControlInheritedFD {
+		plan.controlSocket = controlSocketPath(opts)
+		plan.guest.ControlFD = launch.ControlSocketFD
+	}
+	if plan.namespaces, err = planNamespaces(spec); err != nil {
+		return nil, err
+	}
+	if plan.diskRules, err = cgroup.BlockDeviceRules(rp.Devices); err != nil {
+		return nil, err
+	}
 	return plan, nil
+}
+
+// controlSocketPath is where the monitor's control socket lives: the
+// host's state dir, never the confined root, so nothing in the container
+// can reach it; hashed to stay under the unix socket path limit whatever
+// the container ID.
+func controlSocketPath(opts lifecycle.CreateOptions) string {
+	sum := sha256.Sum256([]byte(opts.Namespace + "/" + opts.ID + "/" + opts.Bundle))
+	return filepath.Join(opts.Host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
 }
 
 // rootfsRequest gathers what rootfs mode selection needs from the image:
@@ -277,4 +311,43 @@ func guestSize(spec *specs.Spec, mcfg monitors.Config) (memMB, vcpus int) {
 		vcpus = int((q + p - 1) / p)
 	}
 	return memMB, vcpus
+}
+
+// planConfinement takes the monitor's confinement from the spec; a
+// monitor serving a 9p share keeps launch.FileCaps. With a user other than root,
+// what belongs to root reaches the monitor without any owner changed on
+// the host: the shim opens the disks and the monitor inherits them
+// (inheritDisks), a 9p server keeps launch.FileCaps as ambient capabilities, and
+// the launcher gives virtiofsd's socket to the user.
+func planConfinement(spec *specs.Spec, mon monitors.Monitor, root *rootfs.Plan, disks []monitors.Disk) (launch.Confinement, error) {
+	var c launch.Confinement
+	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
+		if len(disks) > 0 && !mon.SupportsInheritedDisks() {
+			return c, fmt.Errorf("process.user %d:%d: monitor %s cannot run as a user other than root with a disk (%s root): only a monitor that takes its disks open (qemu) can",
+				p.User.UID, p.User.GID, mon.Name(), root.Mode())
+		}
+		u := p.User
+		if mon.NeedsKVM() {
+			var st unix.Stat_t
+			if err := unix.Stat("/dev/kvm", &st); err == nil {
+				u.AdditionalGids = append(u.AdditionalGids, st.Gid)
+			}
+		}
+		c.User = &u
+	}
+	if p := spec.Process; p != nil {
+		if p.OOMScoreAdj != nil {
+			c.OOMScoreAdj = *p.OOMScoreAdj
+		}
+		for _, r := range p.Rlimits {
+			if _, ok := launch.RlimitResources[r.Type]; !ok {
+				return c, fmt.Errorf("process.rlimits: unknown type %q", r.Type)
+			}
+		}
+		c.Rlimits = p.Rlimits
+	}
+	if root.MonitorServesFiles {
+		c.KeepCaps = launch.FileCaps
+	}
+	return c, nil
 }
