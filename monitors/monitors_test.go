@@ -252,7 +252,8 @@ func withStorage(g Guest, disks []Disk, shares []Share) Guest {
 
 // Which monitors filter their own system calls: this decides whether the
 // launcher installs the project's filter, and it must never do so on top
-// of a monitor's own (urunc #648, #974). solo5-hvt is asked its release.
+// of a monitor's own, which a second filter can kill. solo5-hvt is asked
+// its release.
 func TestFiltersItself(t *testing.T) {
 	dir := t.TempDir()
 	tender := func(out string) string {

@@ -25,9 +25,9 @@ const KindBlock Kind = "block"
 // Invariant: while the guest has a disk, no mount of it and no loop device
 // mounted from it is in the host's mount table. A filesystem mounted on
 // the host while the guest writes to it is corrupted, and a mount copied
-// into another namespace keeps the device busy after delete (urunc PR
-// #572). So the boot files are copied out and the rootfs unmounted before
-// the launcher's mount namespace, which would copy the mount, exists.
+// into another namespace keeps the device busy after delete. So the boot
+// files are copied out and the rootfs unmounted before the launcher's
+// mount namespace, which would copy the mount, exists.
 
 // bootDir is the bundle directory the boot files of a block rootfs are
 // copied to.

@@ -118,30 +118,6 @@ func Unmount(target string) error {
 	return nil
 }
 
-// IsMounted tells whether path is a mount point.
-func IsMounted(path string) bool {
-	var st, parent unix.Stat_t
-	if unix.Lstat(path, &st) != nil || unix.Lstat(filepath.Dir(path), &parent) != nil {
-		return false
-	}
-	if st.Dev != parent.Dev {
-		return true
-	}
-	// A bind mount of a directory of the same filesystem keeps the device:
-	// ask the mount table.
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == path {
-			return true
-		}
-	}
-	return false
-}
-
 // notFoundError says which file of the image is missing; it is
 // os.ErrNotExist for callers to whom a missing file is fine.
 type notFoundError string

@@ -35,7 +35,7 @@ import (
 // as fd 3. containerd's pkg/shim does the same, but it links the task
 // API v3 package, which also holds gRPC's service code: gRPC, net/http,
 // TLS and templates then made up most of this binary and of every shim's
-// resident memory (issue 11). The v2 task API this shim serves, ttrpc,
+// resident memory, paid once per running container. The v2 task API this shim serves, ttrpc,
 // the reaper and the fifo are containerd's packages, as in pkg/shim.
 
 // flags are the flags containerd passes; they are pkg/shim's, so that

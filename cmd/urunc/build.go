@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/unikimage"
 )
 
@@ -33,8 +35,8 @@ func buildMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var s unikimage.Spec
 	var env listFlag
 	fs.StringVar(&s.Name, "t", "", "image name, as docker.io/library/app:latest")
-	fs.StringVar(&s.UnikernelType, "type", "", "guest type: linux, unikraft, rumprun, mirage, mewz, hermit")
-	fs.StringVar(&s.Hypervisor, "monitor", "", "monitor: qemu, firecracker, hvt, spt, clh")
+	fs.StringVar(&s.UnikernelType, "type", "", "guest type: "+strings.Join(guests.Names(), ", "))
+	fs.StringVar(&s.Hypervisor, "monitor", "", "monitor: "+strings.Join(monitors.Names(), ", "))
 	fs.StringVar(&s.Kernel, "kernel", "", "the guest kernel (or unikernel binary)")
 	fs.StringVar(&s.Initrd, "initrd", "", "an initrd for the guest's root")
 	fs.StringVar(&s.Rootfs, "rootfs", "", "a directory that becomes the image's root and the guest's (mountRootfs=true)")

@@ -10,7 +10,7 @@ import (
 // readEventFD turns a cgroup v1 OOM eventfd into a channel until done
 // closes. The fd is read through the runtime's poller: a blocked read
 // parks a goroutine, not an OS thread for the container's life (one
-// thread and its stacks per container, issue 11). Closing the file when
+// thread and its stacks per container, in every shim). Closing the file when
 // done wakes the read, and internal/poll keeps the fd number from being
 // reused while the read still holds it.
 //

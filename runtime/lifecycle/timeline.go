@@ -8,7 +8,7 @@ import (
 
 // timeline records how long each step of a Create or a Delete took. The
 // shim logs it at debug level, and make bench reads it for the breakdown
-// of a container's life (issue 11); it costs one clock read per step. A
+// of a container's life (where start-up time goes); it costs one clock read per step. A
 // nil timeline records nothing (the delete command, a failed Create).
 type Timeline struct {
 	last  time.Time

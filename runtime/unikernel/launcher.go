@@ -101,7 +101,7 @@ func readStatusLine(r *bufio.Reader) error {
 
 // LauncherBinary is the launcher's own binary, looked for beside the
 // shim's: it links only package launch, so its start-up is about half the
-// shim binary's (issue 11).
+// shim binary's, time every container's start waits for.
 const LauncherBinary = "urunc-launcher"
 
 // LauncherBeside returns the path of urunc-launcher beside the shim binary
