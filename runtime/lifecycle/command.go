@@ -14,7 +14,7 @@ import (
 // hook) must not hold the caller with it.
 const reapedOutputDelay = time.Second
 
-// runReaped runs cmd to its end and returns its output, stdout and stderr
+// RunReaped runs cmd to its end and returns its output, stdout and stderr
 // together, and its exit status. The shim is child subreaper and
 // containerd's reaper reaps every child of it (wait4(-1)), so cmd is
 // started and waited through the reaper: exec.Cmd.Wait alone would race
@@ -36,7 +36,7 @@ func RunReaped(cmd *exec.Cmd) ([]byte, int, error) {
 	return out.Bytes(), status, err
 }
 
-// runMonitorProbe is monitors.Runner for the shim (solo5-hvt's --version).
+// RunMonitorProbe is monitors.Runner for the shim (solo5-hvt's --version).
 func RunMonitorProbe(cmd *exec.Cmd) ([]byte, error) {
 	out, status, err := RunReaped(cmd)
 	if err == nil && status != 0 {

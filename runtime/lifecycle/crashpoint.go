@@ -13,6 +13,8 @@ import (
 // tests) it costs one getenv per step.
 const CrashFileEnv = "URUNC_TEST_CRASH_FILE"
 
+// CrashPoint kills the process at step when the crash-injection tests
+// name it in CrashFileEnv's file; it does nothing otherwise.
 func CrashPoint(step string) {
 	f := os.Getenv(CrashFileEnv)
 	if f == "" {

@@ -11,10 +11,10 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// runHooks runs OCI hooks in order with the container state on stdin, as
+// RunHooks runs OCI hooks in order with the container state on stdin, as
 // runc does: nerdctl, for one, sets up CNI networking from a createRuntime
 // hook and tears it down from a poststop hook. Hooks are the shim's
-// children, so they run through the reaper (runReaped).
+// children, so they run through the reaper (RunReaped).
 func RunHooks(ctx context.Context, kind string, hooks []specs.Hook, state specs.State) error {
 	if len(hooks) == 0 {
 		return nil
@@ -52,7 +52,7 @@ func RunHooks(ctx context.Context, kind string, hooks []specs.Hook, state specs.
 	return nil
 }
 
-// hookState is the OCI state hooks receive.
+// HookState is the OCI state hooks receive.
 func HookState(id, bundle string, pid int, status specs.ContainerState, annotations map[string]string) specs.State {
 	return specs.State{Version: specs.Version, ID: id, Status: status, Pid: pid, Bundle: bundle, Annotations: annotations}
 }

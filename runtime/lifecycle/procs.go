@@ -37,13 +37,13 @@ func procStat(pid int) (ppid int, start uint64, err error) {
 	return ppid, start, err
 }
 
-// processStartTime returns the start time of pid, for pid reuse checks.
+// ProcessStartTime returns the start time of pid, for pid reuse checks.
 func ProcessStartTime(pid int) (uint64, error) {
 	_, st, err := procStat(pid)
 	return st, err
 }
 
-// sameProcess tells whether pid is still the live process that had
+// SameProcess tells whether pid is still the live process that had
 // startTime: a pid the kernel has handed to another process must never be
 // signalled, and a zombie is already dead. An unknown start time (0)
 // proves nothing and matches no process.
@@ -62,7 +62,7 @@ func SameProcess(pid int, startTime uint64) bool {
 	return err == nil && st == startTime
 }
 
-// descendants returns pid and every live process below it.
+// Descendants returns pid and every live process below it.
 func Descendants(pid int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -87,7 +87,7 @@ func Descendants(pid int) []int {
 	return out
 }
 
-// startedAt converts a start time from /proc/PID/stat (clock ticks since
+// StartedAt converts a start time from /proc/PID/stat (clock ticks since
 // boot) to wall-clock time.
 func StartedAt(ticks uint64) time.Time {
 	var info unix.Sysinfo_t

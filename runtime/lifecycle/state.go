@@ -11,14 +11,14 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
-// stateFile is kept in the bundle: it is what the delete subcommand, run by
+// StateFile is kept in the bundle: it is what the delete subcommand, run by
 // containerd after a shim died, needs to undo everything Create did.
 const StateFile = "urunc-state.json"
 
-// stateVersion is bumped on any incompatible change of persistedState.
+// stateVersion is bumped on any incompatible change of PersistedState.
 const stateVersion = 1
 
-// persistedState lists everything a container holds on the host.
+// PersistedState lists everything a container holds on the host.
 type PersistedState struct {
 	Version   int    `json:"version"`
 	ID        string `json:"id"`
@@ -72,7 +72,7 @@ type ExitStatus struct {
 
 func StatePath(bundle string) string { return filepath.Join(bundle, StateFile) }
 
-// writeState replaces the state file atomically: a crash leaves either the
+// WriteState replaces the state file atomically: a crash leaves either the
 // old or the new file, never a torn one.
 func WriteState(bundle string, st *PersistedState) error {
 	st.Version = stateVersion
@@ -102,7 +102,7 @@ func WriteState(bundle string, st *PersistedState) error {
 	return nil
 }
 
-// readState returns nil, nil when the bundle holds no state.
+// ReadState returns nil, nil when the bundle holds no state.
 func ReadState(bundle string) (*PersistedState, error) {
 	data, err := os.ReadFile(StatePath(bundle))
 	if errors.Is(err, os.ErrNotExist) {

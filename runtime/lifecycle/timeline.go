@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// timeline records how long each step of a Create or a Delete took. The
+// Timeline records how long each step of a Create or a Delete took. The
 // shim logs it at debug level, and make bench reads it for the breakdown
 // of a container's life (where start-up time goes); it costs one clock read per step. A
 // nil timeline records nothing (the delete command, a failed Create).
@@ -17,7 +17,7 @@ type Timeline struct {
 
 func NewTimeline() *Timeline { return &Timeline{last: time.Now()} }
 
-// mark closes the step that ends here.
+// Mark closes the step that ends here.
 func (t *Timeline) Mark(step string) {
 	if t == nil {
 		return

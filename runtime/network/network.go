@@ -54,10 +54,10 @@ func tapName(id string) string {
 	return "urtap" + hex.EncodeToString(sum[:])[:10]
 }
 
-// errLinkTaken means another guest already took the interface over.
+// ErrLinkTaken means another guest already took the interface over.
 var ErrLinkTaken = errors.New("the container interface already carries a guest")
 
-// discoverNetwork finds the container's interface in the namespace at
+// Discover finds the container's interface in the namespace at
 // nsPath: eth0, or else the single non-loopback interface with an IPv4
 // address. It returns nil when there is none (a container with only
 // loopback runs with no guest network).
@@ -121,7 +121,7 @@ func Discover(nsPath, id string) (*launch.Network, error) {
 	return plan, nil
 }
 
-// removeNetwork undoes launch.SetupTap from outside the namespace. A namespace
+// Remove undoes launch.SetupTap from outside the namespace. A namespace
 // that is gone took the tap with it; everything missing is fine, so it is
 // idempotent. A namespace known only through the monitor's pid is entered
 // only while that pid is still the monitor: a reused pid would lead into
