@@ -181,6 +181,7 @@ until crictl logs "$G" 2>&1 | grep URUNC_GUEST; do
 done
 say "crictl exec \$S /bin/busybox echo hello-from-the-sidecar"
 crictl exec "$S" /bin/busybox echo hello-from-the-sidecar
+step crictl stats
 say "crictl stop -t 20 \$G; crictl inspect \$G | grep exitCode"
 crictl stop -t 20 "$G" >/dev/null
 crictl inspect "$G" | grep exitCode
