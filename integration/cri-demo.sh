@@ -25,9 +25,12 @@ if [ -S "$D/containerd.sock" ] && ctr --address "$D/containerd.sock" version >/d
 	exit 1
 fi
 # containerd keeps its shims' sockets in /run/containerd/s whatever its
-# state dir; remove what this demo created there, if it was not there.
+# state dir, and CNI its namespaces in /run/netns and its leases in
+# /var/lib/cni: remove (empty) those this demo created, deepest first.
 run_dirs=()
-for d in /run/containerd /run/containerd/s; do [ -d "$d" ] || run_dirs=("$d" "${run_dirs[@]}"); done
+for d in /run/containerd /run/containerd/s /run/netns /var/lib/cni /var/lib/cni/networks /var/lib/cni/results; do
+	[ -d "$d" ] || run_dirs=("$d" "${run_dirs[@]}")
+done
 # runc puts pods without a cgroup parent under k8s.io in each hierarchy and
 # leaves that directory; remove it (empty) if this demo made it.
 new_cgroups=()
@@ -140,8 +143,14 @@ PATH="$ROOT/bin:$PATH" URUNC_CONFIG_FILE="$D/urunc.toml" \
 	setsid containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
 CTRD=$!
 export CRI_CONFIG_FILE="$D/crictl.yaml"
-for _ in $(seq 100); do crictl info >/dev/null 2>&1 && break; sleep 0.1; done
-crictl info >/dev/null || { echo "cri-demo: containerd did not come up; its log:" >&2; cat "$D/containerd.log" >&2; exit 1; }
+say 'until crictl info >/dev/null 2>&1; do sleep 0.2; done'
+deadline=$((SECONDS + 30))
+until crictl info >/dev/null 2>&1; do
+	[ $SECONDS -lt $deadline ] || { echo "cri-demo: containerd did not come up in 30 s; its log:" >&2; cat "$D/containerd.log" >&2; exit 1; }
+	sleep 0.2
+done
+say "crictl info | grep -A1 '\"NetworkReady\"'"
+crictl info | grep -A1 '"NetworkReady"'
 
 # The test images: the guest (Debian's kernel, a busybox initrd), a plain
 # busybox for the sidecar, and a pause image for the pod's sandbox.
