@@ -149,8 +149,8 @@ until crictl info >/dev/null 2>&1; do
 	[ $SECONDS -lt $deadline ] || { echo "cri-demo: containerd did not come up in 30 s; its log:" >&2; cat "$D/containerd.log" >&2; exit 1; }
 	sleep 0.2
 done
-say "crictl info | grep -A1 '\"NetworkReady\"'"
-crictl info | grep -A1 '"NetworkReady"'
+say "crictl info | grep -B1 '\"NetworkReady\"'"
+crictl info | grep -B1 '"NetworkReady"'
 
 # The test images: the guest (Debian's kernel, a busybox initrd), a plain
 # busybox for the sidecar, and a pause image for the pod's sandbox.
