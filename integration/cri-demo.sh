@@ -28,7 +28,7 @@ fi
 # state dir, and CNI its namespaces in /run/netns and its leases in
 # /var/lib/cni: remove (empty) those this demo created, deepest first.
 run_dirs=()
-for d in /run/containerd /run/containerd/s /run/netns /var/lib/cni /var/lib/cni/networks /var/lib/cni/results; do
+for d in /run/containerd /run/containerd/s /run/containerd/fifo /run/netns /var/lib/cni /var/lib/cni/networks /var/lib/cni/results; do
 	[ -d "$d" ] || run_dirs=("$d" "${run_dirs[@]}")
 done
 # runc puts pods without a cgroup parent under k8s.io in each hierarchy and

@@ -18,6 +18,12 @@ start_containerd() {
 	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	rm -rf "$DIR"
 	mkdir -p "$DIR/bin"
+	# ctr's FIFOs and the shims' sockets go under /run/containerd whatever
+	# the state dir: stop_containerd removes (empty) what this made there.
+	RUN_DIRS=()
+	for d in /run/containerd /run/containerd/s /run/containerd/fifo; do
+		[ -d "$d" ] || RUN_DIRS=("$d" "${RUN_DIRS[@]}")
+	done
 	cp "${SHIM_BIN:-$ROOT/bin/containerd-shim-urunc-v2}" "$DIR/bin/containerd-shim-urunc-v2"
 	cp "$ROOT/bin/urunc" "$ROOT/bin/urunc-launcher" "$DIR/bin/"
 	cat >"$DIR/urunc.toml" <<CFG
@@ -55,6 +61,7 @@ stop_containerd() {
 	kill "$CTRD" 2>/dev/null || true
 	wait "$CTRD" 2>/dev/null || true
 	rm -rf "$DIR"
+	for d in "${RUN_DIRS[@]}"; do rmdir "$d" 2>/dev/null || true; done
 }
 
 import_test_guest() {
