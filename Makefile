@@ -89,8 +89,9 @@ critest: setup
 demo: setup-demo build
 	PATH="$(PREFIX):$$PATH" ./integration/demo.sh $(DEMO_DIR)
 
-# README's unikernel pod, through crictl against a private containerd
-# with a whole CRI config (the one README shows); everything is torn down.
+# README's unikernel pod: its crictl walk-through, read from README.md and
+# run as written, against a private containerd with the whole CRI config
+# README shows; everything is torn down.
 cri-demo: setup-cri build
 	PATH="$(PREFIX):$$PATH" ./integration/cri-demo.sh $(CRI_DEMO_DIR)
 

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# README's unikernel pod, step by step as README writes it: a private
-# containerd (root, state, socket and CNI config under DIR, never the
-# system's) with the whole CRI config README shows, the test images
-# imported into its k8s.io namespace, and the pod driven with crictl:
-# runp, create a unikernel guest and a busybox sidecar, start, the guest's
-# line in its logs, exec into the sidecar, stop, rm, stopp, rmp. Then
-# containerd is stopped and DIR removed: no shim, monitor, mount, network
-# namespace, bridge or IPAM lease is left. Run after setup-cri.sh and make
-# build. Usage: cri-demo.sh [DIR] (default /tmp/urunc-cri-demo).
+# Runs README's crictl walk-through ("A unikernel pod with crictl") as
+# README writes it: the commands are read from README.md itself, so the
+# walk-through cannot drift from what this runs. A private containerd
+# (root, state, socket and CNI config under DIR, never the system's) with
+# the whole CRI config README shows, the test images imported into its
+# k8s.io namespace, and the pod driven with crictl: runp, create a
+# unikernel guest and a busybox sidecar, start, the guest's line in its
+# logs, exec into the sidecar, stats, stop, rm, stopp, rmp; then README's
+# teardown. Whatever happens, containerd is stopped and nothing is left:
+# no shim, monitor, mount, network namespace, bridge, IPAM lease, cgroup
+# or directory this made. Run after make setup-cri build (make cri-demo
+# does; README's own `make` line is skipped here). Usage: cri-demo.sh
+# [DIR] (default /tmp/urunc-cri-demo, README's).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 D=${1:-/tmp/urunc-cri-demo}
-GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 BRIDGE=urunc-demo0
 NETWORK=urunc-demo
 
@@ -19,30 +22,57 @@ for tool in containerd ctr crictl runc; do
 	command -v "$tool" >/dev/null || { echo "cri-demo: no $tool on PATH: run make setup-cri (integration/setup-cri.sh) first" >&2; exit 1; }
 done
 [ -x "$ROOT/bin/containerd-shim-urunc-v2" ] || { echo "cri-demo: no bin/containerd-shim-urunc-v2: run make build first" >&2; exit 1; }
-[ -f "$GUEST_DIR/vmlinuz" ] || { echo "cri-demo: no guest kernel in $GUEST_DIR: run make setup-cri first" >&2; exit 1; }
+[ -f /var/cache/urunc-test/guest/vmlinuz ] || { echo "cri-demo: no guest kernel in /var/cache/urunc-test/guest: run make setup-cri first" >&2; exit 1; }
 if [ -S "$D/containerd.sock" ] && ctr --address "$D/containerd.sock" version >/dev/null 2>&1; then
 	echo "cri-demo: a containerd already serves $D/containerd.sock: another demo is running" >&2
 	exit 1
 fi
-# containerd keeps its shims' sockets in /run/containerd/s whatever its
-# state dir, and CNI its namespaces in /run/netns and its leases in
-# /var/lib/cni: remove (empty) those this demo created, deepest first.
-run_dirs=()
-for d in /run/containerd /run/containerd/s /run/containerd/fifo /run/netns /var/lib/cni /var/lib/cni/networks /var/lib/cni/results; do
-	[ -d "$d" ] || run_dirs=("$d" "${run_dirs[@]}")
-done
-# runc puts pods without a cgroup parent under k8s.io in each hierarchy and
-# leaves that directory; remove it (empty) if this demo made it.
-new_cgroups=()
-for d in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-	[ -e "$d/cgroup.procs" ] && [ ! -d "${d}k8s.io" ] && new_cgroups+=("${d}k8s.io")
-done
 
-# say prints a command as README writes it; step says a command, then runs
-# it, and quiet does the same with its output discarded.
-say() { echo "\$ $*" | sed "s|$D|\$D|g; s|$ROOT/||g"; }
-step() { say "$@"; "$@"; }
-quiet() { say "$@"; "$@" >/dev/null; }
+# The walk-through: README's indented blocks from its heading to the next
+# section; in a transcript block, the lines after "$ " (the others are
+# output). README's `make setup-cri build` is make cri-demo's own
+# prerequisite; its D is DIR.
+walk=$(mktemp /tmp/urunc-cri-demo-walk.XXXXXX)
+awk -v dir="$D" '
+	/^### A unikernel pod with crictl/ { on = 1; next }
+	on && /^##/ { exit }
+	!on { next }
+	/^    / {
+		line = substr($0, 5)
+		if (!inblock) { inblock = 1; n = 0 }
+		block[++n] = line
+		next
+	}
+	/^[^ ]/ && inblock { flush() }
+	END { if (inblock) flush() }
+	function flush(   i, transcript) {
+		transcript = 0
+		for (i = 1; i <= n; i++) if (block[i] ~ /^\$ /) transcript = 1
+		for (i = 1; i <= n; i++) {
+			line = block[i]
+			if (transcript) { if (line !~ /^\$ /) continue; line = substr(line, 3) }
+			if (line ~ /^make /) continue
+			if (line ~ /^export D=/) line = "export D=" dir
+			print line
+		}
+		inblock = 0
+	}
+' "$ROOT/README.md" >"$walk"
+grep -q '^POD=\$(crictl runp' "$walk" || { echo "cri-demo: README.md's walk-through not found (heading \"### A unikernel pod with crictl\")" >&2; exit 1; }
+
+# containerd keeps its shims' sockets in /run/containerd/s (and ctr its
+# FIFOs in /run/containerd/fifo) whatever its state dir, CNI its
+# namespaces in /run/netns and its leases in /var/lib/cni; runc puts pods
+# without a cgroup parent under k8s.io in each hierarchy and leaves that
+# directory. Those this demo made are removed (if empty) at the end.
+made_dirs=()
+for d in /run/containerd /run/containerd/s /run/containerd/fifo /run/netns /var/lib/cni /var/lib/cni/networks /var/lib/cni/results; do
+	[ -d "$d" ] || made_dirs=("$d" "${made_dirs[@]}")
+done
+for d in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+	[ -e "$d/cgroup.procs" ] && [ ! -d "${d}k8s.io" ] && made_dirs=("${d}k8s.io" "${made_dirs[@]}")
+done
+netns_before=$(ls /var/run/netns 2>/dev/null || true)
 
 # demo_shims lists the pids of this checkout's shims.
 demo_shims() {
@@ -53,17 +83,22 @@ demo_shims() {
 	return 0
 }
 
-CTRD=
+# teardown undoes whatever the walk-through got to, when it stopped short
+# too; every step is harmless when there is nothing to undo.
 teardown() {
 	set +e
-	if [ -n "${POD:-}" ]; then
-		crictl stopp "$POD" >/dev/null 2>&1
-		crictl rmp -f "$POD" >/dev/null 2>&1
+	if [ -S "$D/containerd.sock" ]; then
+		export CRI_CONFIG_FILE="$D/crictl.yaml"
+		for pod in $(crictl pods -q 2>/dev/null); do
+			crictl stopp "$pod" >/dev/null 2>&1
+			crictl rmp -f "$pod" >/dev/null 2>&1
+		done
 	fi
-	if [ -n "$CTRD" ]; then
-		kill "$CTRD" 2>/dev/null
-		wait "$CTRD" 2>/dev/null
-	fi
+	# The walk-through's containerd, found by its config.
+	for p in $(pgrep -f "containerd --config $D/containerd.toml" || true); do
+		kill "$p" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	done
 	ip link del "$BRIDGE" 2>/dev/null
 	rm -rf "/var/lib/cni/networks/$NETWORK"
 	# Never remove through a mount: a container's bind mounts reach host
@@ -74,138 +109,24 @@ teardown() {
 	else
 		rm -rf "$D"
 	fi
-	for d in "${run_dirs[@]}" "${new_cgroups[@]}"; do rmdir "$d" 2>/dev/null; done
+	for d in "${made_dirs[@]}"; do rmdir "$d" 2>/dev/null; done
+	rm -f "$walk"
 }
 trap teardown EXIT
-
 rm -rf "$D"
-mkdir -p "$D/net.d" "$D/logs"
-netns_before=$(ls /var/run/netns 2>/dev/null || true)
 
-# The host config: these machines hang real guests under KVM, so qemu uses
-# TCG; the shim's QMP sockets go under DIR too. A host where KVM runs
-# guests needs no host config at all.
-cat >"$D/urunc.toml" <<EOF
-[monitors.qemu]
-accel = "tcg"
-[runtime]
-state_dir = "$D/run"
-EOF
-
-# containerd's config, whole: the CRI part is what a real host needs.
-cat >"$D/containerd.toml" <<EOF
-version = 3
-# A private containerd: on a real host, leave these four settings out
-# (containerd's own root, state and socket).
-root = "$D/root"
-state = "$D/state"
-[grpc]
-  address = "$D/containerd.sock"
-[ttrpc]
-  address = "$D/containerd.sock.ttrpc"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  # Hosts that deny lowering an OOM score (CAP_SYS_RESOURCE) otherwise fail
-  # runc's init for every pod: "can't get final child's PID from pipe: EOF".
-  restrict_oom_score_adj = true
-# The runtime handler a RuntimeClass names (crictl runp --runtime urunc).
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc]
-  runtime_type = "io.containerd.urunc.v2"
-[plugins."io.containerd.cri.v1.runtime".cni]
-  bin_dirs = ["/usr/lib/cni"]        # Debian's containernetworking-plugins
-  conf_dir = "$D/net.d"              # a real host: /etc/cni/net.d
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  # The pods' pause image, imported below; a real host pulls its own.
-  sandbox = "docker.io/urunc/test-pause:latest"
-EOF
-
-# The pods' network: a bridge with addresses from 198.18.40.0/24, no
-# masquerade (a test range, never routed off the machine).
-cat >"$D/net.d/10-$NETWORK.conflist" <<EOF
-{"cniVersion": "1.0.0", "name": "$NETWORK", "plugins": [
-  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.40.0/24", "gateway": "198.18.40.1"}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}},
-  {"type": "loopback"}]}
-EOF
-
-# crictl's own config: the private containerd's socket.
-cat >"$D/crictl.yaml" <<EOF
-runtime-endpoint: unix://$D/containerd.sock
-image-endpoint: unix://$D/containerd.sock
-timeout: 60
-EOF
-
-# containerd with this checkout's shim first on its PATH (make install
-# puts it in /usr/local/bin instead).
-PATH="$ROOT/bin:$PATH" URUNC_CONFIG_FILE="$D/urunc.toml" \
-	setsid containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
-CTRD=$!
-export CRI_CONFIG_FILE="$D/crictl.yaml"
-say 'until crictl info >/dev/null 2>&1; do sleep 0.2; done'
-deadline=$((SECONDS + 30))
-until crictl info >/dev/null 2>&1; do
-	[ $SECONDS -lt $deadline ] || { echo "cri-demo: containerd did not come up in 30 s; its log:" >&2; cat "$D/containerd.log" >&2; exit 1; }
-	sleep 0.2
-done
-say "crictl info | grep -B1 '\"NetworkReady\"'"
-crictl info | grep -B1 '"NetworkReady"'
-
-# The test images: the guest (Debian's kernel, a busybox initrd), a plain
-# busybox for the sidecar, and a pause image for the pod's sandbox.
+# Each command is shown (set -v) as README writes it, then run; a failing
+# one stops the walk. The guest's boot is waited for by README's own loop:
+# the whole walk is bounded.
+echo "cri-demo: README.md's walk-through, with D=$D"
 cd "$ROOT"
-step go run ./integration/cmd/mkimage -kernel "$GUEST_DIR/vmlinuz" -modules "$GUEST_DIR/modules" -o "$D/guest.tar"
-step go run ./integration/cmd/mkimage -plain -o "$D/plain.tar"
-step go run ./integration/cmd/mkimage -kind pause -o "$D/pause.tar"
-for img in guest plain pause; do
-	quiet ctr --address "$D/containerd.sock" -n k8s.io images import "$D/$img.tar"
-done
+timeout 600 bash -euv "$walk" || { echo "cri-demo: the walk-through failed (containerd's log was $D/containerd.log)" >&2; exit 1; }
 
-cat >"$D/pod.json" <<EOF
-{"metadata": {"name": "unikernel-pod", "namespace": "default", "uid": "1"}, "log_directory": "$D/logs", "linux": {}}
-EOF
-cat >"$D/guest.json" <<'EOF'
-{"metadata": {"name": "guest"}, "image": {"image": "docker.io/urunc/test-guest:latest"},
- "command": ["/init"], "args": ["httpd"], "log_path": "guest.log", "linux": {}}
-EOF
-cat >"$D/sidecar.json" <<'EOF'
-{"metadata": {"name": "sidecar"}, "image": {"image": "docker.io/urunc/test-plain:latest"},
- "command": ["/bin/busybox", "sleep", "1000"], "log_path": "sidecar.log", "linux": {}}
-EOF
-
-cd "$D"
-say "POD=\$(crictl runp --runtime urunc pod.json)"
-POD=$(crictl runp --runtime urunc pod.json)
-say "G=\$(crictl create \$POD guest.json pod.json); S=\$(crictl create \$POD sidecar.json pod.json)"
-G=$(crictl create "$POD" guest.json pod.json)
-S=$(crictl create "$POD" sidecar.json pod.json)
-say 'crictl start $G $S'
-crictl start "$G" "$S" >/dev/null
-say "until crictl logs \$G 2>&1 | grep URUNC_GUEST; do sleep 1; done"
-deadline=$((SECONDS + 120))
-until crictl logs "$G" 2>&1 | grep URUNC_GUEST; do
-	[ $SECONDS -lt $deadline ] || { echo "cri-demo: no line from the guest in 120 s; its log:" >&2; crictl logs "$G" >&2; exit 1; }
-	sleep 1
-done
-say "crictl exec \$S /bin/busybox echo hello-from-the-sidecar"
-crictl exec "$S" /bin/busybox echo hello-from-the-sidecar
-step crictl stats
-say "crictl stop -t 20 \$G; crictl inspect \$G | grep exitCode"
-crictl stop -t 20 "$G" >/dev/null
-crictl inspect "$G" | grep exitCode
-say "crictl stop -t 1 \$S; crictl rm \$G \$S; crictl stopp \$POD; crictl rmp \$POD"
-crictl stop -t 1 "$S" >/dev/null
-crictl rm "$G" "$S" >/dev/null
-crictl stopp "$POD" >/dev/null
-crictl rmp "$POD" >/dev/null
-POD=
-# The pod's shim exits once its last container is gone.
-deadline=$((SECONDS + 15))
-while shims=$(demo_shims) && [ -n "$shims" ]; do
-	[ $SECONDS -lt $deadline ] || { echo "cri-demo: the pod's shim is still running after rmp: $shims" >&2; exit 1; }
-	sleep 0.2
-done
+# README's teardown ran: check it left nothing.
+left=$(demo_shims)
+[ -z "$left" ] || { echo "cri-demo: shims left: $left" >&2; exit 1; }
 netns_after=$(ls /var/run/netns 2>/dev/null || true)
 [ "$netns_after" = "$netns_before" ] || { echo "cri-demo: network namespaces left: $(comm -13 <(echo "$netns_before") <(echo "$netns_after"))" >&2; exit 1; }
-echo "cri-demo: pod removed, its shim and network namespace gone; stopping containerd and removing $D"
+! ip link show "$BRIDGE" >/dev/null 2>&1 || { echo "cri-demo: bridge $BRIDGE left" >&2; exit 1; }
+[ ! -e "$D" ] || { echo "cri-demo: $D left" >&2; exit 1; }
+echo "cri-demo: done; no containerd, shim, monitor, network namespace, bridge or $D left"
