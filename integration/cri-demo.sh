@@ -120,7 +120,11 @@ rm -rf "$D"
 # the whole walk is bounded.
 echo "cri-demo: README.md's walk-through, with D=$D"
 cd "$ROOT"
-timeout 600 bash -euv "$walk" || { echo "cri-demo: the walk-through failed (containerd's log was $D/containerd.log)" >&2; exit 1; }
+if ! timeout 600 bash -euv "$walk"; then
+	echo "cri-demo: the walk-through failed; the end of containerd's log:" >&2
+	tail -n 20 "$D/containerd.log" >&2 2>/dev/null
+	exit 1
+fi
 
 # README's teardown ran: check it left nothing.
 left=$(demo_shims)
