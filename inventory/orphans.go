@@ -23,8 +23,8 @@ const OrphansCommand = "cleanup-orphans"
 func DiscoveryFlags(fs *flag.FlagSet) (*Discovery, *Probing) {
 	var d Discovery
 	var p Probing
-	fs.StringVar(&d.StateDir, "state-dir", "", "containerd's task state dir (the bundles' parent, by namespace); default: found from the running containerd, "+DefaultContainerdConfig+" or "+DefaultTaskStateDir)
-	fs.StringVar(&d.ContainerdConfig, "containerd-config", "", "read the state dir from this containerd config file (its `state`)")
+	fs.StringVar(&d.StateDir, "state-dir", "", "containerd's task state `DIR` (the bundles' parent, by namespace); default: found from the running containerd, "+DefaultContainerdConfig+" or "+DefaultTaskStateDir)
+	fs.StringVar(&d.ContainerdConfig, "containerd-config", "", "read the state dir from this containerd config `FILE` (its state key), as containerd --config FILE")
 	fs.DurationVar(&p.Timeout, "shim-timeout", DefaultProbeTimeout, "how long a shim has to answer before it counts as hung")
 	return &d, &p
 }
