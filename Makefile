@@ -3,8 +3,9 @@ GO ?= go
 BIN := bin/containerd-shim-urunc-v2
 PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
+CRI_DEMO_DIR ?= /tmp/urunc-cri-demo
 
-.PHONY: all build install setup unit fuzz integration integration-race critest test demo bench vet clean
+.PHONY: all build install setup setup-demo setup-cri unit fuzz integration integration-race critest test demo cri-demo bench vet clean
 
 all: build
 
@@ -22,9 +23,19 @@ install: build
 	install -m 0755 bin/urunc-launcher $(PREFIX)/urunc-launcher
 	install -m 0755 bin/urunc $(PREFIX)/urunc
 
-# Installs qemu, busybox, runc, containerd/ctr v2.4.2 and the guest kernel.
+# What the tests need (setup-cri's, then containerd 1.7, nerdctl, the
+# registry, critest, the storage guest kernel...); .ci/run runs it too.
 setup:
-	./integration/setup.sh
+	PREFIX=$(PREFIX) ./integration/setup.sh
+
+# Only what make demo needs: qemu, busybox, cpio, containerd and ctr
+# v2.4.2, the guest kernel.
+setup-demo:
+	PREFIX=$(PREFIX) ./integration/setup-demo.sh
+
+# setup-demo's, and runc, the CNI plugins and crictl for make cri-demo.
+setup-cri:
+	PREFIX=$(PREFIX) ./integration/setup-cri.sh
 
 vet:
 	$(GO) vet ./...
@@ -72,10 +83,17 @@ test: vet unit
 critest: setup
 	cd integration && URUNC_CRITEST=1 $(GO) test -tags integration -count=1 -v -timeout 20m -run '^TestCritest$$' .
 
-# Builds everything, starts a private containerd, imports the demo guest
-# image, runs it and prints its output.
-demo: setup build
-	./integration/demo.sh $(DEMO_DIR)
+# Installs what it needs, builds, starts a private containerd, makes an
+# image of a kernel and an initrd with urunc build, runs it and prints its
+# output. PREFIX's containerd and ctr come first on its PATH.
+demo: setup-demo build
+	PATH="$(PREFIX):$$PATH" ./integration/demo.sh $(DEMO_DIR)
+
+# README's unikernel pod: its crictl walk-through, read from README.md and
+# run as written, against a private containerd with the whole CRI config
+# README shows; everything is torn down.
+cri-demo: setup-cri build
+	PATH="$(PREFIX):$$PATH" ./integration/cri-demo.sh $(CRI_DEMO_DIR)
 
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/elfdyn/ ./rootfs/

@@ -308,3 +308,95 @@ func TestGuestFormsBootUnderQemu(t *testing.T) {
 		})
 	}
 }
+
+// urunc ps and cleanup-orphans find containerd's task state by themselves:
+// with no flag, from the running containerd (here the test's private one,
+// started with --config); with -containerd-config, from that file, which
+// is what is left once containerd is gone. A shim that is stopped accepts
+// on its socket but answers nothing: ps calls it hung, an orphan, and
+// answers again once it runs.
+func TestURuncPsFindsContainerdState(t *testing.T) {
+	withHostConfig(t, env.standinHostConfig())
+	id := newID(t)
+	ctr(t, "run", "-d", "--runtime", runtimeName, image, id, "/init", "sleep")
+	config := filepath.Join(env.dir, "containerd.toml")
+	if row := psRowWith(t, id); row == nil || row["shim"] != "answers" || row["state"] != "running" || row["bundle"] != env.bundle(id) {
+		t.Fatalf("urunc ps with no flags: %v", row)
+	}
+	if row := psRowWith(t, id, "-containerd-config", config); row == nil || row["shim"] != "answers" {
+		t.Fatalf("urunc ps -containerd-config: %v", row)
+	}
+	shim := shimOf(id)
+	if err := syscall.Kill(shim, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = syscall.Kill(shim, syscall.SIGCONT)
+		}
+	}()
+	start := time.Now()
+	if row := psRowWith(t, id, "-shim-timeout", "1s"); row == nil || row["shim"] != "hung" || row["orphan"] != true {
+		t.Errorf("a stopped shim: %v", row)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("ps took %s with a stopped shim and a 1s probe timeout", took)
+	}
+	if err := syscall.Kill(shim, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	if row := psRowWith(t, id); row == nil || row["shim"] != "answers" || row["orphan"] != false {
+		t.Errorf("the shim running again: %v", row)
+	}
+	orphan(t, id)
+	// With containerd gone nothing points at its private state: the
+	// command says where it looked and what to give (or, on a host with
+	// a containerd of its own, lists that one's).
+	out, err := urunc(t, "cleanup-orphans", "-dry-run")
+	if strings.Contains(out, id) || (err != nil && !strings.Contains(out, "give -containerd-config FILE (its --config) or -state-dir DIR")) {
+		t.Errorf("cleanup-orphans with containerd gone and no flag: %v\n%s", err, out)
+	}
+	out, err = urunc(t, "cleanup-orphans", "-dry-run", "-containerd-config", config)
+	if err != nil || !strings.Contains(out, namespace+"/"+id+": shim gone") {
+		t.Fatalf("cleanup-orphans -dry-run -containerd-config: %v\n%s", err, out)
+	}
+	out, err = urunc(t, "cleanup-orphans", "-containerd-config", config)
+	if err != nil || !strings.Contains(out, namespace+"/"+id+": cleaned") {
+		t.Fatalf("cleanup-orphans -containerd-config: %v\n%s", err, out)
+	}
+}
+
+// psRowWith is id's row of urunc ps -o json with the given flags.
+func psRowWith(t *testing.T, id string, flags ...string) map[string]any {
+	t.Helper()
+	out, err := urunc(t, append([]string{"ps", "-o", "json"}, flags...)...)
+	var rows []map[string]any
+	if jerr := json.Unmarshal([]byte(out), &rows); err != nil || jerr != nil {
+		t.Fatalf("urunc ps -o json %v: %v %v\n%s", flags, err, jerr, out)
+	}
+	for _, r := range rows {
+		if r["id"] == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// urunc build -import against a socket that is not there says so, naming
+// it, at once.
+func TestURuncBuildMissingSocket(t *testing.T) {
+	kernel, initrd := guestFiles(t)
+	sock := filepath.Join(t.TempDir(), "containerd.sock")
+	start := time.Now()
+	out, err := urunc(t, "build", "-t", "docker.io/urunc/no-socket:latest", "-type", "linux", "-monitor", "qemu", "-kernel", kernel, "-initrd", initrd,
+		"-import", "-address", sock, "--", "/init")
+	took := time.Since(start)
+	if err == nil || !strings.Contains(out, "containerd socket "+sock+": no such file: is containerd running? (-address names its socket)") {
+		t.Fatalf("urunc build against a missing socket: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "timeout") || strings.Contains(out, "deadline") || took > 5*time.Second {
+		t.Errorf("took %s: %s", took, out)
+	}
+}

@@ -123,8 +123,8 @@ func TestMonitorAsUserWithDiskOrSharedRoot(t *testing.T) {
 // project's, and a call the filter denies fails in it. Here that monitor
 // is the stand-in as qemu: a qemu built without libseccomp has no
 // -sandbox. A spec without seccomp gets no filter. (A monitor that filters
-// itself never gets a second one: stacking can kill it, urunc #648 and
-// #974; monitors' TestFiltersItself covers which monitors filter
+// itself never gets a second one: stacked filters all apply, and a second
+// one can kill it; monitors' TestFiltersItself covers which monitors filter
 // themselves, and TestMonitorConfinement sees qemu's own -sandbox.)
 func TestProjectSeccompFilter(t *testing.T) {
 	withHostConfig(t, env.standinHostConfig())

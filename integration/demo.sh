@@ -6,9 +6,11 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 start_containerd "${1:-/tmp/urunc-demo}"
-KERNEL=/var/cache/urunc-test/guest/vmlinuz
+# The guest kernel setup-demo.sh fetched from Debian's linux-image package.
+GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
+KERNEL=$GUEST_DIR/vmlinuz
 # The guest's initrd: busybox, an init, and the kernel modules it needs.
-(cd "$ROOT" && go run ./integration/cmd/mkimage -kind initrd-file -o "$DIR/initrd.cpio")
+(cd "$ROOT" && go run ./integration/cmd/mkimage -kind initrd-file -kernel "$KERNEL" -modules "$GUEST_DIR/modules" -o "$DIR/initrd.cpio")
 IMAGE=docker.io/library/hello-unikernel:latest
 echo "+ urunc build -t $IMAGE -type linux -monitor qemu -kernel $KERNEL -initrd initrd.cpio -import -- /init echo Hello from a unikernel container"
 "$DIR/bin/urunc" build -t "$IMAGE" -type linux -monitor qemu -kernel "$KERNEL" -initrd "$DIR/initrd.cpio" \

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
 
@@ -671,8 +673,41 @@ func orphan(t *testing.T, id string) {
 			t.Fatal(err)
 		}
 	})
-	if err := syscall.Kill(shimOf(id), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	killProcess(t, shimOf(id))
+}
+
+// killProcess kills pid with SIGKILL and returns once it has exited.
+// kill(2) returns before the kernel has torn the process down, and until
+// then a shim's listening socket still accepts connections; an exited
+// process (a zombie too) holds no descriptor.
+func killProcess(t *testing.T, pid int) {
+	t.Helper()
+	// A pidfd names this very process, even if its pid is reused.
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		t.Fatalf("kill %d: %v", pid, err)
+	}
+	// The pidfd becomes readable when the process has exited.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			t.Fatalf("process %d still runs 15s after SIGKILL", pid)
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(wait.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("poll pidfd of %d: %v", pid, err)
+		}
+		if n > 0 {
+			return
+		}
 	}
 }
 

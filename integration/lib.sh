@@ -1,5 +1,5 @@
-# Shared by demo.sh and the bench scripts: a private containerd with this
-# shim.
+# Shared by the demo, bench and set-up scripts. A private containerd with
+# this shim:
 # start_containerd DIR: builds its config under DIR, starts it with the shim
 # first on PATH and a TCG host config, and arranges teardown on exit. Sets
 # CTR (the ctr command line). With QEMU_PATH set, the host config runs that
@@ -18,6 +18,12 @@ start_containerd() {
 	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 	rm -rf "$DIR"
 	mkdir -p "$DIR/bin"
+	# ctr's FIFOs and the shims' sockets go under /run/containerd whatever
+	# the state dir: stop_containerd removes (empty) what this made there.
+	RUN_DIRS=()
+	for d in /run/containerd /run/containerd/s /run/containerd/fifo; do
+		[ -d "$d" ] || RUN_DIRS=("$d" "${RUN_DIRS[@]}")
+	done
 	cp "${SHIM_BIN:-$ROOT/bin/containerd-shim-urunc-v2}" "$DIR/bin/containerd-shim-urunc-v2"
 	cp "$ROOT/bin/urunc" "$ROOT/bin/urunc-launcher" "$DIR/bin/"
 	cat >"$DIR/urunc.toml" <<CFG
@@ -55,6 +61,7 @@ stop_containerd() {
 	kill "$CTRD" 2>/dev/null || true
 	wait "$CTRD" 2>/dev/null || true
 	rm -rf "$DIR"
+	for d in "${RUN_DIRS[@]}"; do rmdir "$d" 2>/dev/null || true; done
 }
 
 import_test_guest() {
@@ -64,3 +71,57 @@ import_test_guest() {
 
 # now prints the time in seconds with nanoseconds.
 now() { date +%s.%N; }
+
+# The set-up scripts' helpers (setup-demo.sh, setup-cri.sh, setup.sh).
+
+# apt_need PKG...: installs the Debian packages that are missing, quietly.
+apt_need() {
+	local need=() p
+	for p in "$@"; do
+		dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+	done
+	[ ${#need[@]} -eq 0 ] && return 0
+	echo "setup: apt-get install ${need[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# build_tool OUT MODULE@VERSION PACKAGE builds a command from the Go module
+# proxy in a scratch module (`go install …@version` fails for some of them
+# on a version-list lookup).
+build_tool() {
+	local out=$1 module=$2 pkg=$3 tmp rc=0
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init tool-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "$module" >/dev/null 2>&1
+		GOFLAGS=-mod=mod go build -o "$out" "$pkg"
+	) || rc=$?
+	rm -rf "$tmp"
+	return $rc
+}
+
+# fetch_guest_kernel DIR puts Debian's current linux-image kernel in
+# DIR/vmlinuz and its modules in DIR/modules (virtio and the ACPI button
+# are modules there: the guest's initrd carries the ones it needs), from
+# the package itself (apt-get download, dpkg -x), not installed on the host.
+fetch_guest_kernel() {
+	local dir=$1 tmp pkg
+	[ -f "$dir/vmlinuz" ] && return 0
+	echo "setup: fetching the guest kernel from Debian"
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+		chown _apt "$tmp" 2>/dev/null || true
+		apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg" >/dev/null; }
+		dpkg -x ./*.deb root
+		mkdir -p "$dir"
+		rm -rf "$dir/modules"
+		mv root/lib/modules/* "$dir/modules"
+		# vmlinuz last: its presence says the directory is complete.
+		cp root/boot/vmlinuz-* "$dir/vmlinuz"
+	)
+	rm -rf "$tmp"
+}

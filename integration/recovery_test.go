@@ -106,6 +106,12 @@ func TestShimKilledLeavesNothing(t *testing.T) {
 	waitFor(t, 15*time.Second, "the monitor to be killed", func() bool { return !isMonitor(monitor) })
 	waitFor(t, 15*time.Second, "the task to stop", func() bool { return taskStatus(t, id) != "RUNNING" })
 	t.Logf("monitor gone and task stopped %.2fs after the shim was killed", time.Since(killed).Seconds())
+	// containerd unmounts the rootfs and removes the bundle after the
+	// delete command has ended; until then the mount is still there.
+	waitFor(t, 15*time.Second, "containerd's cleanup of "+id, func() bool {
+		_, err := os.Stat(env.bundle(id))
+		return os.IsNotExist(err)
+	})
 	if left := leftovers(id); strings.Contains(left, "mounts") || strings.Contains(left, "monitor") {
 		t.Fatalf("after the dead shim's cleanup: %s", left)
 	}

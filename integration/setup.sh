@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the integration tests and the demo need on a fresh Debian 12
-# machine: Debian's qemu, busybox, runc and CNI plugins; containerd and ctr
-# v2.4.2 built from the Go module proxy; the guest kernel (and its modules)
-# from Debian's linux-image package. Idempotent: what is there is kept.
+# Installs what the integration tests need on a fresh Debian 12 machine:
+# what the demos need (setup-demo.sh: qemu, busybox, cpio, containerd and
+# ctr v2.4.2, the guest kernel; setup-cri.sh: runc, the CNI plugins,
+# crictl), then Debian's ping, wget and mount, and, built from the Go
+# module proxy, containerd-shim-runc-v2 v2.4.2 (the bench's peer),
+# containerd 1.7, nerdctl, distribution's registry and critest, and a
+# second guest kernel with the storage drivers built in (guest-kernel.sh,
+# from Debian's linux-source). Idempotent: what is there is kept.
 set -euo pipefail
+here=$(dirname "$0")
+. "$here/lib.sh"
+"$here/setup-cri.sh"
 
 CONTAINERD_VERSION=v2.4.2
 NERDCTL_VERSION=v1.7.7
@@ -13,21 +20,11 @@ DISTRIBUTION_VERSION=v3.1.2
 PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 
-need_pkgs=()
-for p in qemu-system-x86 busybox-static cpio runc containernetworking-plugins iproute2 iputils-ping wget e2fsprogs mount; do
-	dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	echo "setup: apt-get install ${need_pkgs[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+apt_need iputils-ping wget mount
 
-if ! "$PREFIX/containerd" --version 2>/dev/null | grep -q " ${CONTAINERD_VERSION#v}" || [ ! -x "$PREFIX/ctr" ]; then
-	echo "setup: building containerd and ctr $CONTAINERD_VERSION"
-	GOBIN=$PREFIX GOFLAGS=-mod=mod go install -tags "no_btrfs no_zfs no_devmapper" \
-		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
-		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
+if [ ! -x "$PREFIX/containerd-shim-runc-v2" ]; then
+	echo "setup: building containerd-shim-runc-v2 $CONTAINERD_VERSION"
+	GOBIN=$PREFIX GOFLAGS=-mod=mod go install \
 		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
 fi
 
@@ -47,31 +44,10 @@ if [ ! -x "$C17_DIR/containerd" ] || [ ! -x "$C17_DIR/ctr" ]; then
 	rm -rf "$tmp"
 fi
 
-# build_tool OUT MODULE@VERSION PACKAGE builds a command from the Go module
-# proxy in a scratch module (`go install …@version` fails for some of them
-# on a version-list lookup).
-build_tool() {
-	local out=$1 module=$2 pkg=$3 tmp rc=0
-	tmp=$(mktemp -d)
-	(
-		cd "$tmp"
-		go mod init tool-build >/dev/null 2>&1
-		GOFLAGS=-mod=mod go get "$module" >/dev/null 2>&1
-		GOFLAGS=-mod=mod go build -o "$out" "$pkg"
-	) || rc=$?
-	rm -rf "$tmp"
-	return $rc
-}
-
 if [ ! -x "$PREFIX/nerdctl" ]; then
 	echo "setup: building nerdctl $NERDCTL_VERSION"
 	build_tool "$PREFIX/nerdctl" "github.com/containerd/nerdctl@$NERDCTL_VERSION" github.com/containerd/nerdctl/cmd/nerdctl ||
 		echo "setup: nerdctl build failed; nerdctl tests will be skipped" >&2
-fi
-
-if [ ! -x "$PREFIX/crictl" ]; then
-	echo "setup: building crictl $CRITOOLS_VERSION"
-	build_tool "$PREFIX/crictl" "sigs.k8s.io/cri-tools@$CRITOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
 fi
 
 # distribution's registry, off PATH: the urunc build test pushes to it on
@@ -97,23 +73,7 @@ if [ ! -x "$CRITEST" ]; then
 	rm -rf "$tmp"
 fi
 
-if [ ! -f "$GUEST_DIR/vmlinuz" ]; then
-	echo "setup: fetching the guest kernel from Debian"
-	tmp=$(mktemp -d)
-	(
-		cd "$tmp"
-		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-		chown _apt "$tmp" 2>/dev/null || true
-		apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg" >/dev/null; }
-		dpkg -x ./*.deb root
-		mkdir -p "$GUEST_DIR"
-		cp root/boot/vmlinuz-* "$GUEST_DIR/vmlinuz"
-		rm -rf "$GUEST_DIR/modules"
-		mv root/lib/modules/* "$GUEST_DIR/modules"
-	)
-	rm -rf "$tmp"
-fi
 # A second guest kernel with virtio-blk, ext4, 9p and virtiofs built in, for
 # guests that boot from a disk or a shared directory; built once, cached.
-"$(dirname "$0")/guest-kernel.sh" "${URUNC_BUILTIN_GUEST_DIR:-/var/cache/urunc-test/guest-builtin}"
+"$here/guest-kernel.sh" "${URUNC_BUILTIN_GUEST_DIR:-/var/cache/urunc-test/guest-builtin}"
 echo "setup: ready (guest kernels in $GUEST_DIR and ${URUNC_BUILTIN_GUEST_DIR:-/var/cache/urunc-test/guest-builtin})"

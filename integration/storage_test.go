@@ -371,12 +371,18 @@ func TestStorageGuestsShimKilled(t *testing.T) {
 		if shim == 0 {
 			t.Fatalf("%s: no shim", id)
 		}
-		if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+		killProcess(t, shim)
 	}
+	// A task of a dead shim reads as not running at once, before
+	// containerd's delete command has cleaned up after it; the bundle
+	// goes last (containerd removes it once the command has ended and
+	// the rootfs is unmounted), so wait for that.
 	for _, id := range ids {
 		waitFor(t, 15*time.Second, id+" to stop", func() bool { return taskStatus(t, id) != "RUNNING" })
+		waitFor(t, 15*time.Second, "containerd's cleanup of "+id, func() bool {
+			_, err := os.Stat(env.bundle(id))
+			return os.IsNotExist(err)
+		})
 	}
 	waitFor(t, 15*time.Second, "monitors and virtiofsd to end", func() bool {
 		return len(monitorProcesses()) == 0 && !containsAny(processesOf(virtiofsd), []int{helpers[ids[0]]})

@@ -1,43 +1,52 @@
 // Package inventory lists this runtime's containers on a host from the
 // bundles containerd keeps, for operators: what runs under which monitor,
 // whether its shim still answers, and which are orphans to clean. It reads
-// what the runtime persisted; it never asks a shim.
+// what the runtime persisted; of a shim it asks only whether its ttrpc
+// server answers.
 package inventory
 
 import (
+	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
-
-// DefaultTaskStateDir is where containerd keeps its v2 task bundles, by
-// namespace.
-const DefaultTaskStateDir = "/run/containerd/io.containerd.runtime.v2.task"
 
 // Entry is one container of this runtime.
 type Entry struct {
 	Bundle string
-	urunc.Summary
-	// ShimAnswers tells whether the container's shim still answers on its
-	// socket; a container whose shim does not is an orphan, which only
-	// cleanup-orphans (or containerd's delete command) will clean.
-	ShimAnswers bool
+	lifecycle.Summary
+	// Shim is how the container's shim answered a probe; a container
+	// whose shim does not answer is an orphan, which only cleanup-orphans
+	// (or containerd's delete command) will clean.
+	Shim ShimState
 	// Err is why the bundle's state could not be read.
 	Err error
 }
 
-// Orphan tells whether nobody will clean the container unless asked.
-func (e Entry) Orphan() bool { return !e.ShimAnswers }
+// Orphan tells whether nobody will clean the container unless asked: its
+// shim is gone or hung. A shim that could not be asked (permission) is
+// not called an orphan.
+func (e Entry) Orphan() bool { return e.Shim == ShimGone || e.Shim == ShimHung }
+
+// maxProbes bounds the probes in flight: each waits up to its timeout, so
+// a host of hung shims is listed in a few timeouts rather than one each.
+const maxProbes = 16
 
 // List returns every bundle under stateDir (NAMESPACE/ID) that holds this
-// runtime's state, sorted by namespace and ID.
-func List(stateDir string) ([]Entry, error) {
+// runtime's state, sorted by namespace and ID, each shim probed with
+// timeout.
+func List(ctx context.Context, stateDir string, timeout time.Duration) ([]Entry, error) {
+	if _, err := os.Stat(stateDir); err != nil {
+		return nil, fmt.Errorf("containerd task state: %w", err)
+	}
 	bundles, err := filepath.Glob(filepath.Join(stateDir, "*", "*"))
 	if err != nil {
 		return nil, err
@@ -45,29 +54,43 @@ func List(stateDir string) ([]Entry, error) {
 	sort.Strings(bundles)
 	var out []Entry
 	for _, b := range bundles {
-		if !urunc.HasState(b) {
+		if !lifecycle.HasState(b) {
 			continue
 		}
 		e := Entry{Bundle: b}
-		e.Summary, e.Err = urunc.Describe(b)
-		if addr := ShimAddress(b); addr != "" {
-			e.ShimAnswers = Answers(addr)
-		}
+		e.Summary, e.Err = lifecycle.Describe(b)
 		out = append(out, e)
 	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxProbes)
+	for i := range out {
+		addr := ShimAddress(out[i].Bundle)
+		if addr == "" {
+			out[i].Shim = ShimGone
+			continue
+		}
+		wg.Add(1)
+		slots <- struct{}{}
+		go func(e *Entry) {
+			defer wg.Done()
+			e.Shim = Probe(ctx, addr, timeout)
+			<-slots
+		}(&out[i])
+	}
+	wg.Wait()
 	return out, nil
 }
 
-// Orphans lists the bundles under stateDir whose shim no longer answers.
-func Orphans(stateDir string) ([]string, error) {
-	entries, err := List(stateDir)
+// Orphans lists the entries under stateDir whose shim is gone or hung.
+func Orphans(ctx context.Context, stateDir string, timeout time.Duration) ([]Entry, error) {
+	entries, err := List(ctx, stateDir, timeout)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []Entry
 	for _, e := range entries {
 		if e.Orphan() {
-			out = append(out, e.Bundle)
+			out = append(out, e)
 		}
 	}
 	return out, nil
@@ -89,14 +112,4 @@ func ShimAddress(bundle string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(data))
-}
-
-// Answers tells whether a shim accepts connections on address.
-func Answers(address string) bool {
-	conn, err := net.DialTimeout("unix", strings.TrimPrefix(address, "unix://"), 100*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	conn.Close()
-	return true
 }

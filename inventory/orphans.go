@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+	"path/filepath"
+	"time"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // OrphansCommand is the operator's subcommand that cleans containers whose
@@ -17,40 +19,71 @@ import (
 // urunc command serve it.
 const OrphansCommand = "cleanup-orphans"
 
+// DiscoveryFlags adds the flags that say where containerd's task state is
+// (-state-dir, -containerd-config) and the probe's timeout.
+func DiscoveryFlags(fs *flag.FlagSet) (*Discovery, *Probing) {
+	var d Discovery
+	var p Probing
+	fs.StringVar(&d.StateDir, "state-dir", "", "containerd's task state `DIR` (the bundles' parent, by namespace); default: found from the running containerd, "+DefaultContainerdConfig+" or "+DefaultTaskStateDir)
+	fs.StringVar(&d.ContainerdConfig, "containerd-config", "", "read the state dir from this containerd config `FILE` (its state key), as containerd --config FILE")
+	fs.DurationVar(&p.Timeout, "shim-timeout", DefaultProbeTimeout, "how long a shim has to answer before it counts as hung")
+	return &d, &p
+}
+
+// Probing says how shims are probed.
+type Probing struct {
+	Timeout time.Duration
+}
+
 // OrphansMain runs the cleanup-orphans subcommand and returns the exit
 // code. It reaps the children it starts (runc, hooks) itself.
 func OrphansMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	urunc.ReapChildren()
+	lifecycle.ReapChildren()
 	fs := flag.NewFlagSet(OrphansCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")
+	discovery, probing := DiscoveryFlags(fs)
 	dryRun := fs.Bool("dry-run", false, "list orphans, change nothing")
 	removeBundles := fs.Bool("remove-bundles", false, "also remove each orphan's bundle directory")
 	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
 		return 2
 	}
-	orphans, err := Orphans(*stateDir)
+	sources, err := FindTaskDirs(*discovery)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "%s: %v\n", OrphansCommand, err)
 		return 1
 	}
 	code := 0
-	for _, b := range orphans {
-		name := strings.TrimPrefix(b, *stateDir+"/")
-		if *dryRun {
-			fmt.Fprintf(stdout, "%s: shim gone\n", name)
-			continue
-		}
-		exit, err := urunc.Cleanup(ctx, b)
-		if err == nil && *removeBundles {
-			err = os.RemoveAll(b)
-		}
+	for _, src := range sources {
+		orphans, err := Orphans(ctx, src.Dir, probing.Timeout)
 		if err != nil {
-			fmt.Fprintf(stdout, "%s: cleanup failed: %v\n", name, err)
+			fmt.Fprintf(stderr, "%s: %v (from %s)\n", OrphansCommand, err, src.From)
 			code = 1
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: cleaned (monitor pid %d, status %d)\n", name, exit.Pid, exit.Status)
+		for _, e := range orphans {
+			name, _ := filepath.Rel(src.Dir, e.Bundle)
+			why := "shim gone"
+			if e.Shim == ShimHung {
+				why = fmt.Sprintf("shim hung (accepts, no answer in %s)", probing.Timeout)
+			}
+			if *dryRun {
+				fmt.Fprintf(stdout, "%s: %s\n", name, why)
+				continue
+			}
+			exit, err := bundle.Cleanup(ctx, e.Bundle)
+			if err == nil && *removeBundles {
+				err = os.RemoveAll(e.Bundle)
+			}
+			if err != nil {
+				fmt.Fprintf(stdout, "%s: cleanup failed (%s): %v\n", name, why, err)
+				code = 1
+				continue
+			}
+			fmt.Fprintf(stdout, "%s: cleaned (%s; monitor pid %d, status %d)\n", name, why, exit.Pid, exit.Status)
+		}
 	}
 	return code
 }

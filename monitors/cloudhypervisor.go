@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // cloudHypervisor runs a guest under cloud-hypervisor (KVM only).
@@ -27,8 +29,8 @@ func (c *cloudHypervisor) FiltersItself(context.Context, Runner) bool { return t
 
 // SupportsShare: cloud-hypervisor speaks vhost-user to virtiofsd; it has
 // no 9p.
-func (c *cloudHypervisor) SupportsShare(kind string) bool { return kind == ShareVirtiofs }
-func (c *cloudHypervisor) DataPaths() []string            { return nil }
+func (c *cloudHypervisor) SupportsShare(kind rootfs.Kind) bool { return kind == rootfs.KindVirtiofs }
+func (c *cloudHypervisor) DataPaths() []string                 { return nil }
 
 func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
@@ -55,7 +57,7 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 		args = append(args, "--disk", disk)
 	}
 	for _, s := range g.Shares {
-		if s.Kind == ShareVirtiofs {
+		if s.Kind == rootfs.KindVirtiofs {
 			args = append(args, "--fs", "tag="+s.Tag+",socket="+s.Socket)
 		}
 	}
@@ -80,7 +82,7 @@ func (c *cloudHypervisor) Powerdown(ctx context.Context, controlSocket string) e
 
 // sharedMemory maps the guest's RAM shared, which virtiofsd needs.
 func sharedMemory(g Guest) string {
-	if hasShare(g, ShareVirtiofs) {
+	if hasShare(g, rootfs.KindVirtiofs) {
 		return ",shared=on"
 	}
 	return ""

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // FirecrackerConfigPath is where the firecracker config file sits inside the
@@ -32,8 +34,8 @@ func (f *firecracker) SupportsInheritedDisks() bool { return false }
 func (f *firecracker) FiltersItself(context.Context, Runner) bool { return true }
 
 // SupportsShare: firecracker has no 9p and no vhost-user-fs.
-func (f *firecracker) SupportsShare(string) bool { return false }
-func (f *firecracker) DataPaths() []string       { return nil }
+func (f *firecracker) SupportsShare(rootfs.Kind) bool { return false }
+func (f *firecracker) DataPaths() []string            { return nil }
 
 func (f *firecracker) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {

@@ -14,7 +14,7 @@ import (
 // cloud-hypervisor serve on a unix socket, and fails unless it succeeds
 // (both answer 204 No Content). One request on its own connection needs
 // no more of HTTP/1.1 than this; net/http would link TLS, HTTP/2 and
-// proxies into the shim, which every shim process then carries (issue 11).
+// proxies into the shim, which every shim process would then carry.
 func apiPut(ctx context.Context, socket, path string, body []byte) error {
 	conn, err := dialControl(ctx, socket, 10*time.Second)
 	if err != nil {

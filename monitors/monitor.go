@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // Config is the host config of one monitor ([monitors.NAME] in
@@ -84,17 +86,11 @@ type Disk struct {
 	FD, ReadOnlyFD int
 }
 
-// Share kinds.
-const (
-	Share9p       = "9p"
-	ShareVirtiofs = "virtiofs"
-)
-
 // Share is a directory shared with the guest under Tag: over 9p the
 // monitor serves Path itself; over virtiofs it connects to virtiofsd's
 // Socket.
 type Share struct {
-	Kind   string
+	Kind   rootfs.Kind // rootfs.Kind9p or rootfs.KindVirtiofs
 	Tag    string
 	Path   string
 	Socket string
@@ -134,8 +130,8 @@ type Monitor interface {
 	// NeedsKVM tells whether /dev/kvm must be present in the confined root.
 	NeedsKVM() bool
 	// SupportsShare tells whether the monitor can share a directory over
-	// kind (Share9p, ShareVirtiofs).
-	SupportsShare(kind string) bool
+	// kind (rootfs.Kind9p, rootfs.KindVirtiofs).
+	SupportsShare(kind rootfs.Kind) bool
 	// Control is how the shim reaches the monitor's control API.
 	Control() Control
 	// SupportsInheritedDisks tells whether the monitor can take its

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 var testGuest = Guest{
@@ -118,14 +120,14 @@ func TestMonitorArgs(t *testing.T) {
 		},
 		{
 			name: "qemu 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
-				[]Share{{Kind: Share9p, Tag: "fs0", Path: "/guest/shares/fs0"}}),
+				[]Share{{Kind: rootfs.Kind9p, Tag: "fs0", Path: "/guest/shares/fs0"}}),
 			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
 		},
 		{
 			name: "qemu virtiofs root maps guest RAM shared", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
-				[]Share{{Kind: ShareVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}),
+				[]Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}),
 			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-chardev socket,id=vfs-fs0,path=/run/virtiofsd.sock -device vhost-user-fs-pci,chardev=vfs-fs0,tag=fs0 " +
@@ -133,7 +135,7 @@ func TestMonitorArgs(t *testing.T) {
 		},
 		{
 			name: "cloud-hypervisor disk and virtiofs", monitor: newCloudHypervisor("/ch", Config{}), guest: withStorage(noInitrd,
-				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, []Share{{Kind: ShareVirtiofs, Tag: "fs0", Socket: "/run/v.sock"}}),
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}, []Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0", Socket: "/run/v.sock"}}),
 			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M,shared=on --serial tty --console off --seccomp false " +
 				"--cmdline panic=-1 console=ttyS0 --disk path=/guest/disks/rootfs,id=rootfs --fs tag=fs0,socket=/run/v.sock",
 		},
@@ -311,7 +313,8 @@ func withStorage(g Guest, disks []Disk, shares []Share) Guest {
 
 // Which monitors filter their own system calls: this decides whether the
 // launcher installs the project's filter, and it must never do so on top
-// of a monitor's own (urunc #648, #974). solo5-hvt is asked its release.
+// of a monitor's own, which a second filter can kill. solo5-hvt is asked
+// its release.
 func TestFiltersItself(t *testing.T) {
 	dir := t.TempDir()
 	tender := func(out string) string {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/elfdyn"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // qemu runs a guest under qemu-system-x86_64.
@@ -39,7 +40,9 @@ func (q *qemu) FiltersItself(context.Context, Runner) bool {
 }
 
 // SupportsShare: qemu serves 9p itself and speaks vhost-user to virtiofsd.
-func (q *qemu) SupportsShare(kind string) bool { return kind == Share9p || kind == ShareVirtiofs }
+func (q *qemu) SupportsShare(kind rootfs.Kind) bool {
+	return kind == rootfs.Kind9p || kind == rootfs.KindVirtiofs
+}
 
 // DataPaths are where Debian (and most distributions) keep qemu's firmware,
 // option ROMs and loadable modules. Missing any of them fails a boot with
@@ -150,17 +153,17 @@ func (q *qemu) storageArgs(g Guest) []string {
 	}
 	for _, s := range g.Shares {
 		switch s.Kind {
-		case Share9p:
+		case rootfs.Kind9p:
 			args = append(args,
 				"-fsdev", "local,id=fsdev-"+s.Tag+",path="+s.Path+",security_model=none",
 				"-device", "virtio-9p-pci,fsdev=fsdev-"+s.Tag+",mount_tag="+s.Tag)
-		case ShareVirtiofs:
+		case rootfs.KindVirtiofs:
 			args = append(args,
 				"-chardev", "socket,id=vfs-"+s.Tag+",path="+s.Socket,
 				"-device", "vhost-user-fs-pci,chardev=vfs-"+s.Tag+",tag="+s.Tag)
 		}
 	}
-	if hasShare(g, ShareVirtiofs) {
+	if hasShare(g, rootfs.KindVirtiofs) {
 		args = append(args,
 			"-object", "memory-backend-memfd,id=mem,size="+strconv.Itoa(g.MemoryMB)+"M,share=on",
 			"-numa", "node,memdev=mem")
@@ -168,7 +171,7 @@ func (q *qemu) storageArgs(g Guest) []string {
 	return args
 }
 
-func hasShare(g Guest, kind string) bool {
+func hasShare(g Guest, kind rootfs.Kind) bool {
 	for _, s := range g.Shares {
 		if s.Kind == kind {
 			return true

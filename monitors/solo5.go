@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // solo5 runs a solo5 unikernel under one of solo5's tenders: hvt (KVM) or
@@ -27,8 +29,8 @@ func (s *solo5) Control() Control             { return ControlNone }
 func (s *solo5) SupportsInheritedDisks() bool { return false }
 
 // SupportsShare: solo5 tenders offer block and net devices only.
-func (s *solo5) SupportsShare(string) bool { return false }
-func (s *solo5) DataPaths() []string       { return nil }
+func (s *solo5) SupportsShare(rootfs.Kind) bool { return false }
+func (s *solo5) DataPaths() []string            { return nil }
 
 func (s *solo5) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {

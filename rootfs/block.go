@@ -10,10 +10,12 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"golang.org/x/sys/unix"
-
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 )
+
+// KindBlock is the first virtio-blk disk.
+const KindBlock Kind = "block"
 
 // Block mode gives the guest a raw virtio-blk disk as its root: a disk
 // image from the image (the block annotation), or the container's own
@@ -23,9 +25,9 @@ import (
 // Invariant: while the guest has a disk, no mount of it and no loop device
 // mounted from it is in the host's mount table. A filesystem mounted on
 // the host while the guest writes to it is corrupted, and a mount copied
-// into another namespace keeps the device busy after delete (urunc PR
-// #572). So the boot files are copied out and the rootfs unmounted before
-// the launcher's mount namespace, which would copy the mount, exists.
+// into another namespace keeps the device busy after delete. So the boot
+// files are copied out and the rootfs unmounted before the launcher's
+// mount namespace, which would copy the mount, exists.
 
 // bootDir is the bundle directory the boot files of a block rootfs are
 // copied to.
@@ -39,11 +41,10 @@ func tryBlockAnnotation(req Request) (*Plan, bool, error) {
 	}
 	if !req.Guest.SupportsBlock() {
 		return nil, false, fmt.Errorf("%sblock names a root disk, but guest %s cannot boot from a block device (monitor %s)",
-			guests.AnnotationPrefix, req.Guest.Name(), req.Monitor.Name())
+			annotation.Prefix, req.Guest.Name(), req.Monitor.Name())
 	}
 	p := &Plan{
-		Mode:   "block",
-		Root:   guests.Root{Kind: guests.RootBlock},
+		Root:   Root{Kind: KindBlock},
 		Kernel: req.Kernel,
 		Disks:  []Disk{{ID: "rootfs", Source: req.Block}},
 	}
@@ -68,8 +69,7 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 	}
 	dir := filepath.Join(req.Bundle, bootDir)
 	p := &Plan{
-		Mode:   "block",
-		Root:   guests.Root{Kind: guests.RootBlock},
+		Root:   Root{Kind: KindBlock},
 		Kernel: filepath.Join(dir, "kernel"),
 		Disks:  []Disk{{ID: "rootfs", Source: src}},
 		Undo:   Undo{Dirs: []string{dir}},
@@ -134,7 +134,7 @@ func isBlockDevice(path string) bool {
 // blockVolumeSet is what a block guest makes of the spec's volumes.
 type blockVolumeSet struct {
 	disks   []Disk
-	mounts  []guests.Volume
+	mounts  []Volume
 	devices []string
 	unmount []string      // host mount points of volume devices, let go before boot
 	files   []specs.Mount // single files, copied into a mounted rootfs
@@ -180,7 +180,7 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 		}
 		id := "vol" + strconv.Itoa(i)
 		set.disks = append(set.disks, Disk{ID: id, Source: dev, ReadOnly: readOnly(m)})
-		set.mounts = append(set.mounts, guests.Volume{ID: id, MountPoint: m.Destination})
+		set.mounts = append(set.mounts, Volume{ID: id, MountPoint: m.Destination})
 		set.devices = append(set.devices, dev)
 		set.unmount = append(set.unmount, m.Source)
 	}

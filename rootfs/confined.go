@@ -6,11 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 )
-
-// Bind is one host file or directory made visible in a confined root.
-type Bind = launch.Bind
 
 // MonitorRootPlan is what a monitor's confined root holds: only the
 // monitor's binary and libraries, its data files, the guest's files and
@@ -19,21 +16,21 @@ type Bind = launch.Bind
 type MonitorRootPlan struct {
 	Binary    string
 	DataPaths []string // skipped when absent on this host
-	Guest     []Bind
+	Guest     []confined.Bind
 	Devices   []string // host device nodes, bound at the same path
 }
 
 // Binds resolves the plan into the list of binds, failing with an error
 // that names the missing piece.
-func (p MonitorRootPlan) Binds() ([]Bind, error) {
-	var binds []Bind
+func (p MonitorRootPlan) Binds() ([]confined.Bind, error) {
+	var binds []confined.Bind
 	seen := map[string]bool{}
 	add := func(src, dst string, ro bool) {
 		if seen[dst] {
 			return
 		}
 		seen[dst] = true
-		binds = append(binds, Bind{Source: src, Target: dst, ReadOnly: ro})
+		binds = append(binds, confined.Bind{Source: src, Target: dst, ReadOnly: ro})
 	}
 	var modules []string
 	for _, dp := range p.DataPaths {

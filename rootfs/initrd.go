@@ -1,6 +1,7 @@
 package rootfs
 
-import "github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+// KindInitrd is an initrd the monitor loads.
+const KindInitrd Kind = "initrd"
 
 // tryInitrd: the initrd annotation makes the initrd the guest's root. The
 // container rootfs stays on the host; nothing is shared with the guest.
@@ -9,8 +10,7 @@ func tryInitrd(req Request) (*Plan, bool, error) {
 		return nil, false, nil
 	}
 	return &Plan{
-		Mode:   "initrd",
-		Root:   guests.Root{Kind: guests.RootInitrd},
+		Root:   Root{Kind: KindInitrd},
 		Kernel: req.Kernel,
 		Initrd: req.Initrd,
 	}, true, nil

@@ -9,14 +9,17 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 )
 
 // A rootfs mode is one way a guest gets its root filesystem: an initrd, a
 // block device, or the container's rootfs shared as a directory. Each mode
-// lives in its own file; selectors below lists them in urunc's order of
-// precedence, so adding a mode is one file and one row.
+// lives in its own file, with the root Kind it gives; selectors below
+// lists them in urunc's order of precedence. A mode with a new kind of
+// root touches four files: its own, a row here, the root parameters of
+// the guest types that boot from it (runtime/guests) and the device
+// rendering of the monitors that serve it (monitors).
 
 // GuestCaps is what mode selection asks of the guest type.
 type GuestCaps interface {
@@ -30,7 +33,7 @@ type MonitorCaps interface {
 	Name() string
 	// SupportsShare tells whether the monitor can share a host directory
 	// with the guest over kind ("9p", "virtiofs").
-	SupportsShare(kind string) bool
+	SupportsShare(kind Kind) bool
 }
 
 // Request is what mode selection looks at. Selection touches nothing on
@@ -71,20 +74,24 @@ func (v Virtiofsd) Available() bool {
 
 // Plan is what the chosen mode takes from the host and gives the boot.
 type Plan struct {
-	Mode string // "initrd", "block", "9p", "virtiofs" or "none"
-	Root guests.Root
+	// Root is what the guest boots from; its Kind names the mode.
+	Root Root
 	// Kernel and Initrd are the host files the monitor boots.
 	Kernel, Initrd string
 	Disks          []Disk
 	Shares         []Share
 	// Volumes are the disks (after the root) the guest mounts itself.
-	Volumes []guests.Volume
+	Volumes []Volume
 	// VolumeBinds are bound into the container rootfs inside the
 	// launcher's mount namespace only, so that a shared root shows the
 	// spec's volumes at their destinations and the host sees none of it.
-	VolumeBinds []Bind
-	// Helper runs beside the monitor (virtiofsd), started by the launcher.
-	Helper *Helper
+	VolumeBinds []confined.Bind
+	// HelperProcess runs beside the monitor (virtiofsd), started by the launcher.
+	HelperProcess *confined.HelperProcess
+	// MonitorServesFiles is set when the monitor itself serves the
+	// root's files (9p): it then needs /proc in its confined root and
+	// keeps file capabilities when it runs as a user other than root.
+	MonitorServesFiles bool
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
 	Devices []string
@@ -93,6 +100,15 @@ type Plan struct {
 	Undo Undo
 	// prepare does the mode's host work; nil when there is none.
 	prepare func() error
+}
+
+// Mode names the plan's rootfs mode, for errors, logs and operators: its
+// root's kind, or "none".
+func (p *Plan) Mode() string {
+	if p.Root.Kind == KindNone {
+		return "none"
+	}
+	return string(p.Root.Kind)
 }
 
 // Disk is a raw virtio-blk disk for the guest: the first is its root in
@@ -106,14 +122,13 @@ type Disk struct {
 
 // Share is a host directory shared with the guest.
 type Share struct {
-	Kind   guests.RootKind // guests.Root9p or guests.RootVirtiofs
+	Kind   Kind // Kind9p or KindVirtiofs
 	Tag    string
-	Source string // host directory (9p); virtiofs reaches it via Helper
+	Source string // host directory the monitor serves (9p)
+	// Socket is where the share's server listens inside the confined
+	// root (virtiofsd's, from HelperProcess).
+	Socket string
 }
-
-// Helper is a process that runs beside the monitor (virtiofsd), started by
-// the launcher.
-type Helper = launch.Helper
 
 // Undo is what a mode's Prepare must give back, persisted in the bundle.
 type Undo struct {
@@ -173,9 +188,9 @@ func Select(req Request) (*Plan, error) {
 	}
 	if req.MountRootfs {
 		return nil, fmt.Errorf("%smountRootfs is set, but guest %s cannot boot from the container rootfs (%s) and monitor %s shares no directory it can mount (9p, virtiofs)",
-			guests.AnnotationPrefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
+			annotation.Prefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
 	}
-	return &Plan{Mode: "none", Kernel: req.Kernel}, nil
+	return &Plan{Kernel: req.Kernel}, nil
 }
 
 func describeMounts(ms []mount.Mount) string {

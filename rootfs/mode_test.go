@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 )
 
 type fakeGuest struct {
@@ -23,8 +23,8 @@ func (g fakeGuest) SupportsFS(fsType string) bool { return g.fs[fsType] }
 
 type fakeMonitor struct{ shares map[string]bool }
 
-func (fakeMonitor) Name() string                     { return "m" }
-func (m fakeMonitor) SupportsShare(kind string) bool { return m.shares[kind] }
+func (fakeMonitor) Name() string                   { return "m" }
+func (m fakeMonitor) SupportsShare(kind Kind) bool { return m.shares[string(kind)] }
 
 func TestSelect(t *testing.T) {
 	dir := t.TempDir()
@@ -46,17 +46,17 @@ func TestSelect(t *testing.T) {
 		name     string
 		req      Request
 		wantMode string
-		wantRoot guests.Root
+		wantRoot Root
 		wantDisk string
 		wantErr  string
 	}{
 		{name: "nothing asked: no rootfs", req: base, wantMode: "none"},
 		{name: "initrd wins over everything", req: with(func(r *Request) {
 			r.Initrd, r.Block, r.BlkMntPoint, r.MountRootfs, r.Mounts = "/i", "/d", "/", true, blockfile
-		}), wantMode: "initrd", wantRoot: guests.Root{Kind: guests.RootInitrd}},
+		}), wantMode: "initrd", wantRoot: Root{Kind: KindInitrd}},
 		{name: "block annotation at /", req: with(func(r *Request) {
 			r.Block, r.BlkMntPoint, r.MountRootfs, r.Mounts = "/host/disk.img", "/", true, blockfile
-		}), wantMode: "block", wantRoot: guests.Root{Kind: guests.RootBlock}, wantDisk: "/host/disk.img"},
+		}), wantMode: "block", wantRoot: Root{Kind: KindBlock}, wantDisk: "/host/disk.img"},
 		{name: "block annotation elsewhere is not the root", req: with(func(r *Request) {
 			r.Block, r.BlkMntPoint = "/host/disk.img", "/data"
 		}), wantMode: "none"},
@@ -65,16 +65,16 @@ func TestSelect(t *testing.T) {
 		}), wantErr: "block names a root disk, but guest g cannot boot from a block device (monitor m)"},
 		{name: "mountRootfs on a block file", req: with(func(r *Request) {
 			r.MountRootfs, r.Mounts = true, blockfile
-		}), wantMode: "block", wantRoot: guests.Root{Kind: guests.RootBlock}, wantDisk: blockFile},
+		}), wantMode: "block", wantRoot: Root{Kind: KindBlock}, wantDisk: blockFile},
 		{name: "mountRootfs on a block file of a filesystem the guest lacks: shared", req: with(func(r *Request) {
 			r.MountRootfs, r.Mounts = true, []mount.Mount{{Type: "xfs", Source: blockFile, Options: []string{"loop"}}}
-		}), wantMode: "9p", wantRoot: guests.Root{Kind: guests.Root9p, Tag: "fs0"}},
+		}), wantMode: "9p", wantRoot: Root{Kind: Kind9p, Tag: "fs0"}},
 		{name: "mountRootfs on overlay, virtiofsd present", req: with(func(r *Request) {
 			r.MountRootfs, r.Mounts, r.Virtiofsd = true, overlay, Virtiofsd{Path: virtiofsd}
-		}), wantMode: "virtiofs", wantRoot: guests.Root{Kind: guests.RootVirtiofs, Tag: "fs0"}},
+		}), wantMode: "virtiofs", wantRoot: Root{Kind: KindVirtiofs, Tag: "fs0"}},
 		{name: "mountRootfs on overlay, virtiofsd missing: 9p", req: with(func(r *Request) {
 			r.MountRootfs, r.Mounts, r.Virtiofsd = true, overlay, Virtiofsd{Path: filepath.Join(dir, "nope")}
-		}), wantMode: "9p", wantRoot: guests.Root{Kind: guests.Root9p, Tag: "fs0"}},
+		}), wantMode: "9p", wantRoot: Root{Kind: Kind9p, Tag: "fs0"}},
 		{name: "mountRootfs, monitor without shares", req: with(func(r *Request) {
 			r.MountRootfs, r.Mounts, r.Monitor = true, overlay, fakeMonitor{}
 		}), wantErr: "mountRootfs is set, but guest g cannot boot from the container rootfs (overlay) and monitor m shares no directory"},
@@ -91,8 +91,8 @@ func TestSelect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Mode != tc.wantMode || p.Root != tc.wantRoot {
-				t.Fatalf("mode %q root %+v, want %q %+v", p.Mode, p.Root, tc.wantMode, tc.wantRoot)
+			if p.Mode() != tc.wantMode || p.Root != tc.wantRoot {
+				t.Fatalf("mode %q root %+v, want %q %+v", p.Mode(), p.Root, tc.wantMode, tc.wantRoot)
 			}
 			if tc.wantDisk != "" && (len(p.Disks) == 0 || p.Disks[0].Source != tc.wantDisk || p.Disks[0].ID != "rootfs") {
 				t.Fatalf("disks %+v, want rootfs %s first", p.Disks, tc.wantDisk)
@@ -139,7 +139,7 @@ func TestVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.VolumeBinds) != 1 || p.VolumeBinds[0] != (Bind{Source: dir, Target: "/data", ReadOnly: true}) {
+	if len(p.VolumeBinds) != 1 || p.VolumeBinds[0] != (confined.Bind{Source: dir, Target: "/data", ReadOnly: true}) {
 		t.Fatalf("volume binds %+v", p.VolumeBinds)
 	}
 	_, err = Select(Request{Kernel: "/k", Block: "/d", BlkMntPoint: "/", Volumes: vols, Guest: guest, Monitor: fakeMonitor{}})

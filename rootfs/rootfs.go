@@ -10,14 +10,14 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"golang.org/x/sys/unix"
 )
 
 // ResolveInRootfs returns the host path of p, a path inside the container
-// rootfs at root, refusing one that climbs out (launch.ResolveInRootfs:
+// rootfs at root, refusing one that climbs out (confined.ResolveInRootfs:
 // the launcher resolves volume destinations with it too).
-func ResolveInRootfs(root, p string) (string, error) { return launch.ResolveInRootfs(root, p) }
+func ResolveInRootfs(root, p string) (string, error) { return confined.ResolveInRootfs(root, p) }
 
 // RequireFile resolves p in the rootfs and checks it is a regular file; what
 // names the file's role in the error ("guest kernel", "initrd").
@@ -116,30 +116,6 @@ func Unmount(target string) error {
 		return fmt.Errorf("unmount %s: %w", target, err)
 	}
 	return nil
-}
-
-// IsMounted tells whether path is a mount point.
-func IsMounted(path string) bool {
-	var st, parent unix.Stat_t
-	if unix.Lstat(path, &st) != nil || unix.Lstat(filepath.Dir(path), &parent) != nil {
-		return false
-	}
-	if st.Dev != parent.Dev {
-		return true
-	}
-	// A bind mount of a directory of the same filesystem keeps the device:
-	// ask the mount table.
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == path {
-			return true
-		}
-	}
-	return false
 }
 
 // notFoundError says which file of the image is missing; it is

@@ -1,7 +1,13 @@
 package rootfs
 
 import (
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
+)
+
+// Kinds of a root shared as a directory.
+const (
+	Kind9p       Kind = "9p"       // a virtio-9p share, served by the monitor
+	KindVirtiofs Kind = "virtiofs" // a virtiofs share, served by virtiofsd
 )
 
 // Shared mode gives the guest the container's rootfs as a directory: over
@@ -19,40 +25,43 @@ const VirtiofsSocket = "/run/virtiofsd.sock"
 // the host has it and both guest and monitor speak virtiofs.
 func tryVirtiofs(req Request) (*Plan, bool, error) {
 	if !req.MountRootfs || !req.Virtiofsd.Available() ||
-		!req.Guest.SupportsFS("virtiofs") || !req.Monitor.SupportsShare(string(guests.RootVirtiofs)) {
+		!req.Guest.SupportsFS("virtiofs") || !req.Monitor.SupportsShare(KindVirtiofs) {
 		return nil, false, nil
 	}
-	p := sharedPlan(req, guests.RootVirtiofs)
+	p := sharedPlan(req, KindVirtiofs)
 	// virtiofsd is confined to the rootfs by its own sandbox; the monitor
 	// only sees its socket.
 	// "-o source=" is understood by the C virtiofsd and, for
 	// compatibility, by the Rust one.
 	argv := []string{req.Virtiofsd.Path, "-o", "source=" + req.RootfsDir}
-	p.Helper = &Helper{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
+	p.HelperProcess = &confined.HelperProcess{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
 		Socket: VirtiofsSocket, SocketFlag: "--socket-path="}
+	p.Shares[0].Socket = VirtiofsSocket
 	return p, true, nil
 }
 
 // try9p: with mountRootfs, share the rootfs through the monitor's own 9p
 // server.
 func try9p(req Request) (*Plan, bool, error) {
-	if !req.MountRootfs || !req.Guest.SupportsFS("9p") || !req.Monitor.SupportsShare(string(guests.Root9p)) {
+	if !req.MountRootfs || !req.Guest.SupportsFS("9p") || !req.Monitor.SupportsShare(Kind9p) {
 		return nil, false, nil
 	}
-	p := sharedPlan(req, guests.Root9p)
+	p := sharedPlan(req, Kind9p)
 	p.Shares[0].Source = req.RootfsDir
+	// The monitor serves the files itself: it needs /proc in its
+	// confined root, and file capabilities when it runs as a user.
+	p.MonitorServesFiles = true
 	return p, true, nil
 }
 
-func sharedPlan(req Request, kind guests.RootKind) *Plan {
+func sharedPlan(req Request, kind Kind) *Plan {
 	p := &Plan{
-		Mode:   string(kind),
-		Root:   guests.Root{Kind: kind, Tag: RootTag},
+		Root:   Root{Kind: kind, Tag: RootTag},
 		Kernel: req.Kernel,
 		Shares: []Share{{Kind: kind, Tag: RootTag}},
 	}
 	for _, v := range volumes(req.Volumes) {
-		p.VolumeBinds = append(p.VolumeBinds, Bind{Source: v.Source, Target: v.Destination, ReadOnly: readOnly(v)})
+		p.VolumeBinds = append(p.VolumeBinds, confined.Bind{Source: v.Source, Target: v.Destination, ReadOnly: readOnly(v)})
 	}
 	return p
 }

@@ -16,13 +16,13 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // execProcess is an exec in a container: its runtime process, its stdio
 // and the ordering of its events (TaskExecStarted before its TaskExit).
 type execProcess struct {
-	rt        *urunc.Exec
+	rt        lifecycle.Process
 	io        *stdio
 	spec      stdioConfig
 	startDone chan struct{}
@@ -154,7 +154,7 @@ func (s *taskService) execState(c *container, r *taskAPI.StateRequest) (*taskAPI
 		ID: r.ExecID, ExecID: r.ExecID, Bundle: st.Bundle, Pid: uint32(st.Pid), Status: taskStatus(st.Status),
 		Stdin: e.spec.Stdin, Stdout: e.spec.Stdout, Stderr: e.spec.Stderr,
 	}
-	if st.Status == urunc.StatusStopped {
+	if st.Status == lifecycle.StatusStopped {
 		resp.ExitStatus = uint32(st.Exit.Status)
 		resp.ExitedAt = protobuf.ToTimestamp(st.Exit.At)
 	}

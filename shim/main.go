@@ -9,7 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	goruntime "runtime"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // This file is the binary's contract with containerd, which runs it four
@@ -35,7 +35,7 @@ import (
 // as fd 3. containerd's pkg/shim does the same, but it links the task
 // API v3 package, which also holds gRPC's service code: gRPC, net/http,
 // TLS and templates then made up most of this binary and of every shim's
-// resident memory (issue 11). The v2 task API this shim serves, ttrpc,
+// resident memory, paid once per running container. The v2 task API this shim serves, ttrpc,
 // the reaper and the fifo are containerd's packages, as in pkg/shim.
 
 // flags are the flags containerd passes; they are pkg/shim's, so that
@@ -85,7 +85,7 @@ func Main(ctx context.Context, args []string) int {
 func run(ctx context.Context, f flags) error {
 	switch {
 	case f.version:
-		fmt.Printf("%s:\n  Version:  %s\n  Go version: %s\n", RuntimeName, Version, goruntime.Version())
+		fmt.Printf("%s:\n  Version:  %s\n  Go version: %s\n", RuntimeName, Version, runtime.Version())
 		return nil
 	case f.info:
 		return writeProto(os.Stdout, Manager{}.Info())
@@ -98,7 +98,7 @@ func run(ctx context.Context, f flags) error {
 		return start(ctx, f, os.Stdin, os.Stdout)
 	case "delete":
 		// The cleanup kills and waits for what a dead daemon left.
-		urunc.ReapChildren()
+		lifecycle.ReapChildren()
 		st, err := Manager{}.Stop(ctx, f.id)
 		if err != nil {
 			return err
@@ -138,7 +138,7 @@ func serve(ctx context.Context, f flags) error {
 		}
 	}()
 	if os.Getenv("GOMAXPROCS") == "" {
-		goruntime.GOMAXPROCS(2)
+		runtime.GOMAXPROCS(2)
 	}
 	// Notify before anything can exit: a SIGCHLD before the loop would
 	// leave a zombie and a waiter on the reaper that never returns.
@@ -252,15 +252,15 @@ func setLogger(ctx context.Context, f flags) (context.Context, error) {
 // dumpStacks logs every goroutine's stack and where the daemon's memory
 // goes (SIGUSR1; make bench reads the memory line).
 func dumpStacks(ctx context.Context) {
-	var m goruntime.MemStats
-	goruntime.ReadMemStats(&m)
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
 	const KiB = 1024
 	log.G(ctx).Infof("memstats: goroutines %d heap_inuse_kib %d heap_live_kib %d heap_idle_kib %d heap_released_kib %d stacks_kib %d runtime_meta_kib %d gc_cycles %d",
-		goruntime.NumGoroutine(), m.HeapInuse/KiB, m.HeapAlloc/KiB, m.HeapIdle/KiB, m.HeapReleased/KiB, m.StackSys/KiB,
+		runtime.NumGoroutine(), m.HeapInuse/KiB, m.HeapAlloc/KiB, m.HeapIdle/KiB, m.HeapReleased/KiB, m.StackSys/KiB,
 		(m.MSpanSys+m.MCacheSys+m.BuckHashSys+m.GCSys+m.OtherSys)/KiB, m.NumGC)
 	buf := make([]byte, 1<<16)
 	for {
-		n := goruntime.Stack(buf, true)
+		n := runtime.Stack(buf, true)
 		if n < len(buf) {
 			log.G(ctx).Infof("=== goroutine stack dump ===\n%s", buf[:n])
 			return

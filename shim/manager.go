@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -19,7 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
 )
 
 // RuntimeName is the name containerd knows this shim by.
@@ -115,9 +115,9 @@ func (Manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *b
 	// Its own process group, so a signal to containerd's group does not
 	// reach the shim (and through it the VMs).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	goruntime.LockOSThread()
+	runtime.LockOSThread()
 	err = cmd.Start()
-	goruntime.UnlockOSThread()
+	runtime.UnlockOSThread()
 	if err != nil {
 		return nil, fmt.Errorf("start shim daemon: %w", err)
 	}
@@ -158,11 +158,11 @@ func (Manager) Stop(ctx context.Context, id string) (StopStatus, error) {
 	if err != nil {
 		return StopStatus{}, err
 	}
-	bundle := filepath.Join(filepath.Dir(cwd), id)
-	exit, err := urunc.Cleanup(ctx, bundle)
+	dir := filepath.Join(filepath.Dir(cwd), id)
+	exit, err := bundle.Cleanup(ctx, dir)
 	// A shim killed outright leaves its socket file behind; remove it
 	// unless a live shim (of the same group) still answers on it.
-	if addr := inventory.ShimAddress(bundle); addr != "" && !inventory.Answers(addr) {
+	if addr := inventory.ShimAddress(dir); addr != "" && !inventory.Answers(addr) {
 		_ = removeSocket(addr)
 	}
 	if err != nil {

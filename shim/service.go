@@ -31,7 +31,9 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 var empty = &ptypes.Empty{}
@@ -75,7 +77,7 @@ func (s *taskService) armIdleExit() {
 // container is one task: the runtime's container plus what only the shim
 // knows of it (stdio, event ordering).
 type container struct {
-	rt   urunc.Task
+	rt   lifecycle.Task
 	io   *stdio
 	spec stdioConfig
 	// startDone closes once TaskStart is out (or the task is deleted
@@ -159,7 +161,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "restoring a unikernel from a checkpoint is not supported")
 	}
-	host, err := urunc.LoadHostConfig()
+	host, err := config.LoadHostConfig()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
 	}
@@ -173,7 +175,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	rt, err := urunc.Create(ctx, urunc.CreateOptions{
+	rt, err := bundle.Create(ctx, lifecycle.CreateOptions{
 		ID:        r.ID,
 		Namespace: s.namespace,
 		Bundle:    r.Bundle,
@@ -334,22 +336,22 @@ func (s *taskService) State(ctx context.Context, r *taskAPI.StateRequest) (*task
 		Stderr:   c.spec.Stderr,
 		Terminal: c.spec.Terminal,
 	}
-	if st.Status == urunc.StatusStopped {
+	if st.Status == lifecycle.StatusStopped {
 		resp.ExitStatus = uint32(st.Exit.Status)
 		resp.ExitedAt = protobuf.ToTimestamp(st.Exit.At)
 	}
 	return resp, nil
 }
 
-func taskStatus(s urunc.Status) task.Status {
+func taskStatus(s lifecycle.Status) task.Status {
 	switch s {
-	case urunc.StatusCreated:
+	case lifecycle.StatusCreated:
 		return task.Status_CREATED
-	case urunc.StatusRunning:
+	case lifecycle.StatusRunning:
 		return task.Status_RUNNING
-	case urunc.StatusPaused:
+	case lifecycle.StatusPaused:
 		return task.Status_PAUSED
-	case urunc.StatusStopped:
+	case lifecycle.StatusStopped:
 		return task.Status_STOPPED
 	}
 	return task.Status_UNKNOWN
@@ -412,7 +414,7 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 	if err != nil {
 		return nil, err
 	}
-	created := c.rt.State().Status == urunc.StatusCreated
+	created := c.rt.State().Status == lifecycle.StatusCreated
 	if err := c.rt.Kill(ctx, syscall.Signal(r.Signal), r.All); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

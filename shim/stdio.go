@@ -17,7 +17,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // stdioConfig is the container's stdio as containerd asks for it.
@@ -33,7 +33,7 @@ type stdioConfig struct {
 // binary or a pty, and the copies between them and the monitor.
 type stdio struct {
 	cfg     stdioConfig
-	monitor urunc.Stdio // the monitor's ends, closed once it holds them
+	monitor lifecycle.Stdio // the monitor's ends, closed once it holds them
 
 	stdinW  io.WriteCloser // the shim's end of the monitor's stdin
 	console console.Console
@@ -42,7 +42,7 @@ type stdio struct {
 	closers []io.Closer
 	// console gets a copy of stdout, when the shim copies it (FIFOs):
 	// what a guest says there about its exit.
-	guestConsole *urunc.ConsoleTap
+	guestConsole *lifecycle.ConsoleTap
 	// loggerPidfd is a pidfd of the binary:// logger, -1 without one.
 	loggerPidfd int
 	once        sync.Once
@@ -190,7 +190,7 @@ func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
 func (s *stdio) openFifoOutputs(ctx context.Context) error {
 	var err error
 	if s.cfg.Stdout != "" {
-		s.guestConsole = urunc.NewConsoleTap()
+		s.guestConsole = lifecycle.NewConsoleTap()
 		if s.monitor.Stdout, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stdout), s.guestConsole); err != nil {
 			return err
 		}
@@ -220,7 +220,7 @@ func fifoPath(uri string) string {
 // the FIFO at path. The shim holds the FIFO open for reading too, so that a
 // reader that goes away (containerd restarting) never makes the monitor
 // die of SIGPIPE; output just waits in the pipe.
-func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *urunc.ConsoleTap) (*os.File, error) {
+func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *lifecycle.ConsoleTap) (*os.File, error) {
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -238,7 +238,7 @@ func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *urunc.Cons
 // it must close when the monitor is gone, not at Delete. While the copy
 // runs the shim also holds the FIFO open for reading, so that a reader
 // that goes away never breaks the pipe.
-func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, tap *urunc.ConsoleTap) error {
+func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, tap *lifecycle.ConsoleTap) error {
 	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open FIFO %s: %w", path, err)
@@ -359,8 +359,8 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 		master.Close()
 		return fmt.Errorf("open pty %s: %w", slavePath, err)
 	}
-	s.monitor = urunc.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
-	s.guestConsole = urunc.NewConsoleTap()
+	s.monitor = lifecycle.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
+	s.guestConsole = lifecycle.NewConsoleTap()
 	return s.attachConsole(ctx, master)
 }
 

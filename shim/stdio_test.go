@@ -16,7 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"golang.org/x/sys/unix"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // readFifo opens the FIFO for reading the way containerd's client does
@@ -92,7 +92,7 @@ func TestLoggerDoesNotStallReaper(t *testing.T) {
 	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\nexec cat <&3 >/dev/null\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	urunc.ReapChildren()
+	lifecycle.ReapChildren()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := openStdio(ctx, "c", "ns", stdioConfig{Stdout: "binary://" + logger})

@@ -18,7 +18,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 )
 
 func versioned() specs.Versioned { return specs.Versioned{SchemaVersion: 2} }
@@ -117,7 +117,7 @@ func (s Spec) writeLayer(w io.Writer) error {
 			return err
 		}
 	}
-	if err := writeTarFile(tw, urunc.ConfigFileInRootfs, s.uruncJSON()); err != nil {
+	if err := writeTarFile(tw, config.ConfigFileInRootfs, s.uruncJSON()); err != nil {
 		return err
 	}
 	return tw.Close()
@@ -159,7 +159,7 @@ func addTree(tw *tar.Writer, root string) error {
 		if err != nil || rel == "." {
 			return err
 		}
-		if rel == "boot" || strings.HasPrefix(rel, "boot/") || rel == urunc.ConfigFileInRootfs {
+		if rel == "boot" || strings.HasPrefix(rel, "boot/") || rel == config.ConfigFileInRootfs {
 			return fmt.Errorf("rootfs %s holds /%s, which the image's own files take", root, rel)
 		}
 		info, err := d.Info()

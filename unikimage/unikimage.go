@@ -16,8 +16,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 )
 
@@ -143,7 +143,7 @@ func (s Spec) Config() map[string]string {
 func (s Spec) uruncJSON() []byte {
 	out := map[string]string{}
 	for k, v := range s.Config() {
-		out[urunc.AnnotationPrefix+k] = base64.StdEncoding.EncodeToString([]byte(v))
+		out[annotation.Prefix+k] = base64.StdEncoding.EncodeToString([]byte(v))
 	}
 	data, _ := json.MarshalIndent(out, "", "  ")
 	return data
@@ -153,7 +153,7 @@ func (s Spec) uruncJSON() []byte {
 func (s Spec) Labels() map[string]string {
 	out := map[string]string{}
 	for k, v := range s.Config() {
-		out[urunc.AnnotationPrefix+k] = v
+		out[annotation.Prefix+k] = v
 	}
 	return out
 }

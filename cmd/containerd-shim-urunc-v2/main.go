@@ -12,8 +12,8 @@ import (
 	runc "github.com/containerd/go-runc"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
-	urunc "github.com/urunc-dev/containerd-shim-urunc-v2/runtime"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/unikernel"
 	urshim "github.com/urunc-dev/containerd-shim-urunc-v2/shim"
 )
 
@@ -23,7 +23,7 @@ func main() {
 	runc.Monitor = reaper.Default
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case urunc.LauncherArg:
+		case unikernel.LauncherArg:
 			// When urunc-launcher is not installed beside the shim.
 			launch.Main()
 			return

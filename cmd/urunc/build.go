@@ -2,17 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
 	"strings"
+	"syscall"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/unikimage"
 )
 
@@ -33,8 +40,8 @@ func buildMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var s unikimage.Spec
 	var env listFlag
 	fs.StringVar(&s.Name, "t", "", "image name, as docker.io/library/app:latest")
-	fs.StringVar(&s.UnikernelType, "type", "", "guest type: linux, unikraft, rumprun, mirage, mewz, hermit")
-	fs.StringVar(&s.Hypervisor, "monitor", "", "monitor: qemu, firecracker, hvt, spt, clh")
+	fs.StringVar(&s.UnikernelType, "type", "", "guest type: "+strings.Join(guests.Names(), ", "))
+	fs.StringVar(&s.Hypervisor, "monitor", "", "monitor: "+strings.Join(monitors.Names(), ", "))
 	fs.StringVar(&s.Kernel, "kernel", "", "the guest kernel (or unikernel binary)")
 	fs.StringVar(&s.Initrd, "initrd", "", "an initrd for the guest's root")
 	fs.StringVar(&s.Rootfs, "rootfs", "", "a directory that becomes the image's root and the guest's (mountRootfs=true)")
@@ -59,6 +66,14 @@ func buildMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := s.Validate(); err != nil {
 		fmt.Fprintf(stderr, "urunc build: %v\n", err)
 		return 1
+	}
+	if *doImport || *push {
+		// Before any work: containerd's client would only say "timeout"
+		// after seconds of retrying a socket that is not there.
+		if err := checkContainerdSocket(*address); err != nil {
+			fmt.Fprintf(stderr, "urunc build: %v\n", err)
+			return 1
+		}
 	}
 	if err := build(ctx, s, *out, *doImport || *push, *push, *plainHTTP, *address, *namespace, *snapshotter, stdout); err != nil {
 		fmt.Fprintf(stderr, "urunc build: %v\n", err)
@@ -125,6 +140,35 @@ func build(ctx context.Context, s unikimage.Spec, out string, doImport, push, pl
 		return fmt.Errorf("push %s: %w", s.Name, err)
 	}
 	fmt.Fprintf(stdout, "pushed %s\n", s.Name)
+	return nil
+}
+
+// checkContainerdSocket says what is wrong with containerd's socket at
+// address, naming it: missing, not a socket, refused, not permitted.
+func checkContainerdSocket(address string) error {
+	path := strings.TrimPrefix(address, "unix://")
+	const hint = "is containerd running? (-address names its socket)"
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("containerd socket %s: no such file: %s", path, hint)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("containerd socket %s: permission denied: run as root", path)
+	case err != nil:
+		return fmt.Errorf("containerd socket: %w", err)
+	case st.Mode()&fs.ModeSocket == 0:
+		return fmt.Errorf("containerd socket %s: not a socket (%s): -address names containerd's socket", path, st.Mode().Type())
+	}
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("containerd socket %s: connection refused: nobody listens (a stale socket): %s", path, hint)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("containerd socket %s: permission denied: run as root", path)
+	case err != nil:
+		return fmt.Errorf("containerd socket %s: %w", path, err)
+	}
+	conn.Close()
 	return nil
 }
 

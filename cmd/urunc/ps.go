@@ -22,7 +22,7 @@ type psRow struct {
 	Monitor    string `json:"monitor,omitempty"`
 	Pid        int    `json:"pid,omitempty"`
 	State      string `json:"state"` // running | exited N | gone
-	Shim       string `json:"shim"`  // answers | gone
+	Shim       string `json:"shim"`  // answers | hung | gone | unknown
 	Orphan     bool   `json:"orphan"`
 	RootfsMode string `json:"rootfsMode,omitempty"`
 	Tap        string `json:"tap,omitempty"`
@@ -32,28 +32,37 @@ type psRow struct {
 	Error      string `json:"error,omitempty"`
 }
 
-func psMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func psMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", inventory.DefaultTaskStateDir, "containerd's task state dir (the bundles' parent, by namespace)")
+	discovery, probing := inventory.DiscoveryFlags(fs)
 	output := outputFlag(fs)
 	if code, stop := parseFlags(fs, args, output); stop {
 		return code
 	}
-	entries, err := inventory.List(*stateDir)
+	sources, err := inventory.FindTaskDirs(*discovery)
 	if err != nil {
 		fmt.Fprintf(stderr, "urunc ps: %v\n", err)
 		return 1
 	}
-	rows := make([]psRow, 0, len(entries))
-	for _, e := range entries {
-		rows = append(rows, rowOf(e, time.Now()))
+	rows := []psRow{}
+	code := 0
+	for _, src := range sources {
+		entries, err := inventory.List(ctx, src.Dir, probing.Timeout)
+		if err != nil {
+			fmt.Fprintf(stderr, "urunc ps: %v (from %s)\n", err, src.From)
+			code = 1
+			continue
+		}
+		for _, e := range entries {
+			rows = append(rows, rowOf(e, time.Now()))
+		}
 	}
 	if *output == "json" {
 		if err := writeJSON(stdout, rows); err != nil {
 			return 1
 		}
-		return 0
+		return code
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAMESPACE\tID\tGUEST\tMONITOR\tPID\tSTATE\tSHIM\tROOTFS\tTAP\tADDRESS\tUPTIME")
@@ -68,7 +77,7 @@ func psMain(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := tw.Flush(); err != nil {
 		return 1
 	}
-	return 0
+	return code
 }
 
 func rowOf(e inventory.Entry, now time.Time) psRow {
@@ -79,12 +88,9 @@ func rowOf(e inventory.Entry, now time.Time) psRow {
 		ns, id = parts[len(parts)-2], parts[len(parts)-1]
 	}
 	r := psRow{Namespace: ns, ID: id, Kind: "unikernel", Guest: e.GuestType, Monitor: e.Monitor, Pid: e.Pid,
-		RootfsMode: e.RootfsMode, Bundle: e.Bundle, Shim: "answers", Orphan: e.Orphan()}
+		RootfsMode: e.RootfsMode, Bundle: e.Bundle, Shim: e.Shim.String(), Orphan: e.Orphan()}
 	if e.Plain {
 		r.Kind, r.Guest, r.Monitor = "plain", "(runc)", ""
-	}
-	if e.Orphan() {
-		r.Shim = "gone"
 	}
 	switch {
 	case e.Err != nil:

@@ -10,11 +10,10 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
-)
 
-// AnnotationPrefix is the prefix of urunc's image configuration keys; it is
-// repeated here so errors name the key a user sets.
-const AnnotationPrefix = "com.urunc.unikernel."
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+)
 
 // Net is the network a guest takes over from the container's interface.
 type Net struct {
@@ -24,44 +23,19 @@ type Net struct {
 	MAC     string
 }
 
-// RootKind is how the guest reaches its root filesystem, as a rootfs mode
-// provides it.
-type RootKind string
-
-const (
-	RootNone     RootKind = ""         // no root filesystem: the kernel is the whole app
-	RootInitrd   RootKind = "initrd"   // an initrd loaded by the monitor
-	RootBlock    RootKind = "block"    // the first virtio-blk disk
-	Root9p       RootKind = "9p"       // a virtio-9p share
-	RootVirtiofs RootKind = "virtiofs" // a virtiofs share
-)
-
-// Root is what a rootfs mode tells the guest about its root.
-type Root struct {
-	Kind RootKind
-	// Tag is the mount tag of a shared root (9p, virtiofs).
-	Tag string
-}
-
 // Request is what a guest type needs to build its command line.
 type Request struct {
 	Args []string // the container's process args: the app and its arguments
-	Root Root
+	Root rootfs.Root
 	Net  *Net
 	// Volumes are extra disks the guest mounts, found by serial.
-	Volumes []Volume
+	Volumes []rootfs.Volume
 	// Process is the app's environment and identity, for inits that take
 	// them in a config file rather than on the kernel command line.
 	Process Process
 	// Version is the image's unikernelVersion (Unikraft's command line
 	// depends on it).
 	Version string
-}
-
-// Volume is a disk the guest mounts at MountPoint; ID is its serial.
-type Volume struct {
-	ID         string
-	MountPoint string
 }
 
 // Process is what the app runs as.
@@ -130,7 +104,7 @@ func CheckMonitor(g Guest, monitor string) error {
 		}
 	}
 	return fmt.Errorf("guest %s (annotation %sunikernelType) cannot run under monitor %s (annotation %shypervisor); it runs under: %s",
-		g.Name(), AnnotationPrefix, monitor, AnnotationPrefix, strings.Join(g.Monitors(), ", "))
+		g.Name(), annotation.Prefix, monitor, annotation.Prefix, strings.Join(g.Monitors(), ", "))
 }
 
 // cidr returns the prefix length of a dotted netmask.
@@ -197,7 +171,7 @@ func For(unikernelType string) (Guest, error) {
 	g, ok := known[unikernelType]
 	if !ok {
 		return nil, fmt.Errorf("unknown unikernelType %q (annotation %sunikernelType; known: %s)",
-			unikernelType, AnnotationPrefix, strings.Join(Names(), ", "))
+			unikernelType, annotation.Prefix, strings.Join(Names(), ", "))
 	}
 	return g, nil
 }

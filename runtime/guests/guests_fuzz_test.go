@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // Every guest type's command line, rendered from an image's arguments: an
@@ -21,7 +23,7 @@ func FuzzGuestCmdlines(f *testing.F) {
 	net := &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1", MAC: "02:00:00:00:00:01"}
 	f.Fuzz(func(t *testing.T, app, arg string) {
 		for name, g := range known {
-			for _, root := range []Root{{Kind: RootNone}, {Kind: RootInitrd}, {Kind: RootBlock}} {
+			for _, root := range []rootfs.Root{{Kind: rootfs.KindNone}, {Kind: rootfs.KindInitrd}, {Kind: rootfs.KindBlock}} {
 				req := func(args ...string) Request { return Request{Args: args, Net: net, Root: root} }
 				benign, err := g.Cmdline(req("app", "x"))
 				if err != nil {

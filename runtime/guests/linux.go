@@ -3,6 +3,9 @@ package guests
 import (
 	"fmt"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // linux is a Linux kernel booting a single application. The command line
@@ -34,18 +37,18 @@ func (linux) SupportsFS(fsType string) bool {
 // rootArgs are urunc's root parameters per root kind; the 9p flags are
 // urunc's too (msize and cache mode matter for performance, posixacl for
 // apps that check permissions).
-func rootArgs(r Root) ([]string, error) {
+func rootArgs(r rootfs.Root) ([]string, error) {
 	switch r.Kind {
-	case RootInitrd:
+	case rootfs.KindInitrd:
 		return []string{"root=/dev/ram0", "rw"}, nil
-	case RootBlock:
+	case rootfs.KindBlock:
 		return []string{"root=/dev/vda", "rw"}, nil
-	case Root9p:
+	case rootfs.Kind9p:
 		return []string{"root=" + r.Tag, "rw", "rootfstype=9p",
 			"rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl"}, nil
-	case RootVirtiofs:
+	case rootfs.KindVirtiofs:
 		return []string{"root=" + r.Tag, "rw", "rootfstype=virtiofs"}, nil
-	case RootNone:
+	case rootfs.KindNone:
 		return nil, nil
 	}
 	return nil, fmt.Errorf("linux guest: unknown root kind %q", r.Kind)
@@ -53,7 +56,7 @@ func rootArgs(r Root) ([]string, error) {
 
 func (linux) Cmdline(req Request) (string, error) {
 	if len(req.Args) == 0 {
-		return "", fmt.Errorf("linux guest: no init to run: the container has no args and no %scmdline", AnnotationPrefix)
+		return "", fmt.Errorf("linux guest: no init to run: the container has no args and no %scmdline", annotation.Prefix)
 	}
 	parts := []string{"panic=-1", "console=ttyS0"}
 	root, err := rootArgs(req.Root)
@@ -75,7 +78,7 @@ func (linux) Cmdline(req Request) (string, error) {
 	}
 	// The kernel runs rdinit= from an initrd and init= from any other root.
 	initParam := "init="
-	if req.Root.Kind == RootInitrd {
+	if req.Root.Kind == rootfs.KindInitrd {
 		initParam = "rdinit="
 	}
 	parts = append(parts, initParam+args[0], "--")
@@ -93,7 +96,7 @@ const urunitRetainedConfig = "/sys/firmware/initrd"
 // which this runtime does not rewrite.)
 func usesUrunitConfig(req Request) bool {
 	return len(req.Args) > 0 && strings.Contains(req.Args[0], "urunit") &&
-		req.Root.Kind != RootInitrd && req.Root.Kind != RootNone
+		req.Root.Kind != rootfs.KindInitrd && req.Root.Kind != rootfs.KindNone
 }
 
 // InitConfig renders urunit's config: the app's environment (UES..UEE),

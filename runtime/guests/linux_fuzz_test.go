@@ -3,6 +3,8 @@ package guests
 import (
 	"strings"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // Whatever the app's arguments, a rendered command line holds the same
@@ -15,7 +17,7 @@ func FuzzLinuxCmdlineArgs(f *testing.F) {
 		f.Add(seed[0], seed[1])
 	}
 	f.Fuzz(func(t *testing.T, app, arg string) {
-		req := Request{Args: []string{app, arg, "last"}, Root: Root{Kind: RootBlock}}
+		req := Request{Args: []string{app, arg, "last"}, Root: rootfs.Root{Kind: rootfs.KindBlock}}
 		got, err := linux{}.Cmdline(req)
 		if err != nil {
 			return

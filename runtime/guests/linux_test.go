@@ -3,10 +3,12 @@ package guests
 import (
 	"strings"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 func TestLinuxCmdline(t *testing.T) {
-	initrd := Root{Kind: RootInitrd}
+	initrd := rootfs.Root{Kind: rootfs.KindInitrd}
 	cases := []cmdlineCase{
 		{
 			name: "initrd with args",
@@ -20,17 +22,17 @@ func TestLinuxCmdline(t *testing.T) {
 		},
 		{
 			name: "block root",
-			req:  Request{Args: []string{"/sbin/init"}, Root: Root{Kind: RootBlock}},
+			req:  Request{Args: []string{"/sbin/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock}},
 			want: "panic=-1 console=ttyS0 root=/dev/vda rw init=/sbin/init --",
 		},
 		{
 			name: "9p root",
-			req:  Request{Args: []string{"/init", "x"}, Root: Root{Kind: Root9p, Tag: "fs0"}},
+			req:  Request{Args: []string{"/init", "x"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}},
 			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
 		},
 		{
 			name: "virtiofs root",
-			req:  Request{Args: []string{"/init"}, Root: Root{Kind: RootVirtiofs, Tag: "fs0"}},
+			req:  Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.KindVirtiofs, Tag: "fs0"}},
 			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=virtiofs init=/init --",
 		},
 		{
@@ -49,7 +51,7 @@ func TestLinuxCmdline(t *testing.T) {
 		{name: "double quote", req: Request{Args: []string{"/app", `a" init=/bin/sh "b`}, Root: initrd}, wantErr: `holds '"'`},
 		{name: "single quote in a quoted argument", req: Request{Args: []string{"/app", "it's ' init=/bin/sh"}, Root: initrd}, wantErr: "spaces and a single quote"},
 		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/app -- it's"},
-		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
+		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: rootfs.Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 	}
 	for i := range cases {
 		cases[i].guest = linux{}
@@ -78,8 +80,8 @@ func TestForUnknownType(t *testing.T) {
 func TestLinuxUrunitConfig(t *testing.T) {
 	req := Request{
 		Args:    []string{"/urunit", "/bin/app"},
-		Root:    Root{Kind: RootBlock},
-		Volumes: []Volume{{ID: "vol7", MountPoint: "/data"}},
+		Root:    rootfs.Root{Kind: rootfs.KindBlock},
+		Volumes: []rootfs.Volume{{ID: "vol7", MountPoint: "/data"}},
 		Process: Process{Env: []string{"A=1", "B=two words"}, UID: 1000, GID: 100, Cwd: "/srv"},
 	}
 	got := string(linux{}.InitConfig(req))
@@ -95,8 +97,8 @@ func TestLinuxUrunitConfig(t *testing.T) {
 		t.Fatalf("cmdline %q lacks %q", cmdline, want)
 	}
 	for _, r := range []Request{
-		{Args: []string{"/bin/app"}, Root: Root{Kind: RootBlock}},
-		{Args: []string{"/urunit"}, Root: Root{Kind: RootInitrd}},
+		{Args: []string{"/bin/app"}, Root: rootfs.Root{Kind: rootfs.KindBlock}},
+		{Args: []string{"/urunit"}, Root: rootfs.Root{Kind: rootfs.KindInitrd}},
 	} {
 		if c := (linux{}).InitConfig(r); c != nil {
 			t.Fatalf("%+v: config %q, want none", r, c)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // rumprun is a Rumprun unikernel on solo5. Its command line is a JSON
@@ -40,7 +42,7 @@ func (rumprun) Cmdline(req Request) (string, error) {
 			"if", "ukvmif0", "cloner", "True", "type", "inet", "method", "static",
 			"addr", n.Address, "mask", "1", "gw", n.Gateway))
 	}
-	if req.Root.Kind == RootBlock {
+	if req.Root.Kind == rootfs.KindBlock {
 		pieces = append(pieces, `"blk":`+jsonObject(
 			"source", "etfs", "path", "/dev/ld0a", "fstype", "blk", "mountpoint", rumprunRootMount))
 	}

@@ -3,6 +3,8 @@ package guests
 import (
 	"strings"
 	"testing"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // The command line urunc gives each unikernel type, with and without a
@@ -12,21 +14,21 @@ func TestUnikernelCmdlines(t *testing.T) {
 	env := Process{Env: []string{"A=1", "B=2"}}
 	checkCmdlines(t, []cmdlineCase{
 		{name: "unikraft current, initrd, net, env", guest: unikraft{},
-			req:  Request{Args: []string{"/app", "-p", "80"}, Root: Root{Kind: RootInitrd}, Net: net, Process: env, Version: "0.17.0"},
+			req:  Request{Args: []string{"/app", "-p", "80"}, Root: rootfs.Root{Kind: rootfs.KindInitrd}, Net: net, Process: env, Version: "0.17.0"},
 			want: `Unikraft env.vars=[ A=1 B=2 ] netdev.ip=198.18.0.2/24:198.18.0.1:8.8.8.8 vfs.fstab=[ "initrd0:/:extract:::" ] -- /app -p 80`},
 		{name: "unikraft without a version is current, 9p", guest: unikraft{},
-			req:  Request{Args: []string{"/app"}, Root: Root{Kind: Root9p, Tag: "fs0"}},
+			req:  Request{Args: []string{"/app"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}},
 			want: `Unikraft vfs.fstab=[ "fs0:/:9pfs:::" ] -- /app`},
 		{name: "unikraft 0.16.1 is current", guest: unikraft{},
 			req:  Request{Args: []string{"/app"}, Version: "0.16.1"},
 			want: `Unikraft -- /app`},
 		{name: "unikraft before 0.16.1: compat form, no env", guest: unikraft{},
-			req:  Request{Args: []string{"/app"}, Root: Root{Kind: RootInitrd}, Net: net, Process: env, Version: "0.15.0"},
+			req:  Request{Args: []string{"/app"}, Root: rootfs.Root{Kind: rootfs.KindInitrd}, Net: net, Process: env, Version: "0.15.0"},
 			want: `Unikraft netdev.ipv4_addr=198.18.0.2 netdev.ipv4_gw_addr=198.18.0.1 netdev.ipv4_subnet_mask=255.255.255.0 vfs.rootfs=initrd -- /app`},
 		{name: "unikraft env with a space is refused", guest: unikraft{},
 			req: Request{Args: []string{"/app"}, Process: Process{Env: []string{"A=two words"}}}, wantErr: `environment variable 0 ("A=two words") holds ' '`},
 		{name: "rumprun net, block root, env", guest: rumprun{},
-			req: Request{Args: []string{"/app", "a&b"}, Root: Root{Kind: RootBlock}, Net: net, Process: env},
+			req: Request{Args: []string{"/app", "a&b"}, Root: rootfs.Root{Kind: rootfs.KindBlock}, Net: net, Process: env},
 			want: `{"cmdline":"/app a&b","env":"A=1","env":"B=2",` +
 				`"net":{"if":"ukvmif0","cloner":"True","type":"inet","method":"static","addr":"198.18.0.2","mask":"1","gw":"198.18.0.1"},` +
 				`"blk":{"source":"etfs","path":"/dev/ld0a","fstype":"blk","mountpoint":"/data"}}`},

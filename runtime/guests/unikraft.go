@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // unikraft is a Unikraft unikernel. Its command line changed with 0.16.1
@@ -34,7 +36,7 @@ func (unikraft) Cmdline(req Request) (string, error) {
 		if n := req.Net; n != nil {
 			parts = append(parts, "netdev.ipv4_addr="+n.Address, "netdev.ipv4_gw_addr="+n.Gateway, "netdev.ipv4_subnet_mask="+n.Mask)
 		}
-		if req.Root.Kind == RootInitrd {
+		if req.Root.Kind == rootfs.KindInitrd {
 			parts = append(parts, "vfs.rootfs=initrd")
 		}
 	} else {
@@ -49,9 +51,9 @@ func (unikraft) Cmdline(req Request) (string, error) {
 			parts = append(parts, fmt.Sprintf("netdev.ip=%s/%d:%s:8.8.8.8", n.Address, bits, n.Gateway))
 		}
 		switch req.Root.Kind {
-		case RootInitrd:
+		case rootfs.KindInitrd:
 			parts = append(parts, `vfs.fstab=[ "initrd0:/:extract:::" ]`)
-		case Root9p:
+		case rootfs.Kind9p:
 			parts = append(parts, `vfs.fstab=[ "`+req.Root.Tag+`:/:9pfs:::" ]`)
 		}
 	}

@@ -88,7 +88,7 @@ func prepareConfinedRoot(spec Spec) error {
 	}
 	// The helper starts before the pivot: it needs the rootfs, which the
 	// monitor must not see.
-	if spec.Helper != nil {
+	if spec.HelperProcess != nil {
 		if err := startHelper(spec); err != nil {
 			return err
 		}
@@ -105,7 +105,7 @@ func startHelper(spec Spec) error {
 	for _, fd := range spec.MonitorFDs {
 		unix.CloseOnExec(fd)
 	}
-	err := StartHelper(spec.RootDir, *spec.Helper)
+	err := StartHelperProcess(spec.RootDir, *spec.HelperProcess)
 	for _, fd := range spec.MonitorFDs {
 		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); ferr != nil && err == nil {
 			err = fmt.Errorf("keep fd %d for the monitor: %w", fd, ferr)
@@ -114,9 +114,9 @@ func startHelper(spec Spec) error {
 	if err != nil || spec.Confine.User == nil {
 		return err
 	}
-	sock := filepath.Join(spec.RootDir, spec.Helper.Socket)
+	sock := filepath.Join(spec.RootDir, spec.HelperProcess.Socket)
 	if err := os.Chown(sock, int(spec.Confine.User.UID), int(spec.Confine.User.GID)); err != nil {
-		return fmt.Errorf("give %s's socket to user %d: %w", spec.Helper.Argv[0], spec.Confine.User.UID, err)
+		return fmt.Errorf("give %s's socket to user %d: %w", spec.HelperProcess.Argv[0], spec.Confine.User.UID, err)
 	}
 	return nil
 }

@@ -7,21 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 	"golang.org/x/sys/unix"
 )
-
-// Bind is one host file or directory made visible in a confined root.
-type Bind struct {
-	Source   string `json:"source"`
-	Target   string `json:"target"` // absolute, inside the confined root
-	ReadOnly bool   `json:"readOnly,omitempty"`
-}
 
 // BuildConfinedRoot populates dir (a tmpfs mounted here) with binds. It
 // must run in a private mount namespace: the caller makes the namespace a
 // slave of the host first, so none of these mounts reaches the host.
-func BuildConfinedRoot(dir string, binds []Bind) error {
+func BuildConfinedRoot(dir string, binds []confined.Bind) error {
 	// nodev and noexec: what the monitor runs and opens is bound in, each
 	// bind keeping its own flags; nothing on the tmpfs itself needs either.
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=16m"); err != nil {
@@ -40,7 +33,7 @@ func BuildConfinedRoot(dir string, binds []Bind) error {
 	return os.Chmod(filepath.Join(dir, "tmp"), 0o1777)
 }
 
-func bindInto(root string, b Bind) error {
+func bindInto(root string, b confined.Bind) error {
 	if !filepath.IsAbs(b.Target) || strings.Contains(b.Target, "..") {
 		return fmt.Errorf("bind target %q must be absolute and plain", b.Target)
 	}
@@ -133,9 +126,9 @@ func MountPidsProc(dir string) error {
 // mount namespace: the host's mount table never shows these.
 // Destinations are resolved inside the rootfs, never through a symlink
 // out of it.
-func BindVolumes(rootfsDir string, vols []Bind) error {
+func BindVolumes(rootfsDir string, vols []confined.Bind) error {
 	for _, v := range vols {
-		dst, err := ResolveInRootfs(rootfsDir, v.Target)
+		dst, err := confined.ResolveInRootfs(rootfsDir, v.Target)
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", v.Target, err)
 		}
@@ -159,25 +152,4 @@ func BindVolumes(rootfsDir string, vols []Bind) error {
 		}
 	}
 	return nil
-}
-
-// ResolveInRootfs returns the host path of p, a path inside the container
-// rootfs at root. A path that climbs out of the rootfs ("../x") is refused
-// with an error naming it; symlinks inside the rootfs are resolved as the
-// container would see them, never to host paths.
-func ResolveInRootfs(root, p string) (string, error) {
-	if p == "" {
-		return "", fmt.Errorf("empty path in rootfs")
-	}
-	clean := filepath.Clean("/" + p)
-	// Clean of "/"+p removes leading "..", so compare against the plain
-	// cleaned form to see whether p meant to climb.
-	if rel := filepath.Clean(strings.TrimPrefix(p, "/")); rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("path %q leaves the container rootfs", p)
-	}
-	resolved, err := securejoin.SecureJoin(root, clean)
-	if err != nil {
-		return "", fmt.Errorf("resolve %q in rootfs: %w", p, err)
-	}
-	return resolved, nil
 }

@@ -12,8 +12,8 @@ import (
 // default profile: the calls denied are those that reach host-wide state
 // (modules, mounts, namespaces, keys, clocks, other processes' memory),
 // none of which a monitor running a guest needs. It is never stacked on a
-// monitor's own filter: a second filter that denies what the monitor's
-// filter expects kills the monitor (urunc #648, #974).
+// monitor's own filter: stacked filters all apply, so a second one that
+// denies what the monitor's own expects to reach kills the monitor.
 
 // deniedSyscalls fail with EPERM; they exist on every architecture this
 // filter is built for (per-architecture extras are in archDenied).

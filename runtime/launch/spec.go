@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
 )
 
 // File descriptors the launcher inherits.
@@ -33,18 +35,18 @@ const (
 
 // Spec is everything the launcher needs, sent over the control pipe.
 type Spec struct {
-	RootDir string   `json:"rootDir"` // host dir to build the confined root on
-	Binds   []Bind   `json:"binds"`
-	Files   []File   `json:"files,omitempty"`
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	Network *Network `json:"network,omitempty"`
+	RootDir string          `json:"rootDir"` // host dir to build the confined root on
+	Binds   []confined.Bind `json:"binds"`
+	Files   []File          `json:"files,omitempty"`
+	Argv    []string        `json:"argv"`
+	Env     []string        `json:"env"`
+	Network *Network        `json:"network,omitempty"`
 	// Rootfs is the container rootfs on the host; Volumes are bound into
 	// it, in the launcher's mount namespace only, for a shared root.
-	Rootfs  string `json:"rootfs,omitempty"`
-	Volumes []Bind `json:"volumes,omitempty"`
-	// Helper runs beside the monitor (virtiofsd).
-	Helper *Helper `json:"helper,omitempty"`
+	Rootfs  string          `json:"rootfs,omitempty"`
+	Volumes []confined.Bind `json:"volumes,omitempty"`
+	// HelperProcess runs beside the monitor (virtiofsd).
+	HelperProcess *confined.HelperProcess `json:"helper,omitempty"`
 	// Proc mounts a pids-only proc in the confined root, for a monitor
 	// that reaches its own descriptors through /proc/self/fd (qemu's 9p
 	// server).

@@ -1,0 +1,24 @@
+package lifecycle
+
+import (
+	"os"
+	"os/signal"
+
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"golang.org/x/sys/unix"
+)
+
+// ReapChildren runs the SIGCHLD→reaper loop for one-shot commands
+// (the shim's delete, cleanup-orphans); the daemon runs it in its own
+// signal loop. Without it a child started through the reaper
+// (runc for a plain container, an OCI hook) is never reported and its
+// caller waits forever. It must run before any child starts.
+func ReapChildren() {
+	ch := make(chan os.Signal, 32)
+	signal.Notify(ch, unix.SIGCHLD)
+	go func() {
+		for range ch {
+			_ = reaper.Reap()
+		}
+	}()
+}

@@ -1,0 +1,112 @@
+package unikernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+)
+
+// harmlessSignals never stop a VM: the guest cannot receive them, and a
+// monitor dying of one (qemu dies of SIGHUP) would be a surprise.
+var harmlessSignals = map[syscall.Signal]bool{
+	unix.SIGWINCH: true, unix.SIGHUP: true, unix.SIGUSR1: true, unix.SIGUSR2: true,
+	unix.SIGCONT: true, unix.SIGCHLD: true, unix.SIGURG: true, unix.SIGPIPE: true,
+	unix.SIGALRM: true, unix.SIGSTOP: true, unix.SIGTSTP: true, unix.SIGTTIN: true,
+	unix.SIGTTOU: true, unix.SIGPROF: true, unix.SIGVTALRM: true, unix.SIGIO: true,
+}
+
+// Kill delivers sig the way a VM understands it. SIGKILL ends the monitor
+// at once; SIGTERM, SIGINT and other terminating signals ask the guest to
+// power down and kill the monitor after the host's grace period; harmless
+// signals are ignored. all also kills helpers the monitor started.
+func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
+	state, err := c.CheckAlive()
+	if err != nil {
+		return err
+	}
+	// Harmless in every state: a created task's launcher has no guest
+	// either, and dying of SIGWINCH would surprise its owner just as much.
+	if harmlessSignals[sig] {
+		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
+		return nil
+	}
+	// A launcher that has not exec'd has no guest to power down.
+	if sig == unix.SIGKILL || state == lifecycle.StatusCreated {
+		return c.killNow(all)
+	}
+	c.stopOnce.Do(func() { go c.gracefulStop(sig) })
+	return nil
+}
+
+func (c *Container) killNow(all bool) error {
+	pid := c.Pid()
+	pids := []int{pid}
+	if all {
+		pids = lifecycle.Descendants(pid)
+	}
+	if err := c.process.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill monitor %d: %w", pid, err)
+	}
+	for _, p := range pids[1:] {
+		_ = unix.Kill(p, unix.SIGKILL)
+	}
+	if c.Status() == lifecycle.StatusPaused && c.cgroup != nil {
+		// A frozen task does not die until thawed.
+		_ = c.cgroup.Thaw()
+	}
+	return nil
+}
+
+// powerdownTimeout bounds the power-down request to the monitor.
+const powerdownTimeout = 5 * time.Second
+
+// gracefulStop asks the guest to power down; with the host's opt-in
+// stop_grace_s it also kills the monitor if it is still there after that
+// long.
+func (c *Container) gracefulStop(sig syscall.Signal) {
+	// The power-down request itself is bounded; the guest's shutdown is
+	// not, unless the host enforces a grace period.
+	ctx, cancel := context.WithTimeout(context.Background(), powerdownTimeout)
+	err := c.monitor.Powerdown(ctx, c.controlAddress())
+	cancel()
+	if err != nil {
+		log.L.WithError(err).WithField("id", c.ID()).Info("no guest power-down; passing the signal to the monitor")
+		_ = c.process.Signal(sig)
+	}
+	grace := c.host.StopGrace()
+	if grace <= 0 {
+		// The caller owns the grace period (CRI's StopContainer timeout,
+		// nerdctl stop -t, ctr task kill): it sends SIGKILL itself.
+		return
+	}
+	select {
+	case <-c.Exited():
+	case <-time.After(grace):
+		log.L.WithField("id", c.ID()).Warnf("guest did not stop within %s (stop_grace_s); killing the monitor", grace)
+		_ = c.killNow(true)
+	}
+}
+
+// controlAddress is where the shim reaches the monitor's control API: its
+// own socket, or the one the monitor bound in its confined root, reached
+// through the monitor's /proc/PID/root; "" without one.
+func (c *Container) controlAddress() string {
+	switch c.monitor.Control() {
+	case monitors.ControlInheritedFD:
+		return c.Persisted().ControlSocket
+	case monitors.ControlInRoot:
+		if pid := c.Pid(); pid > 0 {
+			return fmt.Sprintf("/proc/%d/root%s", pid, monitors.ControlSocketInRoot)
+		}
+	}
+	return ""
+}

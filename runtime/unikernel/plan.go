@@ -1,0 +1,353 @@
+package unikernel
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/cgroup"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+)
+
+// vhostNetDevice is the host's vhost-net device (its cgroup rule is among
+// monitorDevices).
+const vhostNetDevice = "/dev/vhost-net"
+
+// Paths of the guest's files inside the monitor's confined root.
+const (
+	guestKernelPath = "/guest/kernel"
+	guestInitrdPath = "/guest/initrd"
+	guestDisksDir   = "/guest/disks"
+	guestSharesDir  = "/guest/shares"
+	// guestInitConfigPath is the guest init's config (urunit's), which
+	// the monitor loads as the initrd.
+	guestInitConfigPath = "/guest/urunit.conf"
+)
+
+// bootPlan combines the three independent choices of a boot: the monitor
+// (how to start it), the guest type (what its kernel is told) and the
+// rootfs mode (what the guest gets as its root), with what follows from
+// them: the monitor's confinement, namespaces, device rules and confined
+// root. Building it touches nothing on the host, so bad input fails here
+// cleanly; Create's prepare step does the host work.
+type bootPlan struct {
+	monitor   monitors.Monitor
+	guestType guests.Guest
+	rootfs    *rootfs.Plan
+	args      []string
+	version   string
+	process   guests.Process
+	guest     monitors.Guest
+	binds     []confined.Bind
+	files     []launch.File
+	confine   launch.Confinement
+	// vhost is the host config's vhost switch for this monitor.
+	vhost bool
+	// namespaces are those the launcher (and so the monitor) joins or
+	// creates.
+	namespaces nsPlan
+	// diskRules let the monitor open the block devices the guest boots
+	// from; every cgroup update must keep them.
+	diskRules []specs.LinuxDeviceCgroup
+	// controlSocket is the host path of the monitor's control socket, ""
+	// for a monitor that makes its own.
+	controlSocket string
+}
+
+// planBoot validates the unikernel config against the rootfs and the host.
+func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec, opts lifecycle.CreateOptions, rootfsDir string) (*bootPlan, error) {
+	g, err := guests.For(cfg.UnikernelType)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Hypervisor == "" {
+		return nil, fmt.Errorf("no hypervisor: annotation %shypervisor is not set", annotation.Prefix)
+	}
+	mcfg := opts.Host.Monitor(cfg.Hypervisor)
+	mon, err := monitors.New(cfg.Hypervisor, mcfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := guests.CheckMonitor(g, cfg.Hypervisor); err != nil {
+		return nil, err
+	}
+	req, err := rootfsRequest(cfg, spec, opts, rootfsDir)
+	if err != nil {
+		return nil, err
+	}
+	req.Guest, req.Monitor = g, mon
+	rp, err := rootfs.Select(req)
+	if err != nil {
+		return nil, err
+	}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion}
+	if err := plan.setDevices(cfg); err != nil {
+		return nil, err
+	}
+	var args []string
+	if spec.Process != nil {
+		args = spec.Process.Args
+	}
+	if len(args) == 0 {
+		args = strings.Fields(cfg.Cmdline)
+	}
+	plan.args = args
+	if p := spec.Process; p != nil {
+		plan.process = guests.Process{Env: p.Env, UID: p.User.UID, GID: p.User.GID, Cwd: p.Cwd}
+	}
+	// Validate the command line now; finish renders it once the network
+	// is known.
+	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root, Version: cfg.UnikernelVersion}); err != nil {
+		return nil, err
+	}
+	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
+	plan.vhost = mcfg.Vhost
+	if spec.Process != nil {
+		plan.guest.Terminal = spec.Process.Terminal
+	}
+	guestBinds := plan.placeGuestFiles()
+	if plan.confine, err = planConfinement(spec, mon, rp, plan.guest.Disks); err != nil {
+		return nil, err
+	}
+	if plan.confine.User != nil {
+		for i := range plan.guest.Disks {
+			plan.guest.Disks[i].FD = launch.FirstDiskFD + 2*i
+			plan.guest.Disks[i].ReadOnlyFD = launch.FirstDiskFD + 2*i + 1
+		}
+	}
+	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
+	// the monitor's own filter where it has one, else this project's.
+	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+		plan.guest.Seccomp = mon.FiltersItself(ctx, lifecycle.RunMonitorProbe)
+		plan.confine.Seccomp = !plan.guest.Seccomp
+	}
+	devices := []string{"/dev/null", "/dev/urandom"}
+	if mon.NeedsKVM() {
+		devices = append(devices, "/dev/kvm")
+	}
+	plan.binds, err = rootfs.MonitorRootPlan{
+		Binary:    mon.Binary(),
+		DataPaths: mon.DataPaths(),
+		Guest:     guestBinds,
+		Devices:   devices,
+	}.Binds()
+	if err != nil {
+		return nil, fmt.Errorf("hypervisor %q: %w", cfg.Hypervisor, err)
+	}
+	if mon.Control() == monitors.ControlInheritedFD {
+		plan.controlSocket = controlSocketPath(opts)
+		plan.guest.ControlFD = launch.ControlSocketFD
+	}
+	if plan.namespaces, err = planNamespaces(spec); err != nil {
+		return nil, err
+	}
+	if plan.diskRules, err = cgroup.BlockDeviceRules(rp.Devices); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// controlSocketPath is where the monitor's control socket lives: the
+// host's state dir, never the confined root, so nothing in the container
+// can reach it; hashed to stay under the unix socket path limit whatever
+// the container ID.
+func controlSocketPath(opts lifecycle.CreateOptions) string {
+	sum := sha256.Sum256([]byte(opts.Namespace + "/" + opts.ID + "/" + opts.Bundle))
+	return filepath.Join(opts.Host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
+}
+
+// rootfsRequest gathers what rootfs mode selection needs from the image:
+// the guest's files, resolved inside the rootfs, and its rootfs asks.
+func rootfsRequest(cfg config.UnikernelConfig, spec *specs.Spec, opts lifecycle.CreateOptions, rootfsDir string) (rootfs.Request, error) {
+	req := rootfs.Request{
+		Bundle:      opts.Bundle,
+		RootfsDir:   rootfsDir,
+		Mounts:      opts.Rootfs,
+		BlkMntPoint: cfg.BlkMntPoint,
+		Volumes:     spec.Mounts,
+		Virtiofsd:   opts.Host.Virtiofsd(),
+	}
+	if cfg.Binary == "" {
+		return req, fmt.Errorf("no guest kernel: annotation %sbinary is not set", annotation.Prefix)
+	}
+	var err error
+	if req.Kernel, err = rootfs.RequireFile(rootfsDir, cfg.Binary, "guest kernel ("+annotation.Prefix+"binary)"); err != nil {
+		return req, err
+	}
+	if cfg.Initrd != "" {
+		if req.Initrd, err = rootfs.RequireFile(rootfsDir, cfg.Initrd, "initrd ("+annotation.Prefix+"initrd)"); err != nil {
+			return req, err
+		}
+	}
+	if cfg.Block != "" {
+		if req.Block, err = rootfs.RequireFile(rootfsDir, cfg.Block, "block image ("+annotation.Prefix+"block)"); err != nil {
+			return req, err
+		}
+	}
+	req.MountRootfs, err = cfg.WantsRootfs()
+	return req, err
+}
+
+// setDevices gives the monitor what the guest type expects of its devices,
+// with the image's solo5 device names over the type's.
+func (p *bootPlan) setDevices(cfg config.UnikernelConfig) error {
+	d := p.guestType.Devices()
+	p.guest.NICOptions, p.guest.ExtraArgs = d.NICOptions, d.QemuArgs
+	p.guest.Solo5Net, p.guest.Solo5Block = d.Solo5Net, d.Solo5Block
+	netDev, blkDev, err := cfg.Solo5Devices()
+	if err != nil {
+		return err
+	}
+	if netDev != "" {
+		p.guest.Solo5Net = netDev
+	}
+	if blkDev != "" {
+		p.guest.Solo5Block = blkDev
+	}
+	return nil
+}
+
+// placeGuestFiles maps what the rootfs mode gives the monitor into the
+// confined root: the kernel and initrd, each disk and each 9p directory,
+// and virtiofsd's socket. It returns the binds that put them there.
+func (p *bootPlan) placeGuestFiles() []confined.Bind {
+	rp := p.rootfs
+	binds := []confined.Bind{{Source: rp.Kernel, Target: guestKernelPath, ReadOnly: true}}
+	p.guest.Kernel = guestKernelPath
+	if rp.Initrd != "" {
+		binds = append(binds, confined.Bind{Source: rp.Initrd, Target: guestInitrdPath, ReadOnly: true})
+		p.guest.Initrd = guestInitrdPath
+	}
+	for _, d := range rp.Disks {
+		path := guestDisksDir + "/" + d.ID
+		binds = append(binds, confined.Bind{Source: d.Source, Target: path, ReadOnly: d.ReadOnly})
+		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path, ReadOnly: d.ReadOnly})
+	}
+	for _, s := range rp.Shares {
+		share := monitors.Share{Kind: s.Kind, Tag: s.Tag, Socket: s.Socket}
+		if s.Socket == "" {
+			share.Path = guestSharesDir + "/" + s.Tag
+			binds = append(binds, confined.Bind{Source: s.Source, Target: share.Path})
+		}
+		p.guest.Shares = append(p.guest.Shares, share)
+	}
+	return binds
+}
+
+// finish renders the guest command line and the monitor's, and the config
+// file of monitors that take one, once the runtime details (control
+// socket, network) are known.
+func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Version: p.version}
+	if n != nil {
+		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
+		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}
+		p.binds = append(p.binds, confined.Bind{Source: "/dev/net/tun", Target: "/dev/net/tun"})
+		// vhost-net moves the guest's frames in the host kernel, where
+		// the host offers it (urunc's vhost key). Its device is root's:
+		// a monitor running as another user goes without.
+		if _, err := os.Stat(vhostNetDevice); err == nil && p.vhost && p.confine.User == nil {
+			p.binds = append(p.binds, confined.Bind{Source: vhostNetDevice, Target: vhostNetDevice})
+			p.guest.Net.Vhost = true
+		}
+	}
+	cmdline, err := p.guestType.Cmdline(req)
+	if err != nil {
+		return nil, err
+	}
+	p.guest.Cmdline = cmdline
+	p.files = p.files[:0]
+	if ic, ok := p.guestType.(guests.InitConfigurer); ok {
+		if data := ic.InitConfig(req); data != nil {
+			// Passed as the initrd: only roots other than an initrd get
+			// one (guests.InitConfigurer).
+			p.files = append(p.files, launch.File{Path: guestInitConfigPath, Data: data})
+			p.guest.Initrd = guestInitConfigPath
+		}
+	}
+	args, err := p.monitor.Args(p.guest)
+	if err != nil {
+		return nil, err
+	}
+	if fw, ok := p.monitor.(monitors.ConfigFileWriter); ok {
+		data, err := fw.ConfigFile(p.guest)
+		if err != nil {
+			return nil, err
+		}
+		p.files = append(p.files, launch.File{Path: fw.ConfigFilePath(), Data: data})
+	}
+	return args, nil
+}
+
+// guestSize takes the guest's memory from the spec's memory limit and its
+// vCPUs from the CPU quota, falling back to the monitor's host defaults.
+func guestSize(spec *specs.Spec, mcfg monitors.Config) (memMB, vcpus int) {
+	memMB, vcpus = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
+	if spec.Linux == nil || spec.Linux.Resources == nil {
+		return memMB, vcpus
+	}
+	res := spec.Linux.Resources
+	if res.Memory != nil && res.Memory.Limit != nil && *res.Memory.Limit > 0 {
+		if mb := int(*res.Memory.Limit / (1 << 20)); mb > 0 {
+			memMB = mb
+		}
+	}
+	if res.CPU != nil && res.CPU.Quota != nil && *res.CPU.Quota > 0 && res.CPU.Period != nil && *res.CPU.Period > 0 {
+		q, p := *res.CPU.Quota, int64(*res.CPU.Period)
+		vcpus = int((q + p - 1) / p)
+	}
+	return memMB, vcpus
+}
+
+// planConfinement takes the monitor's confinement from the spec; a
+// monitor serving a 9p share keeps launch.FileCaps. With a user other than root,
+// what belongs to root reaches the monitor without any owner changed on
+// the host: the shim opens the disks and the monitor inherits them
+// (inheritDisks), a 9p server keeps launch.FileCaps as ambient capabilities, and
+// the launcher gives virtiofsd's socket to the user.
+func planConfinement(spec *specs.Spec, mon monitors.Monitor, root *rootfs.Plan, disks []monitors.Disk) (launch.Confinement, error) {
+	var c launch.Confinement
+	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
+		if len(disks) > 0 && !mon.SupportsInheritedDisks() {
+			return c, fmt.Errorf("process.user %d:%d: monitor %s cannot run as a user other than root with a disk (%s root): only a monitor that takes its disks open (qemu) can",
+				p.User.UID, p.User.GID, mon.Name(), root.Mode())
+		}
+		u := p.User
+		if mon.NeedsKVM() {
+			var st unix.Stat_t
+			if err := unix.Stat("/dev/kvm", &st); err == nil {
+				u.AdditionalGids = append(u.AdditionalGids, st.Gid)
+			}
+		}
+		c.User = &u
+	}
+	if p := spec.Process; p != nil {
+		if p.OOMScoreAdj != nil {
+			c.OOMScoreAdj = *p.OOMScoreAdj
+		}
+		for _, r := range p.Rlimits {
+			if _, ok := launch.RlimitResources[r.Type]; !ok {
+				return c, fmt.Errorf("process.rlimits: unknown type %q", r.Type)
+			}
+		}
+		c.Rlimits = p.Rlimits
+	}
+	if root.MonitorServesFiles {
+		c.KeepCaps = launch.FileCaps
+	}
+	return c, nil
+}

@@ -1,0 +1,51 @@
+package unikernel
+
+import (
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+)
+
+// A monitor running as the spec's user takes its disks open from the
+// shim; a monitor that cannot is refused with the user, the monitor and
+// the root named, and a root with no disk runs under any monitor.
+func TestPlanConfinementUser(t *testing.T) {
+	user := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}}}
+	disk := []monitors.Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}
+	roots := map[string]*rootfs.Plan{
+		"block":  {Root: rootfs.Root{Kind: rootfs.KindBlock}},
+		"initrd": {Root: rootfs.Root{Kind: rootfs.KindInitrd}},
+		"9p":     {Root: rootfs.Root{Kind: rootfs.Kind9p}, MonitorServesFiles: true},
+	}
+	for _, tc := range []struct {
+		monitor, mode string
+		disks         []monitors.Disk
+		wantErr       string
+		wantCaps      int
+	}{
+		{"qemu", "block", disk, "", 0},
+		{"qemu", "9p", nil, "", len(launch.FileCaps)},
+		{"firecracker", "initrd", nil, "", 0},
+		{"firecracker", "block", disk, "process.user 1000:1000: monitor firecracker cannot run as a user other than root with a disk (block root)", 0},
+		{"hvt", "block", disk, "monitor hvt cannot run as a user other than root with a disk", 0},
+	} {
+		mon, err := monitors.New(tc.monitor, monitors.Config{Path: "/bin/true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := planConfinement(user, mon, roots[tc.mode], tc.disks)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s %s: error %v, want %q", tc.monitor, tc.mode, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s %s: %v", tc.monitor, tc.mode, err)
+		case tc.wantErr == "" && (c.User == nil || c.User.UID != 1000 || len(c.KeepCaps) != tc.wantCaps):
+			t.Errorf("%s %s: user %+v, caps %v", tc.monitor, tc.mode, c.User, c.KeepCaps)
+		}
+	}
+}
