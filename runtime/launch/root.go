@@ -139,10 +139,7 @@ func BindVolumes(rootfsDir string, vols []confined.Bind) error {
 		if st.IsDir() {
 			err = os.MkdirAll(dst, 0o755)
 		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			var f *os.File
-			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-				f.Close()
-			}
+			err = fileMountPoint(dst)
 		}
 		if err != nil {
 			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
