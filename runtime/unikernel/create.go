@@ -192,7 +192,13 @@ func inheritDisks(plan *bootPlan, extra []*os.File) ([]*os.File, error) {
 		if d.FD == 0 {
 			continue
 		}
-		for fd, flag := range map[int]int{d.FD: os.O_RDWR, d.ReadOnlyFD: os.O_RDONLY} {
+		// A read-only disk is never open for writing in the monitor, in
+		// either slot of its fd set.
+		rw := os.O_RDWR
+		if d.ReadOnly {
+			rw = os.O_RDONLY
+		}
+		for fd, flag := range map[int]int{d.FD: rw, d.ReadOnlyFD: os.O_RDONLY} {
 			for len(extra) <= fd-launch.ControlSocketFD {
 				extra = append(extra, nil)
 			}
