@@ -178,7 +178,8 @@ func blockVolumeMount(t *testing.T) (mnt, dev string) {
 	return mnt, dev
 }
 
-// A read-only block volume is a read-only disk to the monitor.
+// A read-only block volume is a read-only disk to the monitor, whether it
+// runs as root or as the spec's user.
 func TestBlockVolumeReadOnly(t *testing.T) {
 	mnt, _ := blockVolumeMount(t)
 	id := newID(t)
@@ -197,6 +198,17 @@ func TestBlockVolumeReadOnly(t *testing.T) {
 	ctr(t, "task", "kill", "-s", "SIGKILL", id)
 	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
 	ctr(t, "task", "rm", id)
+
+	// A monitor running as a user gets the device as descriptors, both
+	// read-only; qemu takes them and the guest reads the volume.
+	mnt, _ = blockVolumeMount(t)
+	user := newID(t)
+	out, err := ctrRaw("run", "--rm", "--snapshotter", "blockfile", "--runtime", runtimeName, "--user", "1000:1000",
+		"--mount", "type=bind,src="+mnt+",dst=/data,options=rbind:ro",
+		testimage.RootfsImageName, user, "/init", "catvol", "greeting")
+	if err != nil || !regexp.MustCompile(`URUNC_GUEST_VOL vol\d+ greeting: another tenant's file`).MatchString(out) {
+		t.Fatalf("ctr run --user with a read-only block volume: %v\n%s", err, out)
+	}
 }
 
 // A subPath-style bind (a directory of a block device's filesystem) is not

@@ -80,6 +80,10 @@ type Disk struct {
 	// ReadOnly: the guest may not write the disk (a read-only volume);
 	// every monitor that takes disks is told so, or refuses the disk.
 	ReadOnly bool
+	// HostDevice: the disk is a block device, not a file; qemu must be
+	// told so when it gets the disk as a descriptor, which it cannot
+	// probe by name.
+	HostDevice bool
 	// FD and ReadOnlyFD, when not zero, are the disk already open
 	// read-write and read-only (qemu opens a disk both ways), inherited
 	// by a monitor that runs as a user the disk does not belong to.

@@ -180,6 +180,15 @@ func TestMonitorArgs(t *testing.T) {
 				"-drive file=/dev/fdset/6,format=raw,if=none,id=vol1,readonly=on -device virtio-blk-pci,drive=vol1,serial=vol1 -nic none",
 		},
 		{
+			name: "qemu block device inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "vol1", Path: "/guest/disks/vol1", FD: 6, ReadOnlyFD: 7, HostDevice: true}, {ID: "vol2", Path: "/guest/disks/vol2", HostDevice: true}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-add-fd fd=6,set=6,opaque=vol1-rw -add-fd fd=7,set=6,opaque=vol1-ro " +
+				"-drive file=/dev/fdset/6,format=raw,if=none,id=vol1,file.driver=host_device -device virtio-blk-pci,drive=vol1,serial=vol1 " +
+				"-drive file=/guest/disks/vol2,format=raw,if=none,id=vol2 -device virtio-blk-pci,drive=vol2,serial=vol2 -nic none",
+		},
+		{
 			name: "cloud-hypervisor read-only volume disk", monitor: newCloudHypervisor("/ch", Config{}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol2", Path: "/guest/disks/vol2", ReadOnly: true}}, nil),
 			want: "/ch --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +

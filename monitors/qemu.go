@@ -147,6 +147,9 @@ func (q *qemu) storageArgs(g Guest) []string {
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
+		if d.FD > 0 && d.HostDevice {
+			drive += ",file.driver=host_device"
+		}
 		args = append(args,
 			"-drive", drive,
 			"-device", "virtio-blk-pci,drive="+d.ID+",serial="+d.ID)

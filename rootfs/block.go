@@ -86,7 +86,9 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		if err := copyFile(req.Kernel, p.Kernel, 0o600); err != nil {
+		// Readable by a monitor that runs as the spec's user; the
+		// directory keeps others out.
+		if err := copyFile(req.Kernel, p.Kernel, 0o644); err != nil {
 			return fmt.Errorf("copy guest kernel out of the block rootfs: %w", err)
 		}
 		if err := copyFileVolumes(req.RootfsDir, vols.files); err != nil {

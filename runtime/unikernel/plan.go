@@ -235,7 +235,9 @@ func (p *bootPlan) placeGuestFiles() []confined.Bind {
 	for _, d := range rp.Disks {
 		path := guestDisksDir + "/" + d.ID
 		binds = append(binds, confined.Bind{Source: d.Source, Target: path, ReadOnly: d.ReadOnly})
-		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path, ReadOnly: d.ReadOnly})
+		st, err := os.Stat(d.Source)
+		hostDevice := err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path, ReadOnly: d.ReadOnly, HostDevice: hostDevice})
 	}
 	for _, s := range rp.Shares {
 		share := monitors.Share{Kind: s.Kind, Tag: s.Tag, Socket: s.Socket}
