@@ -55,7 +55,10 @@ func (linux) Cmdline(req Request) (string, error) {
 	if len(req.Args) == 0 {
 		return "", fmt.Errorf("linux guest: no init to run: the container has no args and no %scmdline", AnnotationPrefix)
 	}
-	parts := []string{"panic=-1", "console=ttyS0"}
+	// printk.time=1 stamps every kernel record on the console, whatever
+	// the kernel's build default: the shim tells the kernel's end of the
+	// guest (its exit status) from the app's output by that stamp.
+	parts := []string{"panic=-1", "console=ttyS0", "printk.time=1"}
 	root, err := rootArgs(req.Root)
 	if err != nil {
 		return "", err

@@ -27,7 +27,7 @@ func FuzzLinuxCmdlineArgs(f *testing.F) {
 		// The kernel splits on spaces and tabs (and knows no single
 		// quotes); the renderer refuses the rest.
 		fields := strings.FieldsFunc(before, func(r rune) bool { return r == ' ' || r == '\t' })
-		want := []string{"panic=-1", "console=ttyS0", "root=/dev/vda", "rw"}
+		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "root=/dev/vda", "rw"}
 		if len(fields) != len(want)+1 || strings.Join(fields[:len(want)], " ") != strings.Join(want, " ") ||
 			!strings.HasPrefix(fields[len(want)], "init=") {
 			t.Fatalf("args %q %q changed the kernel's parameters: %q", app, arg, before)

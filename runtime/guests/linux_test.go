@@ -11,44 +11,44 @@ func TestLinuxCmdline(t *testing.T) {
 		{
 			name: "initrd with args",
 			req:  Request{Args: []string{"/init", "echo", "hi"}, Root: initrd},
-			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/init -- echo hi",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/init -- echo hi",
 		},
 		{
 			name: "argument with spaces is single-quoted",
 			req:  Request{Args: []string{"/bin/app", "-g", "daemon off;"}, Root: initrd},
-			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
 		},
 		{
 			name: "block root",
 			req:  Request{Args: []string{"/sbin/init"}, Root: Root{Kind: RootBlock}},
-			want: "panic=-1 console=ttyS0 root=/dev/vda rw init=/sbin/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda rw init=/sbin/init --",
 		},
 		{
 			name: "9p root",
 			req:  Request{Args: []string{"/init", "x"}, Root: Root{Kind: Root9p, Tag: "fs0"}},
-			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
 		},
 		{
 			name: "virtiofs root",
 			req:  Request{Args: []string{"/init"}, Root: Root{Kind: RootVirtiofs, Tag: "fs0"}},
-			want: "panic=-1 console=ttyS0 root=fs0 rw rootfstype=virtiofs init=/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=virtiofs init=/init --",
 		},
 		{
 			name: "no root",
 			req:  Request{Args: []string{"/app"}},
-			want: "panic=-1 console=ttyS0 init=/app --",
+			want: "panic=-1 console=ttyS0 printk.time=1 init=/app --",
 		},
 		{
 			name: "network",
 			req:  Request{Args: []string{"/init"}, Root: initrd, Net: &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}},
-			want: "panic=-1 console=ttyS0 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
 		},
 		{name: "no args", req: Request{}, wantErr: "no init to run"},
 		// Injection: none of these may add a kernel parameter.
 		{name: "newline", req: Request{Args: []string{"/app", "x\ninit=/bin/sh"}, Root: initrd}, wantErr: `argument 1 ("x\ninit=/bin/sh") holds '\n'`},
 		{name: "double quote", req: Request{Args: []string{"/app", `a" init=/bin/sh "b`}, Root: initrd}, wantErr: `holds '"'`},
 		{name: "single quote in a quoted argument", req: Request{Args: []string{"/app", "it's ' init=/bin/sh"}, Root: initrd}, wantErr: "spaces and a single quote"},
-		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/app -- it's"},
+		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/app -- it's"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 	}
 	for i := range cases {
