@@ -49,6 +49,15 @@ func TestLinuxCmdline(t *testing.T) {
 		{name: "double quote", req: Request{Args: []string{"/app", `a" init=/bin/sh "b`}, Root: initrd}, wantErr: `holds '"'`},
 		{name: "single quote in a quoted argument", req: Request{Args: []string{"/app", "it's ' init=/bin/sh"}, Root: initrd}, wantErr: "spaces and a single quote"},
 		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/app -- it's"},
+		// Bytes the kernel's parser takes for spaces beyond ASCII's.
+		{name: "à in the init adds a kernel parameter", req: Request{Args: []string{"/voil\u00e0rdinit=/bin/sh", "x"}, Root: initrd}, wantErr: "byte 0xA0"},
+		{name: "no-break space in the init", req: Request{Args: []string{"/a\u00a0ip=1.2.3.4::1.2.3.5:255.0.0.0"}, Root: initrd}, wantErr: "byte 0xA0"},
+		{name: "lone 0xA0 byte in the init", req: Request{Args: []string{"/a\xa0panic=0"}, Root: initrd}, wantErr: "byte 0xA0"},
+		{name: "dagger (E2 80 A0) in an argument", req: Request{Args: []string{"/app", "a\u2020b"}, Root: initrd}, wantErr: "byte 0xA0"},
+		{name: "vertical tab", req: Request{Args: []string{"/a\vinit=/x"}, Root: initrd}, wantErr: "cannot carry"},
+		{name: "form feed", req: Request{Args: []string{"/app", "a\fb"}, Root: initrd}, wantErr: "cannot carry"},
+		{name: "carriage return", req: Request{Args: []string{"/a\rrdinit=/x"}, Root: initrd}, wantErr: "cannot carry"},
+		{name: "other Latin-1 and UTF-8 is fine", req: Request{Args: []string{"/caf\u00e9", "na\u00efve", "\u65e5\u672c"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/caf\u00e9 -- na\u00efve \u65e5\u672c"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 	}
 	for i := range cases {
