@@ -179,6 +179,9 @@ func createUnikernel(ctx context.Context, tl *timeline, opts CreateOptions, spec
 	if err != nil {
 		return nil, err
 	}
+	if network != nil {
+		network.Group = plan.confine.TapGroup()
+	}
 	tl.mark("network")
 	argv, err := plan.finish(network)
 	if err != nil {
