@@ -146,6 +146,9 @@ func (c *Container) launch(ctx context.Context, tl *lifecycle.Timeline, plan *bo
 	if err != nil {
 		return err
 	}
+	if network != nil {
+		network.Group = plan.confine.TapGroup()
+	}
 	tl.Mark("network")
 	argv, err := plan.finish(network)
 	if err != nil {
