@@ -1,10 +1,10 @@
 package lifecycle
 
 import (
-	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"sync"
+
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
-	"sync"
 )
 
 // Init is a container's init process as a unikernel container (its
@@ -96,16 +96,4 @@ func (l *Init) Persisted() PersistedState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.persist
-}
-
-// ReapedExit waits on ec, a reaper subscription made before pid started,
-// for pid's exit, then ends the subscription.
-func ReapedExit(ec chan runc.Exit, pid int) ExitStatus {
-	defer reaper.Default.Unsubscribe(ec)
-	for e := range ec {
-		if e.Pid == pid {
-			return ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
-		}
-	}
-	return ExitStatus{Pid: pid}
 }
