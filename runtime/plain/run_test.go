@@ -144,7 +144,7 @@ func (b *testBundle) assertGone(t *testing.T, pid int) {
 	if _, err := os.Stat(filepath.Join(b.stateDir, "runc", "unit", b.id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("runc still knows container %s (%v)", b.id, err)
 	}
-	if cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroup)); len(cgs) > 0 {
+	if cgs := cgroupDirs(b.cgroup); len(cgs) > 0 {
 		t.Errorf("cgroup left: %v", cgs)
 	}
 	if _, err := os.Stat(lifecycle.StatePath(b.dir)); !errors.Is(err, os.ErrNotExist) {
@@ -422,4 +422,14 @@ func TestPlainReleaseFromState(t *testing.T) {
 	}
 	waitExit(t, c)
 	b.assertGone(t, pid)
+}
+
+// cgroupDirs are the directories of cgroup path: one under a unified
+// hierarchy, one per controller under cgroup v1.
+func cgroupDirs(path string) []string {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", path))
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", path)); err == nil {
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path))
+	}
+	return dirs
 }

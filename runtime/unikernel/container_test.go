@@ -150,7 +150,7 @@ func (b *testBundle) assertGone(t *testing.T, pid int) {
 	if m := mountsUnder(t, b.dir); len(m) > 0 {
 		t.Errorf("mounts left under the bundle: %v", m)
 	}
-	if cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroup)); len(cgs) > 0 {
+	if cgs := cgroupDirs(b.cgroup); len(cgs) > 0 {
 		t.Errorf("cgroup left: %v", cgs)
 	}
 	for _, f := range []string{lifecycle.StateFile, lifecycle.MonitorRootDir} {
@@ -196,7 +196,7 @@ func TestContainerRunsToItsExit(t *testing.T) {
 	if persisted.Pid != pid || persisted.Monitor != "qemu" || persisted.GuestType != "linux" || persisted.Cgroup != b.cgroup || persisted.Exit != nil {
 		t.Fatalf("persisted %+v", persisted)
 	}
-	if cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", b.cgroup, "cgroup.procs")); len(cgs) == 0 {
+	if cgs := cgroupDirs(b.cgroup); len(cgs) == 0 {
 		t.Fatalf("no cgroup %s", b.cgroup)
 	}
 	if pids, err := c.Pids(ctx); err != nil || len(pids) == 0 || pids[0] != pid {
@@ -384,4 +384,14 @@ func TestCreateRefusesBadInput(t *testing.T) {
 			b.assertGone(t, 0)
 		})
 	}
+}
+
+// cgroupDirs are the directories of cgroup path: one under a unified
+// hierarchy, one per controller under cgroup v1.
+func cgroupDirs(path string) []string {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", path))
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", path)); err == nil {
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path))
+	}
+	return dirs
 }
