@@ -65,7 +65,7 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 // exists on the host.
 func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, plan *bootPlan, spec *specs.Spec) *Container {
 	c := &Container{
-		Machine:     lifecycle.NewMachine(opts.Bundle, st),
+		Init:        lifecycle.NewInit(opts.Bundle, st),
 		host:        opts.Host,
 		monitor:     plan.monitor,
 		diskDevices: plan.diskRules,
