@@ -48,9 +48,10 @@ unit:
 # Go native fuzzing of what comes from images, operators and disk: each
 # target for FUZZTIME (CI's short pass: make test runs 5s each).
 FUZZTIME ?= 60s
-FUZZ_TARGETS := ./runtime:FuzzURuncJSON ./runtime:FuzzHostConfig ./runtime:FuzzPersistedState \
+FUZZ_TARGETS := ./runtime/config:FuzzURuncJSON ./runtime/config:FuzzHostConfig \
+	./runtime/lifecycle:FuzzPersistedState ./runtime/lifecycle:FuzzConsoleExit \
 	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzGuestCmdlines \
-	./internal/elfdyn:FuzzDecode
+	./monitors:FuzzQMPReplies ./monitors:FuzzAPIResponse ./internal/elfdyn:FuzzDecode
 # Go's fuzzer may end a run at its time limit with "context deadline
 # exceeded" while a worker is busy, with no failing input: that is not a
 # finding. Any run that writes a failing input, or fails otherwise, fails.

@@ -31,26 +31,53 @@ func apiPut(ctx context.Context, socket, path string, body []byte) error {
 	if _, err := conn.Write(req.Bytes()); err != nil {
 		return fmt.Errorf("api %s: PUT %s: %w", socket, path, err)
 	}
-	r := bufio.NewReader(conn)
-	status, err := r.ReadString('\n')
+	if err := readAPIResponse(conn); err != nil {
+		return fmt.Errorf("api %s: PUT %s: %w", socket, path, err)
+	}
+	return nil
+}
+
+// Bounds on an API response: the status line and each header line, the
+// header section as a whole, and the error text kept from the body. Both
+// monitors answer in a few hundred bytes; a monitor is as trusted as its
+// guest, so nothing it sends may grow the shim's heap without bound.
+const (
+	maxAPILine    = 8 << 10
+	maxAPIHeaders = 64 << 10
+	maxAPIError   = 512
+)
+
+// readAPIResponse reads one HTTP/1.x response and fails unless its status
+// is 2xx; the error then carries the status and the start of the body.
+func readAPIResponse(conn io.Reader) error {
+	// Everything read from the monitor, the body's start included, passes
+	// through one limit, so no answer can make this read more.
+	r := bufio.NewReaderSize(io.LimitReader(conn, maxAPIHeaders+maxAPIError), 4096)
+	status, err := readLine(r, maxAPILine)
 	if err != nil {
-		return fmt.Errorf("api %s: PUT %s: no response: %w", socket, path, err)
+		return fmt.Errorf("no response: %w", err)
 	}
 	// "HTTP/1.1 204 No Content"
-	proto, code, ok := strings.Cut(strings.TrimSpace(status), " ")
+	proto, code, ok := strings.Cut(strings.TrimSpace(string(status)), " ")
 	if !ok || !strings.HasPrefix(proto, "HTTP/1.") || len(code) < 3 {
-		return fmt.Errorf("api %s: PUT %s: malformed status line %q", socket, path, strings.TrimSpace(status))
+		return fmt.Errorf("malformed status line %.200q", strings.TrimSpace(string(status)))
 	}
 	if code[0] == '2' {
 		return nil
 	}
 	// The error's text is the body, after the headers.
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil || strings.TrimSpace(line) == "" {
+	for read := len(status); ; {
+		line, err := readLine(r, maxAPILine)
+		if err != nil {
+			return fmt.Errorf("%.200s (headers unreadable: %w)", code, err)
+		}
+		if read += len(line); read > maxAPIHeaders {
+			return fmt.Errorf("%.200s (headers longer than %d bytes)", code, maxAPIHeaders)
+		}
+		if strings.TrimSpace(string(line)) == "" {
 			break
 		}
 	}
-	msg, _ := io.ReadAll(io.LimitReader(r, 512))
-	return fmt.Errorf("api %s: PUT %s: %s: %s", socket, path, code, bytes.TrimSpace(msg))
+	msg, _ := io.ReadAll(io.LimitReader(r, maxAPIError))
+	return fmt.Errorf("%.200s: %s", code, bytes.TrimSpace(msg))
 }

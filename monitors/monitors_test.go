@@ -322,8 +322,9 @@ func withStorage(g Guest, disks []Disk, shares []Share) Guest {
 
 // Which monitors filter their own system calls: this decides whether the
 // launcher installs the project's filter, and it must never do so on top
-// of a monitor's own, which a second filter can kill. solo5-hvt is asked
-// its release.
+// of a monitor's own. solo5-hvt is asked its release;
+// one whose release cannot be read gets the project's filter (fails
+// closed).
 func TestFiltersItself(t *testing.T) {
 	dir := t.TempDir()
 	tender := func(out string) string {
@@ -343,7 +344,8 @@ func TestFiltersItself(t *testing.T) {
 		{"solo5-hvt 0.6.9", newHvt(tender("solo5-hvt 0.6.9"), Config{}), false},
 		{"solo5-hvt 0.11", newHvt(tender("solo5-hvt v0.11.0"), Config{}), true},
 		{"solo5-hvt 1.0", newHvt(tender("solo5-hvt v1.0.0"), Config{}), true},
-		{"solo5-hvt says no release", newHvt(tender("solo5-hvt"), Config{}), true},
+		{"solo5-hvt says no release", newHvt(tender("solo5-hvt"), Config{}), false},
+		{"solo5-hvt that cannot run", newHvt(filepath.Join(dir, "missing-hvt"), Config{}), false},
 		{"solo5-spt", newSpt("/nonexistent/solo5-spt", Config{}), true},
 		{"qemu that is not an ELF file", newQemu(tender("qemu"), Config{}), false},
 		{"firecracker", newFirecracker("/nonexistent/firecracker", Config{}), true},

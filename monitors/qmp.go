@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 )
@@ -22,18 +23,35 @@ func qmpCommand(ctx context.Context, socket, command string) error {
 		return fmt.Errorf("qmp: connect %s: %w", socket, err)
 	}
 	defer conn.Close()
-	r := bufio.NewReader(conn)
+	return qmpExchange(conn, command)
+}
+
+// maxQMPReply bounds one line of QMP: the greeting, a reply or an event.
+// The replies read here (capabilities, system_powerdown) are a few dozen
+// bytes, and qemu's greeting and events a few hundred; 64 KiB leaves room
+// for any qemu yet keeps a hostile monitor from growing the shim's heap.
+const maxQMPReply = 64 << 10
+
+// qmpExchange negotiates capabilities on an open QMP connection and runs
+// one command, reading every line within maxQMPReply.
+func qmpExchange(conn io.ReadWriter, command string) error {
+	r := bufio.NewReaderSize(conn, 4096)
 	// The greeting, then one reply per command; asynchronous events
 	// ({"event": ...}) may come in between and are skipped.
-	if _, err := r.ReadBytes('\n'); err != nil {
+	if _, err := readLine(r, maxQMPReply); err != nil {
 		return fmt.Errorf("qmp: read greeting: %w", err)
 	}
 	for _, cmd := range []string{"qmp_capabilities", command} {
 		if _, err := fmt.Fprintf(conn, `{"execute":%q}`+"\n", cmd); err != nil {
 			return fmt.Errorf("qmp: send %s: %w", cmd, err)
 		}
-		for {
-			line, err := r.ReadBytes('\n')
+		// Events are bounded in number too: a monitor that answers with
+		// events forever must still end the exchange before its deadline.
+		for events := 0; ; events++ {
+			if events > maxQMPEvents {
+				return fmt.Errorf("qmp: %s: more than %d events before the reply", cmd, maxQMPEvents)
+			}
+			line, err := readLine(r, maxQMPReply)
 			if err != nil {
 				return fmt.Errorf("qmp: %s: %w", cmd, err)
 			}
@@ -45,19 +63,23 @@ func qmpCommand(ctx context.Context, socket, command string) error {
 				} `json:"error"`
 			}
 			if err := json.Unmarshal(line, &reply); err != nil {
-				return fmt.Errorf("qmp: %s: bad reply %q: %w", cmd, line, err)
+				return fmt.Errorf("qmp: %s: bad reply %.200q: %w", cmd, line, err)
 			}
 			if reply.Event != "" {
 				continue
 			}
 			if reply.Error != nil {
-				return fmt.Errorf("qmp: %s: %s", cmd, reply.Error.Desc)
+				return fmt.Errorf("qmp: %s: %.200s", cmd, reply.Error.Desc)
 			}
 			break
 		}
 	}
 	return nil
 }
+
+// maxQMPEvents bounds the events skipped while waiting for one reply; a
+// guest powering down causes a handful.
+const maxQMPEvents = 1024
 
 // dialControl connects to a monitor's control socket (QMP, or the HTTP API
 // of firecracker and cloud-hypervisor) for one exchange, bounded by ctx's

@@ -73,9 +73,12 @@ func (s *solo5) Powerdown(context.Context, string) error { return ErrNoPowerdown
 const solo5SelfFilterMajor, solo5SelfFilterMinor = 0, 11
 
 // FiltersItself: spt always; hvt from solo5 0.11, read from the tender's
-// --version. A version that cannot be read counts as filtering itself:
-// stacking a filter on one that does kills the tender, while a missing
-// project filter on an old tender leaves the container as it was.
+// --version. A version that cannot be read counts as not filtering
+// itself, so the tender gets the project's filter: the filter guards the
+// host against a guest that escapes into the tender, and an unknown tender
+// must not run unfiltered. Every solo5 release prints its version; a
+// tender that does not and yet filters itself fails at its start (its own
+// filter stacked on the project's), loudly, rather than running open.
 func (s *solo5) FiltersItself(ctx context.Context, run Runner) bool {
 	if s.name == "spt" {
 		return true
@@ -84,10 +87,10 @@ func (s *solo5) FiltersItself(ctx context.Context, run Runner) bool {
 	defer cancel()
 	out, err := run(exec.CommandContext(ctx, s.binary, "--version"))
 	if err != nil && len(out) == 0 {
-		return true
+		return false
 	}
 	v, ok := parseSolo5Version(string(out))
-	return !ok || v[0] > solo5SelfFilterMajor || (v[0] == solo5SelfFilterMajor && v[1] >= solo5SelfFilterMinor)
+	return ok && (v[0] > solo5SelfFilterMajor || (v[0] == solo5SelfFilterMajor && v[1] >= solo5SelfFilterMinor))
 }
 
 // solo5VersionRE finds the release in a tender's --version output, as in

@@ -271,15 +271,61 @@ func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, 
 	return nil
 }
 
-// openFile appends the monitor's stdout and stderr to a log file; the
-// monitor writes it directly.
+// openFile appends the monitor's stdout and stderr to a log file, through
+// the shim: the shim reads the guest's console on every path, so the
+// guest's exit status does not depend on where its logs go.
 func (s *stdio) openFile(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("open log file %s: %w", path, err)
 	}
-	s.monitor.Stdout, s.monitor.Stderr = f, f
+	pw, err := s.copyThroughTap(f)
+	if err != nil {
+		return err
+	}
+	s.monitor.Stdout, s.monitor.Stderr = pw, pw
 	return nil
+}
+
+// copyThroughTap returns the write end of a pipe whose output the shim
+// copies into dst, read by a new guestConsole on the way, and closes dst
+// when the output ends. A log that cannot take the output (a full disk,
+// a logger gone) loses it, but the copy still drains the pipe, so the
+// monitor never blocks on its console.
+func (s *stdio) copyThroughTap(dst *os.File) (*os.File, error) {
+	r, pw, err := os.Pipe()
+	if err != nil {
+		dst.Close()
+		return nil, err
+	}
+	s.guestConsole = lifecycle.NewConsoleTap()
+	tap := s.guestConsole
+	s.copies.Add(1)
+	go func() {
+		defer s.copies.Done()
+		_ = copyWhenReady(io.MultiWriter(tap, &lossyWriter{w: dst}), r)
+		tap.Close()
+		r.Close()
+		dst.Close()
+	}()
+	return pw, nil
+}
+
+// lossyWriter passes writes to w until one fails, then drops the rest,
+// always reporting success.
+type lossyWriter struct {
+	w      io.Writer
+	failed bool
+}
+
+func (l *lossyWriter) Write(p []byte) (int, error) {
+	if !l.failed {
+		if _, err := l.w.Write(p); err != nil {
+			l.failed = true
+			log.L.WithError(err).Warn("container log lost its output; the rest is dropped")
+		}
+	}
+	return len(p), nil
 }
 
 // startLogger runs a logging binary as containerd defines it: the
@@ -310,7 +356,16 @@ func (s *stdio) startLogger(ctx context.Context, u *url.URL, id, namespace strin
 		}
 		return err
 	}
-	s.monitor.Stdout, s.monitor.Stderr = outW, errW
+	// stdout, the guest's console, passes through the shim, which reads
+	// the guest's exit status from it.
+	consoleW, err := s.copyThroughTap(outW)
+	if err != nil {
+		for _, f := range []*os.File{outR, errR, errW, readyR, readyW} {
+			f.Close()
+		}
+		return err
+	}
+	s.monitor.Stdout, s.monitor.Stderr = consoleW, errW
 	cmd := exec.Command(u.Path, args...)
 	cmd.Env = append(os.Environ(), "CONTAINER_ID="+id, "CONTAINER_NAMESPACE="+namespace)
 	cmd.ExtraFiles = []*os.File{outR, errR, readyW}

@@ -199,3 +199,48 @@ func TestStdinWithoutAWriter(t *testing.T) {
 		t.Fatalf("guest stdin = %q, %v; want EOF", got, err)
 	}
 }
+
+// The guest's console reaches the shim whatever the log URI, so that its
+// exit status is read: with file:// and binary:// the console goes to the
+// log through the shim's tap, where the monitor used to write the log
+// itself and the kernel's line was never read.
+func TestConsoleReadWithLogURIs(t *testing.T) {
+	dir := t.TempDir()
+	logger := filepath.Join(dir, "logger")
+	loggerOut := filepath.Join(dir, "logger.out")
+	if err := os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\nexec cat <&3 >"+loggerOut+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const kernelLine = "[    1.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300\r\n"
+	for _, tc := range []struct {
+		name, uri, log string
+	}{
+		{"file", "file://" + filepath.Join(dir, "file.log"), filepath.Join(dir, "file.log")},
+		{"binary", "binary://" + logger, loggerOut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := openStdio(ctx, "c", "ns", stdioConfig{Stdout: tc.uri, Stderr: tc.uri})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.guestConsole == nil {
+				s.closeMonitorEnds()
+				s.Close()
+				t.Fatal("no console tap: the guest's exit status is never read")
+			}
+			if _, err := s.monitor.Stdout.WriteString("hello\r\n" + kernelLine); err != nil {
+				t.Fatal(err)
+			}
+			s.closeMonitorEnds()
+			s.Close()
+			if code, found := s.guestConsole.GuestExit(5 * time.Second); code != 3 || !found {
+				t.Fatalf("guest exit %d %v, want 3", code, found)
+			}
+			if data, _ := os.ReadFile(tc.log); string(data) != "hello\r\n"+kernelLine {
+				t.Fatalf("log holds %q", data)
+			}
+		})
+	}
+}

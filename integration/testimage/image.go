@@ -23,6 +23,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //
 //	noacpi CMD...  as CMD, but ignore the ACPI power button
 //	echo ARGS...   print the arguments and power off
+//	say ARGS...    print the arguments alone on a line, as an app's log line, and power off
 //	count          print a counter every second, forever
 //	sleep          print a ready line and idle forever
 //	sh             an interactive shell on the console
@@ -52,6 +53,9 @@ cmd=$1
 case "$cmd" in
 echo)
 	echo "URUNC_GUEST_ARGS: $*"
+	;;
+say)
+	echo "$*"
 	;;
 count)
 	i=0

@@ -58,7 +58,10 @@ func (linux) Cmdline(req Request) (string, error) {
 	if len(req.Args) == 0 {
 		return "", fmt.Errorf("linux guest: no init to run: the container has no args and no %scmdline", annotation.Prefix)
 	}
-	parts := []string{"panic=-1", "console=ttyS0"}
+	// printk.time=1 stamps every kernel record on the console, whatever
+	// the kernel's build default: the shim tells the kernel's end of the
+	// guest (its exit status) from the app's output by that stamp.
+	parts := []string{"panic=-1", "console=ttyS0", "printk.time=1"}
 	root, err := rootArgs(req.Root)
 	if err != nil {
 		return "", err
@@ -127,6 +130,10 @@ func (linux) InitConfig(req Request) []byte {
 	return []byte(b.String())
 }
 
+// latin1NoBreakSpace is the one byte above ASCII that the kernel's
+// command-line parser takes for a space.
+const latin1NoBreakSpace = 0xA0
+
 // cmdlineArgs renders the app's arguments for the kernel command line.
 // The kernel splits it on spaces and tabs and gives double quotes a
 // meaning of its own; urunc's convention is to single-quote an argument
@@ -142,6 +149,15 @@ func cmdlineArgs(in []string) ([]string, error) {
 			if r == '"' || (r < 0x20 && r != '\t') || r == 0x7f {
 				return nil, fmt.Errorf("linux guest: argument %d (%q) holds %q, which the kernel command line cannot carry", i, a, r)
 			}
+		}
+		// The kernel's parser works on bytes, not UTF-8: its isspace
+		// (lib/ctype.c) holds for 0xA0 too, Latin-1's no-break space,
+		// which is the second byte of "à" (C3 A0), of U+00A0 itself and
+		// of many other characters. Such a byte would split the argument,
+		// and in the init's path add kernel parameters; quoting cannot
+		// carry it either, since the init rejoins pieces with spaces.
+		if j := strings.IndexByte(a, latin1NoBreakSpace); j >= 0 {
+			return nil, fmt.Errorf("linux guest: argument %d (%q) holds the byte 0xA0 at %d, which the kernel command line reads as a space", i, a, j)
 		}
 		if strings.ContainsAny(a, " \t") {
 			// The init path stands before "--", among the kernel's own

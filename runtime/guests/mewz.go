@@ -32,10 +32,15 @@ func (mewz) Cmdline(req Request) (string, error) {
 }
 
 // GuestExit decodes qemu's isa-debug-exit: a guest that writes v to the
-// port makes qemu exit with (v<<1)|1. Any other status (qemu killed, or
-// exiting by itself) is the monitor's own and kept.
+// port makes qemu exit with (v<<1)|1. qemu's own statuses are kept: 0 for
+// a guest that powered down, 1 for qemu failing (a start failure, a device
+// it cannot open), 128+signal for qemu killed. A guest writing 0 also makes
+// qemu exit 1; the two cannot be told apart, and 1 stays a failure, since
+// reading qemu's failure as the guest's success would report a guest that
+// never ran as succeeded. Odd statuses up to 127 are the guest's v of 1 to
+// 63.
 func (mewz) GuestExit(status int) int {
-	if status&1 == 1 && status < 128 {
+	if status > 1 && status < 128 && status&1 == 1 {
 		return status >> 1
 	}
 	return status

@@ -40,6 +40,14 @@ func (c Confinement) TapOwner() uint32 {
 	return uint32(os.Geteuid())
 }
 
+// TapGroup is the group that may open the guest's tap: the monitor's.
+func (c Confinement) TapGroup() uint32 {
+	if c.User != nil {
+		return c.User.GID
+	}
+	return uint32(os.Getegid())
+}
+
 // becomeUser switches to the spec's user; a non-root user has no
 // capabilities left after it.
 func (c Confinement) becomeUser() error {

@@ -20,6 +20,7 @@ type Network struct {
 	MAC     string `json:"mac"`
 	MTU     int    `json:"mtu"`
 	Owner   uint32 `json:"owner"` // uid the monitor runs as
+	Group   uint32 `json:"group"` // gid the monitor runs as
 	Address string `json:"-"`
 	Mask    string `json:"-"`
 	Gateway string `json:"-"`
@@ -38,7 +39,10 @@ func SetupTap(n *Network) (retErr error) {
 		Mode:      netlink.TUNTAP_MODE_TAP,
 		Flags:     netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR,
 		Owner:     n.Owner,
-		Group:     n.Owner,
+		// The kernel lets the owner or a member of the group open the tap;
+		// the netlink package always sets a group, so it is the monitor's
+		// own, never another principal's (a uid taken for a gid).
+		Group: n.Group,
 	}
 	if err := netlink.LinkAdd(tap); err != nil {
 		return fmt.Errorf("create tap %s: %w", n.Tap, err)

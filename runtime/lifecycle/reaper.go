@@ -5,6 +5,7 @@ import (
 	"os/signal"
 
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,4 +22,16 @@ func ReapChildren() {
 			_ = reaper.Reap()
 		}
 	}()
+}
+
+// ReapedExit waits on ec, a reaper subscription made before pid started,
+// for pid's exit, then ends the subscription.
+func ReapedExit(ec chan runc.Exit, pid int) ExitStatus {
+	defer reaper.Default.Unsubscribe(ec)
+	for e := range ec {
+		if e.Pid == pid {
+			return ExitStatus{Pid: pid, Status: e.Status, At: e.Timestamp}
+		}
+	}
+	return ExitStatus{Pid: pid}
 }

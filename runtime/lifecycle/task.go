@@ -1,9 +1,10 @@
 // Package lifecycle is what the unikernel container and the plain runc
-// container share: the Task interface callers drive, the lifecycle (status,
-// the exit recorded once, Wait), the state persisted in the bundle that
-// cleanup after a dead shim works from, and the host chores both do (OCI
-// hooks, commands run through the reaper, process identity). It knows
-// nothing of containerd's task API.
+// container share: the Task interface callers drive, the state machine every
+// process's life goes through (a container's init and an exec alike: its
+// transition table, the exit recorded once, Wait, delete once), the state
+// persisted in the bundle that cleanup after a dead shim works from, and
+// the host chores both do (OCI hooks, commands run through the reaper,
+// process identity). It knows nothing of containerd's task API.
 package lifecycle
 
 import (

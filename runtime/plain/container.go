@@ -32,7 +32,7 @@ import (
 // works under this shim. The caller must set runc.Monitor to the reaper
 // that owns wait4 in its process (containerd's reaper.Default in a shim).
 type Container struct {
-	lifecycle.Machine
+	lifecycle.Init
 	runc       *runc.Runc
 	cgroupPath string
 }
@@ -74,8 +74,8 @@ func Create(ctx context.Context, opts lifecycle.CreateOptions, spec *specs.Spec,
 		return nil, fmt.Errorf("plain container %s: a terminal is not supported for containers run by runc: %w", opts.ID, errdefs.ErrNotImplemented)
 	}
 	p := &Container{
-		Machine: lifecycle.NewMachine(opts.Bundle, st),
-		runc:    runcFor(opts.Host, opts.Namespace, opts.Bundle),
+		Init: lifecycle.NewInit(opts.Bundle, st),
+		runc: runcFor(opts.Host, opts.Namespace, opts.Bundle),
 	}
 	if spec.Linux != nil {
 		p.cgroupPath = spec.Linux.CgroupsPath
@@ -160,7 +160,7 @@ func (p *Container) OOMKilled() bool {
 
 // Start runs the container's process (runc start).
 func (p *Container) Start(ctx context.Context) error {
-	return p.Transition(lifecycle.StatusCreated, lifecycle.StatusRunning, func() error {
+	return p.Do(lifecycle.EventStart, func(lifecycle.Status) error {
 		if err := p.runc.Start(ctx, p.ID()); err != nil {
 			return fmt.Errorf("runc start: %w%s", err, runcLogError(p.runc.Log))
 		}
@@ -169,9 +169,10 @@ func (p *Container) Start(ctx context.Context) error {
 }
 
 func (p *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
-	if _, err := p.CheckAlive(); err != nil {
-		return err
-	}
+	return p.Do(lifecycle.EventKill, func(lifecycle.Status) error { return p.kill(ctx, sig, all) })
+}
+
+func (p *Container) kill(ctx context.Context, sig syscall.Signal, all bool) error {
 	if err := p.runc.Kill(ctx, p.ID(), int(sig), &runc.KillOpts{All: all}); err != nil {
 		msg := runcLogError(p.runc.Log)
 		st := p.Persisted()
@@ -204,30 +205,23 @@ func processGone(msg string) bool {
 }
 
 func (p *Container) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
-	state, err := p.BeginDelete()
-	if err != nil {
-		return lifecycle.ExitStatus{}, err
-	}
-	if state == lifecycle.StatusCreated {
-		_ = unix.Kill(p.Pid(), unix.SIGKILL)
-		select {
-		case <-p.Exited():
-		case <-ctx.Done():
-			p.EndDelete(false)
-			return lifecycle.ExitStatus{}, ctx.Err()
-		case <-time.After(10 * time.Second):
+	return p.DeleteOnce(func(from lifecycle.Status) error {
+		if !from.Started() {
+			_ = unix.Kill(p.Pid(), unix.SIGKILL)
+			select {
+			case <-p.Exited():
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Second):
+			}
 		}
-	}
-	st := p.Persisted()
-	if err := Release(ctx, p.Bundle(), &st); err != nil {
-		p.EndDelete(false)
-		return lifecycle.ExitStatus{}, err
-	}
-	return p.EndDelete(true), nil
+		st := p.Persisted()
+		return Release(ctx, p.Bundle(), &st)
+	})
 }
 
 func (p *Container) Pids(ctx context.Context) ([]int, error) {
-	if p.Status() == lifecycle.StatusStopped {
+	if p.HasExited() {
 		return []int{p.Pid()}, nil
 	}
 	pids, err := p.runc.Ps(ctx, p.ID())
@@ -238,11 +232,11 @@ func (p *Container) Pids(ctx context.Context) ([]int, error) {
 }
 
 func (p *Container) Pause(ctx context.Context) error {
-	return p.Transition(lifecycle.StatusRunning, lifecycle.StatusPaused, func() error { return p.runc.Pause(ctx, p.ID()) })
+	return p.Do(lifecycle.EventPause, func(lifecycle.Status) error { return p.runc.Pause(ctx, p.ID()) })
 }
 
 func (p *Container) Resume(ctx context.Context) error {
-	return p.Transition(lifecycle.StatusPaused, lifecycle.StatusRunning, func() error { return p.runc.Resume(ctx, p.ID()) })
+	return p.Do(lifecycle.EventResume, func(lifecycle.Status) error { return p.runc.Resume(ctx, p.ID()) })
 }
 
 func (p *Container) Metrics(ctx context.Context) (any, error) {

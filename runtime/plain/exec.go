@@ -22,32 +22,30 @@ import (
 // Exec is an extra process in a running plain container (a sidecar's
 // probe, `kubectl exec`), run by `runc exec --detach` as containerd's runc
 // shim does: runc exits once the process runs, and the process, reparented
-// to this subreaper, is reaped by the one reaper.
+// to this subreaper, is reaped by the one reaper. Its life is the same
+// lifecycle.StateMachine as its container's.
 type Exec struct {
+	*lifecycle.StateMachine
 	id        string
 	container *Container
 	spec      specs.Process
 
-	exited chan struct{}
+	mu sync.Mutex
 	// console is the pty master of a terminal exec, runc's since Start.
 	console console.Console
-	mu      sync.Mutex
 	pid     int
-	state   lifecycle.Status
-	exit    lifecycle.ExitStatus
-	deleted bool
 }
 
 // NewExec checks and prepares process spec as exec id in the container;
 // Start runs it. Nothing is opened until Start.
 func (p *Container) NewExec(id string, spec *specs.Process) (lifecycle.Process, error) {
-	if p.Status() != lifecycle.StatusRunning {
-		return nil, fmt.Errorf("container %s is %s, not running: %w", p.ID(), p.Status(), errdefs.ErrFailedPrecondition)
+	if err := p.Do(lifecycle.EventExec, nil); err != nil {
+		return nil, err
 	}
 	if spec == nil || len(spec.Args) == 0 {
 		return nil, fmt.Errorf("exec %s: no process args: %w", id, errdefs.ErrInvalidArgument)
 	}
-	return &Exec{id: id, container: p, spec: *spec, exited: make(chan struct{}), state: lifecycle.StatusCreated}, nil
+	return &Exec{StateMachine: lifecycle.NewStateMachine("exec " + id), id: id, container: p, spec: *spec}, nil
 }
 
 // ID returns the exec ID.
@@ -64,11 +62,10 @@ func (e *Exec) Pid() int {
 // keeps stdio's files and closes them after Start. A terminal exec takes
 // no stdio: its pty master is Console's.
 func (e *Exec) Start(ctx context.Context, stdio lifecycle.Stdio) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state != lifecycle.StatusCreated {
-		return fmt.Errorf("exec %s is %s, not created: %w", e.id, e.state, errdefs.ErrFailedPrecondition)
-	}
+	return e.Do(lifecycle.EventStart, func(lifecycle.Status) error { return e.start(ctx, stdio) })
+}
+
+func (e *Exec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 	p := e.container
 	pidFile := filepath.Join(p.Bundle(), "exec-"+e.id+".pid")
 	defer os.Remove(pidFile)
@@ -104,31 +101,20 @@ func (e *Exec) Start(ctx context.Context, stdio lifecycle.Stdio) error {
 			reaper.Default.Unsubscribe(ec)
 			return fmt.Errorf("exec %s: receive the pty master: %w", e.id, err)
 		}
+		e.mu.Lock()
 		e.console = master
+		e.mu.Unlock()
 	}
 	pid, err := runc.ReadPidFile(pidFile)
 	if err != nil {
 		reaper.Default.Unsubscribe(ec)
 		return fmt.Errorf("read exec pid: %w", err)
 	}
-	e.pid, e.state = pid, lifecycle.StatusRunning
-	go e.watchExit(ec, pid)
+	e.mu.Lock()
+	e.pid = pid
+	e.mu.Unlock()
+	go func() { e.RecordExit(lifecycle.ReapedExit(ec, pid), nil) }()
 	return nil
-}
-
-func (e *Exec) watchExit(ec chan runc.Exit, pid int) {
-	for x := range ec {
-		if x.Pid != pid {
-			continue
-		}
-		reaper.Default.Unsubscribe(ec)
-		e.mu.Lock()
-		e.state = lifecycle.StatusStopped
-		e.exit = lifecycle.ExitStatus{Pid: pid, Status: x.Status, At: x.Timestamp}
-		e.mu.Unlock()
-		close(e.exited)
-		return
-	}
 }
 
 // Console is the pty master of a terminal exec once it started, else
@@ -139,60 +125,34 @@ func (e *Exec) Console() console.Console {
 	return e.console
 }
 
-// Exited is closed once the process has exited.
-func (e *Exec) Exited() <-chan struct{} { return e.exited }
-
 // State returns a snapshot of the exec.
 func (e *Exec) State() lifecycle.State {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return lifecycle.State{ID: e.id, Bundle: e.container.Bundle(), Pid: e.pid, Status: e.state, Exit: e.exit}
-}
-
-// Wait blocks until the process has exited or ctx ends.
-func (e *Exec) Wait(ctx context.Context) (lifecycle.ExitStatus, error) {
-	select {
-	case <-e.exited:
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return e.exit, nil
-	case <-ctx.Done():
-		return lifecycle.ExitStatus{}, ctx.Err()
-	}
+	status, exit := e.Current()
+	return lifecycle.State{ID: e.id, Bundle: e.container.Bundle(), Pid: e.Pid(), Status: status, Exit: exit}
 }
 
 // Kill signals the process; after its exit it is NotFound.
 func (e *Exec) Kill(ctx context.Context, sig syscall.Signal) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	switch e.state {
-	case lifecycle.StatusStopped:
-		return fmt.Errorf("exec %s: process already finished: %w", e.id, errdefs.ErrNotFound)
-	case lifecycle.StatusCreated:
-		return fmt.Errorf("exec %s is not started: %w", e.id, errdefs.ErrFailedPrecondition)
-	}
-	if err := unix.Kill(e.pid, sig); err != nil && err != unix.ESRCH {
-		return fmt.Errorf("kill exec %s: %w", e.id, err)
-	}
-	return nil
+	return e.Do(lifecycle.EventKill, func(lifecycle.Status) error {
+		pid := e.Pid()
+		if pid == 0 {
+			// Created, or runc exec still running: no process to signal.
+			return fmt.Errorf("exec %s is not started: %w", e.id, errdefs.ErrFailedPrecondition)
+		}
+		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("kill exec %s: %w", e.id, err)
+		}
+		return nil
+	})
 }
 
-// Delete forgets a finished (or never started) exec and returns its exit.
+// Delete forgets a finished (or never started) exec and returns its exit;
+// a never started one exits with status 0 now, so that its waiters end.
 func (e *Exec) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
-	e.mu.Lock()
-	switch {
-	case e.deleted:
-		e.mu.Unlock()
-		return lifecycle.ExitStatus{}, fmt.Errorf("exec %s: %w", e.id, errdefs.ErrNotFound)
-	case e.state == lifecycle.StatusRunning:
-		e.mu.Unlock()
-		return lifecycle.ExitStatus{}, fmt.Errorf("exec %s is running: kill it before delete: %w", e.id, errdefs.ErrFailedPrecondition)
-	}
-	e.deleted = true
-	if e.state == lifecycle.StatusCreated {
-		e.exit = lifecycle.ExitStatus{At: time.Now()}
-	}
-	exit := e.exit
-	e.mu.Unlock()
-	return exit, nil
+	return e.DeleteOnce(func(from lifecycle.Status) error {
+		if !from.Started() {
+			e.RecordExit(lifecycle.ExitStatus{At: time.Now()}, nil)
+		}
+		return nil
+	})
 }

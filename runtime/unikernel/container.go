@@ -25,7 +25,7 @@ import (
 
 // Container is one unikernel container.
 type Container struct {
-	lifecycle.Machine
+	lifecycle.Init
 	monitor monitors.Monitor
 	host    config.HostConfig
 	process *os.Process
@@ -69,7 +69,7 @@ func (c *Container) OOMKilled() bool { return c.cgroup != nil && c.cgroup.OOMKil
 // empty list for a leaked shim and deletes the task, losing the exit
 // status it has not read yet.
 func (c *Container) Pids(ctx context.Context) ([]int, error) {
-	if c.Status() == lifecycle.StatusStopped {
+	if c.HasExited() {
 		return []int{c.Pid()}, nil
 	}
 	return lifecycle.Descendants(c.Pid()), nil
@@ -77,19 +77,19 @@ func (c *Container) Pids(ctx context.Context) ([]int, error) {
 
 // Pause freezes the monitor's cgroup.
 func (c *Container) Pause(ctx context.Context) error {
-	return c.freeze(lifecycle.StatusRunning, lifecycle.StatusPaused, func(cg cgroup.Cgroup) error { return cg.Freeze() })
+	return c.freeze(lifecycle.EventPause, func(cg cgroup.Cgroup) error { return cg.Freeze() })
 }
 
 // Resume thaws the monitor's cgroup.
 func (c *Container) Resume(ctx context.Context) error {
-	return c.freeze(lifecycle.StatusPaused, lifecycle.StatusRunning, func(cg cgroup.Cgroup) error { return cg.Thaw() })
+	return c.freeze(lifecycle.EventResume, func(cg cgroup.Cgroup) error { return cg.Thaw() })
 }
 
-func (c *Container) freeze(from, to lifecycle.Status, op func(cgroup.Cgroup) error) error {
+func (c *Container) freeze(ev lifecycle.Event, op func(cgroup.Cgroup) error) error {
 	if c.cgroup == nil {
 		return fmt.Errorf("container %s has no cgroup to freeze: %w", c.ID(), errdefs.ErrFailedPrecondition)
 	}
-	return c.Transition(from, to, func() error { return op(c.cgroup) })
+	return c.Do(ev, func(lifecycle.Status) error { return op(c.cgroup) })
 }
 
 // Metrics returns the cgroup's metrics (*v1.Metrics or *v2.Metrics).
@@ -111,7 +111,7 @@ func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error
 // Start lets the launcher exec the monitor. It returns once the monitor
 // runs, or with the launcher's error if the exec failed.
 func (c *Container) Start(ctx context.Context) error {
-	err := c.Transition(lifecycle.StatusCreated, lifecycle.StatusRunning, func() error {
+	err := c.Do(lifecycle.EventStart, func(lifecycle.Status) error {
 		if err := c.launcher.start(); err != nil {
 			return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), err)
 		}

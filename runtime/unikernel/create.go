@@ -65,7 +65,7 @@ func Create(ctx context.Context, tl *lifecycle.Timeline, opts lifecycle.CreateOp
 // exists on the host.
 func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, plan *bootPlan, spec *specs.Spec) *Container {
 	c := &Container{
-		Machine:     lifecycle.NewMachine(opts.Bundle, st),
+		Init:        lifecycle.NewInit(opts.Bundle, st),
 		host:        opts.Host,
 		monitor:     plan.monitor,
 		diskDevices: plan.diskRules,
@@ -145,6 +145,9 @@ func (c *Container) launch(ctx context.Context, tl *lifecycle.Timeline, plan *bo
 	network, err := c.guestNetwork(ctx, plan.namespaces, plan.confine.TapOwner())
 	if err != nil {
 		return err
+	}
+	if network != nil {
+		network.Group = plan.confine.TapGroup()
 	}
 	tl.Mark("network")
 	argv, err := plan.finish(network)

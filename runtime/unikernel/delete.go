@@ -17,27 +17,23 @@ import (
 // how it exited. A running container is refused; one that never started is
 // stopped first.
 func (c *Container) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
-	state, err := c.BeginDelete()
-	if err != nil {
-		return lifecycle.ExitStatus{}, err
-	}
-	if state == lifecycle.StatusCreated {
-		_ = c.killNow(true)
-		select {
-		case <-c.Exited():
-		case <-ctx.Done():
-			c.EndDelete(false)
-			return lifecycle.ExitStatus{}, ctx.Err()
+	return c.DeleteOnce(func(from lifecycle.Status) error {
+		if !from.Started() {
+			_ = c.killNow(true)
+			select {
+			case <-c.Exited():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-	}
-	lifecycle.CrashPoint("delete")
-	tl := lifecycle.NewTimeline()
-	if err := c.release(tl); err != nil {
-		c.EndDelete(false)
-		return lifecycle.ExitStatus{}, err
-	}
-	log.G(ctx).WithField("steps", tl.String()).Debug("delete timeline")
-	return c.EndDelete(true), nil
+		lifecycle.CrashPoint("delete")
+		tl := lifecycle.NewTimeline()
+		if err := c.release(tl); err != nil {
+			return err
+		}
+		log.G(ctx).WithField("steps", tl.String()).Debug("delete timeline")
+		return nil
+	})
 }
 
 // release undoes what Create did, from the in-memory record. A launcher

@@ -29,22 +29,21 @@ var harmlessSignals = map[syscall.Signal]bool{
 // power down and kill the monitor after the host's grace period; harmless
 // signals are ignored. all also kills helpers the monitor started.
 func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
-	state, err := c.CheckAlive()
-	if err != nil {
-		return err
-	}
-	// Harmless in every state: a created task's launcher has no guest
-	// either, and dying of SIGWINCH would surprise its owner just as much.
-	if harmlessSignals[sig] {
-		log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
+	return c.Do(lifecycle.EventKill, func(from lifecycle.Status) error {
+		// Harmless in every state: a created task's launcher has no guest
+		// either, and dying of SIGWINCH would surprise its owner just as
+		// much.
+		if harmlessSignals[sig] {
+			log.G(ctx).WithField("signal", sig).Debug("ignoring harmless signal for a VM")
+			return nil
+		}
+		// A launcher that has not exec'd has no guest to power down.
+		if sig == unix.SIGKILL || !from.Started() {
+			return c.killNow(all)
+		}
+		c.stopOnce.Do(func() { go c.gracefulStop(sig) })
 		return nil
-	}
-	// A launcher that has not exec'd has no guest to power down.
-	if sig == unix.SIGKILL || state == lifecycle.StatusCreated {
-		return c.killNow(all)
-	}
-	c.stopOnce.Do(func() { go c.gracefulStop(sig) })
-	return nil
+	})
 }
 
 func (c *Container) killNow(all bool) error {
@@ -59,7 +58,7 @@ func (c *Container) killNow(all bool) error {
 	for _, p := range pids[1:] {
 		_ = unix.Kill(p, unix.SIGKILL)
 	}
-	if c.Status() == lifecycle.StatusPaused && c.cgroup != nil {
+	if c.Status().Frozen() && c.cgroup != nil {
 		// A frozen task does not die until thawed.
 		_ = c.cgroup.Thaw()
 	}

@@ -12,7 +12,7 @@ import (
 // A harmless signal never ends a task, even one that is only created (its
 // launcher would have been killed).
 func TestHarmlessSignalSparesCreatedTask(t *testing.T) {
-	c := &Container{Machine: lifecycle.NewMachine(t.TempDir(), lifecycle.PersistedState{ID: "c", Namespace: "ns"})}
+	c := &Container{Init: lifecycle.NewInit(t.TempDir(), lifecycle.PersistedState{ID: "c", Namespace: "ns"})}
 	// c.process is nil: any kill would panic.
 	for _, sig := range []unix.Signal{unix.SIGWINCH, unix.SIGHUP, unix.SIGCONT} {
 		if err := c.Kill(context.Background(), sig, false); err != nil {
