@@ -26,6 +26,10 @@ type GuestCaps interface {
 	Name() string
 	SupportsBlock() bool
 	SupportsFS(fsType string) bool
+	// UnpacksAppendedInitrd tells whether the guest's kernel unpacks a
+	// cpio archive appended to its initrd over the initrd's own files
+	// (Linux does): an initrd root then gets the pod's files that way.
+	UnpacksAppendedInitrd() bool
 }
 
 // MonitorCaps is what mode selection asks of the monitor.
@@ -95,6 +99,9 @@ type Plan struct {
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
 	Devices []string
+	// Warnings name what the guest does not get of the spec (volumes a
+	// guest type cannot take), for the runtime to log.
+	Warnings []string
 	// Undo records what Prepare took from the host, persisted so that
 	// the delete command can give it back after a dead shim.
 	Undo Undo
@@ -190,7 +197,12 @@ func Select(req Request) (*Plan, error) {
 		return nil, fmt.Errorf("%smountRootfs is set, but guest %s cannot boot from the container rootfs (%s) and monitor %s shares no directory it can mount (9p, virtiofs)",
 			annotation.Prefix, req.Guest.Name(), describeMounts(req.Mounts), req.Monitor.Name())
 	}
-	return &Plan{Kernel: req.Kernel}, nil
+	p := &Plan{Kernel: req.Kernel}
+	if hasPodFiles(req.Volumes) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("guest %s boots with no root filesystem: volumes %s do not reach it",
+			req.Guest.Name(), strings.Join(podVolumeNames(req.Volumes), ", ")))
+	}
+	return p, nil
 }
 
 func describeMounts(ms []mount.Mount) string {

@@ -13,13 +13,15 @@ import (
 )
 
 type fakeGuest struct {
-	block bool
-	fs    map[string]bool
+	block          bool
+	fs             map[string]bool
+	appendedInitrd bool
 }
 
 func (fakeGuest) Name() string                    { return "g" }
 func (g fakeGuest) SupportsBlock() bool           { return g.block }
 func (g fakeGuest) SupportsFS(fsType string) bool { return g.fs[fsType] }
+func (g fakeGuest) UnpacksAppendedInitrd() bool   { return g.appendedInitrd }
 
 type fakeMonitor struct{ shares map[string]bool }
 

@@ -33,6 +33,8 @@ type Request struct {
 	// Process is the app's environment and identity, for inits that take
 	// them in a config file rather than on the kernel command line.
 	Process Process
+	// Hostname is the spec's hostname, for guests whose kernel sets it.
+	Hostname string
 	// Version is the image's unikernelVersion (Unikraft's command line
 	// depends on it).
 	Version string
@@ -78,6 +80,20 @@ type Guest interface {
 	// SupportsFS tells whether the guest can mount a filesystem of this
 	// type ("ext4", "9p", "virtiofs") as its root.
 	SupportsFS(fsType string) bool
+	// UnpacksAppendedInitrd tells whether the guest's kernel unpacks a
+	// cpio archive appended to its initrd: an initrd root then gets the
+	// pod's files (rootfs/podfiles.go). What each type gets of a pod:
+	//
+	//	guest     pod files and volumes                     environment
+	//	linux     initrd: appended archive; block: copied   kernel command line (KEY=VALUE to
+	//	          into the disk, disk volumes; 9p/virtiofs:  init), or urunit's config
+	//	          bound into the share
+	//	unikraft  9p: bound into the share; initrd: warned  env.vars (0.16.1 and later)
+	//	rumprun   disk volumes; files warned or refused     its JSON config's env
+	//	mirage    none: warned                              none
+	//	mewz      none: warned                              none
+	//	hermit    none: warned                              none
+	UnpacksAppendedInitrd() bool
 	// Monitors are the monitors urunc runs this guest type under.
 	Monitors() []string
 	// Devices says what the guest expects of the monitor's devices.

@@ -9,8 +9,11 @@ import (
 // "--" and the app's arguments.
 type hermit struct{}
 
-func (hermit) Name() string                  { return "hermit" }
-func (hermit) SupportsBlock() bool           { return false }
+func (hermit) Name() string        { return "hermit" }
+func (hermit) SupportsBlock() bool { return false }
+
+// UnpacksAppendedInitrd: Hermit's initrd is its app, not an archive.
+func (hermit) UnpacksAppendedInitrd() bool   { return false }
 func (hermit) SupportsFS(fsType string) bool { return false }
 func (hermit) Monitors() []string            { return []string{"qemu"} }
 func (hermit) Devices() Devices              { return Devices{NICOptions: "disable-legacy=on"} }

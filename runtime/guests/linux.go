@@ -21,6 +21,11 @@ func (linux) Devices() Devices { return Devices{} }
 func (linux) Monitors() []string  { return []string{"qemu", "firecracker", "clh"} }
 func (linux) SupportsBlock() bool { return true }
 
+// UnpacksAppendedInitrd: the kernel unpacks every cpio archive of its
+// initrd in turn, so the pod's files appended after the image's reach an
+// initrd root.
+func (linux) UnpacksAppendedInitrd() bool { return true }
+
 // ReportsExitOnConsole: with panic=-1 the kernel prints init's exit status
 // and resets; the monitor then exits 0.
 func (linux) ReportsExitOnConsole() bool { return true }
@@ -68,7 +73,13 @@ func (linux) Cmdline(req Request) (string, error) {
 	}
 	parts = append(parts, root...)
 	if n := req.Net; n != nil {
-		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s:urunc:eth0:off", n.Address, n.Gateway, n.Mask))
+		// ip='s hostname field is the kernel's one way to set the
+		// hostname; without a network the guest reads /etc/hostname.
+		host, err := kernelHostname(req.Hostname)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", n.Address, n.Gateway, n.Mask, host))
 	}
 	args, err := cmdlineArgs(req.Args)
 	if err != nil {
@@ -78,6 +89,12 @@ func (linux) Cmdline(req Request) (string, error) {
 		// The config is the initrd the monitor loads; the kernel keeps it
 		// there for urunit instead of unpacking it.
 		parts = append(parts, "retain_initrd", "URUNIT_CONFIG="+urunitRetainedConfig)
+	} else {
+		env, err := cmdlineEnv(req.Process.Env)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, env...)
 	}
 	// The kernel runs rdinit= from an initrd and init= from any other root.
 	initParam := "init="
@@ -86,7 +103,96 @@ func (linux) Cmdline(req Request) (string, error) {
 	}
 	parts = append(parts, initParam+args[0], "--")
 	parts = append(parts, args[1:]...)
-	return strings.Join(parts, " "), nil
+	cmdline := strings.Join(parts, " ")
+	if len(cmdline) > maxCmdline {
+		return "", fmt.Errorf("linux guest: the kernel command line (app arguments and environment) is %d bytes, more than the %d the kernel keeps", len(cmdline), maxCmdline)
+	}
+	return cmdline, nil
+}
+
+// maxCmdline is the longest command line the kernel keeps whole:
+// COMMAND_LINE_SIZE (2048 on x86 and arm64) less its NUL; the rest would be
+// cut off silently.
+const maxCmdline = 2047
+
+// maxInitEnv is how many variables the command line may give init: the
+// kernel holds MAX_INIT_ENVS (32) and starts with HOME and TERM; one more
+// and it panics at boot.
+const maxInitEnv = 30
+
+// defaultHostname is the guest's hostname when the spec names none.
+const defaultHostname = "urunc"
+
+// kernelHostname is the hostname for ip='s field: the spec's, which the
+// field's ':' separators and the kernel's 64 bytes must hold.
+func kernelHostname(h string) (string, error) {
+	if h == "" {
+		return defaultHostname, nil
+	}
+	if len(h) > 64 {
+		return "", fmt.Errorf("linux guest: hostname %q is longer than the kernel's 64 bytes", h)
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return "", fmt.Errorf("linux guest: hostname %q holds %q: the kernel command line's ip= takes letters, digits, '-' and '.'", h, r)
+		}
+	}
+	return h, nil
+}
+
+// cmdlineEnv renders the app's environment for the kernel command line:
+// the kernel hands init every parameter it does not know that holds '='
+// and no '.' in its name, as an environment variable, and so reaches an
+// init that reads no config file. A value with spaces is double-quoted,
+// which the kernel strips. What the command line cannot carry is refused,
+// naming the variable: a name that is not a shell name (a '.' makes it a
+// module's parameter, ignored), a name starting with a lowercase letter
+// (the kernel's own parameters are lowercase and would take it), a double
+// quote or a control character in the value, more variables than the
+// kernel holds.
+func cmdlineEnv(env []string) ([]string, error) {
+	out := make([]string, 0, len(env))
+	names := map[string]bool{}
+	for i, e := range env {
+		name, value, ok := strings.Cut(e, "=")
+		if !ok {
+			return nil, fmt.Errorf("linux guest: environment variable %d (%q) has no '='", i, e)
+		}
+		if !isEnvName(name) {
+			return nil, fmt.Errorf("linux guest: environment variable %q: the kernel command line carries only names of letters, digits and '_', not starting with a digit", name)
+		}
+		if name[0] >= 'a' && name[0] <= 'z' {
+			return nil, fmt.Errorf("linux guest: environment variable %q starts with a lowercase letter, which the kernel may take as its own parameter; an init that reads urunit's config takes it", name)
+		}
+		for _, r := range value {
+			if r == '"' || (r < 0x20 && r != '\t') || r == 0x7f {
+				return nil, fmt.Errorf("linux guest: environment variable %s holds %q, which the kernel command line cannot carry", name, r)
+			}
+		}
+		if name != "HOME" && name != "TERM" {
+			names[name] = true
+		}
+		if strings.ContainsAny(value, " \t") || strings.IndexByte(value, latin1NoBreakSpace) >= 0 {
+			value = `"` + value + `"`
+		}
+		out = append(out, name+"="+value)
+	}
+	if len(names) > maxInitEnv {
+		return nil, fmt.Errorf("linux guest: %d environment variables, more than the %d the kernel command line gives init", len(names), maxInitEnv)
+	}
+	return out, nil
+}
+
+func isEnvName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // urunitRetainedConfig is where the kernel exposes a retained initrd.

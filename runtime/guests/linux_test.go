@@ -1,6 +1,7 @@
 package guests
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -61,6 +62,28 @@ func TestLinuxCmdline(t *testing.T) {
 		{name: "carriage return", req: Request{Args: []string{"/a\rrdinit=/x"}, Root: initrd}, wantErr: "cannot carry"},
 		{name: "other Latin-1 and UTF-8 is fine", req: Request{Args: []string{"/caf\u00e9", "na\u00efve", "\u65e5\u672c"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/caf\u00e9 -- na\u00efve \u65e5\u672c"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: rootfs.Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
+		// The environment reaches any init as the kernel's unknown
+		// KEY=VALUE parameters; the hostname through ip=.
+		{
+			name: "environment and hostname",
+			req: Request{Args: []string{"/init", "x"}, Root: initrd, Hostname: "web-0",
+				Net:     &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"},
+				Process: Process{Env: []string{"PATH=/bin:/usr/bin", "GREETING=hello pod", "EMPTY=", "_X1=é"}}},
+			want: `panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:web-0:eth0:off PATH=/bin:/usr/bin GREETING="hello pod" EMPTY= _X1=é rdinit=/init -- x`,
+		},
+		{name: "a value with 0xA0 is quoted", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A=voil\u00e0"}}},
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw A=\"voil\u00e0\" rdinit=/init --"},
+		{name: "env name with a dot", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"a.b=1"}}}, wantErr: `environment variable "a.b"`},
+		{name: "env name lowercase", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"init=/bin/sh"}}}, wantErr: `"init" starts with a lowercase letter`},
+		{name: "env name with a space", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A B=1"}}}, wantErr: `environment variable "A B"`},
+		{name: "env name with a digit first", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"1A=1"}}}, wantErr: `environment variable "1A"`},
+		{name: "env without =", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A"}}}, wantErr: "has no '='"},
+		{name: "env value with a double quote", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{`A=x" rdinit=/bin/sh "`}}}, wantErr: `environment variable A holds '"'`},
+		{name: "env value with a newline", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A=x\nrdinit=/bin/sh"}}}, wantErr: `environment variable A holds '\n'`},
+		{name: "too many env", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: manyEnv(31)}}, wantErr: "31 environment variables, more than the 30"},
+		{name: "hostname with a colon", req: Request{Args: []string{"/init"}, Root: initrd, Hostname: "a:b",
+			Net: &Net{Address: "198.18.0.2", Mask: "255.255.255.0"}}, wantErr: `hostname "a:b" holds ':'`},
+		{name: "command line too long", req: Request{Args: []string{"/init", strings.Repeat("x", 2000)}, Root: initrd}, wantErr: "more than the 2047 the kernel keeps"},
 	}
 	for i := range cases {
 		cases[i].guest = linux{}
@@ -113,4 +136,12 @@ func TestLinuxUrunitConfig(t *testing.T) {
 			t.Fatalf("%+v: config %q, want none", r, c)
 		}
 	}
+}
+
+func manyEnv(n int) []string {
+	var env []string
+	for i := range n {
+		env = append(env, fmt.Sprintf("V%d=%d", i, i))
+	}
+	return env
 }

@@ -6,10 +6,13 @@ import "fmt"
 // command line, and reports its exit through qemu's isa-debug-exit device.
 type mewz struct{}
 
-func (mewz) Name() string           { return "mewz" }
-func (mewz) SupportsBlock() bool    { return false }
-func (mewz) SupportsFS(string) bool { return false }
-func (mewz) Monitors() []string     { return []string{"qemu"} }
+func (mewz) Name() string        { return "mewz" }
+func (mewz) SupportsBlock() bool { return false }
+
+// UnpacksAppendedInitrd: mewz has no filesystem of files.
+func (mewz) UnpacksAppendedInitrd() bool { return false }
+func (mewz) SupportsFS(string) bool      { return false }
+func (mewz) Monitors() []string          { return []string{"qemu"} }
 
 // Devices: a modern-only virtio NIC, and the exit device at 0x501.
 func (mewz) Devices() Devices {

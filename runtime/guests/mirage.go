@@ -9,11 +9,14 @@ import (
 // is given as --ipv4 and --ipv4-gateway, then the app's own arguments.
 type mirage struct{}
 
-func (mirage) Name() string           { return "mirage" }
-func (mirage) SupportsBlock() bool    { return true }
-func (mirage) SupportsFS(string) bool { return false }
-func (mirage) Monitors() []string     { return []string{"qemu", "hvt", "spt"} }
-func (mirage) Devices() Devices       { return Devices{Solo5Net: "service", Solo5Block: "storage"} }
+func (mirage) Name() string        { return "mirage" }
+func (mirage) SupportsBlock() bool { return true }
+
+// UnpacksAppendedInitrd: MirageOS has no filesystem of files.
+func (mirage) UnpacksAppendedInitrd() bool { return false }
+func (mirage) SupportsFS(string) bool      { return false }
+func (mirage) Monitors() []string          { return []string{"qemu", "hvt", "spt"} }
+func (mirage) Devices() Devices            { return Devices{Solo5Net: "service", Solo5Block: "storage"} }
 
 func (mirage) Cmdline(req Request) (string, error) {
 	if err := checkArgs("mirage", req.Args); err != nil {

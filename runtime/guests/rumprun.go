@@ -14,8 +14,11 @@ import (
 // it is assembled from encoded pieces as urunc does.
 type rumprun struct{}
 
-func (rumprun) Name() string                  { return "rumprun" }
-func (rumprun) SupportsBlock() bool           { return true }
+func (rumprun) Name() string        { return "rumprun" }
+func (rumprun) SupportsBlock() bool { return true }
+
+// UnpacksAppendedInitrd: rumprun boots from disks, not an initrd.
+func (rumprun) UnpacksAppendedInitrd() bool   { return false }
 func (rumprun) SupportsFS(fsType string) bool { return fsType == "ext2" }
 func (rumprun) Monitors() []string            { return []string{"hvt", "spt"} }
 

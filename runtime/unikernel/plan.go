@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -50,6 +51,7 @@ type bootPlan struct {
 	rootfs    *rootfs.Plan
 	args      []string
 	version   string
+	hostname  string
 	process   guests.Process
 	guest     monitors.Guest
 	binds     []confined.Bind
@@ -94,7 +96,10 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
-	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion, hostname: spec.Hostname}
+	for _, w := range rp.Warnings {
+		log.G(ctx).Warn(w)
+	}
 	if err := plan.setDevices(cfg); err != nil {
 		return nil, err
 	}
@@ -109,9 +114,11 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if p := spec.Process; p != nil {
 		plan.process = guests.Process{Env: p.Env, UID: p.User.UID, GID: p.User.GID, Cwd: p.Cwd}
 	}
-	// Validate the command line now; finish renders it once the network
-	// is known.
-	if _, err := g.Cmdline(guests.Request{Args: args, Root: rp.Root, Version: cfg.UnikernelVersion}); err != nil {
+	// Validate the command line now, with a network standing in for the
+	// one finish renders it with once it is known.
+	check := guests.Request{Args: args, Root: rp.Root, Volumes: rp.Volumes, Process: plan.process, Hostname: plan.hostname, Version: cfg.UnikernelVersion,
+		Net: &guests.Net{Address: "255.255.255.255", Mask: "255.255.255.255", Gateway: "255.255.255.255", MAC: "02:00:00:00:00:00"}}
+	if _, err := g.Cmdline(check); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
@@ -254,7 +261,7 @@ func (p *bootPlan) placeGuestFiles() []confined.Bind {
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
-	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Version: p.version}
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Hostname: p.hostname, Version: p.version}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}

@@ -1,0 +1,347 @@
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// An initrd guest gets the pod's files (/etc/hosts, /etc/hostname,
+// /etc/resolv.conf, ConfigMap, Secret, emptyDir and projected volumes: the
+// spec's binds) as a second archive after the image's initrd: the Linux
+// kernel unpacks concatenated cpio archives into its rootfs in order, so
+// the pod's files land over the image's without the image being written.
+// qemu, firecracker and cloud-hypervisor each take one initrd file, so
+// the bundle gets one: the image's initrd, zero padding to a 4-byte
+// boundary (the kernel looks for the next archive's magic there), then a
+// newc archive of the pod's files.
+//
+// Every source is read as the kubelet left it, never through a symlink
+// (O_NOFOLLOW on each component below the volume's own path), without
+// blocking, and only when it is a regular file, a directory or a symlink
+// (copied as a symlink, resolved by the guest inside its own root); a
+// device, FIFO or socket is refused, naming it.
+
+// MaxPodArchiveBytes bounds the file data of the pod-files archive: the
+// guest holds it in RAM. Kubernetes caps a ConfigMap or a Secret at 1 MiB,
+// so 16 MiB carries a pod's usual files many times over; a larger volume
+// (a hostPath directory, say) is refused, naming it.
+const MaxPodArchiveBytes = 16 << 20
+
+// maxPodArchiveEntries bounds the files, directories and symlinks in the
+// archive; maxPodArchiveDepth bounds how deep a volume's directories go.
+const (
+	maxPodArchiveEntries = 4096
+	maxPodArchiveDepth   = 32
+)
+
+// podInitrdDir is the bundle directory of the combined initrd.
+const podInitrdDir = "podfiles"
+
+// hasPodFiles tells whether the spec has volumes an initrd guest gets as
+// pod files.
+func hasPodFiles(ms []specs.Mount) bool { return len(volumes(ms)) > 0 }
+
+// podVolumeNames lists the destinations of the spec's volumes, for a
+// warning that names what a guest does not get.
+func podVolumeNames(ms []specs.Mount) []string {
+	var out []string
+	for _, v := range volumes(ms) {
+		out = append(out, v.Destination)
+	}
+	return out
+}
+
+// writeInitrdWithPodFiles writes dst: the image's initrd at src, then the
+// archive of the pod's volumes. dst is a new file in a directory of the
+// bundle, never in the image.
+func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
+	in, _, err := openRegularSource(src, 0)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	defer in.Close()
+	// Readable by a monitor that runs as the spec's user; its directory
+	// keeps others out.
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			out.Close()
+			os.Remove(dst)
+		}
+	}()
+	n, err := io.Copy(out, in)
+	if err != nil {
+		return fmt.Errorf("copy the image's initrd %s: %w", src, err)
+	}
+	if r := n % 4; r != 0 {
+		if _, err := out.Write(make([]byte, 4-r)); err != nil {
+			return err
+		}
+	}
+	if err := WritePodArchive(out, vols); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	done = true
+	return nil
+}
+
+// WritePodArchive writes the spec's volumes (binds, but not those under
+// /dev, /proc and /sys) to w as a newc cpio archive, each at its
+// destination, with the directories above it.
+func WritePodArchive(w io.Writer, ms []specs.Mount) error {
+	a := &podArchive{cw: &cpioWriter{w: w}, dirs: map[string]bool{}}
+	for _, m := range volumes(ms) {
+		if err := a.addVolume(m); err != nil {
+			return fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
+		}
+	}
+	return a.cw.trailer()
+}
+
+type podArchive struct {
+	cw      *cpioWriter
+	dirs    map[string]bool // directories already in the archive
+	bytes   int64
+	entries int
+}
+
+func (a *podArchive) addVolume(m specs.Mount) error {
+	rel, err := relInRoot(m.Destination)
+	if err != nil {
+		return err
+	}
+	if err := a.parents(rel); err != nil {
+		return err
+	}
+	fd, err := unix.Open(m.Source, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return fmt.Errorf("source %s is a symlink: name the file itself", m.Source)
+	}
+	if err != nil {
+		return fmt.Errorf("open source: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), m.Source)
+	defer f.Close()
+	return a.add(f, rel, m.Source, 0)
+}
+
+// parents adds the directories above rel that are not in the archive yet,
+// root's and 0755: the kernel creates no missing directory itself.
+func (a *podArchive) parents(rel string) error {
+	var chain []string
+	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+		chain = append(chain, d)
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		if a.dirs[chain[i]] {
+			continue
+		}
+		if err := a.entry(); err != nil {
+			return err
+		}
+		if err := a.cw.header(chain[i], unix.S_IFDIR|0o755, 0, 0, 0); err != nil {
+			return err
+		}
+		a.dirs[chain[i]] = true
+	}
+	return nil
+}
+
+func (a *podArchive) entry() error {
+	a.entries++
+	if a.entries > maxPodArchiveEntries {
+		return fmt.Errorf("more than %d files in the pod's volumes, the most an initrd guest takes", maxPodArchiveEntries)
+	}
+	return nil
+}
+
+// add puts f, open without following a symlink, at rel: a regular file's
+// bytes, or a directory and what it holds.
+func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", hostPath, err)
+	}
+	perm := st.Mode & 0o777 // no setuid, setgid or sticky bit from a volume
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if err := a.entry(); err != nil {
+			return err
+		}
+		if st.Size > MaxPodArchiveBytes-a.bytes {
+			return fmt.Errorf("%s: %d bytes would take the pod's files over the %d an initrd guest takes", hostPath, st.Size, MaxPodArchiveBytes)
+		}
+		a.bytes += st.Size
+		if err := a.cw.header(rel, unix.S_IFREG|perm, st.Uid, st.Gid, st.Size); err != nil {
+			return err
+		}
+		n, err := io.Copy(a.cw, io.LimitReader(f, st.Size))
+		if err != nil {
+			return fmt.Errorf("%s: read: %w", hostPath, err)
+		}
+		if n != st.Size {
+			return fmt.Errorf("%s: gave %d bytes, not the %d it had when opened", hostPath, n, st.Size)
+		}
+		return a.cw.padData()
+	case unix.S_IFDIR:
+		if depth >= maxPodArchiveDepth {
+			return fmt.Errorf("%s: directories nested deeper than %d", hostPath, maxPodArchiveDepth)
+		}
+		if err := a.entry(); err != nil {
+			return err
+		}
+		if err := a.cw.header(rel, unix.S_IFDIR|perm, st.Uid, st.Gid, 0); err != nil {
+			return err
+		}
+		a.dirs[rel] = true
+		return a.addDir(f, rel, hostPath, depth)
+	}
+	return fmt.Errorf("%s is %s: an initrd guest takes regular files, directories and symlinks", hostPath, fileKind(fileModeOf(st.Mode)))
+}
+
+// addDir adds what the directory f holds, in name order.
+func (a *podArchive) addDir(f *os.File, rel, hostPath string, depth int) error {
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("%s: %w", hostPath, err)
+	}
+	if len(names) > maxPodArchiveEntries {
+		return fmt.Errorf("%s: more than %d entries", hostPath, maxPodArchiveEntries)
+	}
+	sort.Strings(names)
+	dirFD := int(f.Fd())
+	for _, name := range names {
+		childRel, childHost := rel+"/"+name, filepath.Join(hostPath, name)
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirFD, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("%s: %w", childHost, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			if err := a.symlink(dirFD, name, childRel, childHost, st); err != nil {
+				return err
+			}
+			continue
+		}
+		fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			// A device, FIFO or socket is named by add's check when it
+			// opens; one that cannot even be opened is named here.
+			return fmt.Errorf("%s (%s): %w", childHost, fileKind(fileModeOf(st.Mode)), err)
+		}
+		child := os.NewFile(uintptr(fd), childHost)
+		err = a.add(child, childRel, childHost, depth+1)
+		child.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// symlink copies a symlink as a symlink (a ConfigMap's keys are symlinks
+// into its ..data directory): the guest resolves it in its own root.
+func (a *podArchive) symlink(dirFD int, name, rel, hostPath string, st unix.Stat_t) error {
+	if err := a.entry(); err != nil {
+		return err
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(dirFD, name, buf)
+	if err != nil {
+		return fmt.Errorf("%s: %w", hostPath, err)
+	}
+	target := buf[:n]
+	if err := a.cw.header(rel, unix.S_IFLNK|0o777, st.Uid, st.Gid, int64(len(target))); err != nil {
+		return err
+	}
+	if _, err := a.cw.Write(target); err != nil {
+		return err
+	}
+	return a.cw.padData()
+}
+
+// fileModeOf turns a stat(2) type into an os.FileMode type for fileKind.
+func fileModeOf(m uint32) os.FileMode {
+	switch m & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFBLK:
+		return os.ModeDevice
+	case unix.S_IFIFO:
+		return os.ModeNamedPipe
+	case unix.S_IFSOCK:
+		return os.ModeSocket
+	case unix.S_IFLNK:
+		return os.ModeSymlink
+	case unix.S_IFDIR:
+		return os.ModeDir
+	}
+	return 0
+}
+
+// cpioWriter writes a newc ("070701") cpio archive, the format the Linux
+// kernel unpacks as an initramfs: a header of 13 8-digit hex fields, the
+// name with its NUL, padding to 4 bytes, the data, padding to 4 bytes.
+type cpioWriter struct {
+	w   io.Writer
+	off int64 // bytes written, for the padding
+	ino uint32
+}
+
+func (c *cpioWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.off += int64(n)
+	return n, err
+}
+
+// header starts an entry; size bytes of data must follow, then padData.
+func (c *cpioWriter) header(name string, mode, uid, gid uint32, size int64) error {
+	if strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("name %q holds a NUL byte", name)
+	}
+	if size > 0xffffffff {
+		return fmt.Errorf("%s: %d bytes, more than a newc archive entry holds", name, size)
+	}
+	c.ino++
+	nlink := 1
+	if mode&unix.S_IFMT == unix.S_IFDIR {
+		nlink = 2
+	}
+	// ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
+	// rdevmajor, rdevminor, namesize, check.
+	hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		c.ino, mode, uid, gid, nlink, 0, size, 0, 0, 0, 0, len(name)+1, 0)
+	if _, err := io.WriteString(c, hdr+name+"\x00"); err != nil {
+		return err
+	}
+	return c.padData()
+}
+
+// padData pads what is written so far to a 4-byte boundary.
+func (c *cpioWriter) padData() error {
+	if r := c.off % 4; r != 0 {
+		_, err := c.Write(make([]byte, 4-r))
+		return err
+	}
+	return nil
+}
+
+// trailer ends the archive.
+func (c *cpioWriter) trailer() error {
+	return c.header("TRAILER!!!", 0, 0, 0, 0)
+}
