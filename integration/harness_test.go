@@ -190,7 +190,7 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("import image %s into blockfile: %v: %s", rootfsImage, err, out)
 	}
 	// CRI works in the k8s.io namespace: the pod's images live there.
-	for _, img := range []string{image, pause, plain} {
+	for _, img := range []string{image, pause, plain, rootfsImage} {
 		if out, err := ctrContext(context.Background(), "--namespace", criNamespace, "images", "import", img); err != nil {
 			return 0, fmt.Errorf("import image %s for CRI: %v: %s", img, err, out)
 		}
@@ -231,6 +231,10 @@ state = %q
   level = "debug"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc]
   runtime_type = %q
+# A RuntimeClass whose pods' rootfs are block files: a block guest.
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc-block]
+  runtime_type = %q
+  snapshotter = "blockfile"
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
 [plugins."io.containerd.cri.v1.images".pinned_images]
@@ -246,7 +250,7 @@ state = %q
   scratch_file = %q
   fs_type = "ext4"
   mount_options = []
-`, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName,
+`, filepath.Join(e.dir, "root"), e.stateDir(), e.socket(), e.socket()+".ttrpc", runtimeName, runtimeName,
 		testimage.PauseImageName, e.criCNIDir(), e.blockfileScratch())
 	if _, err := os.Stat(e.blockfileScratch()); err != nil {
 		out, err := exec.Command("mkfs.ext4", "-q", "-F", e.blockfileScratch(), "64M").CombinedOutput()

@@ -32,6 +32,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
 //	sleepcat FILE...  as cat, then as sleep
 //	exit N         end init with status N (the kernel reports it and resets)
+//	envcat VAR FILE...  print VAR's value and the hostname, then each file as cat does, then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -92,6 +93,15 @@ write)
 	;;
 cat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	;;
+envcat)
+	v=$1
+	shift
+	eval "val=\${$v}"
+	echo "URUNC_GUEST_ENV $v=$val"
+	echo "URUNC_GUEST_HOSTNAME $(hostname)"
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	echo "URUNC_GUEST_DONE"
 	;;
 exit)
 	sync

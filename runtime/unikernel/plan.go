@@ -96,7 +96,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
-	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion, hostname: spec.Hostname}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion, hostname: guestHostname(spec)}
 	for _, w := range rp.Warnings {
 		log.G(ctx).Warn(w)
 	}
@@ -166,6 +166,22 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		return nil, err
 	}
 	return plan, nil
+}
+
+// guestHostname is the hostname the guest's kernel is given: the spec's,
+// else, for a container that joins its pod's UTS namespace and so has
+// none of its own (CRI), the HOSTNAME CRI puts in its environment, the
+// name a runc container of the pod would see.
+func guestHostname(spec *specs.Spec) string {
+	if spec.Hostname != "" || spec.Process == nil {
+		return spec.Hostname
+	}
+	for _, e := range spec.Process.Env {
+		if h, ok := strings.CutPrefix(e, "HOSTNAME="); ok {
+			return h
+		}
+	}
+	return ""
 }
 
 // controlSocketPath is where the monitor's control socket lives: the

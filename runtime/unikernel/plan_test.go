@@ -49,3 +49,20 @@ func TestPlanConfinementUser(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestHostname(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec specs.Spec
+		want string
+	}{
+		{"the spec's", specs.Spec{Hostname: "h1", Process: &specs.Process{Env: []string{"HOSTNAME=h2"}}}, "h1"},
+		{"CRI's environment", specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin", "HOSTNAME=pod-0"}}}, "pod-0"},
+		{"none", specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin"}}}, ""},
+		{"no process", specs.Spec{}, ""},
+	} {
+		if got := guestHostname(&tc.spec); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
