@@ -133,8 +133,8 @@ func kernelHostname(h string) (string, error) {
 		return "", fmt.Errorf("linux guest: hostname %q is longer than the kernel's 64 bytes", h)
 	}
 	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
-			return "", fmt.Errorf("linux guest: hostname %q holds %q: the kernel command line's ip= takes letters, digits, '-' and '.'", h, r)
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_') {
+			return "", fmt.Errorf("linux guest: hostname %q holds %q: the kernel command line's ip= takes letters, digits, '-', '_' and '.'", h, r)
 		}
 	}
 	return h, nil

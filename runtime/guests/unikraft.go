@@ -18,9 +18,10 @@ type unikraft struct{}
 func (unikraft) Name() string        { return "unikraft" }
 func (unikraft) SupportsBlock() bool { return false }
 
-// UnpacksAppendedInitrd: Unikraft's initrd is one archive its vfs mounts
-// as the root; a second one is not read, so the pod's files are warned
-// about (a 9p root shows them).
+// UnpacksAppendedInitrd: Unikraft extracts its initrd itself, and no
+// version is known here to read a second archive after the first, so
+// nothing is appended and the pod's files are warned about (a 9p root
+// shows them).
 func (unikraft) UnpacksAppendedInitrd() bool   { return false }
 func (unikraft) SupportsFS(fsType string) bool { return fsType == "9p" }
 func (unikraft) Monitors() []string            { return []string{"qemu", "firecracker"} }
