@@ -50,7 +50,7 @@ unit:
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime/config:FuzzURuncJSON ./runtime/config:FuzzHostConfig \
 	./runtime/lifecycle:FuzzPersistedState ./runtime/lifecycle:FuzzConsoleExit \
-	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzGuestCmdlines \
+	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzLinuxCmdlineEnv ./runtime/guests:FuzzGuestCmdlines \
 	./rootfs:FuzzWriteInRoot ./monitors:FuzzQMPReplies ./monitors:FuzzAPIResponse ./internal/elfdyn:FuzzDecode
 # Go's fuzzer may end a run at its time limit with "context deadline
 # exceeded" while a worker is busy, with no failing input: that is not a

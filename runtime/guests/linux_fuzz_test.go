@@ -68,3 +68,31 @@ func kernelArgs(cmdline string) []string {
 	}
 	return args
 }
+
+// Whatever the container's environment, each variable is one kernel
+// parameter, the variable itself once the kernel strips its quotes, and
+// none adds or changes another parameter.
+func FuzzLinuxCmdlineEnv(f *testing.F) {
+	for _, seed := range []string{
+		"A=b", "GREETING=hello pod", `A=x" init=/bin/sh "`, "A=x\ninit=/bin/sh", "A=voil\u00e0 rdinit=/x",
+		"init=/bin/sh", "a.b=c", "A=\t", "A= rdinit=/x", "A=", "=x", "A=\xa0rw",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, e string) {
+		req := Request{Args: []string{"/init", "x"}, Root: rootfs.Root{Kind: rootfs.KindBlock}, Process: Process{Env: []string{e}}}
+		got, err := linux{}.Cmdline(req)
+		if err != nil {
+			return
+		}
+		before, _, ok := strings.Cut(got, " -- ")
+		if !ok {
+			t.Fatalf("no \" -- \" in %q", got)
+		}
+		fields := kernelArgs(before)
+		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "root=/dev/vda", "rw", e, "init=/init"}
+		if strings.Join(fields, "\x00") != strings.Join(want, "\x00") {
+			t.Fatalf("environment %q: the kernel reads %q, want %q", e, fields, want)
+		}
+	})
+}
