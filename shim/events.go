@@ -19,6 +19,12 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
+// eventPublisher takes the task service's events (eventstypes values) in
+// the order they happen; eventQueue is the real one.
+type eventPublisher interface {
+	Send(event any)
+}
+
 // eventQueue forwards events to containerd one at a time, in the order
 // they were sent. An event that cannot be delivered (containerd is down or
 // restarting) is retried until it is, never dropped and never overtaken

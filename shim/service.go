@@ -31,8 +31,6 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
@@ -41,9 +39,13 @@ var empty = &ptypes.Empty{}
 // taskService implements containerd's task API (v2) for unikernel
 // containers.
 type taskService struct {
-	events    *eventQueue
+	runtime   runtimeLibrary
+	events    eventPublisher
 	shutdown  shutdown.Service
 	namespace string
+	// idleExitAfter is how long the shim lives on with no container
+	// and no Shutdown from containerd.
+	idleExitAfter time.Duration
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -54,17 +56,17 @@ type taskService struct {
 	unusedKeysWarned sync.Once
 }
 
-// idleExitAfter bounds how long a shim with no container waits for
+// defaultIdleExitAfter bounds how long a shim with no container waits for
 // containerd's Shutdown. containerd calls Shutdown right after the last
 // Delete; if it dies in between, the shim would otherwise live forever.
-const idleExitAfter = 30 * time.Second
+const defaultIdleExitAfter = 30 * time.Second
 
 // armIdleExit starts the idle timer; s.mu must be held.
 func (s *taskService) armIdleExit() {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
-	s.idle = time.AfterFunc(idleExitAfter, func() {
+	s.idle = time.AfterFunc(s.idleExitAfter, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if len(s.containers) == 0 {
@@ -103,18 +105,26 @@ func (c *container) releaseStart() { c.startOnce.Do(func() { close(c.startDone) 
 
 // NewTaskService returns the task service; sd ends the shim process.
 func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
-	ns, _ := namespaces.Namespace(ctx)
-	s := &taskService{
-		events:     newEventQueue(ctx, ttrpcAddress()),
-		shutdown:   sd,
-		namespace:  ns,
-		containers: map[string]*container{},
-	}
+	events := newEventQueue(ctx, ttrpcAddress())
 	sd.RegisterCallback(func(context.Context) error {
-		s.events.Close()
+		events.Close()
 		return nil
 	})
-	return s, nil
+	return newTaskService(ctx, sd, bundleLibrary{}, events), nil
+}
+
+// newTaskService wires the task service to a runtime library and an event
+// publisher: the real ones in the shim, fakes in its unit tests.
+func newTaskService(ctx context.Context, sd shutdown.Service, rt runtimeLibrary, events eventPublisher) *taskService {
+	ns, _ := namespaces.Namespace(ctx)
+	return &taskService{
+		runtime:       rt,
+		events:        events,
+		shutdown:      sd,
+		namespace:     ns,
+		idleExitAfter: defaultIdleExitAfter,
+		containers:    map[string]*container{},
+	}
 }
 
 // getInit returns the container for a call on its init process; a unikernel
@@ -161,7 +171,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "restoring a unikernel from a checkpoint is not supported")
 	}
-	host, err := config.LoadHostConfig()
+	host, err := s.runtime.LoadHostConfig()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
 	}
@@ -175,7 +185,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	rt, err := bundle.Create(ctx, lifecycle.CreateOptions{
+	rt, err := s.runtime.Create(ctx, lifecycle.CreateOptions{
 		ID:        r.ID,
 		Namespace: s.namespace,
 		Bundle:    r.Bundle,
