@@ -1003,6 +1003,37 @@ func TestStdioThroughFIFOs(t *testing.T) {
 	}
 }
 
+// CloseIO ends the guest's stdin after what containerd already wrote:
+// data still waiting in the FIFO reaches the monitor before its EOF, as
+// with containerd's runc shim, where CloseIO drops only the shim's hold.
+func TestCloseIOKeepsWrittenStdin(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	stdin := mkfifo(t, dir, "stdin")
+	ft := h.createWith(t, &taskAPI.CreateTaskRequest{ID: "a", Bundle: dir, Stdin: stdin})
+	h.start(t, "a")
+
+	in, err := os.OpenFile(stdin, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("open stdin FIFO as containerd: %v", err)
+	}
+	defer in.Close()
+	if _, err := in.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.CloseIO(h.ctx, &taskAPI.CloseIORequest{ID: "a", Stdin: true}); err != nil {
+		t.Fatalf("CloseIO: %v", err)
+	}
+	if got := readAllWithin(t, ft.stdio.Stdin); got != "ping" {
+		t.Errorf("the monitor read %q then EOF from stdin, want ping then EOF", got)
+	}
+	ft.exitWith(0)
+	h.events.waitForTopic(t, topicExit)
+	if _, err := h.svc.Delete(h.ctx, &taskAPI.DeleteRequest{ID: "a"}); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}
+
 // readAllWithin reads r to EOF, failing the test if that does not come.
 func readAllWithin(t *testing.T, r io.Reader) string {
 	t.Helper()

@@ -35,8 +35,10 @@ type stdio struct {
 	cfg     stdioConfig
 	monitor lifecycle.Stdio // the monitor's ends, closed once it holds them
 
-	stdinW  io.WriteCloser // the shim's end of the monitor's stdin
-	console console.Console
+	// stdinFifo is the shim's read end of the stdin FIFO, when the shim
+	// copies it into the monitor's stdin.
+	stdinFifo *os.File
+	console   console.Console
 
 	copies  sync.WaitGroup // copies of the monitor's output
 	closers []io.Closer
@@ -89,13 +91,53 @@ func (s *stdio) openStdin() error {
 	if err != nil {
 		return err
 	}
-	s.monitor.Stdin, s.stdinW = r, w
+	s.monitor.Stdin, s.stdinFifo = r, in
+	// Close closes w too, should the monitor never read what is left.
+	s.track(w)
 	go func() {
-		_ = copyWhenReady(w, in)
-		// EOF on stdin is the guest's EOF too.
-		s.CloseStdin()
+		if err := copyWhenReady(w, in); errors.Is(err, os.ErrDeadlineExceeded) {
+			// CloseStdin: what the FIFO holds was written before it.
+			_ = drainReady(w, in)
+		}
+		// EOF on stdin, the writer's or CloseIO's, is the guest's EOF too.
+		w.Close()
 	}()
 	return nil
+}
+
+// drainReady copies into dst what src, a FIFO opened non-blocking, holds
+// now, without waiting for more; it clears src's read deadline first.
+func drainReady(dst io.Writer, src *os.File) error {
+	if err := src.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	for {
+		var n int
+		var rerr error
+		// Returning true reads once, without waiting for readiness.
+		if err := rc.Read(func(fd uintptr) bool { n, rerr = unix.Read(int(fd), *buf); return true }); err != nil {
+			return err
+		}
+		if n > 0 {
+			if _, err := dst.Write((*buf)[:n]); err != nil {
+				return err
+			}
+			continue
+		}
+		switch {
+		case errors.Is(rerr, unix.EINTR):
+		case errors.Is(rerr, unix.EAGAIN), rerr == nil: // nothing more now, or EOF
+			return nil
+		default:
+			return rerr
+		}
+	}
 }
 
 // openStdinFifo opens the stdin FIFO, if the request has one, for reading
@@ -452,10 +494,12 @@ func (s *stdio) closeMonitorEnds() {
 	}
 }
 
-// CloseStdin closes the guest's stdin (CloseIO).
+// CloseStdin closes the guest's stdin (CloseIO) once the copy has passed
+// on what the FIFO already holds: the read deadline wakes the copy, which
+// then drains the FIFO and closes the monitor's stdin.
 func (s *stdio) CloseStdin() {
-	if s.stdinW != nil {
-		s.stdinW.Close()
+	if s.stdinFifo != nil {
+		_ = s.stdinFifo.SetReadDeadline(time.Now())
 	}
 }
 
