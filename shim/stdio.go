@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestconsole"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
@@ -44,7 +45,7 @@ type stdio struct {
 	closers []io.Closer
 	// console gets a copy of stdout, when the shim copies it (FIFOs):
 	// what a guest says there about its exit.
-	guestConsole *lifecycle.ConsoleTap
+	guestConsole *guestconsole.Tap
 	// loggerPidfd is a pidfd of the binary:// logger, -1 without one.
 	loggerPidfd int
 	once        sync.Once
@@ -232,7 +233,7 @@ func (s *stdio) openOutput(ctx context.Context, id, namespace string) error {
 func (s *stdio) openFifoOutputs(ctx context.Context) error {
 	var err error
 	if s.cfg.Stdout != "" {
-		s.guestConsole = lifecycle.NewConsoleTap()
+		s.guestConsole = guestconsole.NewTap()
 		if s.monitor.Stdout, err = s.openFifoOutput(ctx, fifoPath(s.cfg.Stdout), s.guestConsole); err != nil {
 			return err
 		}
@@ -262,7 +263,7 @@ func fifoPath(uri string) string {
 // the FIFO at path. The shim holds the FIFO open for reading too, so that a
 // reader that goes away (containerd restarting) never makes the monitor
 // die of SIGPIPE; output just waits in the pipe.
-func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *lifecycle.ConsoleTap) (*os.File, error) {
+func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *guestconsole.Tap) (*os.File, error) {
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -280,7 +281,7 @@ func (s *stdio) openFifoOutput(ctx context.Context, path string, tap *lifecycle.
 // it must close when the monitor is gone, not at Delete. While the copy
 // runs the shim also holds the FIFO open for reading, so that a reader
 // that goes away never breaks the pipe.
-func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, tap *lifecycle.ConsoleTap) error {
+func (s *stdio) copyToFifo(ctx context.Context, path string, src io.ReadCloser, tap *guestconsole.Tap) error {
 	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open FIFO %s: %w", path, err)
@@ -340,7 +341,7 @@ func (s *stdio) copyThroughTap(dst *os.File) (*os.File, error) {
 		dst.Close()
 		return nil, err
 	}
-	s.guestConsole = lifecycle.NewConsoleTap()
+	s.guestConsole = guestconsole.NewTap()
 	tap := s.guestConsole
 	s.copies.Add(1)
 	go func() {
@@ -457,7 +458,7 @@ func (s *stdio) openTerminal(ctx context.Context) error {
 		return fmt.Errorf("open pty %s: %w", slavePath, err)
 	}
 	s.monitor = lifecycle.Stdio{Stdin: slave, Stdout: slave, Stderr: slave}
-	s.guestConsole = lifecycle.NewConsoleTap()
+	s.guestConsole = guestconsole.NewTap()
 	return s.attachConsole(ctx, master)
 }
 
