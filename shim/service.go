@@ -32,6 +32,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/stdio"
 )
 
 var empty = &ptypes.Empty{}
@@ -80,8 +81,8 @@ func (s *taskService) armIdleExit() {
 // knows of it (stdio, event ordering).
 type container struct {
 	rt   lifecycle.Task
-	io   *stdio
-	spec stdioConfig
+	io   *stdio.Streams
+	spec stdio.Config
 	// startDone closes once TaskStart is out (or the task is deleted
 	// without a start): TaskExit waits for it, so events never arrive in
 	// the wrong order even if the monitor dies during Start.
@@ -180,8 +181,8 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 			log.G(ctx).Warnf("host config: keys this runtime does not use: %s", strings.Join(host.UnusedKeys, ", "))
 		})
 	}
-	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
-	io, err := openStdio(ctx, r.ID, s.namespace, cfg)
+	cfg := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	io, err := stdio.Open(ctx, r.ID, s.namespace, cfg)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -190,11 +191,11 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		Namespace: s.namespace,
 		Bundle:    r.Bundle,
 		Rootfs:    toMounts(r.Rootfs),
-		Stdio:     io.monitor,
-		Console:   io.guestConsole,
+		Stdio:     io.Monitor(),
+		Console:   io.GuestConsole(),
 		Host:      host,
 	})
-	io.closeMonitorEnds()
+	io.CloseMonitorEnds()
 	if err != nil {
 		io.Close()
 		return nil, errgrpc.ToGRPC(err)
@@ -437,7 +438,7 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 }
 
 // stdioOf is the stdio of container id, or of its exec execID when set.
-func (s *taskService) stdioOf(id, execID string) (*stdio, error) {
+func (s *taskService) stdioOf(id, execID string) (*stdio.Streams, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return nil, err
