@@ -21,6 +21,7 @@ import (
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/eventqueue"
 )
 
 // This file holds the task service's test doubles: a runtime library whose
@@ -536,7 +537,7 @@ func (r *recordedEvents) all() []any {
 func (r *recordedEvents) topics() []string {
 	var out []string
 	for _, e := range r.all() {
-		out = append(out, topic(e))
+		out = append(out, eventqueue.Topic(e))
 	}
 	return out
 }
@@ -572,7 +573,7 @@ func (r *recordedEvents) waitForTopic(t *testing.T, want string) any {
 	var found any
 	if !r.waitUntil(eventually, func(es []any) bool {
 		for _, e := range es {
-			if topic(e) == want {
+			if eventqueue.Topic(e) == want {
 				found = e
 				return true
 			}

@@ -20,7 +20,6 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
-	ctrdruntime "github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
@@ -32,10 +31,17 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/eventqueue"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/stdio"
 )
 
 var empty = &ptypes.Empty{}
+
+// eventPublisher takes the task service's events (eventstypes values) in
+// the order they happen; eventqueue.Queue is the real one.
+type eventPublisher interface {
+	Send(event any)
+}
 
 // taskService implements containerd's task API (v2) for unikernel
 // containers.
@@ -106,7 +112,7 @@ func (c *container) releaseStart() { c.startOnce.Do(func() { close(c.startDone) 
 
 // NewTaskService returns the task service; sd ends the shim process.
 func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
-	events := newEventQueue(ctx, ttrpcAddress())
+	events := eventqueue.New(ctx, os.Getenv("TTRPC_ADDRESS"))
 	sd.RegisterCallback(func(context.Context) error {
 		events.Close()
 		return nil
@@ -544,29 +550,4 @@ func (s *taskService) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) 
 	log.G(ctx).Debug("no container left; shutting down")
 	s.shutdown.Shutdown()
 	return empty, nil
-}
-
-// topic returns the containerd event topic of an event.
-func topic(e any) string {
-	switch e.(type) {
-	case *eventstypes.TaskCreate:
-		return ctrdruntime.TaskCreateEventTopic
-	case *eventstypes.TaskStart:
-		return ctrdruntime.TaskStartEventTopic
-	case *eventstypes.TaskExit:
-		return ctrdruntime.TaskExitEventTopic
-	case *eventstypes.TaskDelete:
-		return ctrdruntime.TaskDeleteEventTopic
-	case *eventstypes.TaskPaused:
-		return ctrdruntime.TaskPausedEventTopic
-	case *eventstypes.TaskResumed:
-		return ctrdruntime.TaskResumedEventTopic
-	case *eventstypes.TaskOOM:
-		return ctrdruntime.TaskOOMEventTopic
-	case *eventstypes.TaskExecAdded:
-		return ctrdruntime.TaskExecAddedEventTopic
-	case *eventstypes.TaskExecStarted:
-		return ctrdruntime.TaskExecStartedEventTopic
-	}
-	return ctrdruntime.TaskUnknownTopic
 }

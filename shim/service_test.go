@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/eventqueue"
 )
 
 const (
@@ -159,7 +160,7 @@ func TestTaskLifecycle(t *testing.T) {
 					<-ft.exitTaken
 					h.events.waitUntil(200*time.Millisecond, func(es []any) bool {
 						for _, e := range es {
-							if topic(e) == topicExit {
+							if eventqueue.Topic(e) == topicExit {
 								return true
 							}
 						}
