@@ -49,7 +49,7 @@ unit:
 # target for FUZZTIME (CI's short pass: make test runs 5s each).
 FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime/config:FuzzURuncJSON ./runtime/config:FuzzHostConfig \
-	./runtime/lifecycle:FuzzPersistedState ./runtime/lifecycle:FuzzConsoleExit \
+	./runtime/lifecycle:FuzzPersistedState ./runtime/guestconsole:FuzzConsoleExit \
 	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzLinuxCmdlineEnv ./runtime/guests:FuzzGuestCmdlines \
 	./rootfs:FuzzWriteInRoot ./monitors:FuzzQMPReplies ./monitors:FuzzAPIResponse ./internal/elfdyn:FuzzDecode
 # Go's fuzzer may end a run at its time limit with "context deadline

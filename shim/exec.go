@@ -17,14 +17,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/stdio"
 )
 
 // execProcess is an exec in a container: its runtime process, its stdio
 // and the ordering of its events (TaskExecStarted before its TaskExit).
 type execProcess struct {
 	rt        lifecycle.Process
-	io        *stdio
-	spec      stdioConfig
+	io        *stdio.Streams
+	spec      stdio.Config
 	startDone chan struct{}
 	startOnce sync.Once
 	exitSent  chan struct{}
@@ -71,8 +72,8 @@ func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: spec.Terminal, ConsoleFromRuntime: true}
-	io, err := openStdio(ctx, r.ExecID, s.namespace, cfg)
+	cfg := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: spec.Terminal, ConsoleFromRuntime: true}
+	io, err := stdio.Open(ctx, r.ExecID, s.namespace, cfg)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -91,14 +92,14 @@ func (s *taskService) startExec(ctx context.Context, c *container, r *taskAPI.St
 	if err != nil {
 		return nil, err
 	}
-	err = e.rt.Start(ctx, e.io.monitor)
+	err = e.rt.Start(ctx, e.io.Monitor())
 	// runc exec handed the process its own copies of the stdio.
-	e.io.closeMonitorEnds()
+	e.io.CloseMonitorEnds()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	if master := e.rt.Console(); master != nil {
-		if err := e.io.attachConsole(ctx, master); err != nil {
+		if err := e.io.AttachConsole(ctx, master); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
 	}
@@ -133,7 +134,7 @@ func (s *taskService) deleteExec(ctx context.Context, c *container, r *taskAPI.D
 		return nil, errgrpc.ToGRPC(err)
 	}
 	// An exec never started still holds its ends of the stdio.
-	e.io.closeMonitorEnds()
+	e.io.CloseMonitorEnds()
 	e.io.Close()
 	if e.rt.Pid() != 0 {
 		<-e.exitSent

@@ -20,7 +20,6 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
-	ctrdruntime "github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
@@ -31,19 +30,29 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/bundle"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/eventqueue"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/stdio"
 )
 
 var empty = &ptypes.Empty{}
 
+// eventPublisher takes the task service's events (eventstypes values) in
+// the order they happen; eventqueue.Queue is the real one.
+type eventPublisher interface {
+	Send(event any)
+}
+
 // taskService implements containerd's task API (v2) for unikernel
 // containers.
 type taskService struct {
-	events    *eventQueue
+	runtime   runtimeLibrary
+	events    eventPublisher
 	shutdown  shutdown.Service
 	namespace string
+	// idleExitAfter is how long the shim lives on with no container
+	// and no Shutdown from containerd.
+	idleExitAfter time.Duration
 
 	mu         sync.Mutex
 	containers map[string]*container
@@ -54,17 +63,17 @@ type taskService struct {
 	unusedKeysWarned sync.Once
 }
 
-// idleExitAfter bounds how long a shim with no container waits for
+// defaultIdleExitAfter bounds how long a shim with no container waits for
 // containerd's Shutdown. containerd calls Shutdown right after the last
 // Delete; if it dies in between, the shim would otherwise live forever.
-const idleExitAfter = 30 * time.Second
+const defaultIdleExitAfter = 30 * time.Second
 
 // armIdleExit starts the idle timer; s.mu must be held.
 func (s *taskService) armIdleExit() {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
-	s.idle = time.AfterFunc(idleExitAfter, func() {
+	s.idle = time.AfterFunc(s.idleExitAfter, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if len(s.containers) == 0 {
@@ -78,8 +87,8 @@ func (s *taskService) armIdleExit() {
 // knows of it (stdio, event ordering).
 type container struct {
 	rt   lifecycle.Task
-	io   *stdio
-	spec stdioConfig
+	io   *stdio.Streams
+	spec stdio.Config
 	// startDone closes once TaskStart is out (or the task is deleted
 	// without a start): TaskExit waits for it, so events never arrive in
 	// the wrong order even if the monitor dies during Start.
@@ -103,18 +112,26 @@ func (c *container) releaseStart() { c.startOnce.Do(func() { close(c.startDone) 
 
 // NewTaskService returns the task service; sd ends the shim process.
 func NewTaskService(ctx context.Context, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
-	ns, _ := namespaces.Namespace(ctx)
-	s := &taskService{
-		events:     newEventQueue(ctx, ttrpcAddress()),
-		shutdown:   sd,
-		namespace:  ns,
-		containers: map[string]*container{},
-	}
+	events := eventqueue.New(ctx, os.Getenv("TTRPC_ADDRESS"))
 	sd.RegisterCallback(func(context.Context) error {
-		s.events.Close()
+		events.Close()
 		return nil
 	})
-	return s, nil
+	return newTaskService(ctx, sd, bundleLibrary{}, events), nil
+}
+
+// newTaskService wires the task service to a runtime library and an event
+// publisher: the real ones in the shim, fakes in its unit tests.
+func newTaskService(ctx context.Context, sd shutdown.Service, rt runtimeLibrary, events eventPublisher) *taskService {
+	ns, _ := namespaces.Namespace(ctx)
+	return &taskService{
+		runtime:       rt,
+		events:        events,
+		shutdown:      sd,
+		namespace:     ns,
+		idleExitAfter: defaultIdleExitAfter,
+		containers:    map[string]*container{},
+	}
 }
 
 // getInit returns the container for a call on its init process; a unikernel
@@ -161,7 +178,7 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "restoring a unikernel from a checkpoint is not supported")
 	}
-	host, err := config.LoadHostConfig()
+	host, err := s.runtime.LoadHostConfig()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err))
 	}
@@ -170,21 +187,21 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 			log.G(ctx).Warnf("host config: keys this runtime does not use: %s", strings.Join(host.UnusedKeys, ", "))
 		})
 	}
-	cfg := stdioConfig{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
-	io, err := openStdio(ctx, r.ID, s.namespace, cfg)
+	cfg := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	io, err := stdio.Open(ctx, r.ID, s.namespace, cfg)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	rt, err := bundle.Create(ctx, lifecycle.CreateOptions{
+	rt, err := s.runtime.Create(ctx, lifecycle.CreateOptions{
 		ID:        r.ID,
 		Namespace: s.namespace,
 		Bundle:    r.Bundle,
 		Rootfs:    toMounts(r.Rootfs),
-		Stdio:     io.monitor,
-		Console:   io.guestConsole,
+		Stdio:     io.Monitor(),
+		Console:   io.GuestConsole(),
 		Host:      host,
 	})
-	io.closeMonitorEnds()
+	io.CloseMonitorEnds()
 	if err != nil {
 		io.Close()
 		return nil, errgrpc.ToGRPC(err)
@@ -427,7 +444,7 @@ func (s *taskService) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes
 }
 
 // stdioOf is the stdio of container id, or of its exec execID when set.
-func (s *taskService) stdioOf(id, execID string) (*stdio, error) {
+func (s *taskService) stdioOf(id, execID string) (*stdio.Streams, error) {
 	c, err := s.get(id)
 	if err != nil {
 		return nil, err
@@ -533,29 +550,4 @@ func (s *taskService) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) 
 	log.G(ctx).Debug("no container left; shutting down")
 	s.shutdown.Shutdown()
 	return empty, nil
-}
-
-// topic returns the containerd event topic of an event.
-func topic(e any) string {
-	switch e.(type) {
-	case *eventstypes.TaskCreate:
-		return ctrdruntime.TaskCreateEventTopic
-	case *eventstypes.TaskStart:
-		return ctrdruntime.TaskStartEventTopic
-	case *eventstypes.TaskExit:
-		return ctrdruntime.TaskExitEventTopic
-	case *eventstypes.TaskDelete:
-		return ctrdruntime.TaskDeleteEventTopic
-	case *eventstypes.TaskPaused:
-		return ctrdruntime.TaskPausedEventTopic
-	case *eventstypes.TaskResumed:
-		return ctrdruntime.TaskResumedEventTopic
-	case *eventstypes.TaskOOM:
-		return ctrdruntime.TaskOOMEventTopic
-	case *eventstypes.TaskExecAdded:
-		return ctrdruntime.TaskExecAddedEventTopic
-	case *eventstypes.TaskExecStarted:
-		return ctrdruntime.TaskExecStartedEventTopic
-	}
-	return ctrdruntime.TaskUnknownTopic
 }

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestconsole"
 )
 
 // Task is what a caller drives: a unikernel container or a plain OCI
@@ -86,7 +87,7 @@ type CreateOptions struct {
 	// Console, when set, receives a copy of the guest's console and is
 	// closed by the caller when it ends: a guest that reports its exit
 	// there gets that status as the container's.
-	Console   *ConsoleTap
+	Console   *guestconsole.Tap
 	ID        string
 	Namespace string
 	Bundle    string

@@ -72,7 +72,10 @@ func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, pla
 		oomDone:     make(chan struct{}),
 	}
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
-		c.SetExitOf(lifecycle.ExitFromConsole(opts.Console))
+		c.SetExitOf(func(e lifecycle.ExitStatus) lifecycle.ExitStatus {
+			e.Status = opts.Console.ExitStatus(e.Status)
+			return e
+		})
 	}
 	if d, ok := plan.guestType.(guests.MonitorExitDecoder); ok {
 		c.SetExitOf(func(e lifecycle.ExitStatus) lifecycle.ExitStatus { e.Status = d.GuestExit(e.Status); return e })

@@ -1,4 +1,4 @@
-package shim
+package stdio
 
 import (
 	"context"
@@ -42,14 +42,14 @@ func readFifo(t *testing.T, path string) <-chan string {
 func TestStdioFifos(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		config func(dir string) stdioConfig
-		stream func(s *stdio) *os.File
+		config func(dir string) Config
+		stream func(s *Streams) *os.File
 		fifo   string
 	}{
-		{"stderr alone", func(d string) stdioConfig { return stdioConfig{Stderr: filepath.Join(d, "err")} },
-			func(s *stdio) *os.File { return s.monitor.Stderr }, "err"},
-		{"fifo:// URI", func(d string) stdioConfig { return stdioConfig{Stdout: "fifo://" + filepath.Join(d, "out")} },
-			func(s *stdio) *os.File { return s.monitor.Stdout }, "out"},
+		{"stderr alone", func(d string) Config { return Config{Stderr: filepath.Join(d, "err")} },
+			func(s *Streams) *os.File { return s.monitor.Stderr }, "err"},
+		{"fifo:// URI", func(d string) Config { return Config{Stdout: "fifo://" + filepath.Join(d, "out")} },
+			func(s *Streams) *os.File { return s.monitor.Stdout }, "out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -61,7 +61,7 @@ func TestStdioFifos(t *testing.T) {
 			got := readFifo(t, filepath.Join(dir, tc.fifo))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			s, err := openStdio(ctx, "c", "ns", tc.config(dir))
+			s, err := Open(ctx, "c", "ns", tc.config(dir))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,7 +72,7 @@ func TestStdioFifos(t *testing.T) {
 			if _, err := w.WriteString("hello"); err != nil {
 				t.Fatal(err)
 			}
-			s.closeMonitorEnds()
+			s.CloseMonitorEnds()
 			s.Close()
 			if out := <-got; out != "hello" {
 				t.Fatalf("FIFO got %q", out)
@@ -95,7 +95,7 @@ func TestLoggerDoesNotStallReaper(t *testing.T) {
 	lifecycle.ReapChildren()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := openStdio(ctx, "c", "ns", stdioConfig{Stdout: "binary://" + logger})
+	s, err := Open(ctx, "c", "ns", Config{Stdout: "binary://" + logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestLoggerDoesNotStallReaper(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("reaping 64 children beside a logger took %s: the reaper waits on a subscription nobody reads", d)
 	}
-	s.closeMonitorEnds()
+	s.CloseMonitorEnds()
 }
 
 // The stdin FIFO as containerd leaves it: a detached container's has no
@@ -138,13 +138,13 @@ func TestStdinWithoutAWriter(t *testing.T) {
 		return count
 	}
 	before := threads()
-	var all []*stdio
+	var all []*Streams
 	for i := range n {
 		path := filepath.Join(dir, fmt.Sprintf("in%d", i))
 		if err := unix.Mkfifo(path, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := openStdio(context.Background(), "c", "ns", stdioConfig{Stdin: path})
+		s, err := Open(context.Background(), "c", "ns", Config{Stdin: path})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ func TestStdinWithoutAWriter(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, s := range all {
-			s.closeMonitorEnds()
+			s.CloseMonitorEnds()
 			s.Close()
 		}
 	})
@@ -221,19 +221,19 @@ func TestConsoleReadWithLogURIs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			s, err := openStdio(ctx, "c", "ns", stdioConfig{Stdout: tc.uri, Stderr: tc.uri})
+			s, err := Open(ctx, "c", "ns", Config{Stdout: tc.uri, Stderr: tc.uri})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if s.guestConsole == nil {
-				s.closeMonitorEnds()
+				s.CloseMonitorEnds()
 				s.Close()
 				t.Fatal("no console tap: the guest's exit status is never read")
 			}
 			if _, err := s.monitor.Stdout.WriteString("hello\r\n" + kernelLine); err != nil {
 				t.Fatal(err)
 			}
-			s.closeMonitorEnds()
+			s.CloseMonitorEnds()
 			s.Close()
 			if code, found := s.guestConsole.GuestExit(5 * time.Second); code != 3 || !found {
 				t.Fatalf("guest exit %d %v, want 3", code, found)

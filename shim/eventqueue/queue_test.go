@@ -1,4 +1,4 @@
-package shim
+package eventqueue
 
 import (
 	"context"
@@ -44,7 +44,7 @@ func (r *recordingEvents) Forward(ctx context.Context, req *events.ForwardReques
 func TestEventQueueDeliversAfterContainerdComesBack(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "ttrpc.sock")
 	ctx := namespaces.WithNamespace(context.Background(), "default")
-	q := newEventQueue(ctx, "unix://"+sock)
+	q := New(ctx, "unix://"+sock)
 	defer q.Close()
 
 	q.Send(&eventstypes.TaskCreate{ContainerID: "a"})
@@ -96,7 +96,7 @@ func TestEventTopics(t *testing.T) {
 		&eventstypes.TaskOOM{}: "/tasks/oom", &eventstypes.TaskExecAdded{}: "/tasks/exec-added",
 		&eventstypes.TaskExecStarted{}: "/tasks/exec-started",
 	} {
-		if got := topic(ev); got != want {
+		if got := Topic(ev); got != want {
 			t.Errorf("topic(%T) = %q, want %q", ev, got, want)
 		}
 	}
@@ -124,7 +124,7 @@ func TestEventQueueDropsRefusedEvent(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "default")
 	rec := &refusingEvents{refuse: "/tasks/paused"}
 	serveEvents(t, ctx, sock, rec)
-	q := newEventQueue(ctx, "unix://"+sock)
+	q := New(ctx, "unix://"+sock)
 	defer q.Close()
 	q.Send(&eventstypes.TaskPaused{ContainerID: "a"})
 	q.Send(&eventstypes.TaskExit{ContainerID: "a"})

@@ -1,4 +1,7 @@
-package lifecycle
+// Package guestconsole reads a Linux guest's console on its way to the
+// container's stdout for what the guest's kernel says about its end: the
+// init's exit status, or a panic.
+package guestconsole
 
 import (
 	"bytes"
@@ -9,7 +12,7 @@ import (
 	"time"
 )
 
-// ConsoleTap reads a copy of the guest's console on its way to the
+// Tap reads a copy of the guest's console on its way to the
 // container's stdout and keeps what it says about the guest's own end: a
 // Linux guest's kernel panics with "Attempted to kill init!
 // exitcode=0x…" when its init ends, then the monitor (qemu -no-reboot,
@@ -33,7 +36,7 @@ import (
 // last. In a Linux guest that root is the app, its init, which chooses its
 // status anyway by exiting: nothing the app merely prints (its data)
 // can set the container's status.
-type ConsoleTap struct {
+type Tap struct {
 	mu      sync.Mutex
 	partial []byte
 	code    int
@@ -42,8 +45,8 @@ type ConsoleTap struct {
 	once    sync.Once
 }
 
-// NewConsoleTap returns an open tap.
-func NewConsoleTap() *ConsoleTap { return &ConsoleTap{done: make(chan struct{})} }
+// NewTap returns an open tap.
+func NewTap() *Tap { return &Tap{done: make(chan struct{})} }
 
 // kernelRecord is the prefix the kernel gives a record on the console
 // with printk.time=1: "[    1.234567] ", or on kernels built with
@@ -77,7 +80,7 @@ const maxConsoleLine = 4096
 
 // Write scans p for the kernel's lines; it never fails, so it cannot slow
 // or break the copy it sits on.
-func (t *ConsoleTap) Write(p []byte) (int, error) {
+func (t *Tap) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	data := append(t.partial, p...)
@@ -100,7 +103,7 @@ func (t *ConsoleTap) Write(p []byte) (int, error) {
 // app left without a newline on the same line (the kernel does not start
 // a line of its own for it), so the line's last record prefix counts,
 // and the message runs from there to the line's end.
-func (t *ConsoleTap) scan(line []byte) {
+func (t *Tap) scan(line []byte) {
 	line = bytes.TrimRight(line, "\r")
 	prefixes := kernelRecord.FindAllIndex(line, -1)
 	if prefixes == nil {
@@ -136,7 +139,7 @@ func waitStatusCode(status uint32) int {
 }
 
 // Close marks the end of the console.
-func (t *ConsoleTap) Close() error {
+func (t *Tap) Close() error {
 	t.once.Do(func() {
 		t.mu.Lock()
 		t.scan(t.partial)
@@ -149,7 +152,7 @@ func (t *ConsoleTap) Close() error {
 // GuestExit waits up to timeout for the console to end and returns the
 // status the guest's kernel reported at its end, if it reported one: its
 // init's, or PanicStatus for any other panic.
-func (t *ConsoleTap) GuestExit(timeout time.Duration) (int, bool) {
+func (t *Tap) GuestExit(timeout time.Duration) (int, bool) {
 	select {
 	case <-t.done:
 	case <-time.After(timeout):
@@ -164,17 +167,15 @@ func (t *ConsoleTap) GuestExit(timeout time.Duration) (int, bool) {
 // still be reading it.
 const guestExitWait = 2 * time.Second
 
-// ExitFromConsole makes a monitor's clean exit (0) the guest's own status when
-// the guest reported one on its console; a monitor killed or failing
-// keeps its status.
-func ExitFromConsole(tap *ConsoleTap) func(ExitStatus) ExitStatus {
-	return func(e ExitStatus) ExitStatus {
-		if e.Status != 0 {
-			return e
-		}
-		if code, ok := tap.GuestExit(guestExitWait); ok {
-			e.Status = code
-		}
-		return e
+// ExitStatus is the container's status for a monitor's status: a clean
+// exit (0) becomes the guest's own status when the guest reported one on
+// its console; a monitor killed or failing keeps its status.
+func (t *Tap) ExitStatus(monitorStatus int) int {
+	if monitorStatus != 0 {
+		return monitorStatus
 	}
+	if code, ok := t.GuestExit(guestExitWait); ok {
+		return code
+	}
+	return monitorStatus
 }

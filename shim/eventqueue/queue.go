@@ -1,9 +1,10 @@
-package shim
+// Package eventqueue delivers the shim's task events to containerd, in
+// order and without loss across a containerd restart.
+package eventqueue
 
 import (
 	"context"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -19,14 +20,14 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
-// eventQueue forwards events to containerd one at a time, in the order
+// Queue forwards events to containerd one at a time, in the order
 // they were sent. An event that cannot be delivered (containerd is down or
 // restarting) is retried until it is, never dropped and never overtaken
 // by a later one: a TaskExit lost during a containerd restart would leave
 // the task running forever in containerd's eyes. containerd's own
 // publisher gives up after five tries, so this queue dials containerd
 // itself.
-type eventQueue struct {
+type Queue struct {
 	ctx     context.Context
 	address string
 
@@ -38,8 +39,10 @@ type eventQueue struct {
 	client  *ttrpc.Client
 }
 
-func newEventQueue(ctx context.Context, address string) *eventQueue {
-	q := &eventQueue{
+// New starts a queue to containerd's events service at address
+// ($TTRPC_ADDRESS, unix://PATH or PATH).
+func New(ctx context.Context, address string) *Queue {
+	q := &Queue{
 		ctx:     ctx,
 		address: address,
 		wake:    make(chan struct{}, 1),
@@ -51,14 +54,14 @@ func newEventQueue(ctx context.Context, address string) *eventQueue {
 }
 
 // Send queues evt for delivery.
-func (q *eventQueue) Send(evt any) {
+func (q *Queue) Send(evt any) {
 	any, err := typeurl.MarshalAnyToProto(evt)
 	if err != nil {
 		log.G(q.ctx).WithError(err).Error("marshal event")
 		return
 	}
 	ns, _ := namespaces.Namespace(q.ctx)
-	env := &types.Envelope{Timestamp: protobuf.ToTimestamp(time.Now()), Namespace: ns, Topic: topic(evt), Event: any}
+	env := &types.Envelope{Timestamp: protobuf.ToTimestamp(time.Now()), Namespace: ns, Topic: Topic(evt), Event: any}
 	q.mu.Lock()
 	q.pending = append(q.pending, env)
 	q.mu.Unlock()
@@ -69,7 +72,7 @@ func (q *eventQueue) Send(evt any) {
 }
 
 // Close delivers what is pending, waiting a bounded time, and stops.
-func (q *eventQueue) Close() {
+func (q *Queue) Close() {
 	close(q.closed)
 	select {
 	case <-q.done:
@@ -77,7 +80,7 @@ func (q *eventQueue) Close() {
 	}
 }
 
-func (q *eventQueue) run() {
+func (q *Queue) run() {
 	defer close(q.done)
 	backoff := 100 * time.Millisecond
 	for {
@@ -121,7 +124,7 @@ func (q *eventQueue) run() {
 	}
 }
 
-func (q *eventQueue) forward(env *types.Envelope) error {
+func (q *Queue) forward(env *types.Envelope) error {
 	if q.client == nil {
 		conn, err := net.DialTimeout("unix", strings.TrimPrefix(q.address, "unix://"), 5*time.Second)
 		if err != nil {
@@ -139,5 +142,3 @@ func (q *eventQueue) forward(env *types.Envelope) error {
 	}
 	return err
 }
-
-func ttrpcAddress() string { return os.Getenv("TTRPC_ADDRESS") }

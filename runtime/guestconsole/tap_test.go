@@ -1,4 +1,4 @@
-package lifecycle
+package guestconsole
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ func TestConsoleTap(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tap := NewConsoleTap()
+			tap := NewTap()
 			for _, c := range tc.chunks {
 				if n, err := tap.Write([]byte(c)); err != nil || n != len(c) {
 					t.Fatalf("write: %d, %v", n, err)
@@ -65,31 +65,30 @@ func TestConsoleTap(t *testing.T) {
 
 // A monitor's own failure or kill is kept; only its clean exit is replaced.
 func TestGuestExitKeepsMonitorFailures(t *testing.T) {
-	tap := NewConsoleTap()
+	tap := NewTap()
 	_, _ = tap.Write([]byte("[    1.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300\n"))
 	tap.Close()
-	adjust := ExitFromConsole(tap)
-	if e := adjust(ExitStatus{Status: 137}); e.Status != 137 {
-		t.Fatalf("killed monitor: %d", e.Status)
+	if status := tap.ExitStatus(137); status != 137 {
+		t.Fatalf("killed monitor: %d", status)
 	}
-	if e := adjust(ExitStatus{Status: 0}); e.Status != 3 {
-		t.Fatalf("clean monitor exit: %d, want the guest's 3", e.Status)
+	if status := tap.ExitStatus(0); status != 3 {
+		t.Fatalf("clean monitor exit: %d, want the guest's 3", status)
 	}
 }
 
 // A monitor's clean exit after its guest's kernel panicked is a failure.
 func TestGuestExitPanicIsAFailure(t *testing.T) {
-	tap := NewConsoleTap()
+	tap := NewTap()
 	_, _ = tap.Write([]byte("[    0.500000] Kernel panic - not syncing: No working init found.\n"))
 	tap.Close()
-	if e := ExitFromConsole(tap)(ExitStatus{Status: 0}); e.Status != PanicStatus {
-		t.Fatalf("status %d, want %d", e.Status, PanicStatus)
+	if status := tap.ExitStatus(0); status != PanicStatus {
+		t.Fatalf("status %d, want %d", status, PanicStatus)
 	}
 }
 
 // consoleStatus feeds console to a tap in the given pieces.
 func consoleStatus(console []byte, cuts []int) (int, bool) {
-	tap := NewConsoleTap()
+	tap := NewTap()
 	prev := 0
 	for _, c := range cuts {
 		if c > prev && c < len(console) {
