@@ -17,7 +17,7 @@ import (
 // mountShape is what the host's mount table says of the mount at target,
 // without the ids that change with every mount: device number, root,
 // options, propagation kind, filesystem, source and its options; "" when
-// nothing is mounted there.
+// nothing is mounted there; mounts stacked there are all shown.
 func mountShape(target string) string {
 	data, _ := os.ReadFile("/proc/1/mountinfo")
 	shape := ""
@@ -25,6 +25,11 @@ func mountShape(target string) string {
 		f := strings.Fields(l)
 		if len(f) < 10 || f[4] != target {
 			continue
+		}
+		if shape != "" {
+			// Stacked mounts: show them all, so that a mount made
+			// twice differs from the one before.
+			shape += " | "
 		}
 		sep := 6
 		for sep < len(f) && f[sep] != "-" {
@@ -36,7 +41,7 @@ func mountShape(target string) string {
 				prop = "shared"
 			}
 		}
-		shape = strings.Join(append([]string{f[2], f[3], f[4], f[5], prop}, f[sep+1:]...), " ")
+		shape += strings.Join(append([]string{f[2], f[3], f[4], f[5], prop}, f[sep+1:]...), " ")
 	}
 	return shape
 }
@@ -159,5 +164,50 @@ func TestBlockVolumeMountedElsewhereRefused(t *testing.T) {
 	}
 	if after := mountShape(mnt) + "\n" + mountShape(other); after != before {
 		t.Fatalf("host mounts before:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// A shim killed at each step of a block guest's life that holds a block
+// volume: after the undo is recorded and before the unmount, after the
+// unmount, with the launcher up, and in Delete. containerd's delete command
+// mounts the volume back once, as it was (the stand-in monitor keeps it
+// fast).
+func TestCrashInjectionBlockVolume(t *testing.T) {
+	for _, step := range []string{"create:hostmount", "create:prepared", "create:launcher", "delete"} {
+		t.Run(strings.ReplaceAll(step, ":", " "), func(t *testing.T) {
+			withHostConfig(t, env.standinHostConfig())
+			mnt, _, before := sharedBlockVolume(t)
+			id := newID(t)
+			t.Cleanup(func() { os.Remove(env.crashFile()) })
+			if step != "delete" {
+				if err := os.WriteFile(env.crashFile(), []byte(step), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := ctrRaw("run", "-d", "--snapshotter", "blockfile", "--runtime", runtimeName,
+				"--mount", "type=bind,src="+mnt+",dst=/data,options=rbind", testimage.RootfsImageName, id, "/init", "sleep")
+			if step == "delete" {
+				if err != nil {
+					t.Fatalf("ctr run: %v\n%s", err, out)
+				}
+				ctr(t, "task", "kill", "-s", "SIGKILL", id)
+				waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+				if err := os.WriteFile(env.crashFile(), []byte(step), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				out, err = ctrRaw("task", "rm", id)
+			}
+			if err == nil {
+				t.Fatalf("the shim did not crash at %s:\n%s", step, out)
+			}
+			if _, err := os.Stat(env.crashFile()); err == nil {
+				t.Fatalf("no shim reached %s:\n%s", step, out)
+			}
+			waitFor(t, 20*time.Second, "the bundle to go", func() bool {
+				_, err := os.Stat(env.bundle(id))
+				return os.IsNotExist(err)
+			})
+			assertMountedBack(t, mnt, before)
+		})
 	}
 }

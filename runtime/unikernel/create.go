@@ -120,7 +120,11 @@ func (c *Container) prepare(tl *lifecycle.Timeline, plan *bootPlan, spec *specs.
 		return inherited, err
 	}
 	record := func(u rootfs.Undo) error {
-		return c.Record(func(st *lifecycle.PersistedState) { st.RootfsUndo = u })
+		if err := c.Record(func(st *lifecycle.PersistedState) { st.RootfsUndo = u }); err != nil {
+			return err
+		}
+		lifecycle.CrashPoint("create:hostmount")
+		return nil
 	}
 	if err := plan.rootfs.Prepare(record); err != nil {
 		return inherited, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode(), err)
