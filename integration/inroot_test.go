@@ -181,7 +181,8 @@ func blockVolumeMount(t *testing.T) (mnt, dev string) {
 // A read-only block volume is a read-only disk to the monitor, whether it
 // runs as root or as the spec's user.
 func TestBlockVolumeReadOnly(t *testing.T) {
-	mnt, _ := blockVolumeMount(t)
+	mnt, dev := blockVolumeMount(t)
+	before := mountShape(mnt)
 	id := newID(t)
 	logFile := filepath.Join(t.TempDir(), "console.log")
 	ctr(t, "run", "-d", "--snapshotter", "blockfile", "--log-uri", "file://"+logFile, "--runtime", runtimeName,
@@ -195,9 +196,25 @@ func TestBlockVolumeReadOnly(t *testing.T) {
 	if !regexp.MustCompile(`-drive file=\S+,format=raw,if=none,id=rootfs -device`).MatchString(cmdline) {
 		t.Fatalf("the root disk is not writable: %s", cmdline)
 	}
+	// The container's device cgroup lets the monitor only read it.
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	rule := fmt.Sprintf("b %d:%d ", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	list, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices", namespace, id, "devices.list"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(list), rule+"r\n") {
+		t.Fatalf("device cgroup of a read-only volume %s, want %q:\n%s", dev, rule+"r", list)
+	}
 	ctr(t, "task", "kill", "-s", "SIGKILL", id)
 	waitFor(t, 10*time.Second, "task to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
 	ctr(t, "task", "rm", id)
+	if after := mountShape(mnt); after != before {
+		t.Fatalf("host mount of the read-only volume after delete:\n  %q\nbefore:\n  %q", after, before)
+	}
 
 	// A monitor running as a user gets the device as descriptors, both
 	// read-only; qemu takes them and the guest reads the volume.

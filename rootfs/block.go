@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,7 +9,6 @@ import (
 	"strconv"
 
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"golang.org/x/sys/unix"
@@ -53,6 +53,12 @@ func tryBlockAnnotation(req Request) (*Plan, bool, error) {
 		return nil, false, err
 	}
 	p.addVolumes(vols)
+	if len(vols.take) > 0 {
+		// The guest owns its volume disks raw: the host lets go of them.
+		p.prepare = func(record func(Undo) error) error {
+			return takeHostMounts(vols.take, req.Bundle, &p.Undo, record)
+		}
+	}
 	return p, true, nil
 }
 
@@ -82,7 +88,7 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 		return nil, false, err
 	}
 	p.addVolumes(vols)
-	p.prepare = func() error {
+	p.prepare = func(record func(Undo) error) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
@@ -94,13 +100,14 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 		if err := copyFileVolumes(req.RootfsDir, vols.files); err != nil {
 			return err
 		}
-		// The host lets go of every filesystem the guest will own.
-		for _, mp := range append([]string{req.RootfsDir}, vols.unmount...) {
-			if err := Unmount(mp); err != nil {
-				return err
-			}
+		// The host lets go of every filesystem the guest will own: the
+		// container's rootfs, the shim's own mount, which Release
+		// unmounts anyway; then the volumes' mounts, which are the
+		// host's and are mounted back after the guest.
+		if err := Unmount(req.RootfsDir); err != nil {
+			return err
 		}
-		return nil
+		return takeHostMounts(vols.take, req.Bundle, &p.Undo, record)
 	}
 	return p, true, nil
 }
@@ -138,7 +145,7 @@ type blockVolumeSet struct {
 	disks   []Disk
 	mounts  []Volume
 	devices []string
-	unmount []string      // host mount points of volume devices, let go before boot
+	take    []string      // host mount points of volume devices, let go before boot
 	files   []specs.Mount // single files, copied into a mounted rootfs
 }
 
@@ -172,40 +179,33 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 			set.files = append(set.files, m)
 			continue
 		}
-		dev, fsType, err := mountedDevice(m.Source)
-		if err != nil {
+		hm, err := hostMountAt(m.Source, req.Bundle)
+		if err != nil && !errors.Is(err, errNotBlockMount) {
 			return set, fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
 		}
-		if dev == "" || !req.Guest.SupportsFS(fsType) {
+		if err != nil || !req.Guest.SupportsFS(hm.FSType) {
 			return set, fmt.Errorf("volume %s (from %s): guest %s boots from a disk and can only take volumes that are block devices it mounts (ext4, ext2); this one is not",
 				m.Destination, m.Source, req.Guest.Name())
 		}
+		dev := hm.Device
 		id := "vol" + strconv.Itoa(i)
 		set.disks = append(set.disks, Disk{ID: id, Source: dev, ReadOnly: readOnly(m)})
 		set.mounts = append(set.mounts, Volume{ID: id, MountPoint: m.Destination})
 		set.devices = append(set.devices, dev)
-		set.unmount = append(set.unmount, m.Source)
+		set.take = append(set.take, hm.Target)
 	}
 	return set, nil
 }
 
-// mountedDevice returns the block device mounted at dir, if dir is the
-// mount point of one (the topmost mount there, listed last). A mount of
-// only a directory of the filesystem (a subPath bind, a local volume on a
-// shared disk) is refused: the device would give the guest all of it.
-func mountedDevice(dir string) (dev, fsType string, err error) {
-	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) { return m.Mountpoint != dir, false })
-	if err != nil || len(ms) == 0 {
-		return "", "", err
+// takeHostMounts lets go of the host's mounts at targets, each recorded
+// before it is unmounted (takeHostMount).
+func takeHostMounts(targets []string, bundle string, undo *Undo, record func(Undo) error) error {
+	for _, t := range targets {
+		if err := takeHostMount(t, bundle, undo, record); err != nil {
+			return err
+		}
 	}
-	top := ms[len(ms)-1]
-	if !isBlockDevice(top.Source) {
-		return "", "", nil
-	}
-	if top.Root != "/" {
-		return "", "", fmt.Errorf("mount %s shows only %s of the filesystem on %s, and a disk would give the guest all of it", dir, top.Root, top.Source)
-	}
-	return top.Source, top.FSType, nil
+	return nil
 }
 
 // copyFileVolumes copies single-file volumes (/etc/hosts, say) into the

@@ -13,7 +13,8 @@ import (
 
 // A block volume reaches a block guest as a disk only when the mount is the
 // whole filesystem, read-only when the volume is; a bind of a directory of
-// it (a subPath) is refused, naming the volume and the mount.
+// it (a subPath) is refused, naming the volume and the mount, and so is the
+// whole mount once the device is mounted at a second place.
 func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -40,10 +41,6 @@ func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount(sub, bind, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(bind, unix.MNT_DETACH) })
 
 	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true}}
 	selectWith := func(m specs.Mount) (*Plan, error) {
@@ -61,6 +58,16 @@ func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 		if len(p.Disks) != 2 || p.Disks[1] != (Disk{ID: "vol0", Source: dev, ReadOnly: ro}) {
 			t.Errorf("ro=%v: disks %+v", ro, p.Disks)
 		}
+	}
+	if err := unix.Mount(sub, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(bind, unix.MNT_DETACH) })
+	// The host now uses the device at a second place: the whole mount
+	// is no longer the guest's to take.
+	_, err = selectWith(specs.Mount{Destination: "/data", Type: "bind", Source: whole, Options: []string{"rbind"}})
+	if want := "device " + dev + " of mount " + whole + " is also mounted at " + bind + " on the host"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
 	}
 	_, err = selectWith(specs.Mount{Destination: "/data", Type: "bind", Source: bind, Options: []string{"rbind"}})
 	if want := "volume /data (from " + bind + "): mount " + bind + " shows only /tenant-a of the filesystem on " + dev; err == nil || !strings.Contains(err.Error(), want) {

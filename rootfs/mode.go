@@ -106,7 +106,7 @@ type Plan struct {
 	// the delete command can give it back after a dead shim.
 	Undo Undo
 	// prepare does the mode's host work; nil when there is none.
-	prepare func() error
+	prepare func(record func(Undo) error) error
 }
 
 // Mode names the plan's rootfs mode, for errors, logs and operators: its
@@ -116,6 +116,21 @@ func (p *Plan) Mode() string {
 		return "none"
 	}
 	return string(p.Root.Kind)
+}
+
+// ReadOnlyDevice tells whether the monitor only reads the host device at
+// path: every disk from it is read-only.
+func (p *Plan) ReadOnlyDevice(path string) bool {
+	found := false
+	for _, d := range p.Disks {
+		if d.Source == path {
+			if !d.ReadOnly {
+				return false
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 // Disk is a raw virtio-blk disk for the guest: the first is its root in
@@ -142,11 +157,19 @@ type Undo struct {
 	// Dirs are directories the mode created (boot files copied out of a
 	// block rootfs).
 	Dirs []string `json:"dirs,omitempty"`
+	// HostMounts are host mounts of block devices a guest took over,
+	// each recorded before it was unmounted.
+	HostMounts []HostMount `json:"hostMounts,omitempty"`
 }
 
-// Release gives back what u records; idempotent.
+// Release gives back what u records: the host's mounts, last taken first,
+// then the directories; idempotent. The caller makes sure no monitor
+// still holds the devices.
 func (u Undo) Release() error {
 	var errs []error
+	for i := len(u.HostMounts) - 1; i >= 0; i-- {
+		errs = append(errs, u.HostMounts[i].Remount())
+	}
 	for _, d := range u.Dirs {
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, err)
@@ -157,11 +180,14 @@ func (u Undo) Release() error {
 
 // Prepare does the mode's host work: for a block rootfs, copy the boot
 // files out and unmount it from the host before the guest gets it.
-func (p *Plan) Prepare() error {
+// Before each host change that needs undoing beyond p.Undo, it calls
+// record with the whole undo so far, which the caller persists: a shim
+// dying right after leaves the delete command what to give back.
+func (p *Plan) Prepare(record func(Undo) error) error {
 	if p.prepare == nil {
 		return nil
 	}
-	return p.prepare()
+	return p.prepare(record)
 }
 
 // selector tries one mode: ok is false when the image did not ask for it

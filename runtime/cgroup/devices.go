@@ -33,8 +33,10 @@ func WithMonitorDevices(res *specs.LinuxResources, disks []specs.LinuxDeviceCgro
 	return &out
 }
 
-// BlockDeviceRules allow the monitor the block devices at paths.
-func BlockDeviceRules(paths []string) ([]specs.LinuxDeviceCgroup, error) {
+// BlockDeviceRules allow the monitor the block devices at paths: only to
+// read those readOnly tells, so that a read-only volume stays read-only
+// even to a monitor that would open it for writing.
+func BlockDeviceRules(paths []string, readOnly func(path string) bool) ([]specs.LinuxDeviceCgroup, error) {
 	var rules []specs.LinuxDeviceCgroup
 	for _, p := range paths {
 		var st unix.Stat_t
@@ -42,7 +44,11 @@ func BlockDeviceRules(paths []string) ([]specs.LinuxDeviceCgroup, error) {
 			return nil, fmt.Errorf("disk %s: %w", p, err)
 		}
 		major, minor := int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
-		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &major, Minor: &minor, Access: "rwm"})
+		access := "rwm"
+		if readOnly != nil && readOnly(p) {
+			access = "r"
+		}
+		rules = append(rules, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: &major, Minor: &minor, Access: access})
 	}
 	return rules, nil
 }

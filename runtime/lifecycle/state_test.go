@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 func TestStateRoundTripAndVersion(t *testing.T) {
@@ -14,7 +16,9 @@ func TestStateRoundTripAndVersion(t *testing.T) {
 	}
 	in := &PersistedState{ID: "c1", Pid: 42, PidStartTime: 7, Cgroup: "/default/c1",
 		Taps: []Tap{{Name: "tap0", Netns: "/var/run/netns/x", Link: "eth0"}},
-		Exit: &ExitStatus{Pid: 42, Status: 137, At: time.Unix(100, 0).UTC()}}
+		Exit: &ExitStatus{Pid: 42, Status: 137, At: time.Unix(100, 0).UTC()},
+		RootfsUndo: rootfs.Undo{HostMounts: []rootfs.HostMount{{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol",
+			FSType: "ext4", Options: "ro,nosuid", SuperOptions: "ro,errors=continue", Propagation: "shared"}}}}
 	if err := WriteState(dir, in); err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +26,8 @@ func TestStateRoundTripAndVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.ID != "c1" || out.Pid != 42 || out.Exit.Status != 137 || out.Taps[0].Name != "tap0" || out.Version != stateVersion {
+	if out.ID != "c1" || out.Pid != 42 || out.Exit.Status != 137 || out.Taps[0].Name != "tap0" || out.Version != stateVersion ||
+		len(out.RootfsUndo.HostMounts) != 1 || out.RootfsUndo.HostMounts[0] != in.RootfsUndo.HostMounts[0] {
 		t.Fatalf("round trip: %+v", out)
 	}
 	entries, _ := os.ReadDir(dir)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/cgroup"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
@@ -121,7 +122,14 @@ func (c *Container) prepare(tl *lifecycle.Timeline, plan *bootPlan, spec *specs.
 	}); err != nil {
 		return inherited, err
 	}
-	if err := plan.rootfs.Prepare(); err != nil {
+	record := func(u rootfs.Undo) error {
+		if err := c.Record(func(st *lifecycle.PersistedState) { st.RootfsUndo = u }); err != nil {
+			return err
+		}
+		lifecycle.CrashPoint("create:hostmount")
+		return nil
+	}
+	if err := plan.rootfs.Prepare(record); err != nil {
 		return inherited, fmt.Errorf("prepare %s rootfs: %w", plan.rootfs.Mode(), err)
 	}
 	lifecycle.CrashPoint("create:prepared")

@@ -3,6 +3,7 @@ package unikernel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/containerd/log"
@@ -85,7 +86,13 @@ func releaseUnikernel(tl *lifecycle.Timeline, st *lifecycle.PersistedState) []er
 		errs = append(errs, cgroup.Delete(st.Cgroup))
 	}
 	tl.Mark("cgroup")
-	errs = append(errs, st.RootfsUndo.Release())
+	// A device goes back to the host only once the guest lets go of it:
+	// mounted under a monitor still writing it raw, it would be corrupted.
+	if st.Exit == nil && lifecycle.SameProcess(st.Pid, st.PidStartTime) && len(st.RootfsUndo.HostMounts) > 0 {
+		errs = append(errs, fmt.Errorf("monitor %d still runs: its disks are not mounted back on the host", st.Pid))
+	} else {
+		errs = append(errs, st.RootfsUndo.Release())
+	}
 	tl.Mark("rootfs")
 	return errs
 }

@@ -162,7 +162,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if plan.namespaces, err = planNamespaces(spec); err != nil {
 		return nil, err
 	}
-	if plan.diskRules, err = cgroup.BlockDeviceRules(rp.Devices); err != nil {
+	if plan.diskRules, err = cgroup.BlockDeviceRules(rp.Devices, rp.ReadOnlyDevice); err != nil {
 		return nil, err
 	}
 	return plan, nil

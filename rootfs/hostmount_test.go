@@ -1,0 +1,243 @@
+package rootfs
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// A fake host mount table: the host's root on sda1, a volume on loop3 at
+// /pods/a/vol, whatever each case adds.
+const hostMountinfo = `21 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+22 21 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw
+`
+
+func TestVolumeHostMount(t *testing.T) {
+	devices := map[string][2]uint32{"/dev/sda1": {8, 1}, "/dev/loop3": {7, 3}, "/dev/sdb": {8, 16}}
+	devOf := func(p string) (uint32, uint32, bool) { d, ok := devices[p]; return d[0], d[1], ok }
+	vol := "30 21 7:3 / /pods/a/vol rw,nosuid,relatime shared:7 - ext4 /dev/loop3 rw\n"
+	tests := []struct {
+		name, table, target, bundle string
+		want                        HostMount
+		wantErr                     string
+	}{
+		{name: "the volume's own mount, shared", table: vol, target: "/pods/a/vol",
+			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
+		{name: "private", table: strings.Replace(vol, "shared:7 ", "", 1), target: "/pods/a/vol",
+			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "private"}},
+		{name: "read-only and unbindable", table: "30 21 7:3 / /pods/a/vol ro unbindable - ext4 /dev/loop3 ro,errors=continue\n", target: "/pods/a/vol",
+			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "ro", SuperOptions: "ro,errors=continue", Propagation: "unbindable"}},
+		{name: "no mount there", table: vol, target: "/pods/a/other", wantErr: errNotBlockMount.Error()},
+		{name: "not a block device", table: "30 21 0:40 / /pods/a/vol rw - tmpfs tmpfs rw\n", target: "/pods/a/vol", wantErr: errNotBlockMount.Error()},
+		{name: "source names another device", table: "30 21 7:4 / /pods/a/vol rw - ext4 /dev/loop3 rw\n", target: "/pods/a/vol", wantErr: errNotBlockMount.Error()},
+		{name: "the host's root", table: "", target: "/",
+			wantErr: "mount / of /dev/sda1 is one the host runs from"},
+		{name: "the host's /usr", table: "30 21 8:16 / /usr ro - ext4 /dev/sdb ro\n", target: "/usr",
+			wantErr: "mount /usr of /dev/sdb is one the host runs from"},
+		{name: "under /var/lib/containerd", table: "30 21 8:16 / /var/lib/containerd/x ro - ext4 /dev/sdb ro\n", target: "/var/lib/containerd/x",
+			wantErr: "mount /var/lib/containerd/x of /dev/sdb is one the host runs from"},
+		{name: "a subPath bind", table: "30 21 7:3 /tenant-a /pods/a/vol rw - ext4 /dev/loop3 rw\n", target: "/pods/a/vol",
+			wantErr: "mount /pods/a/vol shows only /tenant-a of the filesystem on /dev/loop3"},
+		{name: "the host's root device at a second place", table: "30 21 8:1 / /pods/a/vol rw - ext4 /dev/sda1 rw\n", target: "/pods/a/vol",
+			wantErr: "device /dev/sda1 of mount /pods/a/vol is also mounted at / on the host"},
+		{name: "a CSI staging mount of the same device", table: "29 21 7:3 / /stage/globalmount rw shared:6 - ext4 /dev/loop3 rw\n" + vol, target: "/pods/a/vol",
+			wantErr: "device /dev/loop3 of mount /pods/a/vol is also mounted at /stage/globalmount on the host"},
+		{name: "mounted twice at the same place", table: vol + vol, target: "/pods/a/vol",
+			wantErr: "device /dev/loop3 of mount /pods/a/vol is also mounted at /pods/a/vol on the host"},
+		{name: "a submount", table: vol + "31 30 0:41 / /pods/a/vol/cache rw - tmpfs tmpfs rw\n", target: "/pods/a/vol",
+			wantErr: "mount /pods/a/vol has /pods/a/vol/cache mounted below it"},
+		{name: "a slave of a mount elsewhere", table: "30 21 7:3 / /pods/a/vol rw master:4 - ext4 /dev/loop3 rw\n", target: "/pods/a/vol",
+			wantErr: "mount /pods/a/vol of /dev/loop3 is a slave of peer group 4"},
+		{name: "the bundle on it", table: vol, target: "/pods/a/vol", bundle: "/pods/a/vol/bundles/c1",
+			wantErr: "mount /pods/a/vol of /dev/loop3 holds the container's bundle /pods/a/vol/bundles/c1"},
+		{name: "a sibling path is no submount", table: vol + "31 21 0:41 / /pods/a/volume rw - tmpfs tmpfs rw\n", target: "/pods/a/vol", bundle: "/pods/a/volume/b",
+			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ms, err := mountinfo.GetMountsFromReader(strings.NewReader(hostMountinfo+tc.table), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := volumeHostMount(tc.target, tc.bundle, ms, devOf)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMountFlags(t *testing.T) {
+	flags, data := mountFlags("ro,nosuid,nodev,noexec,relatime", "ro,errors=remount-ro,lazytime")
+	want := uintptr(unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME | unix.MS_LAZYTIME)
+	if flags != want || data != "errors=remount-ro" {
+		t.Fatalf("flags %#x data %q, want %#x %q", flags, data, want, "errors=remount-ro")
+	}
+}
+
+// mountOf returns the mount table's line for target, or nil.
+func mountOf(t *testing.T, target string) *mountinfo.Info {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	return ms[len(ms)-1]
+}
+
+// A block volume of a block guest (block annotation): Prepare records the
+// host mount, as it is, before it unmounts it, and leaves no mount of the
+// device; the undo mounts it back with its options and propagation, and
+// again changes nothing.
+func TestBlockVolumeHostMountUndo(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vol.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, mnt, "ext4", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	if err := unix.Mount("", mnt, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := mountOf(t, mnt)
+
+	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true}}
+	p, err := Select(Request{Bundle: filepath.Join(dir, "bundle"), Kernel: "/k", Block: "/d", BlkMntPoint: "/", Guest: guest, Monitor: fakeMonitor{},
+		Volumes: []specs.Mount{{Destination: "/data", Type: "bind", Source: mnt, Options: []string{"rbind", "ro"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Undo.HostMounts) != 0 || mountOf(t, mnt) == nil {
+		t.Fatalf("selection changed the host: undo %+v", p.Undo)
+	}
+	if !p.ReadOnlyDevice(dev) || p.ReadOnlyDevice("/d") {
+		t.Fatalf("read-only devices: %s %v, /d %v", dev, p.ReadOnlyDevice(dev), p.ReadOnlyDevice("/d"))
+	}
+	var recorded []Undo
+	err = p.Prepare(func(u Undo) error {
+		// Recorded while the host still mounts it.
+		if m := mountOf(t, mnt); m == nil || m.Source != dev {
+			t.Errorf("undo recorded after the unmount: %+v", m)
+		}
+		recorded = append(recorded, u)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HostMount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
+		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared"}
+	if len(recorded) != 1 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
+		t.Fatalf("recorded %+v, want one undo with %+v", recorded, want)
+	}
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("the host still mounts the guest's volume: %+v", m)
+	}
+	for i := 0; i < 2; i++ {
+		if err := recorded[0].Release(); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+		after := mountOf(t, mnt)
+		if after == nil || after.Source != dev || after.Options != before.Options || !strings.HasPrefix(after.Optional, "shared:") {
+			t.Fatalf("release %d: mount back %+v, was %+v", i, after, before)
+		}
+		ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mnt))
+		if len(ms) != 1 {
+			t.Fatalf("release %d: %d mounts at %s", i, len(ms), mnt)
+		}
+	}
+}
+
+// A host mount of the volume's device that the mount table of this
+// namespace cannot show (a copy in another mount namespace) keeps the
+// device busy: the host lets go of nothing it cannot, and the undo mounts
+// the volume back.
+func TestTakeHostMountRefusesDeviceStillInUse(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vol.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, mnt, "ext4", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	// Another namespace's copy of the mount, held by a process there.
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Skipf("unshare: %v", err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	waitNamespace(t, holder.Process.Pid)
+
+	var undo Undo
+	err = takeHostMount(mnt, "", &undo, func(Undo) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "device "+dev+" still in use on the host after unmounting "+mnt) {
+		t.Fatalf("err = %v", err)
+	}
+	if err := undo.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if m := mountOf(t, mnt); m == nil || m.Source != dev {
+		t.Fatalf("not mounted back: %+v", m)
+	}
+}
+
+// waitNamespace waits until pid runs in a mount namespace of its own.
+func waitNamespace(t *testing.T, pid int) {
+	t.Helper()
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	for i := 0; i < 500; i++ {
+		ns, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns/mnt"))
+		exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
+		if err == nil && ns != self && strings.HasSuffix(exe, "/sleep") {
+			return
+		}
+		unix.Nanosleep(&unix.Timespec{Nsec: 10_000_000}, nil)
+	}
+	t.Fatalf("process %d has no mount namespace of its own", pid)
+}
