@@ -36,7 +36,7 @@ func tryInitrd(req Request) (*Plan, bool, error) {
 	dir := filepath.Join(req.Bundle, podInitrdDir)
 	p.Initrd = filepath.Join(dir, "initrd")
 	p.Undo = Undo{Dirs: []string{dir}}
-	p.prepare = func() error {
+	p.prepare = func(func(Undo) error) error {
 		// A directory left by an earlier attempt is the bundle's own.
 		if err := os.RemoveAll(dir); err != nil {
 			return err
