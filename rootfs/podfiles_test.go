@@ -189,7 +189,7 @@ func TestInitrdPodFiles(t *testing.T) {
 	if p.Initrd != want || len(p.Undo.Dirs) != 1 || p.Undo.Dirs[0] != filepath.Join(bundle, podInitrdDir) {
 		t.Fatalf("plan: initrd %s, undo %v; want %s", p.Initrd, p.Undo, want)
 	}
-	if err := p.Prepare(); err != nil {
+	if err := p.Prepare(func(Undo) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(p.Initrd)
