@@ -116,6 +116,12 @@ func StartHelperProcess(root string, h confined.HelperProcess, user *specs.User)
 // bound the volumes and made a read-only root read-only before). It
 // returns where the helper listens and the directory it serves.
 func helperRunDirFor(h confined.HelperProcess, user specs.User) (listen, share string, err error) {
+	// The user namespace's maps are written through /proc/PID, PID as
+	// this launcher sees it: the host's proc names another process by it,
+	// so this namespace's own goes over it (the pivot drops it).
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return "", "", fmt.Errorf("mount this pid namespace's proc for %s's user namespace: %w", h.Name, err)
+	}
 	if err := os.MkdirAll(helperRunDir, 0o700); err != nil {
 		return "", "", err
 	}
