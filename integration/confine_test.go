@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
 )
 
@@ -87,24 +89,35 @@ func TestMonitorConfinement(t *testing.T) {
 
 // The spec's user runs the monitor with roots that belong to root, and
 // no owner on the host changes: qemu takes its disk open from the shim
-// (-add-fd), virtiofsd's socket is the user's, and a 9p server keeps its
-// four file capabilities as ambient ones. The guest writes to its root
-// in each mode, which shows the monitor can.
+// (-add-fd), virtiofsd's socket is the user's. A monitor serving 9p keeps
+// no capability as a user, so a shared root is written where the user may:
+// a volume of the user's, where the file lands owned by the user. The
+// guest writes in each mode, which shows the monitor can.
 func TestMonitorAsUserWithDiskOrSharedRoot(t *testing.T) {
 	for _, tc := range []struct {
 		name, hostConfig, image, capEff, cmdline string
+		shared                                   bool
 	}{
-		{"disk", env.defaultHostConfig(), testimage.BlockImageName, "0000000000000000", "file=/dev/fdset/6"},
-		{"9p", env.defaultHostConfig(), testimage.RootfsImageName, "000000000000001b", "virtio-9p-pci"},
-		{"virtiofs", env.virtiofsHostConfig(), testimage.RootfsImageName, "0000000000000000", "vhost-user-fs-pci"},
+		{"disk", env.defaultHostConfig(), testimage.BlockImageName, "0000000000000000", "file=/dev/fdset/6", false},
+		{"9p", env.defaultHostConfig(), testimage.RootfsImageName, "0000000000000000", "virtio-9p-pci", true},
+		{"virtiofs", env.virtiofsHostConfig(), testimage.RootfsImageName, "0000000000000000", "vhost-user-fs-pci", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			withHostConfig(t, tc.hostConfig)
 			id := newID(t)
 			logFile := filepath.Join(t.TempDir(), "console.log")
-			ctr(t, "run", "-d", "--log-uri", "file://"+logFile, "--runtime", runtimeName, "--user", "1000:1000",
-				tc.image, id, "/init", "write", "/written.txt", "written-by-a-user-monitor")
-			waitForOutput(t, logFile, "URUNC_GUEST_WROTE /written.txt: written-by-a-user-monitor", 90*time.Second)
+			args := []string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName, "--user", "1000:1000"}
+			target, vol := "/written.txt", ""
+			if tc.shared {
+				vol = t.TempDir()
+				if err := os.Chown(vol, 1000, 1000); err != nil {
+					t.Fatal(err)
+				}
+				target = "/data/written.txt"
+				args = append(args, "--mount", "type=bind,src="+vol+",dst=/data,options=rbind")
+			}
+			ctr(t, append(args, tc.image, id, "/init", "write", target, "written-by-a-user-monitor")...)
+			waitForOutput(t, logFile, "URUNC_GUEST_WROTE "+target+": written-by-a-user-monitor", 90*time.Second)
 			pid := taskPids(t, id)[0]
 			for field, want := range map[string]string{"Uid": "1000\t1000\t1000\t1000", "CapEff": tc.capEff, "NoNewPrivs": "1"} {
 				if got := procStatusField(t, pid, field); got != want {
@@ -113,6 +126,12 @@ func TestMonitorAsUserWithDiskOrSharedRoot(t *testing.T) {
 			}
 			if cmdline := monitorCmdline(t, id); !strings.Contains(cmdline, tc.cmdline) {
 				t.Errorf("monitor lacks %s: %s", tc.cmdline, cmdline)
+			}
+			if vol != "" {
+				var st unix.Stat_t
+				if err := unix.Stat(filepath.Join(vol, "written.txt"), &st); err != nil || st.Uid != 1000 || st.Gid != 1000 {
+					t.Errorf("the guest's file on the host: owner %d:%d (%v), want 1000:1000", st.Uid, st.Gid, err)
+				}
 			}
 			killAndRemove(t, id)
 		})

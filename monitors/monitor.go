@@ -98,6 +98,9 @@ type Share struct {
 	Tag    string
 	Path   string
 	Socket string
+	// ReadOnly: the monitor serves the share read-only (qemu's 9p
+	// readonly=on).
+	ReadOnly bool
 }
 
 // NIC is a guest network interface backed by a host tap.

@@ -126,6 +126,20 @@ func TestMonitorArgs(t *testing.T) {
 				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
 		},
 		{
+			name: "qemu read-only 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
+				[]Share{{Kind: rootfs.Kind9p, Tag: "fs0", Path: "/guest/shares/fs0", ReadOnly: true}}),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none,readonly=on -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
+		},
+		{
+			name: "qemu read-only block root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
+				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs", ReadOnly: true}}, nil),
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
+				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs,readonly=on -device virtio-blk-pci,drive=rootfs,serial=rootfs -nic none",
+		},
+		{
 			name: "qemu virtiofs root maps guest RAM shared", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
 				[]Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}),
 			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +

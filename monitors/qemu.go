@@ -157,8 +157,16 @@ func (q *qemu) storageArgs(g Guest) []string {
 	for _, s := range g.Shares {
 		switch s.Kind {
 		case rootfs.Kind9p:
+			// security_model=none: qemu acts on the host with its own
+			// identity, the spec's user when there is one, and asks
+			// nothing of the files beyond what that user may do;
+			// ownership the guest asks for is not kept.
+			fsdev := "local,id=fsdev-" + s.Tag + ",path=" + s.Path + ",security_model=none"
+			if s.ReadOnly {
+				fsdev += ",readonly=on"
+			}
 			args = append(args,
-				"-fsdev", "local,id=fsdev-"+s.Tag+",path="+s.Path+",security_model=none",
+				"-fsdev", fsdev,
 				"-device", "virtio-9p-pci,fsdev=fsdev-"+s.Tag+",mount_tag="+s.Tag)
 		case rootfs.KindVirtiofs:
 			args = append(args,

@@ -46,7 +46,7 @@ func tryBlockAnnotation(req Request) (*Plan, bool, error) {
 	p := &Plan{
 		Root:   Root{Kind: KindBlock},
 		Kernel: req.Kernel,
-		Disks:  []Disk{{ID: "rootfs", Source: req.Block}},
+		Disks:  []Disk{{ID: "rootfs", Source: req.Block, ReadOnly: req.ReadOnlyRoot}},
 	}
 	vols, err := blockVolumes(req, false)
 	if err != nil {
@@ -77,7 +77,7 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 	p := &Plan{
 		Root:   Root{Kind: KindBlock},
 		Kernel: filepath.Join(dir, "kernel"),
-		Disks:  []Disk{{ID: "rootfs", Source: src}},
+		Disks:  []Disk{{ID: "rootfs", Source: src, ReadOnly: req.ReadOnlyRoot}},
 		Undo:   Undo{Dirs: []string{dir}},
 	}
 	if isBlockDevice(src) {

@@ -55,10 +55,13 @@ type Request struct {
 	Block, BlkMntPoint string
 	// MountRootfs is the image's mountRootfs (or useDMBlock) annotation.
 	MountRootfs bool
-	Volumes     []specs.Mount // the spec's mounts
-	Guest       GuestCaps
-	Monitor     MonitorCaps
-	Virtiofsd   Virtiofsd
+	// ReadOnlyRoot is the spec's root.readonly: the guest's root, whatever
+	// the mode, reaches it read-only.
+	ReadOnlyRoot bool
+	Volumes      []specs.Mount // the spec's mounts
+	Guest        GuestCaps
+	Monitor      MonitorCaps
+	Virtiofsd    Virtiofsd
 }
 
 // Virtiofsd is the host's virtiofsd ([extra_binaries.virtiofsd]).
@@ -92,9 +95,13 @@ type Plan struct {
 	VolumeBinds []confined.Bind
 	// HelperProcess runs beside the monitor (virtiofsd), started by the launcher.
 	HelperProcess *confined.HelperProcess
+	// ReadOnlyShare: the shared root is bound read-only (its top mount
+	// only: the volumes bound into it keep their own access) in the
+	// launcher's mount namespace, before the monitor or the helper sees it.
+	ReadOnlyShare bool
 	// MonitorServesFiles is set when the monitor itself serves the
-	// root's files (9p): it then needs /proc in its confined root and
-	// keeps file capabilities when it runs as a user other than root.
+	// root's files (9p): it then needs /proc in its confined root, and
+	// keeps file capabilities when it runs as root (none as a user).
 	MonitorServesFiles bool
 	// Devices are host block devices the monitor opens: the container's
 	// device cgroup must let it.
@@ -147,6 +154,10 @@ type Share struct {
 	Kind   Kind // Kind9p or KindVirtiofs
 	Tag    string
 	Source string // host directory the monitor serves (9p)
+	// ReadOnly: the monitor serves the share read-only; set only when
+	// nothing in it may be written (a read-only root whose volumes are
+	// all read-only too).
+	ReadOnly bool
 	// Socket is where the share's server listens inside the confined
 	// root (virtiofsd's, from HelperProcess).
 	Socket string
@@ -272,9 +283,11 @@ func isBind(m specs.Mount) bool {
 	return false
 }
 
+// readOnly tells whether a volume is read-only: "ro", or "rro" (recursive
+// read-only). Both are made read-only recursively, submounts included.
 func readOnly(m specs.Mount) bool {
 	for _, o := range m.Options {
-		if o == "ro" {
+		if o == "ro" || o == "rro" {
 			return true
 		}
 	}

@@ -149,3 +149,47 @@ func TestVolumes(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// spec.root.readonly reaches every mode: a block root disk is read-only,
+// a shared root is bound read-only (ReadOnlyShare) and served read-only
+// unless a writable volume lives in it; "rro" is a read-only volume.
+func TestReadOnlyRoot(t *testing.T) {
+	dir := t.TempDir()
+	blockFile := filepath.Join(dir, "snap")
+	if err := os.WriteFile(blockFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true, "9p": true}}
+	for _, ro := range []bool{false, true} {
+		p, err := Select(Request{Kernel: "/k", Block: "/d", BlkMntPoint: "/", ReadOnlyRoot: ro, Guest: guest, Monitor: fakeMonitor{}})
+		if err != nil || p.Disks[0].ReadOnly != ro {
+			t.Errorf("block annotation, read-only root %v: disks %+v, err %v", ro, p.Disks, err)
+		}
+		p, err = Select(Request{Bundle: dir, Kernel: "/k", MountRootfs: true, ReadOnlyRoot: ro,
+			Mounts: []mount.Mount{{Type: "ext4", Source: blockFile, Options: []string{"loop"}}},
+			Guest:  guest, Monitor: fakeMonitor{}})
+		if err != nil || p.Disks[0].ReadOnly != ro {
+			t.Errorf("container block, read-only root %v: disks %+v, err %v", ro, p.Disks, err)
+		}
+	}
+	share := func(vols ...specs.Mount) *Plan {
+		t.Helper()
+		p, err := Select(Request{Kernel: "/k", MountRootfs: true, ReadOnlyRoot: true, Volumes: vols, Guest: guest,
+			Monitor: fakeMonitor{shares: map[string]bool{"9p": true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := share(); !p.ReadOnlyShare || !p.Shares[0].ReadOnly {
+		t.Errorf("read-only 9p root: share %+v, bound read-only %v", p.Shares[0], p.ReadOnlyShare)
+	}
+	rro := specs.Mount{Destination: "/data", Type: "bind", Source: dir, Options: []string{"rbind", "rro"}}
+	if p := share(rro); !p.Shares[0].ReadOnly || !p.VolumeBinds[0].ReadOnly {
+		t.Errorf("rro volume in a read-only root: share %+v, binds %+v", p.Shares[0], p.VolumeBinds)
+	}
+	rw := specs.Mount{Destination: "/data", Type: "bind", Source: dir, Options: []string{"rbind", "rw"}}
+	if p := share(rw); !p.ReadOnlyShare || p.Shares[0].ReadOnly || p.VolumeBinds[0].ReadOnly {
+		t.Errorf("writable volume in a read-only root: share %+v, bound read-only %v, binds %+v", p.Shares[0], p.ReadOnlyShare, p.VolumeBinds)
+	}
+}

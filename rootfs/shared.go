@@ -30,12 +30,14 @@ func tryVirtiofs(req Request) (*Plan, bool, error) {
 	}
 	p := sharedPlan(req, KindVirtiofs)
 	// virtiofsd is confined to the rootfs by its own sandbox; the monitor
-	// only sees its socket.
-	// "-o source=" is understood by the C virtiofsd and, for
-	// compatibility, by the Rust one.
-	argv := []string{req.Virtiofsd.Path, "-o", "source=" + req.RootfsDir}
-	p.HelperProcess = &confined.HelperProcess{Name: "virtiofsd", Argv: append(argv, req.Virtiofsd.Options...),
-		Socket: VirtiofsSocket, SocketFlag: "--socket-path="}
+	// only sees its socket. The launcher names the directory it serves
+	// ("-o source=", understood by the C virtiofsd and, for
+	// compatibility, by the Rust one): the rootfs, or the rootfs bound
+	// where a helper running as the spec's user can reach it.
+	argv := append([]string{req.Virtiofsd.Path}, req.Virtiofsd.Options...)
+	p.HelperProcess = &confined.HelperProcess{Name: "virtiofsd", Argv: argv,
+		Socket: VirtiofsSocket, SocketFlag: "--socket-path=",
+		Share: req.RootfsDir, ShareFlag: []string{"-o", "source="}}
 	p.Shares[0].Socket = VirtiofsSocket
 	return p, true, nil
 }
@@ -54,14 +56,24 @@ func try9p(req Request) (*Plan, bool, error) {
 	return p, true, nil
 }
 
+// sharedPlan gives the guest the rootfs with the spec's volumes bound
+// into it. A read-only root is its top mount bound read-only in the
+// launcher's namespace (ReadOnlyShare), which holds for the monitor's 9p
+// server and virtiofsd alike, whatever their capabilities; the monitor
+// serves the share read-only too when no volume in it is writable.
 func sharedPlan(req Request, kind Kind) *Plan {
 	p := &Plan{
-		Root:   Root{Kind: kind, Tag: RootTag},
-		Kernel: req.Kernel,
-		Shares: []Share{{Kind: kind, Tag: RootTag}},
+		Root:          Root{Kind: kind, Tag: RootTag},
+		Kernel:        req.Kernel,
+		Shares:        []Share{{Kind: kind, Tag: RootTag, ReadOnly: req.ReadOnlyRoot}},
+		ReadOnlyShare: req.ReadOnlyRoot,
 	}
 	for _, v := range volumes(req.Volumes) {
-		p.VolumeBinds = append(p.VolumeBinds, confined.Bind{Source: v.Source, Target: v.Destination, ReadOnly: readOnly(v)})
+		ro := readOnly(v)
+		p.VolumeBinds = append(p.VolumeBinds, confined.Bind{Source: v.Source, Target: v.Destination, ReadOnly: ro})
+		if !ro {
+			p.Shares[0].ReadOnly = false
+		}
 	}
 	return p
 }

@@ -31,6 +31,7 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	write FILE TEXT  write TEXT to FILE (in the guest's root, making its directory), sync, print it back, then idle
 //	cat FILE...    print each file, prefixed "URUNC_GUEST_CAT FILE:"
 //	sleepcat FILE...  as cat, then as sleep
+//	chmodcat MODE FILE CATFILE...  chmod FILE, print the outcome ("URUNC_GUEST_CHMOD FILE: ok" or the error), then as sleepcat CATFILE...
 //	exit N         end init with status N (the kernel reports it and resets)
 //	envcat VAR FILE...  print VAR's value and the hostname, then each file as cat does, then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
@@ -117,6 +118,14 @@ catvol)
 			;;
 		esac
 	done
+	;;
+chmodcat)
+	m=$1 f=$2
+	shift 2
+	if out=$(chmod "$m" "$f" 2>&1); then echo "URUNC_GUEST_CHMOD $f: ok"; else echo "URUNC_GUEST_CHMOD $f: $out"; fi
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000; done
 	;;
 sleepcat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done

@@ -33,6 +33,11 @@ type HelperProcess struct {
 	// before it execs the monitor.
 	Socket     string
 	SocketFlag string
+	// Share is the host directory the helper serves; the launcher names
+	// it (or where it bound it) after ShareFlag: every element but the
+	// last as is, the path appended to the last.
+	Share     string
+	ShareFlag []string
 }
 
 // ResolveInRootfs returns the host path of p, a path inside the container

@@ -28,8 +28,10 @@ type Confinement struct {
 	Seccomp bool `json:"seccomp,omitempty"`
 }
 
-// FileCaps let a monitor serving a 9p share act on the rootfs's files as
-// their owners would (qemu's 9p server runs as the monitor's user).
+// FileCaps let a root monitor serving a 9p share act on the rootfs's files
+// as their owners would (qemu's 9p server runs as the monitor's user). A
+// monitor running as the spec's user never gets them: it would read and
+// chmod every file of the host's it can reach.
 var FileCaps = []int{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID}
 
 // TapOwner is who may open the guest's tap: the monitor's user.

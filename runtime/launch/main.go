@@ -70,7 +70,7 @@ func prepareConfinedRoot(spec Spec) error {
 	if err := spec.Confine.apply(); err != nil {
 		return err
 	}
-	if err := BindVolumes(spec.Rootfs, spec.Volumes); err != nil {
+	if err := ShareRootfs(spec.Rootfs, spec.Volumes, spec.RootReadOnly); err != nil {
 		return err
 	}
 	if err := BuildConfinedRoot(spec.RootDir, spec.Binds); err != nil {
@@ -105,7 +105,7 @@ func startHelper(spec Spec) error {
 	for _, fd := range spec.MonitorFDs {
 		unix.CloseOnExec(fd)
 	}
-	err := StartHelperProcess(spec.RootDir, *spec.HelperProcess)
+	err := StartHelperProcess(spec.RootDir, *spec.HelperProcess, spec.Confine.User)
 	for _, fd := range spec.MonitorFDs {
 		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); ferr != nil && err == nil {
 			err = fmt.Errorf("keep fd %d for the monitor: %w", fd, ferr)

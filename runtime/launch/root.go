@@ -59,18 +59,48 @@ func bindInto(root string, b confined.Bind) error {
 	return bindAt(b.Source, target, b.ReadOnly)
 }
 
-// bindAt binds source at target (recursively), read-only if asked.
+// bindAt binds source at target (recursively), read-only if asked: then
+// every mount of the bound tree is read-only, submounts included.
 func bindAt(source, target string, ro bool) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
 	if ro {
-		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_REC)
-		if err := unix.Mount("", target, "", flags, ""); err != nil {
-			return fmt.Errorf("make %s read-only: %w", target, err)
-		}
+		return makeReadOnly(target, true)
 	}
 	return nil
+}
+
+// makeReadOnly makes the mount at target read-only, with every mount
+// under it when recursive. A bind remount (MS_REMOUNT|MS_BIND|MS_RDONLY)
+// acts on one mount whatever MS_REC says, so a read-only volume's
+// submounts would stay writable: mount_setattr (Linux 5.12) with
+// AT_RECURSIVE is the kernel's one call for a whole tree. Without it, a
+// recursive request fails rather than leave anything writable.
+func makeReadOnly(target string, recursive bool) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	err := unix.MountSetattr(-1, target, uint(flags), &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ENOSYS) && recursive:
+		return fmt.Errorf("make %s read-only with its submounts: this kernel has no mount_setattr (Linux 5.12), and a bind remount would leave the submounts writable", target)
+	case errors.Is(err, unix.ENOSYS):
+		// One mount: a bind remount keeping its other flags does it.
+		var st unix.Statfs_t
+		if err := unix.Statfs(target, &st); err != nil {
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+		keep := uintptr(st.Flags) & (unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME)
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, ""); err != nil {
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("make %s read-only: %w", target, err)
 }
 
 // MakeMountsPrivate turns every mount of this (new) mount namespace into a
@@ -117,6 +147,29 @@ func MountPidsProc(dir string) error {
 	}
 	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid,hidepid=invisible"); err != nil {
 		return fmt.Errorf("mount a pids-only proc at %s: %w", target, err)
+	}
+	return nil
+}
+
+// ShareRootfs readies the container rootfs to be shared with the guest:
+// the volumes bound into it and, for a read-only root, its top mount made
+// read-only, as runc does: the volumes keep their own access, and their
+// mount points are made while the rootfs is still writable. The rootfs is
+// bound onto itself first so that the read-only flag lands on a mount of
+// this namespace's own, whatever the snapshotter mounted there.
+func ShareRootfs(rootfsDir string, vols []confined.Bind, readOnly bool) error {
+	if readOnly {
+		if err := unix.Mount(rootfsDir, rootfsDir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind the rootfs %s onto itself: %w", rootfsDir, err)
+		}
+	}
+	if err := BindVolumes(rootfsDir, vols); err != nil {
+		return err
+	}
+	if readOnly {
+		if err := makeReadOnly(rootfsDir, false); err != nil {
+			return fmt.Errorf("read-only root: %w", err)
+		}
 	}
 	return nil
 }

@@ -47,6 +47,9 @@ type Spec struct {
 	Volumes []confined.Bind `json:"volumes,omitempty"`
 	// HelperProcess runs beside the monitor (virtiofsd).
 	HelperProcess *confined.HelperProcess `json:"helper,omitempty"`
+	// RootReadOnly binds Rootfs read-only (its top mount; the volumes
+	// bound into it keep their own access) before anything serves it.
+	RootReadOnly bool `json:"rootReadOnly,omitempty"`
 	// Proc mounts a pids-only proc in the confined root, for a monitor
 	// that reaches its own descriptors through /proc/self/fd (qemu's 9p
 	// server).

@@ -176,6 +176,7 @@ func (c *Container) launch(ctx context.Context, tl *lifecycle.Timeline, plan *bo
 		Rootfs:        rootfsDir,
 		Volumes:       plan.rootfs.VolumeBinds,
 		HelperProcess: plan.rootfs.HelperProcess,
+		RootReadOnly:  plan.rootfs.ReadOnlyShare,
 
 		Proc:       plan.rootfs.MonitorServesFiles,
 		MonitorFDs: monitorFDs(plan.guest),

@@ -204,6 +204,9 @@ func rootfsRequest(cfg config.UnikernelConfig, spec *specs.Spec, opts lifecycle.
 		Volumes:     spec.Mounts,
 		Virtiofsd:   opts.Host.Virtiofsd(),
 	}
+	if spec.Root != nil {
+		req.ReadOnlyRoot = spec.Root.Readonly
+	}
 	if cfg.Binary == "" {
 		return req, fmt.Errorf("no guest kernel: annotation %sbinary is not set", annotation.Prefix)
 	}
@@ -263,7 +266,7 @@ func (p *bootPlan) placeGuestFiles() []confined.Bind {
 		p.guest.Disks = append(p.guest.Disks, monitors.Disk{ID: d.ID, Path: path, ReadOnly: d.ReadOnly, HostDevice: hostDevice})
 	}
 	for _, s := range rp.Shares {
-		share := monitors.Share{Kind: s.Kind, Tag: s.Tag, Socket: s.Socket}
+		share := monitors.Share{Kind: s.Kind, Tag: s.Tag, Socket: s.Socket, ReadOnly: s.ReadOnly}
 		if s.Socket == "" {
 			share.Path = guestSharesDir + "/" + s.Tag
 			binds = append(binds, confined.Bind{Source: s.Source, Target: share.Path})
@@ -338,12 +341,14 @@ func guestSize(spec *specs.Spec, mcfg monitors.Config) (memMB, vcpus int) {
 	return memMB, vcpus
 }
 
-// planConfinement takes the monitor's confinement from the spec; a
-// monitor serving a 9p share keeps launch.FileCaps. With a user other than root,
-// what belongs to root reaches the monitor without any owner changed on
-// the host: the shim opens the disks and the monitor inherits them
-// (inheritDisks), a 9p server keeps launch.FileCaps as ambient capabilities, and
-// the launcher gives virtiofsd's socket to the user.
+// planConfinement takes the monitor's confinement from the spec. With a
+// user other than root, the monitor runs as that user with no capability
+// at all, so a 9p server it runs acts on the host's files as the user
+// would (DESIGN.md, "The spec's user on a shared root"); what belongs to
+// root reaches it without any owner changed on the host: the shim opens
+// the disks and the monitor inherits them (inheritDisks), and the
+// launcher gives virtiofsd's socket to the user and runs virtiofsd as the
+// user too. A root monitor serving 9p keeps launch.FileCaps.
 func planConfinement(spec *specs.Spec, mon monitors.Monitor, root *rootfs.Plan, disks []monitors.Disk) (launch.Confinement, error) {
 	var c launch.Confinement
 	if p := spec.Process; p != nil && (p.User.UID != 0 || p.User.GID != 0) {
@@ -371,7 +376,7 @@ func planConfinement(spec *specs.Spec, mon monitors.Monitor, root *rootfs.Plan, 
 		}
 		c.Rlimits = p.Rlimits
 	}
-	if root.MonitorServesFiles {
+	if root.MonitorServesFiles && c.User == nil {
 		c.KeepCaps = launch.FileCaps
 	}
 	return c, nil

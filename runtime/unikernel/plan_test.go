@@ -13,7 +13,9 @@ import (
 
 // A monitor running as the spec's user takes its disks open from the
 // shim; a monitor that cannot is refused with the user, the monitor and
-// the root named, and a root with no disk runs under any monitor.
+// the root named, and a root with no disk runs under any monitor. A 9p
+// server running as the user keeps no capability (it would read and chmod
+// other users' files); a root one keeps the four file capabilities.
 func TestPlanConfinementUser(t *testing.T) {
 	user := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}}}
 	disk := []monitors.Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}}
@@ -29,7 +31,7 @@ func TestPlanConfinementUser(t *testing.T) {
 		wantCaps      int
 	}{
 		{"qemu", "block", disk, "", 0},
-		{"qemu", "9p", nil, "", len(launch.FileCaps)},
+		{"qemu", "9p", nil, "", 0},
 		{"firecracker", "initrd", nil, "", 0},
 		{"firecracker", "block", disk, "process.user 1000:1000: monitor firecracker cannot run as a user other than root with a disk (block root)", 0},
 		{"hvt", "block", disk, "monitor hvt cannot run as a user other than root with a disk", 0},
@@ -47,6 +49,14 @@ func TestPlanConfinementUser(t *testing.T) {
 		case tc.wantErr == "" && (c.User == nil || c.User.UID != 1000 || len(c.KeepCaps) != tc.wantCaps):
 			t.Errorf("%s %s: user %+v, caps %v", tc.monitor, tc.mode, c.User, c.KeepCaps)
 		}
+	}
+	mon, err := monitors.New("qemu", monitors.Config{Path: "/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := planConfinement(&specs.Spec{Process: &specs.Process{}}, mon, roots["9p"], nil)
+	if err != nil || c.User != nil || len(c.KeepCaps) != len(launch.FileCaps) {
+		t.Errorf("root 9p monitor: user %+v, caps %v, err %v; want root with %v", c.User, c.KeepCaps, err, launch.FileCaps)
 	}
 }
 
