@@ -44,7 +44,7 @@ func tryBlockAnnotation(req Request) (*Plan, bool, error) {
 			annotation.Prefix, req.Guest.Name(), req.Monitor.Name())
 	}
 	p := &Plan{
-		Root:   Root{Kind: KindBlock},
+		Root:   Root{Kind: KindBlock, ReadOnly: req.ReadOnlyRoot},
 		Kernel: req.Kernel,
 		Disks:  []Disk{{ID: "rootfs", Source: req.Block, ReadOnly: req.ReadOnlyRoot}},
 	}
@@ -75,7 +75,7 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 	}
 	dir := filepath.Join(req.Bundle, bootDir)
 	p := &Plan{
-		Root:   Root{Kind: KindBlock},
+		Root:   Root{Kind: KindBlock, ReadOnly: req.ReadOnlyRoot},
 		Kernel: filepath.Join(dir, "kernel"),
 		Disks:  []Disk{{ID: "rootfs", Source: src, ReadOnly: req.ReadOnlyRoot}},
 		Undo:   Undo{Dirs: []string{dir}},

@@ -162,14 +162,14 @@ func TestReadOnlyRoot(t *testing.T) {
 	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true, "9p": true}}
 	for _, ro := range []bool{false, true} {
 		p, err := Select(Request{Kernel: "/k", Block: "/d", BlkMntPoint: "/", ReadOnlyRoot: ro, Guest: guest, Monitor: fakeMonitor{}})
-		if err != nil || p.Disks[0].ReadOnly != ro {
-			t.Errorf("block annotation, read-only root %v: disks %+v, err %v", ro, p.Disks, err)
+		if err != nil || p.Disks[0].ReadOnly != ro || p.Root.ReadOnly != ro {
+			t.Errorf("block annotation, read-only root %v: disks %+v, root %+v, err %v", ro, p.Disks, p.Root, err)
 		}
 		p, err = Select(Request{Bundle: dir, Kernel: "/k", MountRootfs: true, ReadOnlyRoot: ro,
 			Mounts: []mount.Mount{{Type: "ext4", Source: blockFile, Options: []string{"loop"}}},
 			Guest:  guest, Monitor: fakeMonitor{}})
-		if err != nil || p.Disks[0].ReadOnly != ro {
-			t.Errorf("container block, read-only root %v: disks %+v, err %v", ro, p.Disks, err)
+		if err != nil || p.Disks[0].ReadOnly != ro || p.Root.ReadOnly != ro {
+			t.Errorf("container block, read-only root %v: disks %+v, root %+v, err %v", ro, p.Disks, p.Root, err)
 		}
 	}
 	share := func(vols ...specs.Mount) *Plan {

@@ -14,6 +14,11 @@ type Root struct {
 	Kind Kind
 	// Tag is the mount tag of a shared root (9p, virtiofs).
 	Tag string
+	// ReadOnly is a root disk the monitor opens read-only: the guest's
+	// kernel must mount it so too, or it fails the first write late. A
+	// shared root keeps its writable volumes inside one mount, so only a
+	// disk root sets it.
+	ReadOnly bool
 }
 
 // Volume is a disk the guest mounts at MountPoint; ID is its serial.

@@ -47,6 +47,9 @@ func rootArgs(r rootfs.Root) ([]string, error) {
 	case rootfs.KindInitrd:
 		return []string{"root=/dev/ram0", "rw"}, nil
 	case rootfs.KindBlock:
+		if r.ReadOnly {
+			return []string{"root=/dev/vda", "ro"}, nil
+		}
 		return []string{"root=/dev/vda", "rw"}, nil
 	case rootfs.Kind9p:
 		return []string{"root=" + r.Tag, "rw", "rootfstype=9p",

@@ -27,6 +27,11 @@ func TestLinuxCmdline(t *testing.T) {
 			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda rw init=/sbin/init --",
 		},
 		{
+			name: "read-only block root",
+			req:  Request{Args: []string{"/sbin/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock, ReadOnly: true}},
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda ro init=/sbin/init --",
+		},
+		{
 			name: "9p root",
 			req:  Request{Args: []string{"/init", "x"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}},
 			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
