@@ -240,7 +240,7 @@ func TestTwoGuestsInOneNamespace(t *testing.T) {
 // nothing of the winner's (its tap still joined to eth0), and the
 // winner's guest, started after the race, serves HTTP.
 func TestTwoGuestsRacingInOneNamespace(t *testing.T) {
-	n := newTestNet(t, 13)
+	n := newTestNet(t, 16)
 	c, ctx := newClient(t)
 	img, err := c.GetImage(ctx, image)
 	if err != nil {
