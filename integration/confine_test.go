@@ -33,7 +33,7 @@ func procStatusField(t *testing.T, pid int, field string) string {
 
 // The monitor runs as confined as a container: no capabilities but the
 // four a 9p server needs for the rootfs's files, no_new_privs, qemu's own
-// seccomp filter when the spec has seccomp, the spec's OOM score rather
+// seccomp filter whether or not the spec has seccomp, the spec's OOM score rather
 // than the shim's, and a root that holds only its own files, on a nodev,
 // noexec tmpfs.
 func TestMonitorConfinement(t *testing.T) {
@@ -43,8 +43,8 @@ func TestMonitorConfinement(t *testing.T) {
 	}{
 		{"initrd with seccomp", image, "0000000000000000", "2", "0", []string{"--seccomp"}},
 		// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID.
-		{"9p without seccomp", testimage.RootfsImageName, "000000000000001b", "0", "0", nil},
-		{"initrd as the spec's user", image, "0000000000000000", "0", "1000", []string{"--user", "1000:1000"}},
+		{"9p without seccomp", testimage.RootfsImageName, "000000000000001b", "2", "0", nil},
+		{"initrd as the spec's user", image, "0000000000000000", "2", "1000", []string{"--user", "1000:1000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := newID(t)
@@ -141,20 +141,31 @@ func TestMonitorAsUserWithDiskOrSharedRoot(t *testing.T) {
 // A monitor that installs no seccomp filter of its own gets this
 // project's, and a call the filter denies fails in it. Here that monitor
 // is the stand-in as qemu: a qemu built without libseccomp has no
-// -sandbox. A spec without seccomp gets no filter. (A monitor that filters
-// itself never gets a second one: stacked filters all apply, and a second
-// one can kill it; monitors' TestFiltersItself covers which monitors filter
-// themselves, and TestMonitorConfinement sees qemu's own -sandbox.)
+// -sandbox. The filter comes by default, with no profile in the spec (as
+// a pod without seccompProfile has); a profile that is explicitly
+// unconfined, or the host config's seccomp = false with no profile, leaves
+// it out. (A monitor that filters itself never gets a second one: stacked
+// filters all apply, and a second one can kill it; monitors'
+// TestFiltersItself covers which monitors filter themselves, and
+// TestMonitorConfinement sees qemu's own -sandbox.)
 func TestProjectSeccompFilter(t *testing.T) {
-	withHostConfig(t, env.standinHostConfig())
+	unconfined := filepath.Join(t.TempDir(), "unconfined.json")
+	if err := os.WriteFile(unconfined, []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	filtered, seccompOff := env.standinHostConfig(), strings.Replace(env.standinHostConfig(), "[monitors.qemu]\n", "[monitors.qemu]\nseccomp = false\n", 1)
 	for _, tc := range []struct {
-		name, seccomp, filters, keyctl string
-		flags                          []string
+		name, hostConfig, seccomp, filters, keyctl string
+		flags                                      []string
 	}{
-		{"spec with seccomp", "2", "1", "operation not permitted", []string{"--seccomp"}},
-		{"spec without seccomp", "0", "0", "ok", nil},
+		{"spec with seccomp", filtered, "2", "1", "operation not permitted", []string{"--seccomp"}},
+		{"spec without seccomp", filtered, "2", "1", "operation not permitted", nil},
+		{"spec with an unconfined profile", filtered, "0", "0", "ok", []string{"--seccomp", "--seccomp-profile", unconfined}},
+		{"host config seccomp = false", seccompOff, "0", "0", "ok", nil},
+		{"host config seccomp = false, spec with seccomp", seccompOff, "2", "1", "operation not permitted", []string{"--seccomp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			withHostConfig(t, tc.hostConfig)
 			id := newID(t)
 			logFile := filepath.Join(t.TempDir(), "console.log")
 			args := append([]string{"run", "-d", "--log-uri", "file://" + logFile, "--runtime", runtimeName}, tc.flags...)

@@ -169,6 +169,17 @@ func TestCRIPodWithCrictl(t *testing.T) {
 	t.Logf("pod stats: working set %s bytes, container working set %s bytes",
 		podStats.Stats[0].Linux.Memory.WorkingSetBytes.Value, stats.Stats[0].Memory.WorkingSetBytes.Value)
 
+	// A second unikernel container in the pod is refused at its start
+	// (when containerd creates its task), naming the guest that holds
+	// the pod's interface; the guest keeps its network.
+	second := crictl(t, "create", "--no-pull", podID, container("second", testimage.ImageName, []string{"/init", "sleep"}), podConfig)
+	if out, errOut, err := crictlRaw("start", second); err == nil || !strings.Contains(errOut, "FailedPrecondition") ||
+		!strings.Contains(errOut, "one unikernel container per pod network") || !strings.Contains(errOut, "container "+guest) {
+		t.Fatalf("a second unikernel container in the pod: %v\n%s%s", err, out, errOut)
+	}
+	crictl(t, "rm", second)
+	assertGuestPage(t, "http://"+podIP+"/")
+
 	// A plain sidecar beside the VM, run by runc in the same shim: exec
 	// into it (a probe, kubectl exec) works, synchronous and streamed.
 	sidecar := crictl(t, "create", "--no-pull", podID, container("sidecar", testimage.PlainImageName, []string{"/bin/busybox", "sleep", "1000"}), podConfig)
@@ -190,7 +201,16 @@ func TestCRIPodWithCrictl(t *testing.T) {
 	crictl(t, "stop", "-t", "2", sidecar)
 	crictl(t, "rm", sidecar)
 
-	// Log rotation as the kubelet does it: rename the file, then
+	// Stop with the pod's grace period: the guest powers down at once
+	// and exits 0.
+	crictl(t, "stop", "-t", "20", guest)
+	crictlJSON(t, &inspect, "inspect", guest)
+	if inspect.Status.State != "CONTAINER_EXITED" || inspect.Status.ExitCode != 0 {
+		t.Fatalf("a guest that powered down: %+v, want exited 0", inspect.Status)
+	}
+	crictl(t, "rm", guest)
+	// The pod's network is free again once the guest is gone: a new
+	// guest takes it. Log rotation as the kubelet does it: rename the file, then
 	// ReopenContainerLog (which crictl lacks: the CRI API directly). The
 	// running guest's next lines go to a new file, none to the old one.
 	counter := crictl(t, "create", "--no-pull", podID, container("counter", testimage.ImageName, []string{"/init", "count"}), podConfig)
@@ -210,14 +230,6 @@ func TestCRIPodWithCrictl(t *testing.T) {
 	crictl(t, "stop", "-t", "10", counter)
 	crictl(t, "rm", counter)
 
-	// Stop with the pod's grace period: the guest powers down at once
-	// and exits 0.
-	crictl(t, "stop", "-t", "20", guest)
-	crictlJSON(t, &inspect, "inspect", guest)
-	if inspect.Status.State != "CONTAINER_EXITED" || inspect.Status.ExitCode != 0 {
-		t.Fatalf("a guest that powered down: %+v, want exited 0", inspect.Status)
-	}
-	crictl(t, "rm", guest)
 	// A guest that ignores the power button runs until the caller's
 	// timeout and is then killed by it (the shim enforces no grace of
 	// its own): the stop returns no sooner than the timeout, with 137.

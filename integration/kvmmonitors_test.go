@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,60 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 	withHostConfig(t, cfg.String())
 	t.Run("with an API", testMonitorsWithAPI)
 	t.Run("built by urunc", testBuiltImages)
+	t.Run("firecracker's API socket a symlink out of its root", testFirecrackerSymlinkedAPI)
+}
+
+// A firecracker whose guest took it over leaves a symlink to a host
+// socket where its API socket goes (its /tmp is 1777). SIGTERM's
+// power-down never reaches that host socket: the shim opens the socket
+// inside the monitor's root without following symlinks, finds none, and
+// passes the signal on to the monitor.
+func testFirecrackerSymlinkedAPI(t *testing.T) {
+	host := filepath.Join(t.TempDir(), "host-only.sock")
+	ln, err := net.Listen("unix", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reached := make(chan string, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 512)
+		n, _ := conn.Read(buf)
+		reached <- string(buf[:n])
+	}()
+	id := newID(t)
+	log := runDetachedImage(t, id, image, []string{"--annotation", "com.urunc.unikernel.hypervisor=firecracker"}, "/init", "symlink-api", host)
+	waitForOutput(t, log, "STANDIN_READY", 30*time.Second)
+	ctr(t, "task", "kill", "-s", "SIGTERM", id)
+	select {
+	case req := <-reached:
+		t.Errorf("the power-down reached a host socket outside the monitor's root: %q", req)
+	case <-waitForOutputChan(log, "STANDIN_SIGTERM", 15*time.Second):
+		if out, _ := os.ReadFile(log); !strings.Contains(string(out), "STANDIN_SIGTERM") {
+			t.Errorf("SIGTERM never reached the monitor:\n%s", out)
+		}
+	}
+	killAndRemove(t, id)
+}
+
+// waitForOutputChan closes its channel once the file holds want, or
+// after timeout.
+func waitForOutputChan(path, want string, timeout time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if data, _ := os.ReadFile(path); strings.Contains(string(data), want) {
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // firecracker and cloud-hypervisor boot a Linux guest, their monitor
@@ -122,9 +177,9 @@ func testMonitorsWithAPI(t *testing.T) {
 
 // Unikernel images made by `urunc build`: mirage and rumprun under
 // solo5's tenders, and unikraft under firecracker. Their guest's own exit
-// is the container's. hvt alone of the tenders gets /dev/kvm. With
-// --seccomp, an hvt that says it is 0.9 (the stand-in's --version, run by
-// the shim through its reaper) does not filter itself and gets the
+// is the container's. hvt alone of the tenders gets /dev/kvm. With or
+// without --seccomp, an hvt that says it is 0.9 (the stand-in's --version,
+// run by the shim through its reaper) does not filter itself and gets the
 // project's filter. hvt also runs with a network (the tap, and the guest's
 // --ipv4), and is stopped with SIGTERM, which it has no API for.
 func testBuiltImages(t *testing.T) {
@@ -152,10 +207,15 @@ func testBuiltImages(t *testing.T) {
 			}
 			t.Cleanup(func() { _, _ = ctrRaw("images", "rm", name) })
 			id := newID(t)
+			// hvt 0.9 gets the project's filter, with or without a
+			// profile in the spec; the stand-in playing spt or
+			// firecracker, which filter themselves, installs none.
 			mode := "0"
+			if tc.monitor == "hvt" {
+				mode = "2"
+			}
 			run := []string{"run", "--rm", "--runtime", runtimeName}
 			if tc.seccomp {
-				mode = "2"
 				run = append(run, "--seccomp")
 			}
 			want := fmt.Sprintf("STANDIN_MONITOR %s kernel /guest/kernel initrd  kvm %s seccomp %s", tc.played, tc.kvm, mode)

@@ -10,9 +10,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // testNet is a pair of network namespaces the test makes itself: the
@@ -203,21 +209,101 @@ func TestGuestWithoutNetwork(t *testing.T) {
 	}
 }
 
-// Two unikernel containers in one namespace get distinct taps' names; the
-// second finds eth0 taken and runs without network instead of colliding.
+// linkTaken is the refusal a second unikernel container in one network
+// namespace gets at Create.
+const linkTaken = "one unikernel container per pod network"
+
+// A second unikernel container in a namespace whose interface already
+// carries a guest is refused at Create, naming the first; the first keeps
+// its network, before and after the refusal, and nothing of the second is
+// left.
 func TestTwoGuestsInOneNamespace(t *testing.T) {
 	n := newTestNet(t, 12)
 	a, b := newID(t), newID(t)
 	logA := runDetachedWith(t, a, n.withNS(), "httpd")
-	logB := runDetachedWith(t, b, n.withNS(), "sleep")
 	waitForOutput(t, logA, "URUNC_GUEST_HTTPD", 90*time.Second)
-	waitForOutput(t, logB, "URUNC_GUEST_READY", 90*time.Second)
 	waitFor(t, 30*time.Second, "the HTTP page", func() bool { _, err := n.httpGet(); return err == nil })
-	for _, id := range []string{a, b} {
-		ctr(t, "task", "kill", "-s", "SIGKILL", id)
-		waitFor(t, 10*time.Second, "stop", func() bool { return taskStatus(t, id) == "STOPPED" })
-		ctr(t, "task", "rm", id)
-		ctr(t, "container", "rm", id)
+	out, err := ctrRaw(append(append([]string{"run", "-d", "--runtime", runtimeName}, n.withNS()...), image, b, "/init", "sleep")...)
+	if err == nil || !strings.Contains(out, linkTaken) || !strings.Contains(out, "container "+a) {
+		t.Fatalf("the second guest's run: %v\n%s\nwant a refusal naming container %s", err, out, a)
 	}
+	_, _ = ctrRaw("container", "rm", b)
+	if body, err := n.httpGet(); err != nil || !strings.Contains(body, "hello from the urunc guest") {
+		t.Fatalf("the first guest lost its network after the second's refusal: %v %q", err, body)
+	}
+	killAndRemove(t, a)
 	n.assertNamespaceClean(t)
+}
+
+// Two unikernel Creates racing in one namespace: of each pair, one gets
+// the network and the other is refused; the refused one's undo removes
+// nothing of the winner's (its tap still joined to eth0), and the
+// winner's guest, started after the race, serves HTTP.
+func TestTwoGuestsRacingInOneNamespace(t *testing.T) {
+	n := newTestNet(t, 16)
+	c, ctx := newClient(t)
+	img, err := c.GetImage(ctx, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 4
+	for round := 1; round <= rounds; round++ {
+		ids := []string{newID(t), newID(t)}
+		var conts [2]containerd.Container
+		for i, id := range ids {
+			conts[i], err = c.NewContainer(ctx, id, containerd.WithRuntime(runtimeName, nil), containerd.WithNewSnapshot(id, img),
+				containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("/init", "httpd"),
+					oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: n.path()})))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		logFile := filepath.Join(t.TempDir(), "winner.log")
+		var tasks [2]containerd.Task
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range conts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tasks[i], errs[i] = conts[i].NewTask(ctx, cio.LogFile(logFile))
+			}()
+		}
+		wg.Wait()
+		winner := -1
+		for i := range errs {
+			switch {
+			case errs[i] == nil:
+				if winner >= 0 {
+					t.Fatalf("round %d: both Creates got the network", round)
+				}
+				winner = i
+			case !strings.Contains(errs[i].Error(), linkTaken):
+				t.Fatalf("round %d: %s refused for another reason: %v", round, ids[i], errs[i])
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: both Creates refused: %v", round, errs)
+		}
+		loser := 1 - winner
+		t.Logf("round %d: %s refused: %v", round, ids[loser], errs[loser])
+		// The winner's tap is still joined to eth0.
+		tap := strings.TrimSpace(mustRun(t, "ip", "netns", "exec", n.container, "sh", "-c", "ls /sys/class/net | grep urtap"))
+		filters := mustRun(t, "ip", "netns", "exec", n.container, "tc", "filter", "show", "dev", "eth0", "ingress")
+		if tap == "" || !strings.Contains(filters, "Egress Redirect to device "+tap) {
+			t.Fatalf("round %d: after the loser's refusal, eth0's ingress:\n%s\ntap %q", round, filters, tap)
+		}
+		if err := conts[loser].Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Fatal(err)
+		}
+		if round == rounds {
+			if err := tasks[winner].Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitForOutput(t, logFile, "URUNC_GUEST_HTTPD", 90*time.Second)
+			waitFor(t, 30*time.Second, "the winner's HTTP page", func() bool { _, err := n.httpGet(); return err == nil })
+		}
+		killAndRemove(t, ids[winner])
+		n.assertNamespaceClean(t)
+	}
 }

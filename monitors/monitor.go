@@ -30,7 +30,15 @@ type Config struct {
 	// Vhost is urunc's switch for vhost-net, used where the host has
 	// /dev/vhost-net.
 	Vhost bool `toml:"vhost"`
+	// Seccomp = false lets the monitor run without a seccomp filter
+	// unless the spec asks for one; unset or true, every monitor is
+	// filtered (its own filter where it has one, else the project's).
+	Seccomp *bool `toml:"seccomp"`
 }
+
+// SeccompByDefault tells whether the monitor is filtered when the spec
+// says nothing of seccomp: yes unless the host config's seccomp = false.
+func (c Config) SeccompByDefault() bool { return c.Seccomp == nil || *c.Seccomp }
 
 // Executable is the configured executable, urunc's key first.
 func (c Config) Executable() string {

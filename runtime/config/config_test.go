@@ -154,6 +154,16 @@ options = "--cache always --sandbox none"
 			}
 		}},
 		{name: "bad value", toml: "[monitors.qemu]\ndefault_memory_mb = \"lots\"\n", wantErr: "parse host config test.toml: monitors.qemu.default_memory_mb (line 2): "},
+		{name: "seccomp off for one monitor", toml: "[monitors.qemu]\nseccomp = false\n", check: func(t *testing.T, c HostConfig) {
+			if c.Monitor("qemu").SeccompByDefault() || !c.Monitor("firecracker").SeccompByDefault() || len(c.UnusedKeys) != 0 {
+				t.Fatalf("qemu %+v, firecracker %+v, unused %q", c.Monitor("qemu"), c.Monitor("firecracker"), c.UnusedKeys)
+			}
+		}},
+		{name: "seccomp on by default", toml: "[monitors.qemu]\naccel = \"tcg\"\n", check: func(t *testing.T, c HostConfig) {
+			if !c.Monitor("qemu").SeccompByDefault() {
+				t.Fatal("qemu runs unfiltered by default")
+			}
+		}},
 		{name: "grace", toml: "[runtime]\nstop_grace_s = 3\n", check: func(t *testing.T, c HostConfig) {
 			if c.StopGrace().Seconds() != 3 {
 				t.Fatalf("grace = %s", c.StopGrace())

@@ -47,6 +47,10 @@ func Main() {
 		// was deleted before Start.
 		os.Exit(0)
 	}
+	// Only what the launch spec hands over reaches the monitor.
+	if err := closeStrayFDs(spec.MonitorFDs); err != nil {
+		fail(err)
+	}
 	// A successful exec closes the status pipe (close-on-exec since the
 	// start), which is how Start learns the monitor runs.
 	err = unix.Exec(spec.Argv[0], spec.Argv, spec.Env)

@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
@@ -14,26 +15,48 @@ import (
 
 // Network is the network a guest gets from the container's namespace.
 type Network struct {
-	Netns   string `json:"netns"` // a path to the namespace
-	Link    string `json:"link"`  // the container interface
-	Tap     string `json:"tap"`
-	MAC     string `json:"mac"`
-	MTU     int    `json:"mtu"`
-	Owner   uint32 `json:"owner"` // uid the monitor runs as
-	Group   uint32 `json:"group"` // gid the monitor runs as
-	Address string `json:"-"`
-	Mask    string `json:"-"`
-	Gateway string `json:"-"`
+	Netns string `json:"netns"` // a path to the namespace
+	Link  string `json:"link"`  // the container interface
+	Tap   string `json:"tap"`
+	MAC   string `json:"mac"`
+	MTU   int    `json:"mtu"`
+	// Container is the container's ID, the tap's alias.
+	Container string `json:"container,omitempty"`
+	Owner     uint32 `json:"owner"` // uid the monitor runs as
+	Group     uint32 `json:"group"` // gid the monitor runs as
+	Address   string `json:"-"`
+	Mask      string `json:"-"`
+	Gateway   string `json:"-"`
 }
+
+// ErrLinkTaken means another guest already took the container interface
+// over: a pod's network carries one unikernel guest.
+var ErrLinkTaken = errors.New("the container interface already carries another guest (one unikernel container per pod network)")
 
 // SetupTap creates the tap and the tc redirects in the current network
 // namespace; the launcher runs it, already inside the container's
-// namespace, so the tap is born there.
+// namespace, so the tap is born there. On failure it undoes only what it
+// made itself.
 func SetupTap(n *Network) (retErr error) {
 	link, err := netlink.LinkByName(n.Link)
 	if err != nil {
 		return fmt.Errorf("container interface %s: %w", n.Link, err)
 	}
+	// The interface's ingress qdisc is the claim on it: the kernel adds
+	// it exclusively, so of two guests racing for one interface one wins,
+	// and the other fails here, having made nothing it must undo, and
+	// never removes the winner's.
+	if err := netlink.QdiscAdd(IngressQdisc(link)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return LinkTakenError(&netlink.Handle{}, link)
+		}
+		return fmt.Errorf("add ingress qdisc to %s: %w", n.Link, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = netlink.QdiscDel(IngressQdisc(link))
+		}
+	}()
 	tap := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: n.Tap, MTU: n.MTU},
 		Mode:      netlink.TUNTAP_MODE_TAP,
@@ -50,29 +73,89 @@ func SetupTap(n *Network) (retErr error) {
 	defer func() {
 		if retErr != nil {
 			_ = netlink.LinkDel(tap)
-			_ = netlink.QdiscDel(IngressQdisc(link))
 		}
 	}()
 	tapLink, err := netlink.LinkByName(n.Tap)
 	if err != nil {
 		return err
 	}
+	// The alias names the container, for the refusal a second guest gets.
+	if n.Container != "" {
+		if err := netlink.LinkSetAlias(tapLink, n.Container); err != nil {
+			return fmt.Errorf("name tap %s after its container: %w", n.Tap, err)
+		}
+	}
 	if err := netlink.LinkSetUp(tapLink); err != nil {
 		return fmt.Errorf("bring up tap %s: %w", n.Tap, err)
 	}
-	for _, pair := range [][2]netlink.Link{{link, tapLink}, {tapLink, link}} {
-		if err := redirect(pair[0], pair[1]); err != nil {
-			return err
+	if err := redirectFilter(link, tapLink); err != nil {
+		return err
+	}
+	if err := netlink.QdiscAdd(IngressQdisc(tapLink)); err != nil {
+		return fmt.Errorf("add ingress qdisc to %s: %w", n.Tap, err)
+	}
+	return redirectFilter(tapLink, link)
+}
+
+// LinkTakenError says which guest holds link: the container its tap
+// names, else the tap, else that its holder is unknown.
+func LinkTakenError(h *netlink.Handle, link netlink.Link) error {
+	// An ingress qdisc without a redirect yet is a guest still being set
+	// up, or something else that owns the interface's ingress.
+	holder := "another guest being set up, or a holder this runtime does not know"
+	if tap := redirectTarget(h, link); tap != nil {
+		holder = "tap " + tap.Attrs().Name
+		if alias := tap.Attrs().Alias; alias != "" {
+			holder = "container " + alias + " (" + holder + ")"
+		}
+	}
+	return fmt.Errorf("%s is taken by %s: %w", link.Attrs().Name, holder, ErrLinkTaken)
+}
+
+// RedirectsTo tells whether link's ingress redirects its frames to the
+// interface at index: whether that interface's guest holds link.
+func RedirectsTo(h *netlink.Handle, link netlink.Link, index int) bool {
+	for _, i := range redirectTargets(h, link) {
+		if i == index {
+			return true
+		}
+	}
+	return false
+}
+
+// redirectTarget is the interface link's ingress redirects to, if any.
+func redirectTarget(h *netlink.Handle, link netlink.Link) netlink.Link {
+	for _, i := range redirectTargets(h, link) {
+		if l, err := h.LinkByIndex(i); err == nil {
+			return l
 		}
 	}
 	return nil
 }
 
-// redirect sends every frame arriving at from out of to.
-func redirect(from, to netlink.Link) error {
-	if err := netlink.QdiscAdd(IngressQdisc(from)); err != nil {
-		return fmt.Errorf("add ingress qdisc to %s: %w", from.Attrs().Name, err)
+func redirectTargets(h *netlink.Handle, link netlink.Link) []int {
+	filters, err := h.FilterList(link, netlink.MakeHandle(0xffff, 0))
+	if err != nil {
+		return nil
 	}
+	var out []int
+	for _, f := range filters {
+		u, ok := f.(*netlink.U32)
+		if !ok {
+			continue
+		}
+		for _, a := range u.Actions {
+			if m, ok := a.(*netlink.MirredAction); ok {
+				out = append(out, m.Ifindex)
+			}
+		}
+	}
+	return out
+}
+
+// redirectFilter sends every frame arriving at from (whose ingress qdisc
+// is there) out of to.
+func redirectFilter(from, to netlink.Link) error {
 	filter := &netlink.U32{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: from.Attrs().Index,

@@ -55,7 +55,7 @@ func tapName(id string) string {
 }
 
 // ErrLinkTaken means another guest already took the interface over.
-var ErrLinkTaken = errors.New("the container interface already carries a guest")
+var ErrLinkTaken = launch.ErrLinkTaken
 
 // Discover finds the container's interface in the namespace at
 // nsPath: eth0, or else the single non-loopback interface with an IPv4
@@ -98,17 +98,18 @@ func Discover(nsPath, id string) (*launch.Network, error) {
 	}
 	for _, q := range qdiscs {
 		if q.Type() == "ingress" {
-			return nil, fmt.Errorf("%s in %s: %w", chosen.Attrs().Name, nsPath, ErrLinkTaken)
+			return nil, fmt.Errorf("network namespace %s: %w", nsPath, launch.LinkTakenError(h, chosen))
 		}
 	}
 	plan := &launch.Network{
-		Netns:   nsPath,
-		Link:    chosen.Attrs().Name,
-		Tap:     tapName(id),
-		MAC:     chosen.Attrs().HardwareAddr.String(),
-		MTU:     chosen.Attrs().MTU,
-		Address: addr.IP.String(),
-		Mask:    net.IP(addr.Mask).String(),
+		Container: id,
+		Netns:     nsPath,
+		Link:      chosen.Attrs().Name,
+		Tap:       tapName(id),
+		MAC:       chosen.Attrs().HardwareAddr.String(),
+		MTU:       chosen.Attrs().MTU,
+		Address:   addr.IP.String(),
+		Mask:      net.IP(addr.Mask).String(),
 	}
 	routes, err := h.RouteList(chosen, netlink.FAMILY_V4)
 	if err == nil {
@@ -140,16 +141,22 @@ func Remove(t lifecycle.Tap, monitorPid int, monitorStart uint64) error {
 		return fmt.Errorf("netlink in %s: %w", t.Netns, err)
 	}
 	defer h.Close()
-	var errs []error
-	if tap, err := h.LinkByName(t.Name); err == nil {
-		if err := h.LinkDel(tap); err != nil {
-			errs = append(errs, fmt.Errorf("delete tap %s: %w", t.Name, err))
-		}
+	// Only what this container made goes: its tap and, while the
+	// interface's ingress still redirects to that tap, the interface's
+	// ingress qdisc. Another guest's claim on the interface (one that won
+	// a race with this container's Create) is never removed.
+	tap, err := h.LinkByName(t.Name)
+	if err != nil {
+		return nil
 	}
-	if link, err := h.LinkByName(t.Link); err == nil {
+	var errs []error
+	if link, err := h.LinkByName(t.Link); err == nil && launch.RedirectsTo(h, link, tap.Attrs().Index) {
 		if err := ignoreNotExist(h.QdiscDel(launch.IngressQdisc(link))); err != nil {
 			errs = append(errs, fmt.Errorf("remove ingress qdisc of %s: %w", t.Link, err))
 		}
+	}
+	if err := h.LinkDel(tap); err != nil {
+		errs = append(errs, fmt.Errorf("delete tap %s: %w", t.Name, err))
 	}
 	return errors.Join(errs...)
 }

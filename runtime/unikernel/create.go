@@ -279,8 +279,9 @@ func (c *Container) guestNetwork(ctx context.Context, nsp nsPlan, owner uint32) 
 	}
 	n, err := network.Discover(path, c.ID())
 	if errors.Is(err, network.ErrLinkTaken) {
-		log.G(ctx).WithError(err).Warn("guest runs without network")
-		return nil, nil
+		// A guest silently without the network its pod was given would
+		// look healthy and answer nothing: refuse it at Create instead.
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
 	if err != nil || n == nil {
 		return nil, err

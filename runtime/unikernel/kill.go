@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,7 +76,7 @@ func (c *Container) gracefulStop(sig syscall.Signal) {
 	// The power-down request itself is bounded; the guest's shutdown is
 	// not, unless the host enforces a grace period.
 	ctx, cancel := context.WithTimeout(context.Background(), powerdownTimeout)
-	err := c.monitor.Powerdown(ctx, c.controlAddress())
+	err := c.powerdown(ctx)
 	cancel()
 	if err != nil {
 		log.L.WithError(err).WithField("id", c.ID()).Info("no guest power-down; passing the signal to the monitor")
@@ -95,17 +96,60 @@ func (c *Container) gracefulStop(sig syscall.Signal) {
 	}
 }
 
-// controlAddress is where the shim reaches the monitor's control API: its
-// own socket, or the one the monitor bound in its confined root, reached
-// through the monitor's /proc/PID/root; "" without one.
-func (c *Container) controlAddress() string {
+// powerdown asks the monitor, over its control API, to power the guest
+// down.
+func (c *Container) powerdown(ctx context.Context) error {
 	switch c.monitor.Control() {
 	case monitors.ControlInheritedFD:
-		return c.Persisted().ControlSocket
+		return c.monitor.Powerdown(ctx, c.Persisted().ControlSocket)
 	case monitors.ControlInRoot:
-		if pid := c.Pid(); pid > 0 {
-			return fmt.Sprintf("/proc/%d/root%s", pid, monitors.ControlSocketInRoot)
+		pid := c.Pid()
+		if pid <= 0 {
+			return monitors.ErrNoPowerdown
 		}
+		return powerdownInRoot(ctx, c.monitor, fmt.Sprintf("/proc/%d/root", pid))
 	}
-	return ""
+	return c.monitor.Powerdown(ctx, "")
 }
+
+// powerdownInRoot asks mon for a power-down over the control socket it
+// bound in its root, reached only inside that root.
+func powerdownInRoot(ctx context.Context, mon monitors.Monitor, root string) error {
+	sock, err := openSocketInRoot(root, monitors.ControlSocketInRoot)
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	return mon.Powerdown(ctx, procSelfFD(sock))
+}
+
+// openSocketInRoot opens the unix socket at path inside root (O_PATH)
+// without following any symlink and without leaving root: the monitor
+// owns its root's /tmp, and a symlink it left at path would otherwise
+// lead the shim's connect to any socket of the host.
+func openSocketInRoot(root, path string) (*os.File, error) {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the monitor's root %s: %w", root, err)
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s in %s: %w", path, root, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		f.Close()
+		return nil, fmt.Errorf("control socket %s in %s: not a socket", path, root)
+	}
+	return f, nil
+}
+
+// procSelfFD names an O_PATH descriptor of a socket so that connect(2)
+// reaches the very socket it holds: the kernel resolves the name to the
+// descriptor's inode, without walking any path again.
+func procSelfFD(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }

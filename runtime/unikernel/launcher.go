@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
@@ -91,7 +93,13 @@ func readStatusLine(r *bufio.Reader) error {
 	case line == launch.StatusReady:
 		return nil
 	case strings.HasPrefix(line, launch.StatusErrorPrefix):
-		return fmt.Errorf("%s", strings.TrimPrefix(line, launch.StatusErrorPrefix))
+		msg := strings.TrimPrefix(line, launch.StatusErrorPrefix)
+		if strings.HasSuffix(msg, launch.ErrLinkTaken.Error()) {
+			// Lost the race for the interface to another guest: the
+			// same refusal as Discover's, with the same code.
+			return fmt.Errorf("%w: %s", errdefs.ErrFailedPrecondition, msg)
+		}
+		return fmt.Errorf("%s", msg)
 	case err != nil:
 		return fmt.Errorf("launcher exited before it was ready: %w", err)
 	default:

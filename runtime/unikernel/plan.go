@@ -136,9 +136,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 			plan.guest.Disks[i].ReadOnlyFD = launch.FirstDiskFD + 2*i + 1
 		}
 	}
-	// Seccomp unless the spec runs unconfined (no seccomp), as urunc does:
-	// the monitor's own filter where it has one, else this project's.
-	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+	if monitorFiltered(spec, mcfg) {
 		plan.guest.Seccomp = mon.FiltersItself(ctx, lifecycle.RunMonitorProbe)
 		plan.confine.Seccomp = !plan.guest.Seccomp
 	}
@@ -182,6 +180,27 @@ func guestHostname(spec *specs.Spec) string {
 		}
 	}
 	return ""
+}
+
+// monitorFiltered tells whether the monitor gets a seccomp filter (its
+// own where it has one, else this project's). The filter guards the host
+// against a guest that escapes into its monitor, not the app against its
+// own calls, so it does not wait for the spec to ask: a pod without a
+// seccompProfile has none in its spec. It is left out only for a spec
+// whose profile is explicitly unconfined (allow by default, no rule), or,
+// for a spec with no profile, where the host config says seccomp = false
+// for the monitor. firecracker installs its own filters whatever this
+// says: the runtime never passes it --no-seccomp.
+func monitorFiltered(spec *specs.Spec, mcfg monitors.Config) bool {
+	if spec.Linux == nil || spec.Linux.Seccomp == nil {
+		return mcfg.SeccompByDefault()
+	}
+	return !unconfinedProfile(spec.Linux.Seccomp)
+}
+
+// unconfinedProfile tells whether a seccomp profile filters nothing.
+func unconfinedProfile(p *specs.LinuxSeccomp) bool {
+	return p.DefaultAction == specs.ActAllow && len(p.Syscalls) == 0
 }
 
 // controlSocketPath is where the monitor's control socket lives: the

@@ -76,3 +76,31 @@ func TestGuestHostname(t *testing.T) {
 		}
 	}
 }
+
+// Every monitor is filtered unless the spec's profile is unconfined, or
+// the spec has none and the host config turned the default off.
+func TestMonitorFiltered(t *testing.T) {
+	off := false
+	on := true
+	withProfile := func(p *specs.LinuxSeccomp) *specs.Spec { return &specs.Spec{Linux: &specs.Linux{Seccomp: p}} }
+	rule := []specs.LinuxSyscall{{Names: []string{"keyctl"}, Action: specs.ActErrno}}
+	for _, tc := range []struct {
+		name string
+		spec *specs.Spec
+		cfg  monitors.Config
+		want bool
+	}{
+		{"no linux section", &specs.Spec{}, monitors.Config{}, true},
+		{"no profile", withProfile(nil), monitors.Config{}, true},
+		{"no profile, seccomp = true", withProfile(nil), monitors.Config{Seccomp: &on}, true},
+		{"no profile, seccomp = false", withProfile(nil), monitors.Config{Seccomp: &off}, false},
+		{"a profile", withProfile(&specs.LinuxSeccomp{DefaultAction: specs.ActErrno}), monitors.Config{}, true},
+		{"a profile, seccomp = false", withProfile(&specs.LinuxSeccomp{DefaultAction: specs.ActErrno}), monitors.Config{Seccomp: &off}, true},
+		{"an allow-all profile with a rule", withProfile(&specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: rule}), monitors.Config{}, true},
+		{"an unconfined profile", withProfile(&specs.LinuxSeccomp{DefaultAction: specs.ActAllow}), monitors.Config{}, false},
+	} {
+		if got := monitorFiltered(tc.spec, tc.cfg); got != tc.want {
+			t.Errorf("%s: filtered %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

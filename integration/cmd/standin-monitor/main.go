@@ -10,6 +10,8 @@
 //	exit N   print a line, wait a second, exit with status N
 //	sleep    print a ready line and block until killed
 //	oom      touch memory until the container's memory cgroup OOM-kills it
+//	symlink-api PATH  (firecracker) leave a symlink to PATH where its API
+//	         socket goes, print a line on SIGTERM, block until killed
 //	keyctl   try a call the project's seccomp filter denies, print the
 //	         outcome, then block like sleep
 //	(other)  print the arguments and exit 0
@@ -18,6 +20,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
@@ -60,6 +63,18 @@ func main() {
 		_, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_PROCESS_KEYRING, true)
 		fmt.Println("STANDIN_KEYCTL:", errText(err))
 		fmt.Println("STANDIN_READY")
+		for {
+			time.Sleep(time.Hour)
+		}
+	case "symlink-api":
+		// Its API socket is a symlink out of its root (firecracker):
+		// report the signal the shim passes on when its power-down
+		// finds no socket.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, unix.SIGTERM)
+		fmt.Println("STANDIN_READY")
+		<-sigs
+		fmt.Println("STANDIN_SIGTERM")
 		for {
 			time.Sleep(time.Hour)
 		}
