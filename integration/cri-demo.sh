@@ -29,33 +29,18 @@ if [ -S "$D/containerd.sock" ] && ctr --address "$D/containerd.sock" version >/d
 fi
 
 # The walk-through: README's indented blocks from its heading to the next
-# section; in a transcript block, the lines after "$ " (the others are
-# output). README's `make setup-cri build` is make cri-demo's own
-# prerequisite; its D is DIR.
+# section, output shown only as "# =>" comments. README's `make setup-cri
+# build` is make cri-demo's own prerequisite; its D is DIR.
 walk=$(mktemp /tmp/urunc-cri-demo-walk.XXXXXX)
 awk -v dir="$D" '
 	/^### A unikernel pod with crictl/ { on = 1; next }
 	on && /^##/ { exit }
-	!on { next }
-	/^    / {
+	!on || !/^    / { next }
+	{
 		line = substr($0, 5)
-		if (!inblock) { inblock = 1; n = 0 }
-		block[++n] = line
-		next
-	}
-	/^[^ ]/ && inblock { flush() }
-	END { if (inblock) flush() }
-	function flush(   i, transcript) {
-		transcript = 0
-		for (i = 1; i <= n; i++) if (block[i] ~ /^\$ /) transcript = 1
-		for (i = 1; i <= n; i++) {
-			line = block[i]
-			if (transcript) { if (line !~ /^\$ /) continue; line = substr(line, 3) }
-			if (line ~ /^make /) continue
-			if (line ~ /^export D=/) line = "export D=" dir
-			print line
-		}
-		inblock = 0
+		if (line ~ /^make /) next
+		if (line ~ /^export D=/) line = "export D=" dir
+		print line
 	}
 ' "$ROOT/README.md" >"$walk"
 grep -q '^POD=\$(crictl runp' "$walk" || { echo "cri-demo: README.md's walk-through not found (heading \"### A unikernel pod with crictl\")" >&2; exit 1; }
