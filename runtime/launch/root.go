@@ -59,14 +59,43 @@ func bindInto(root string, b confined.Bind) error {
 	return bindAt(b.Source, target, b.ReadOnly)
 }
 
-// bindAt binds source at target (recursively), read-only if asked: then
-// every mount of the bound tree is read-only, submounts included.
+// bindAt binds source at target (recursively), read-only if asked. target
+// is a path the launcher alone controls (the monitor's own tmpfs).
 func bindAt(source, target string, ro bool) error {
-	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	fd, err := unix.Open(target, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
+	defer unix.Close(fd)
+	if err := bindOnto(source, fd, ro); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", source, target, err)
+	}
+	return nil
+}
+
+// bindOnto binds source (recursively) onto the file or directory open at
+// targetFd: the mount lands where the descriptor is, whatever its path
+// has become. A read-only bind is made read-only, with every mount of the
+// bound tree, while still detached, so it is never attached writable.
+// mount_setattr (Linux 5.12) with AT_RECURSIVE is the kernel's one call
+// for a whole tree: a bind remount would leave submounts writable.
+func bindOnto(source string, targetFd int, ro bool) error {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("clone the mounts of %s: %w", source, err)
+	}
+	defer unix.Close(tree)
 	if ro {
-		return makeReadOnly(target, true)
+		err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		if errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("make %s read-only with its submounts: this kernel has no mount_setattr (Linux 5.12), and a bind remount would leave the submounts writable", source)
+		}
+		if err != nil {
+			return fmt.Errorf("make %s read-only: %w", source, err)
+		}
+	}
+	if err := unix.MoveMount(tree, "", targetFd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the bind of %s: %w", source, err)
 	}
 	return nil
 }
@@ -178,28 +207,31 @@ func ShareRootfs(rootfsDir string, vols []confined.Bind, readOnly bool) error {
 // creating the mount point as runc would. It runs in the launcher's own
 // mount namespace: the host's mount table never shows these.
 // Destinations are resolved inside the rootfs, never through a symlink
-// out of it.
+// out of it, and the bind lands on the descriptor so resolved: see
+// openMountPoint.
 func BindVolumes(rootfsDir string, vols []confined.Bind) error {
+	rootFd, err := unix.Open(rootfsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the rootfs %s: %w", rootfsDir, err)
+	}
+	defer unix.Close(rootFd)
 	for _, v := range vols {
-		dst, err := confined.ResolveInRootfs(rootfsDir, v.Target)
-		if err != nil {
-			return fmt.Errorf("volume %s: %w", v.Target, err)
-		}
-		st, err := os.Stat(v.Source)
-		if err != nil {
-			return fmt.Errorf("volume %s: source %w", v.Target, err)
-		}
-		if st.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			err = fileMountPoint(dst)
-		}
-		if err != nil {
-			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
-		}
-		if err := bindAt(v.Source, dst, v.ReadOnly); err != nil {
+		if err := bindVolume(rootFd, v); err != nil {
 			return fmt.Errorf("volume %s: %w", v.Target, err)
 		}
 	}
 	return nil
+}
+
+func bindVolume(rootFd int, v confined.Bind) error {
+	st, err := os.Stat(v.Source)
+	if err != nil {
+		return fmt.Errorf("source %w", err)
+	}
+	target, err := openMountPoint(rootFd, v.Target, st.IsDir())
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	defer unix.Close(target)
+	return bindOnto(v.Source, target, v.ReadOnly)
 }
