@@ -152,3 +152,48 @@ func TestBindVolumesThroughImageSymlinks(t *testing.T) {
 		}
 	})
 }
+
+// The guest's disk image named by a path in the rootfs is bound into the
+// monitor's root after the volumes: a symlink planted at that path in a
+// shared volume is followed inside the rootfs, never to the host file.
+func TestConfinedRootSourceThroughVolume(t *testing.T) {
+	dir := t.TempDir()
+	root, shared, conf, conf2 := filepath.Join(dir, "rootfs"), filepath.Join(dir, "emptydir"), filepath.Join(dir, "monitor"), filepath.Join(dir, "monitor2")
+	secret := filepath.Join(dir, "host-secret")
+	for _, d := range []string{filepath.Join(root, "boot"), shared, conf, conf2} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "boot", "kernel"), []byte("kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(shared, "disk.img")); err != nil {
+		t.Fatal(err)
+	}
+	inMountNamespace(t, func() {
+		if err := BindVolumes(root, []confined.Bind{{Source: shared, Target: "/data"}}); err != nil {
+			t.Errorf("BindVolumes: %v", err)
+			return
+		}
+		kernel := []confined.Bind{{Source: filepath.Join(root, "boot", "kernel"), Target: "/guest/kernel", ReadOnly: true}}
+		disk := confined.Bind{Source: filepath.Join(root, "data", "disk.img"), Target: "/guest/disk"}
+		err := BuildConfinedRoot(conf, append(kernel, disk), root)
+		if got, rerr := os.ReadFile(filepath.Join(conf, "guest", "disk")); rerr == nil && string(got) == "host" {
+			t.Errorf("the host file was bound as the guest's disk")
+		} else {
+			t.Logf("the guest's disk: %q %v", got, rerr)
+		}
+		if err == nil {
+			t.Errorf("a disk image through a symlink out of the rootfs was bound")
+		}
+		if err := BuildConfinedRoot(conf2, kernel, root); err != nil {
+			t.Errorf("BuildConfinedRoot of the kernel: %v", err)
+		} else if got, _ := os.ReadFile(filepath.Join(conf2, "guest", "kernel")); string(got) != "kernel" {
+			t.Errorf("guest kernel bound: %q", got)
+		}
+	})
+}
