@@ -108,7 +108,7 @@ func StartHelperProcess(root string, h confined.HelperProcess, user *specs.User)
 	}
 	// The socket reaches the confined root by a bind of its own; the
 	// pivot then drops the run directory with the rest of the old root.
-	return bindInto(root, confined.Bind{Source: listen, Target: h.Socket})
+	return bindInto(root, confined.Bind{Source: listen, Target: h.Socket}, "")
 }
 
 // helperRunDirFor mounts the user's run directory and binds the shared

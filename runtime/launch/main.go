@@ -77,7 +77,7 @@ func prepareConfinedRoot(spec Spec) error {
 	if err := ShareRootfs(spec.Rootfs, spec.Volumes, spec.RootReadOnly); err != nil {
 		return err
 	}
-	if err := BuildConfinedRoot(spec.RootDir, spec.Binds); err != nil {
+	if err := BuildConfinedRoot(spec.RootDir, spec.Binds, spec.Rootfs); err != nil {
 		return err
 	}
 	if spec.Proc {

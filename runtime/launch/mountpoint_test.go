@@ -9,12 +9,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A file volume's mount point: created when missing; a FIFO, a symlink out
-// or a device node already there is left as it is, never opened, and the
-// call returns at once.
+// A file volume's mount point: created when missing; a FIFO or a device
+// node already there is left as it is, never opened, and the call returns
+// at once; a symlink pointing out of the rootfs is followed inside it.
 func TestFileMountPoint(t *testing.T) {
 	dir := t.TempDir()
-	outside := filepath.Join(dir, "outside")
+	root, outside := filepath.Join(dir, "root"), filepath.Join(dir, "outside")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rootFd)
 	tests := []struct {
 		name  string
 		plant func(p string) error
@@ -33,12 +41,18 @@ func TestFileMountPoint(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, tc.name)
+			p := filepath.Join(root, tc.name)
 			if err := tc.plant(p); err != nil {
 				t.Fatal(err)
 			}
 			done := make(chan error, 1)
-			go func() { done <- fileMountPoint(p) }()
+			go func() {
+				fd, err := openMountPoint(rootFd, tc.name, false)
+				if err == nil {
+					unix.Close(fd)
+				}
+				done <- err
+			}()
 			deadline, ok := t.Deadline()
 			if !ok {
 				deadline = time.Now().Add(time.Minute)
@@ -54,7 +68,7 @@ func TestFileMountPoint(t *testing.T) {
 				if fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
 					unix.Close(fd)
 				}
-				t.Fatalf("fileMountPoint(%s) blocked", tc.name)
+				t.Fatalf("openMountPoint(%s) blocked", tc.name)
 			}
 			st, err := os.Lstat(p)
 			if err != nil {
@@ -65,6 +79,11 @@ func TestFileMountPoint(t *testing.T) {
 			}
 			if _, err := os.Lstat(outside); !os.IsNotExist(err) {
 				t.Fatalf("a file was made through the symlink: %v", err)
+			}
+			if tc.want == os.ModeSymlink {
+				if st, err := os.Lstat(filepath.Join(root, outside)); err != nil || !st.Mode().IsRegular() {
+					t.Fatalf("the symlink's target inside the rootfs was not made: %v", err)
+				}
 			}
 		})
 	}

@@ -14,14 +14,15 @@ import (
 // BuildConfinedRoot populates dir (a tmpfs mounted here) with binds. It
 // must run in a private mount namespace: the caller makes the namespace a
 // slave of the host first, so none of these mounts reaches the host.
-func BuildConfinedRoot(dir string, binds []confined.Bind) error {
+// Sources inside rootfsDir are resolved inside it: see openBindSource.
+func BuildConfinedRoot(dir string, binds []confined.Bind, rootfsDir string) error {
 	// nodev and noexec: what the monitor runs and opens is bound in, each
 	// bind keeping its own flags; nothing on the tmpfs itself needs either.
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=16m"); err != nil {
 		return fmt.Errorf("mount tmpfs at %s: %w", dir, err)
 	}
 	for _, b := range binds {
-		if err := bindInto(dir, b); err != nil {
+		if err := bindInto(dir, b, rootfsDir); err != nil {
 			return err
 		}
 	}
@@ -33,16 +34,23 @@ func BuildConfinedRoot(dir string, binds []confined.Bind) error {
 	return os.Chmod(filepath.Join(dir, "tmp"), 0o1777)
 }
 
-func bindInto(root string, b confined.Bind) error {
+// bindInto binds b into root, the monitor's own tmpfs; a source inside
+// rootfsDir ("" for none) is resolved inside it.
+func bindInto(root string, b confined.Bind, rootfsDir string) error {
 	if !filepath.IsAbs(b.Target) || strings.Contains(b.Target, "..") {
 		return fmt.Errorf("bind target %q must be absolute and plain", b.Target)
 	}
-	st, err := os.Stat(b.Source)
+	src, err := openBindSource(b.Source, rootfsDir)
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", b.Source, err)
 	}
+	defer unix.Close(src)
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return fmt.Errorf("bind %s: %w", b.Source, err)
+	}
 	target := filepath.Join(root, b.Target)
-	if st.IsDir() {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return err
 		}
@@ -56,17 +64,88 @@ func bindInto(root string, b confined.Bind) error {
 		}
 		f.Close()
 	}
-	return bindAt(b.Source, target, b.ReadOnly)
+	fd, err := unix.Open(target, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind %s at %s: %w", b.Source, target, err)
+	}
+	defer unix.Close(fd)
+	if err := bindOnto(src, fd, b.ReadOnly); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", b.Source, target, err)
+	}
+	return nil
 }
 
-// bindAt binds source at target (recursively), read-only if asked: then
-// every mount of the bound tree is read-only, submounts included.
+// openBindSource opens source O_PATH. A source inside the container
+// rootfs (the guest's kernel, initrd or disk image, found by the shim
+// before any volume was bound) is resolved again inside the rootfs: by
+// now the volumes are bound there, and its path walked through one could
+// meet a symlink that a sibling container planted in a shared directory,
+// pointing at any host file.
+func openBindSource(source, rootfsDir string) (int, error) {
+	if rootfsDir != "" {
+		// The shim names sources by their canonical path.
+		canonical, err := filepath.EvalSymlinks(rootfsDir)
+		if err != nil {
+			return -1, fmt.Errorf("the rootfs %s: %w", rootfsDir, err)
+		}
+		if rel, err := filepath.Rel(canonical, source); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			root, err := unix.Open(canonical, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return -1, fmt.Errorf("open the rootfs %s: %w", canonical, err)
+			}
+			defer unix.Close(root)
+			fd, err := openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: inRoot})
+			if err != nil {
+				return -1, fmt.Errorf("/%s in the rootfs: %w", rel, err)
+			}
+			return fd, nil
+		}
+	}
+	return unix.Open(source, unix.O_PATH|unix.O_CLOEXEC, 0)
+}
+
+// bindAt binds source at target (recursively), read-only if asked. target
+// is a path the launcher alone controls (the monitor's own tmpfs).
 func bindAt(source, target string, ro bool) error {
-	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	fd, err := unix.Open(target, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
+	defer unix.Close(fd)
+	src, err := unix.Open(source, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", source, err)
+	}
+	defer unix.Close(src)
+	if err := bindOnto(src, fd, ro); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", source, target, err)
+	}
+	return nil
+}
+
+// bindOnto binds what is open at source (recursively) onto the file or
+// directory open at targetFd: the mount lands where the descriptor is, whatever its path
+// has become. A read-only bind is made read-only, with every mount of the
+// bound tree, while still detached, so it is never attached writable.
+// mount_setattr (Linux 5.12) with AT_RECURSIVE is the kernel's one call
+// for a whole tree: a bind remount would leave submounts writable.
+func bindOnto(source, targetFd int, ro bool) error {
+	tree, err := unix.OpenTree(source, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return fmt.Errorf("clone the mounts: %w", err)
+	}
+	defer unix.Close(tree)
 	if ro {
-		return makeReadOnly(target, true)
+		err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		if errors.Is(err, unix.ENOSYS) {
+			return errors.New("make the bind read-only with its submounts: this kernel has no mount_setattr (Linux 5.12), and a bind remount would leave the submounts writable")
+		}
+		if err != nil {
+			return fmt.Errorf("make the bind read-only: %w", err)
+		}
+	}
+	if err := unix.MoveMount(tree, "", targetFd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the bind: %w", err)
 	}
 	return nil
 }
@@ -178,28 +257,39 @@ func ShareRootfs(rootfsDir string, vols []confined.Bind, readOnly bool) error {
 // creating the mount point as runc would. It runs in the launcher's own
 // mount namespace: the host's mount table never shows these.
 // Destinations are resolved inside the rootfs, never through a symlink
-// out of it.
+// out of it, and the bind lands on the descriptor so resolved: see
+// openMountPoint.
 func BindVolumes(rootfsDir string, vols []confined.Bind) error {
+	rootFd, err := unix.Open(rootfsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the rootfs %s: %w", rootfsDir, err)
+	}
+	defer unix.Close(rootFd)
 	for _, v := range vols {
-		dst, err := confined.ResolveInRootfs(rootfsDir, v.Target)
-		if err != nil {
+		if err := bindVolume(rootFd, v); err != nil {
 			return fmt.Errorf("volume %s: %w", v.Target, err)
 		}
-		st, err := os.Stat(v.Source)
-		if err != nil {
-			return fmt.Errorf("volume %s: source %w", v.Target, err)
-		}
-		if st.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			err = fileMountPoint(dst)
-		}
-		if err != nil {
-			return fmt.Errorf("volume %s: mount point: %w", v.Target, err)
-		}
-		if err := bindAt(v.Source, dst, v.ReadOnly); err != nil {
-			return fmt.Errorf("volume %s: %w", v.Target, err)
-		}
+	}
+	return nil
+}
+
+func bindVolume(rootFd int, v confined.Bind) error {
+	src, err := unix.Open(v.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("source %w", err)
+	}
+	defer unix.Close(src)
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return fmt.Errorf("source %s: %w", v.Source, err)
+	}
+	target, err := openMountPoint(rootFd, v.Target, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	defer unix.Close(target)
+	if err := bindOnto(src, target, v.ReadOnly); err != nil {
+		return fmt.Errorf("bind %s: %w", v.Source, err)
 	}
 	return nil
 }
