@@ -35,6 +35,72 @@ type HostMount struct {
 	// walk without symlinks guards the mount back.
 	TargetDev uint64 `json:"targetDev,omitempty"`
 	TargetIno uint64 `json:"targetIno,omitempty"`
+	// A loop device's backing file (dev+inode), checked again before the
+	// guest gets the device and before the mount back: a loop device can
+	// be detached and bound to another file (another tenant's) under the
+	// same number. LoopAutoclear says the device was set to detach when
+	// last closed (mount -o loop): cleared before the unmount, so the
+	// device stays bound to its file while the guest owns it, and set again
+	// once mounted back.
+	LoopBackingDev uint64 `json:"loopBackingDev,omitempty"`
+	LoopBackingIno uint64 `json:"loopBackingIno,omitempty"`
+	LoopAutoclear  bool   `json:"loopAutoclear,omitempty"`
+}
+
+// loopMajor is the block major number of loop devices.
+const loopMajor = 7
+
+// loopStatus reads the status of the loop device at path.
+func loopStatus(path string) (*unix.LoopInfo64, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open loop device %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil {
+		return nil, fmt.Errorf("loop device %s: status: %w", path, err)
+	}
+	return info, nil
+}
+
+// setLoopAutoclear sets or clears the loop device's detach-on-last-close.
+func setLoopAutoclear(path string, on bool) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open loop device %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil {
+		return fmt.Errorf("loop device %s: status: %w", path, err)
+	}
+	if on {
+		info.Flags |= unix.LO_FLAGS_AUTOCLEAR
+	} else {
+		info.Flags &^= unix.LO_FLAGS_AUTOCLEAR
+	}
+	if err := unix.IoctlLoopSetStatus64(fd, info); err != nil {
+		return fmt.Errorf("loop device %s: set autoclear %v: %w", path, on, err)
+	}
+	return nil
+}
+
+// checkLoopBacking fails unless h's loop device is still bound to the
+// file recorded when the host let go of it.
+func (h HostMount) checkLoopBacking() error {
+	if h.Major != loopMajor || h.LoopBackingIno == 0 {
+		return nil
+	}
+	info, err := loopStatus(h.Device)
+	if err != nil {
+		return err
+	}
+	if info.Device != h.LoopBackingDev || info.Inode != h.LoopBackingIno {
+		return fmt.Errorf("loop device %s is bound to file %d:%d, not %d:%d as when the host let go of it",
+			h.Device, info.Device, info.Inode, h.LoopBackingDev, h.LoopBackingIno)
+	}
+	return nil
 }
 
 // systemMountPoints are host directories whose mount is never handed to a
@@ -161,9 +227,24 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 	if err != nil {
 		return err
 	}
+	if hm.Major == loopMajor {
+		info, err := loopStatus(hm.Device)
+		if err != nil {
+			return err
+		}
+		hm.LoopBackingDev, hm.LoopBackingIno = info.Device, info.Inode
+		hm.LoopAutoclear = info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
+	}
 	undo.HostMounts = append(undo.HostMounts, hm)
 	if err := record(*undo); err != nil {
 		return err
+	}
+	if hm.LoopAutoclear {
+		// Else the unmount detaches the device, and its number is free
+		// for anyone's file before the guest's monitor opens it.
+		if err := setLoopAutoclear(hm.Device, false); err != nil {
+			return err
+		}
 	}
 	if err := unix.Unmount(hm.Target, 0); err != nil {
 		return fmt.Errorf("unmount %s from the host: %w", hm.Target, err)
@@ -188,7 +269,7 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 		return fmt.Errorf("device %s still in use on the host after unmounting %s (mounted in another mount namespace?): %w", hm.Device, hm.Target, err)
 	}
 	unix.Close(fd)
-	return nil
+	return undo.HostMounts[len(undo.HostMounts)-1].checkLoopBacking()
 }
 
 // openNoSymlinks opens the directory at the absolute path p as O_PATH,
@@ -245,10 +326,13 @@ func (h HostMount) Remount() error {
 		return fmt.Errorf("read the mount table: %w", err)
 	}
 	if n := len(ms); n > 0 && uint32(ms[n-1].Major) == h.Major && uint32(ms[n-1].Minor) == h.Minor {
-		return nil
+		return h.restoreLoopAutoclear()
 	}
 	if major, minor, ok := blockDeviceNumber(h.Device); !ok || major != h.Major || minor != h.Minor {
 		return fmt.Errorf("mount %s back at %s: the device is no longer %d:%d", h.Device, h.Target, h.Major, h.Minor)
+	}
+	if err := h.checkLoopBacking(); err != nil {
+		return fmt.Errorf("mount %s back at %s: %w; left unmounted", h.Device, h.Target, err)
 	}
 	dir, err := openNoSymlinks(h.Target)
 	if err != nil {
@@ -295,7 +379,19 @@ func (h HostMount) Remount() error {
 	if err := unix.Mount("", "/proc/self/fd/"+strconv.Itoa(top), "", prop, ""); err != nil {
 		return fmt.Errorf("make %s %s again: %w", h.Target, h.Propagation, err)
 	}
-	return nil
+	return h.restoreLoopAutoclear()
+}
+
+// restoreLoopAutoclear sets detach-on-last-close again on a loop device
+// that had it, once mounted back (not before: unmounted, it would detach).
+func (h HostMount) restoreLoopAutoclear() error {
+	if !h.LoopAutoclear {
+		return nil
+	}
+	if err := h.checkLoopBacking(); err != nil {
+		return err
+	}
+	return setLoopAutoclear(h.Device, true)
 }
 
 // mountFlags turns a mount's options, as the mount table shows them, into

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,8 +164,13 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 	if err := unix.Lstat(mnt, &under); err != nil {
 		t.Fatal(err)
 	}
+	var backing unix.Stat_t
+	if err := unix.Stat(img, &backing); err != nil {
+		t.Fatal(err)
+	}
 	want := HostMount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
-		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared"}
+		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared",
+		LoopBackingDev: backing.Dev, LoopBackingIno: backing.Ino}
 	// First as the mount is, then with the directory under it.
 	if len(recorded) != 2 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
 		t.Fatalf("recorded %+v, want two undos, the first with %+v", recorded, want)
@@ -256,6 +262,12 @@ func waitNamespace(t *testing.T, pid int) {
 // takenVolume mounts a fresh ext4 loop device at dir/mnt with flags and
 // lets the host go of it as a block guest's volume, returning the undo.
 func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, undo Undo) {
+	return takenLoopVolume(t, dir, flags, false)
+}
+
+// takenLoopVolume is takenVolume with the loop device set to detach when
+// last closed (as mount -o loop sets it) if autoclear.
+func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (dev, mnt string, undo Undo) {
 	t.Helper()
 	img := filepath.Join(dir, "vol.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
@@ -275,6 +287,13 @@ func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, undo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	if autoclear {
+		// Once mounted: set on a device nothing holds, the last close
+		// detaches it.
+		if err := setLoopAutoclear(dev, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := takeHostMount(mnt, "", &undo, func(Undo) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -336,5 +355,65 @@ func TestRemountIsNosuidNodev(t *testing.T) {
 	opts := "," + m.Options + ","
 	if !strings.Contains(opts, ",nosuid,") || !strings.Contains(opts, ",nodev,") {
 		t.Fatalf("mounted back with %s, want nosuid and nodev", m.Options)
+	}
+}
+
+// loopAutoclear reports whether the loop device at dev is bound, and set
+// to detach when last closed.
+func loopAutoclear(t *testing.T, dev string) (bound, autoclear bool) {
+	t.Helper()
+	info, err := loopStatus(dev)
+	if errors.Is(err, unix.ENXIO) {
+		return false, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true, info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
+}
+
+// A loop device set to detach when last closed (mount -o loop) stays
+// bound to its file while the guest owns it (else its number is free for
+// another tenant's file before the monitor opens it), and detaches on
+// last close again once mounted back.
+func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
+	needRoot(t)
+	dev, mnt, undo := takenLoopVolume(t, t.TempDir(), 0, true)
+	if bound, autoclear := loopAutoclear(t, dev); !bound || autoclear {
+		t.Fatalf("after the take: %s bound %v, autoclear %v; want bound, no autoclear", dev, bound, autoclear)
+	}
+	if err := undo.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if m := mountOf(t, mnt); m == nil || m.Source != dev {
+		t.Fatalf("not mounted back: %+v", m)
+	}
+	if bound, autoclear := loopAutoclear(t, dev); !bound || !autoclear {
+		t.Fatalf("after the release: %s bound %v, autoclear %v; want both", dev, bound, autoclear)
+	}
+}
+
+// A loop device bound to another file (another tenant's) under the same
+// number while the guest ran is not mounted back.
+func TestRemountRefusesRebound(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	dev, mnt, undo := takenVolume(t, dir, 0)
+	other := filepath.Join(dir, "other.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", other, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d: %v: %s", err, out)
+	}
+	if out, err := exec.Command("losetup", dev, other).CombinedOutput(); err != nil {
+		t.Skipf("rebind %s: %v: %s", dev, err, out)
+	}
+	err := undo.Release()
+	if err == nil || !strings.Contains(err.Error(), "not ") || !strings.Contains(err.Error(), "left unmounted") {
+		t.Fatalf("release: %v, want a refusal", err)
+	}
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("mounted: %+v", m)
 	}
 }
