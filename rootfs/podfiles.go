@@ -82,9 +82,9 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 			os.Remove(dst)
 		}
 	}()
-	n, err := io.Copy(out, in)
+	n, err := copyBootFile(out, in, src)
 	if err != nil {
-		return fmt.Errorf("copy the image's initrd %s: %w", src, err)
+		return fmt.Errorf("the image's initrd: %w", err)
 	}
 	if r := n % 4; r != 0 {
 		if _, err := out.Write(make([]byte, 4-r)); err != nil {
