@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -62,5 +63,42 @@ func TestCopyBootFileStopsPastTheBound(t *testing.T) {
 	n, err := copyBootFile(io.Discard, r, "growing")
 	if err == nil || !strings.Contains(err.Error(), "growing grew past") || n != MaxBootFileBytes+1 {
 		t.Fatalf("copied %d: %v", n, err)
+	}
+}
+
+// hugeDir hands out names of a directory with a million entries, and
+// counts them.
+type hugeDir struct{ given, most int }
+
+func (d *hugeDir) Readdirnames(n int) ([]string, error) {
+	if n <= 0 || n > 1_000_000-d.given {
+		n = 1_000_000 - d.given
+	}
+	d.most = max(d.most, n)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = strconv.Itoa(d.given + i)
+	}
+	d.given += n
+	if n == 0 {
+		return nil, io.EOF
+	}
+	return names, nil
+}
+
+// A huge volume directory is refused after reading just past the limit,
+// never read whole.
+func TestReadNamesStopsPastTheLimit(t *testing.T) {
+	d := &hugeDir{}
+	_, err := readNamesUpTo(d, maxPodArchiveEntries)
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("err = %v", err)
+	}
+	if d.given > maxPodArchiveEntries+1 || d.most > maxPodArchiveEntries+1 {
+		t.Fatalf("read %d names, %d at once, for a limit of %d", d.given, d.most, maxPodArchiveEntries)
+	}
+	names, err := readNamesUpTo(&hugeDir{given: 1_000_000 - 3}, 3)
+	if err != nil || len(names) != 3 {
+		t.Fatalf("names %v, err %v", names, err)
 	}
 }
