@@ -334,6 +334,9 @@ func (h HostMount) Remount() error {
 	if err := h.checkLoopBacking(); err != nil {
 		return fmt.Errorf("mount %s back at %s: %w; left unmounted", h.Device, h.Target, err)
 	}
+	if err := checkBeforeMountBack(h); err != nil {
+		return fmt.Errorf("mount %s back at %s: %w; left unmounted", h.Device, h.Target, err)
+	}
 	dir, err := openNoSymlinks(h.Target)
 	if err != nil {
 		return fmt.Errorf("mount %s back at %s: open the target without following symlinks: %w; left unmounted", h.Device, h.Target, err)

@@ -417,3 +417,24 @@ func TestRemountRefusesRebound(t *testing.T) {
 		t.Fatalf("mounted: %+v", m)
 	}
 }
+
+// A filesystem the guest left inconsistent (here: its root directory's
+// inode cleared) is not mounted by the host kernel: e2fsck -n -f finds
+// errors, and the volume stays unmounted, with an error naming them.
+func TestRemountRefusesInconsistentFilesystem(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("no debugfs")
+	}
+	dev, mnt, undo := takenVolume(t, t.TempDir(), 0)
+	if out, err := exec.Command("debugfs", "-w", "-R", "clri <2>", dev).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v: %s", err, out)
+	}
+	err := undo.Release()
+	if err == nil || !strings.Contains(err.Error(), "e2fsck -n -f "+dev+" found errors") || !strings.Contains(err.Error(), "left unmounted") {
+		t.Fatalf("release: %v", err)
+	}
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("mounted: %+v", m)
+	}
+}
