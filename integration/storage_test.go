@@ -422,7 +422,7 @@ func TestBlockRootfsBlockVolume(t *testing.T) {
 		t.Fatalf("ctr run: %v\n%s", err, out)
 	}
 	// Once the guest is gone the host has its mount back.
-	if after := mountShape(mnt); after != before {
+	if after := mountShape(mnt); after != mountedBack(before) {
 		t.Fatalf("host mount of the volume after the guest:\n  %q\nbefore:\n  %q", after, before)
 	}
 }

@@ -27,18 +27,30 @@ type Entry struct {
 	// whose shim does not answer is an orphan, which only cleanup-orphans
 	// (or containerd's delete command) will clean.
 	Shim ShimState
+	// ShimPid and ShimProcess say, for a hung shim, what the process
+	// table shows of it (from the bundle's shim.pid).
+	ShimPid     int
+	ShimProcess ShimProcess
 	// Err is why the bundle's state could not be read.
 	Err error
 }
 
 // Orphan tells whether nobody will clean the container unless asked: its
-// shim is gone or hung. A shim that could not be asked (permission) is
-// not called an orphan.
-func (e Entry) Orphan() bool { return e.Shim == ShimGone || e.Shim == ShimHung }
+// shim is gone, or hung with its process gone, a zombie or stopped. A
+// hung shim still running (slow on a loaded host, or wedged) may yet act
+// for its containers, and one whose process cannot be told is not known
+// dead: neither is an orphan, nor is a shim that could not be asked
+// (permission).
+func (e Entry) Orphan() bool {
+	return e.Shim == ShimGone || e.Shim == ShimHung && (e.ShimProcess == ShimProcessStopped || e.ShimProcess == ShimProcessDead)
+}
 
 // maxProbes bounds the probes in flight: each waits up to its timeout, so
 // a host of hung shims is listed in a few timeouts rather than one each.
 const maxProbes = 16
+
+// procDir is the host's process table.
+var procDir = "/proc"
 
 // List returns every bundle under stateDir (NAMESPACE/ID) that holds this
 // runtime's state, sorted by namespace and ID, each shim probed with
@@ -74,6 +86,9 @@ func List(ctx context.Context, stateDir string, timeout time.Duration) ([]Entry,
 		go func(e *Entry) {
 			defer wg.Done()
 			e.Shim = Probe(ctx, addr, timeout)
+			if e.Shim == ShimHung {
+				e.ShimPid, e.ShimProcess = shimProcessOf(e.Bundle, procDir)
+			}
 			<-slots
 		}(&out[i])
 	}
@@ -81,7 +96,8 @@ func List(ctx context.Context, stateDir string, timeout time.Duration) ([]Entry,
 	return out, nil
 }
 
-// Orphans lists the entries under stateDir whose shim is gone or hung.
+// Orphans lists the entries under stateDir whose shim is gone or hung:
+// the orphans, and the hung shims that are not (Orphan).
 func Orphans(ctx context.Context, stateDir string, timeout time.Duration) ([]Entry, error) {
 	entries, err := List(ctx, stateDir, timeout)
 	if err != nil {
@@ -89,7 +105,7 @@ func Orphans(ctx context.Context, stateDir string, timeout time.Duration) ([]Ent
 	}
 	var out []Entry
 	for _, e := range entries {
-		if e.Orphan() {
+		if e.Orphan() || e.Shim == ShimHung {
 			out = append(out, e)
 		}
 	}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -65,7 +68,7 @@ func TestListClassifiesEachBundle(t *testing.T) {
 	wants := map[string]want{
 		"default/exited":  {ShimAnswers, false, ""},
 		"default/garbled": {ShimAnswers, false, "parse state"},
-		"default/hung":    {ShimHung, true, ""},
+		"default/hung":    {ShimHung, false, ""}, // no shim.pid: not known dead
 		"default/live":    {ShimAnswers, false, ""},
 		"default/newer":   {ShimAnswers, false, "version 2"},
 		"k8s.io/gone":     {ShimGone, true, ""},
@@ -176,14 +179,21 @@ func TestShimAddress(t *testing.T) {
 func TestOrphansMainDryRun(t *testing.T) {
 	dir := t.TempDir()
 	makeBundle(t, dir, "default", "live", map[string]string{"urunc-state.json": state("default", "live"), "bootstrap.json": bootstrap(ttrpcShim(t))})
-	makeBundle(t, dir, "default", "hung", map[string]string{"urunc-state.json": state("default", "hung"), "bootstrap.json": bootstrap(silentShim(t))})
+	silent := silentShim(t)
+	stopped := stoppedProcess(t)
+	self := strconv.Itoa(os.Getpid())
+	makeBundle(t, dir, "default", "hung", map[string]string{"urunc-state.json": state("default", "hung"), "bootstrap.json": bootstrap(silent),
+		ShimPidFile: strconv.Itoa(stopped)})
+	makeBundle(t, dir, "default", "slow", map[string]string{"urunc-state.json": state("default", "slow"), "bootstrap.json": bootstrap(silent),
+		ShimPidFile: self})
 	gone := makeBundle(t, dir, "default", "gone", map[string]string{"urunc-state.json": state("default", "gone")})
 	var stdout, stderr bytes.Buffer
 	code := OrphansMain(context.Background(), []string{"-state-dir", dir, "-dry-run", "-shim-timeout", "2s"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	want := "default/gone: shim gone\ndefault/hung: shim hung (accepts, no answer in 2s)\n"
+	want := "default/gone: shim gone\ndefault/hung: shim hung (accepts, no answer in 2s), pid " + strconv.Itoa(stopped) + " stopped\n" +
+		"default/slow: not cleaned: shim hung (accepts, no answer in 2s), pid " + self + " running; clean it once its shim is gone or stopped\n"
 	if stdout.String() != want {
 		t.Errorf("stdout:\n%s\nwant:\n%s", stdout.String(), want)
 	}
@@ -199,5 +209,64 @@ func TestOrphansMainNoState(t *testing.T) {
 	code := OrphansMain(context.Background(), []string{"-containerd-config", cfg}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), cfg) || !strings.Contains(stderr.String(), "no such file") {
 		t.Errorf("exit %d, stderr %q: want 1 naming %s", code, stderr.String(), cfg)
+	}
+}
+
+// stoppedProcess starts a process and stops it (SIGSTOP), as a shim an
+// operator or a debugger stopped; it returns once /proc shows it stopped.
+func stoppedProcess(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	b := t.TempDir()
+	if err := os.WriteFile(filepath.Join(b, ShimPidFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		if _, st := shimProcessOf(b, "/proc"); st == ShimProcessStopped {
+			return cmd.Process.Pid
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("process %d not stopped", cmd.Process.Pid)
+	return 0
+}
+
+// A hung shim's process is read from the bundle's shim.pid and
+// /proc/PID/stat, whose command name may hold parentheses and spaces.
+func TestShimProcessOf(t *testing.T) {
+	proc := t.TempDir()
+	for pid, stat := range map[string]string{
+		"10": "10 (shim) S 1 10 10 0",
+		"11": "11 (a) T (b) R 1 11 11 0",
+		"12": "12 (x) Z 1 12",
+		"13": "13 (x) t 1 13",
+	} {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "stat"), []byte(stat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for content, want := range map[string]ShimProcess{
+		"10": ShimProcessRunning, "11\n": ShimProcessRunning, "12": ShimProcessDead, "13": ShimProcessStopped,
+		"14": ShimProcessDead, "x": ShimProcessUnknown, "": ShimProcessUnknown,
+	} {
+		b := t.TempDir()
+		if content != "" {
+			if err := os.WriteFile(filepath.Join(b, ShimPidFile), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, got := shimProcessOf(b, proc); got != want {
+			t.Errorf("shim.pid %q: %s, want %s", content, got, want)
+		}
 	}
 }

@@ -67,7 +67,14 @@ func OrphansMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			name, _ := filepath.Rel(src.Dir, e.Bundle)
 			why := "shim gone"
 			if e.Shim == ShimHung {
-				why = fmt.Sprintf("shim hung (accepts, no answer in %s)", probing.Timeout)
+				why = fmt.Sprintf("shim hung (accepts, no answer in %s), pid %d %s", probing.Timeout, e.ShimPid, e.ShimProcess)
+			}
+			if !e.Orphan() {
+				// Slow or wedged but alive: it may still act for its
+				// containers, and tearing them down under it is worse
+				// than an operator's look.
+				fmt.Fprintf(stdout, "%s: not cleaned: %s; clean it once its shim is gone or stopped\n", name, why)
+				continue
 			}
 			if *dryRun {
 				fmt.Fprintf(stdout, "%s: %s\n", name, why)

@@ -221,8 +221,36 @@ func copyFileVolumes(rootfsDir string, files []specs.Mount) error {
 	return nil
 }
 
-// copyFile copies src, a regular file, to dst, a new file outside any
-// image's rootfs.
+// MaxBootFileBytes bounds a kernel or initrd the shim copies out of an
+// image into the bundle (on the host's /run, a tmpfs): the image is the
+// tenant's, and an unbounded file would fill the host's memory. Kernels
+// and initrds of single-app guests are a few MiB; 256 MiB leaves a large
+// distribution initrd room.
+const MaxBootFileBytes = 256 << 20
+
+// copyBootFile copies at most MaxBootFileBytes from in, the image's
+// file name, to out: its size is checked when opened and the copy stops
+// one byte past the bound, should the file grow.
+func copyBootFile(out io.Writer, in *os.File, name string) (int64, error) {
+	st, err := in.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	if st.Size() > MaxBootFileBytes {
+		return 0, fmt.Errorf("%s is %d bytes, more than the %d a kernel or initrd may have", name, st.Size(), MaxBootFileBytes)
+	}
+	n, err := io.Copy(out, io.LimitReader(in, MaxBootFileBytes+1))
+	if err != nil {
+		return n, fmt.Errorf("copy %s: %w", name, err)
+	}
+	if n > MaxBootFileBytes {
+		return n, fmt.Errorf("%s grew past the %d bytes a kernel or initrd may have while copied", name, MaxBootFileBytes)
+	}
+	return n, nil
+}
+
+// copyFile copies src, a kernel or initrd (at most MaxBootFileBytes), to
+// dst, a new file outside any image's rootfs.
 func copyFile(src, dst string, mode os.FileMode) error {
 	in, _, err := openRegularSource(src, 0)
 	if err != nil {
@@ -233,7 +261,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if _, err := copyBootFile(out, in, src); err != nil {
 		out.Close()
 		return err
 	}

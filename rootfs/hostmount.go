@@ -3,6 +3,7 @@ package rootfs
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
@@ -26,6 +27,80 @@ type HostMount struct {
 	// Propagation is "shared", "private" or "unbindable"; a slave mount
 	// is never taken (its master is a mount of the same device elsewhere).
 	Propagation string `json:"propagation"`
+	// TargetDev and TargetIno name the directory under the mount, recorded
+	// once the host has let go: the mount back goes onto that directory
+	// only. While the guest runs, whoever can write the target's parent (a
+	// sibling's rw hostPath) could put a symlink to, say, /etc in its place.
+	// Zero in a record made before the unmount finished: then only the
+	// walk without symlinks guards the mount back.
+	TargetDev uint64 `json:"targetDev,omitempty"`
+	TargetIno uint64 `json:"targetIno,omitempty"`
+	// A loop device's backing file (dev+inode), checked again before the
+	// guest gets the device and before the mount back: a loop device can
+	// be detached and bound to another file (another tenant's) under the
+	// same number. LoopAutoclear says the device was set to detach when
+	// last closed (mount -o loop): cleared before the unmount, so the
+	// device stays bound to its file while the guest owns it, and set again
+	// once mounted back.
+	LoopBackingDev uint64 `json:"loopBackingDev,omitempty"`
+	LoopBackingIno uint64 `json:"loopBackingIno,omitempty"`
+	LoopAutoclear  bool   `json:"loopAutoclear,omitempty"`
+}
+
+// loopMajor is the block major number of loop devices.
+const loopMajor = 7
+
+// loopStatus reads the status of the loop device at path.
+func loopStatus(path string) (*unix.LoopInfo64, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open loop device %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil {
+		return nil, fmt.Errorf("loop device %s: status: %w", path, err)
+	}
+	return info, nil
+}
+
+// setLoopAutoclear sets or clears the loop device's detach-on-last-close.
+func setLoopAutoclear(path string, on bool) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open loop device %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if err != nil {
+		return fmt.Errorf("loop device %s: status: %w", path, err)
+	}
+	if on {
+		info.Flags |= unix.LO_FLAGS_AUTOCLEAR
+	} else {
+		info.Flags &^= unix.LO_FLAGS_AUTOCLEAR
+	}
+	if err := unix.IoctlLoopSetStatus64(fd, info); err != nil {
+		return fmt.Errorf("loop device %s: set autoclear %v: %w", path, on, err)
+	}
+	return nil
+}
+
+// checkLoopBacking fails unless h's loop device is still bound to the
+// file recorded when the host let go of it.
+func (h HostMount) checkLoopBacking() error {
+	if h.Major != loopMajor || h.LoopBackingIno == 0 {
+		return nil
+	}
+	info, err := loopStatus(h.Device)
+	if err != nil {
+		return err
+	}
+	if info.Device != h.LoopBackingDev || info.Inode != h.LoopBackingIno {
+		return fmt.Errorf("loop device %s is bound to file %d:%d, not %d:%d as when the host let go of it",
+			h.Device, info.Device, info.Inode, h.LoopBackingDev, h.LoopBackingIno)
+	}
+	return nil
 }
 
 // systemMountPoints are host directories whose mount is never handed to a
@@ -152,43 +227,148 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 	if err != nil {
 		return err
 	}
+	if hm.Major == loopMajor {
+		info, err := loopStatus(hm.Device)
+		if err != nil {
+			return err
+		}
+		hm.LoopBackingDev, hm.LoopBackingIno = info.Device, info.Inode
+		hm.LoopAutoclear = info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
+	}
 	undo.HostMounts = append(undo.HostMounts, hm)
 	if err := record(*undo); err != nil {
 		return err
 	}
+	if hm.LoopAutoclear {
+		// Else the unmount detaches the device, and its number is free
+		// for anyone's file before the guest's monitor opens it.
+		if err := setLoopAutoclear(hm.Device, false); err != nil {
+			return err
+		}
+	}
 	if err := unix.Unmount(hm.Target, 0); err != nil {
 		return fmt.Errorf("unmount %s from the host: %w", hm.Target, err)
+	}
+	dir, err := openNoSymlinks(hm.Target)
+	if err != nil {
+		return fmt.Errorf("open %s after unmounting it: %w", hm.Target, err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(dir, &st)
+	unix.Close(dir)
+	if err != nil {
+		return fmt.Errorf("stat %s after unmounting it: %w", hm.Target, err)
+	}
+	undo.HostMounts[len(undo.HostMounts)-1].TargetDev = st.Dev
+	undo.HostMounts[len(undo.HostMounts)-1].TargetIno = st.Ino
+	if err := record(*undo); err != nil {
+		return err
 	}
 	fd, err := unix.Open(hm.Device, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("device %s still in use on the host after unmounting %s (mounted in another mount namespace?): %w", hm.Device, hm.Target, err)
 	}
 	unix.Close(fd)
-	return nil
+	return undo.HostMounts[len(undo.HostMounts)-1].checkLoopBacking()
 }
 
-// Remount mounts h back as it was; idempotent: a mount of the same device
-// already at the target is left alone. A device path that now names
-// another device is not mounted.
+// openNoSymlinks opens the directory at the absolute path p as O_PATH,
+// refusing a symlink in any of its components (p is a mount point as the
+// mount table shows it, which has none).
+func openNoSymlinks(p string) (int, error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err == nil {
+		return fd, nil
+	}
+	if !errors.Is(err, unix.ENOSYS) {
+		return -1, err
+	}
+	// A kernel without openat2: the same walk, one component at a time.
+	fd, err = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		if c == ".." {
+			unix.Close(fd)
+			return -1, fmt.Errorf("%s: a \"..\" component: %w", p, unix.EXDEV)
+		}
+		next, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// remountFlags are added to the mount back whatever the mount was: the
+// guest wrote the filesystem raw, and its setuid files and device nodes
+// must not come alive on the host.
+const remountFlags = unix.MS_NOSUID | unix.MS_NODEV
+
+// Remount mounts h back as it was (but nosuid, nodev); idempotent: a
+// mount of the same device already at the target is left alone. A device
+// path that now names another device is not mounted, nor is a target
+// that is no longer the directory the host let go of (a symlink, another
+// directory): the mount goes onto the directory opened without following
+// symlinks, through its descriptor.
 func (h HostMount) Remount() error {
 	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(h.Target))
 	if err != nil {
 		return fmt.Errorf("read the mount table: %w", err)
 	}
 	if n := len(ms); n > 0 && uint32(ms[n-1].Major) == h.Major && uint32(ms[n-1].Minor) == h.Minor {
-		return nil
+		return h.restoreLoopAutoclear()
 	}
 	if major, minor, ok := blockDeviceNumber(h.Device); !ok || major != h.Major || minor != h.Minor {
 		return fmt.Errorf("mount %s back at %s: the device is no longer %d:%d", h.Device, h.Target, h.Major, h.Minor)
 	}
+	if err := h.checkLoopBacking(); err != nil {
+		return fmt.Errorf("mount %s back at %s: %w; left unmounted", h.Device, h.Target, err)
+	}
+	if err := checkBeforeMountBack(h); err != nil {
+		return fmt.Errorf("mount %s back at %s: %w; left unmounted", h.Device, h.Target, err)
+	}
+	dir, err := openNoSymlinks(h.Target)
+	if err != nil {
+		return fmt.Errorf("mount %s back at %s: open the target without following symlinks: %w; left unmounted", h.Device, h.Target, err)
+	}
+	defer unix.Close(dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(dir, &st); err != nil {
+		return fmt.Errorf("mount %s back at %s: %w", h.Device, h.Target, err)
+	}
+	if h.TargetIno != 0 && (st.Dev != h.TargetDev || st.Ino != h.TargetIno) {
+		return fmt.Errorf("mount %s back at %s: the target is no longer the directory the host let go of (inode %d:%d, was %d:%d); left unmounted",
+			h.Device, h.Target, st.Dev, st.Ino, h.TargetDev, h.TargetIno)
+	}
+	onto := "/proc/self/fd/" + strconv.Itoa(dir)
 	flags, data := mountFlags(h.Options, h.SuperOptions)
-	err = unix.Mount(h.Device, h.Target, h.FSType, flags, data)
+	flags |= remountFlags
+	err = unix.Mount(h.Device, onto, h.FSType, flags, data)
 	if errors.Is(err, unix.EINVAL) && data != "" {
 		// An option the table shows but mount(2) does not take back.
-		err = unix.Mount(h.Device, h.Target, h.FSType, flags, "")
+		err = unix.Mount(h.Device, onto, h.FSType, flags, "")
 	}
 	if err != nil {
 		return fmt.Errorf("mount %s back at %s: %w", h.Device, h.Target, err)
+	}
+	// The propagation is set on the new mount, reached the same way.
+	top, err := openNoSymlinks(h.Target)
+	if err != nil {
+		return fmt.Errorf("open %s after mounting it back: %w", h.Target, err)
+	}
+	defer unix.Close(top)
+	if err := unix.Fstat(top, &st); err != nil || unix.Major(st.Dev) != h.Major || unix.Minor(st.Dev) != h.Minor {
+		return fmt.Errorf("mount %s back at %s: the target does not show the device after the mount (%v)", h.Device, h.Target, err)
 	}
 	var prop uintptr
 	switch h.Propagation {
@@ -199,10 +379,22 @@ func (h HostMount) Remount() error {
 	default:
 		prop = unix.MS_PRIVATE
 	}
-	if err := unix.Mount("", h.Target, "", prop, ""); err != nil {
+	if err := unix.Mount("", "/proc/self/fd/"+strconv.Itoa(top), "", prop, ""); err != nil {
 		return fmt.Errorf("make %s %s again: %w", h.Target, h.Propagation, err)
 	}
-	return nil
+	return h.restoreLoopAutoclear()
+}
+
+// restoreLoopAutoclear sets detach-on-last-close again on a loop device
+// that had it, once mounted back (not before: unmounted, it would detach).
+func (h HostMount) restoreLoopAutoclear() error {
+	if !h.LoopAutoclear {
+		return nil
+	}
+	if err := h.checkLoopBacking(); err != nil {
+		return err
+	}
+	return setLoopAutoclear(h.Device, true)
 }
 
 // mountFlags turns a mount's options, as the mount table shows them, into

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,21 +149,37 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 	}
 	var recorded []Undo
 	err = p.Prepare(func(u Undo) error {
-		// Recorded while the host still mounts it.
-		if m := mountOf(t, mnt); m == nil || m.Source != dev {
+		// Recorded first while the host still mounts it.
+		if m := mountOf(t, mnt); len(recorded) == 0 && (m == nil || m.Source != dev) {
 			t.Errorf("undo recorded after the unmount: %+v", m)
 		}
+		u.HostMounts = append([]HostMount(nil), u.HostMounts...)
 		recorded = append(recorded, u)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := HostMount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
-		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared"}
-	if len(recorded) != 1 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
-		t.Fatalf("recorded %+v, want one undo with %+v", recorded, want)
+	var under unix.Stat_t
+	if err := unix.Lstat(mnt, &under); err != nil {
+		t.Fatal(err)
 	}
+	var backing unix.Stat_t
+	if err := unix.Stat(img, &backing); err != nil {
+		t.Fatal(err)
+	}
+	want := HostMount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
+		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared",
+		LoopBackingDev: backing.Dev, LoopBackingIno: backing.Ino}
+	// First as the mount is, then with the directory under it.
+	if len(recorded) != 2 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
+		t.Fatalf("recorded %+v, want two undos, the first with %+v", recorded, want)
+	}
+	want.TargetDev, want.TargetIno = under.Dev, under.Ino
+	if len(recorded[1].HostMounts) != 1 || recorded[1].HostMounts[0] != want {
+		t.Fatalf("recorded %+v, want %+v", recorded[1], want)
+	}
+	recorded = recorded[1:]
 	if m := mountOf(t, mnt); m != nil {
 		t.Fatalf("the host still mounts the guest's volume: %+v", m)
 	}
@@ -240,4 +257,184 @@ func waitNamespace(t *testing.T, pid int) {
 		unix.Nanosleep(&unix.Timespec{Nsec: 10_000_000}, nil)
 	}
 	t.Fatalf("process %d has no mount namespace of its own", pid)
+}
+
+// takenVolume mounts a fresh ext4 loop device at dir/mnt with flags and
+// lets the host go of it as a block guest's volume, returning the undo.
+func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, undo Undo) {
+	return takenLoopVolume(t, dir, flags, false)
+}
+
+// takenLoopVolume is takenVolume with the loop device set to detach when
+// last closed (as mount -o loop sets it) if autoclear.
+func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (dev, mnt string, undo Undo) {
+	t.Helper()
+	img := filepath.Join(dir, "vol.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt = filepath.Join(dir, "pod", "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, mnt, "ext4", flags, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	if autoclear {
+		// Once mounted: set on a device nothing holds, the last close
+		// detaches it.
+		if err := setLoopAutoclear(dev, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := takeHostMount(mnt, "", &undo, func(Undo) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return dev, mnt, undo
+}
+
+// While the guest owns the volume, whoever writes the target's parent
+// may put a symlink (to the host's /etc, say) or another directory in the
+// target's place: the mount back refuses, naming why, and mounts nothing
+// anywhere.
+func TestRemountRefusesReplacedTarget(t *testing.T) {
+	needRoot(t)
+	for _, replace := range []string{"symlink", "directory"} {
+		t.Run(replace, func(t *testing.T) {
+			dir := t.TempDir()
+			etc := filepath.Join(dir, "etc")
+			if err := os.Mkdir(etc, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			_, mnt, undo := takenVolume(t, dir, 0)
+			if err := os.Rename(mnt, mnt+".old"); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if replace == "symlink" {
+				err = os.Symlink(etc, mnt)
+			} else {
+				err = os.Mkdir(mnt, 0o755)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = undo.Release()
+			want := "left unmounted"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("release: %v, want an error with %q", err, want)
+			}
+			for _, p := range []string{etc, mnt, mnt + ".old"} {
+				if m := mountOf(t, p); m != nil {
+					t.Fatalf("mounted at %s: %+v", p, m)
+				}
+			}
+		})
+	}
+}
+
+// The guest wrote the filesystem raw: the mount back is nosuid and nodev
+// even when the host's mount was not.
+func TestRemountIsNosuidNodev(t *testing.T) {
+	needRoot(t)
+	dev, mnt, undo := takenVolume(t, t.TempDir(), 0)
+	if err := undo.Release(); err != nil {
+		t.Fatal(err)
+	}
+	m := mountOf(t, mnt)
+	if m == nil || m.Source != dev {
+		t.Fatalf("not mounted back: %+v", m)
+	}
+	opts := "," + m.Options + ","
+	if !strings.Contains(opts, ",nosuid,") || !strings.Contains(opts, ",nodev,") {
+		t.Fatalf("mounted back with %s, want nosuid and nodev", m.Options)
+	}
+}
+
+// loopAutoclear reports whether the loop device at dev is bound, and set
+// to detach when last closed.
+func loopAutoclear(t *testing.T, dev string) (bound, autoclear bool) {
+	t.Helper()
+	info, err := loopStatus(dev)
+	if errors.Is(err, unix.ENXIO) {
+		return false, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true, info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
+}
+
+// A loop device set to detach when last closed (mount -o loop) stays
+// bound to its file while the guest owns it (else its number is free for
+// another tenant's file before the monitor opens it), and detaches on
+// last close again once mounted back.
+func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
+	needRoot(t)
+	dev, mnt, undo := takenLoopVolume(t, t.TempDir(), 0, true)
+	if bound, autoclear := loopAutoclear(t, dev); !bound || autoclear {
+		t.Fatalf("after the take: %s bound %v, autoclear %v; want bound, no autoclear", dev, bound, autoclear)
+	}
+	if err := undo.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if m := mountOf(t, mnt); m == nil || m.Source != dev {
+		t.Fatalf("not mounted back: %+v", m)
+	}
+	if bound, autoclear := loopAutoclear(t, dev); !bound || !autoclear {
+		t.Fatalf("after the release: %s bound %v, autoclear %v; want both", dev, bound, autoclear)
+	}
+}
+
+// A loop device bound to another file (another tenant's) under the same
+// number while the guest ran is not mounted back.
+func TestRemountRefusesRebound(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	dev, mnt, undo := takenVolume(t, dir, 0)
+	other := filepath.Join(dir, "other.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", other, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d: %v: %s", err, out)
+	}
+	if out, err := exec.Command("losetup", dev, other).CombinedOutput(); err != nil {
+		t.Skipf("rebind %s: %v: %s", dev, err, out)
+	}
+	err := undo.Release()
+	if err == nil || !strings.Contains(err.Error(), "not ") || !strings.Contains(err.Error(), "left unmounted") {
+		t.Fatalf("release: %v, want a refusal", err)
+	}
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("mounted: %+v", m)
+	}
+}
+
+// A filesystem the guest left inconsistent (here: its root directory's
+// inode cleared) is not mounted by the host kernel: e2fsck -n -f finds
+// errors, and the volume stays unmounted, with an error naming them.
+func TestRemountRefusesInconsistentFilesystem(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("no debugfs")
+	}
+	dev, mnt, undo := takenVolume(t, t.TempDir(), 0)
+	if out, err := exec.Command("debugfs", "-w", "-R", "clri <2>", dev).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v: %s", err, out)
+	}
+	err := undo.Release()
+	if err == nil || !strings.Contains(err.Error(), "e2fsck -n -f "+dev+" found errors") || !strings.Contains(err.Error(), "left unmounted") {
+		t.Fatalf("release: %v", err)
+	}
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("mounted: %+v", m)
+	}
 }

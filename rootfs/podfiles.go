@@ -82,9 +82,9 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 			os.Remove(dst)
 		}
 	}()
-	n, err := io.Copy(out, in)
+	n, err := copyBootFile(out, in, src)
 	if err != nil {
-		return fmt.Errorf("copy the image's initrd %s: %w", src, err)
+		return fmt.Errorf("the image's initrd: %w", err)
 	}
 	if r := n % 4; r != 0 {
 		if _, err := out.Write(make([]byte, 4-r)); err != nil {
@@ -215,14 +215,40 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 	return fmt.Errorf("%s is %s: an initrd guest takes regular files, directories and symlinks", hostPath, fileKind(fileModeOf(st.Mode)))
 }
 
+// nameReader reads a directory's names, n at most at a time (an *os.File).
+type nameReader interface {
+	Readdirnames(n int) ([]string, error)
+}
+
+// readNamesUpTo reads a directory's names, failing as soon as it has read
+// more than limit: a huge directory is never read whole into memory.
+func readNamesUpTo(d nameReader, limit int) ([]string, error) {
+	const batch = 256
+	var names []string
+	for {
+		n := min(limit+1-len(names), batch)
+		if n <= 0 {
+			return nil, fmt.Errorf("more than %d entries, the most an initrd guest takes", maxPodArchiveEntries)
+		}
+		got, err := d.Readdirnames(n)
+		names = append(names, got...)
+		if errors.Is(err, io.EOF) {
+			if len(names) > limit {
+				return nil, fmt.Errorf("more than %d entries, the most an initrd guest takes", maxPodArchiveEntries)
+			}
+			return names, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
 // addDir adds what the directory f holds, in name order.
 func (a *podArchive) addDir(f *os.File, rel, hostPath string, depth int) error {
-	names, err := f.Readdirnames(-1)
+	names, err := readNamesUpTo(f, maxPodArchiveEntries-a.entries)
 	if err != nil {
 		return fmt.Errorf("%s: %w", hostPath, err)
-	}
-	if len(names) > maxPodArchiveEntries {
-		return fmt.Errorf("%s: more than %d entries", hostPath, maxPodArchiveEntries)
 	}
 	sort.Strings(names)
 	dirFD := int(f.Fd())

@@ -144,6 +144,7 @@ func serve(ctx context.Context, f flags) error {
 	// leave a zombie and a waiter on the reaper that never returns.
 	signals := make(chan os.Signal, 32)
 	signal.Notify(signals, unix.SIGCHLD, unix.SIGPIPE, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1)
+	lifecycle.UseReaperForCommands()
 	// The monitors are this process's children even after a launcher
 	// exits, so that their exits are ours to reap and report.
 	if err := reaper.SetSubreaper(1); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/inventory"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/eventqueue"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/shim/stdio"
@@ -186,6 +187,11 @@ func (s *taskService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) 
 		s.unusedKeysWarned.Do(func() {
 			log.G(ctx).Warnf("host config: keys this runtime does not use: %s", strings.Join(host.UnusedKeys, ", "))
 		})
+	}
+	// cleanup-orphans tells a hung shim that still runs (not cleaned) from
+	// one stopped or dead by this pid.
+	if err := inventory.WriteShimPid(r.Bundle); err != nil {
+		log.G(ctx).WithError(err).Warn("record the shim's pid in the bundle")
 	}
 	cfg := stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	io, err := stdio.Open(ctx, r.ID, s.namespace, cfg)

@@ -23,8 +23,10 @@ func TestRowOf(t *testing.T) {
 	}{
 		{"running, shim answers", inventory.Entry{Bundle: "/s/ns/a", Summary: running, Shim: inventory.ShimAnswers},
 			psRow{Namespace: "ns", ID: "a", Kind: "unikernel", Guest: "linux", Monitor: "qemu", Pid: 42, State: "running", Shim: "answers", Uptime: "1m30s", Bundle: "/s/ns/a"}},
-		{"running, shim hung: an orphan", inventory.Entry{Bundle: "/s/ns/a", Summary: running, Shim: inventory.ShimHung},
+		{"running, shim hung and stopped: an orphan", inventory.Entry{Bundle: "/s/ns/a", Summary: running, Shim: inventory.ShimHung, ShimProcess: inventory.ShimProcessStopped},
 			psRow{Namespace: "ns", ID: "a", Kind: "unikernel", Guest: "linux", Monitor: "qemu", Pid: 42, State: "running", Shim: "hung", Orphan: true, Uptime: "1m30s", Bundle: "/s/ns/a"}},
+		{"running, shim hung but running: no orphan", inventory.Entry{Bundle: "/s/ns/a", Summary: running, Shim: inventory.ShimHung, ShimProcess: inventory.ShimProcessRunning},
+			psRow{Namespace: "ns", ID: "a", Kind: "unikernel", Guest: "linux", Monitor: "qemu", Pid: 42, State: "running", Shim: "hung", Uptime: "1m30s", Bundle: "/s/ns/a"}},
 		{"exited, shim gone", inventory.Entry{Bundle: "/s/ns/b", Summary: lifecycle.Summary{ID: "b", Namespace: "ns", Plain: true, Pid: 7, Exit: &lifecycle.ExitStatus{Status: 3}}, Shim: inventory.ShimGone},
 			psRow{Namespace: "ns", ID: "b", Kind: "plain", Guest: "(runc)", Pid: 7, State: "exited 3", Shim: "gone", Orphan: true, Bundle: "/s/ns/b"}},
 		{"unreadable state: named by its bundle", inventory.Entry{Bundle: "/s/k8s.io/c/", Err: errors.New("parse state"), Shim: inventory.ShimUnknown},

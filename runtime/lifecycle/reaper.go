@@ -7,6 +7,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 )
 
 // ReapChildren runs the SIGCHLD→reaper loop for one-shot commands
@@ -15,6 +17,7 @@ import (
 // (runc for a plain container, an OCI hook) is never reported and its
 // caller waits forever. It must run before any child starts.
 func ReapChildren() {
+	UseReaperForCommands()
 	ch := make(chan os.Signal, 32)
 	signal.Notify(ch, unix.SIGCHLD)
 	go func() {
@@ -35,3 +38,8 @@ func ReapedExit(ec chan runc.Exit, pid int) ExitStatus {
 	}
 	return ExitStatus{Pid: pid}
 }
+
+// UseReaperForCommands makes the commands the rootfs package runs (e2fsck
+// before a mount back) wait through the reaper, which a process that
+// reaps every child of its own must use.
+func UseReaperForCommands() { rootfs.RunCommand = RunReaped }
