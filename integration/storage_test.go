@@ -96,7 +96,10 @@ func TestBlockRootfsFromBlockfileSnapshotter(t *testing.T) {
 		testimage.RootfsImageName, id, "/init", "write", "/written.txt", "hello-from-a-block-root")
 	waitForOutput(t, logFile, "URUNC_GUEST_WROTE /written.txt: hello-from-a-block-root", 60*time.Second)
 	cmdline := monitorCmdline(t, id)
-	if !strings.Contains(cmdline, "virtio-blk-pci,drive=rootfs") || !strings.Contains(cmdline, "root=/dev/vda rw init=/init") {
+	// The image's environment (PATH=/bin) stands between the root and the
+	// init on the kernel command line.
+	if !strings.Contains(cmdline, "virtio-blk-pci,drive=rootfs") || !strings.Contains(cmdline, "root=/dev/vda rw ") ||
+		!strings.Contains(cmdline, " init=/init") {
 		t.Fatalf("monitor does not boot a block root: %s", cmdline)
 	}
 	snapshot := blockfileSnapshotOf(t, id)
