@@ -51,7 +51,7 @@ FUZZTIME ?= 60s
 FUZZ_TARGETS := ./runtime/config:FuzzURuncJSON ./runtime/config:FuzzHostConfig \
 	./runtime/lifecycle:FuzzPersistedState ./runtime/guestconsole:FuzzConsoleExit \
 	./rootfs:FuzzResolveInRootfs ./runtime/guests:FuzzLinuxCmdlineArgs ./runtime/guests:FuzzLinuxCmdlineEnv ./runtime/guests:FuzzGuestCmdlines \
-	./rootfs:FuzzWriteInRoot ./monitors:FuzzQMPReplies ./monitors:FuzzAPIResponse ./internal/elfdyn:FuzzDecode
+	./rootfs/inroot:FuzzWriteInRoot ./monitors:FuzzQMPReplies ./monitors:FuzzAPIResponse ./internal/elfdyn:FuzzDecode
 # Go's fuzzer may end a run at its time limit with "context deadline
 # exceeded" while a worker is busy, with no failing input: that is not a
 # finding. Any run that writes a failing input, or fails otherwise, fails.

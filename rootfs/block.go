@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -210,11 +211,11 @@ func takeHostMounts(targets []string, bundle string, undo *Undo, record func(Und
 
 // copyFileVolumes copies single-file volumes (/etc/hosts, say) into the
 // rootfs at their destinations, as urunc does for a guest that cannot
-// mount them; CopyFileInRoot keeps the image's own nodes from turning the
+// mount them; inroot.CopyFile keeps the image's own nodes from turning the
 // copy against the host.
 func copyFileVolumes(rootfsDir string, files []specs.Mount) error {
 	for _, m := range files {
-		if err := CopyFileInRoot(rootfsDir, m.Destination, m.Source, 0o644); err != nil {
+		if err := inroot.CopyFile(rootfsDir, m.Destination, m.Source, 0o644); err != nil {
 			return fmt.Errorf("volume %s: %w", m.Destination, err)
 		}
 	}
@@ -252,7 +253,7 @@ func copyBootFile(out io.Writer, in *os.File, name string) (int64, error) {
 // copyFile copies src, a kernel or initrd (at most MaxBootFileBytes), to
 // dst, a new file outside any image's rootfs.
 func copyFile(src, dst string, mode os.FileMode) error {
-	in, _, err := openRegularSource(src, 0)
+	in, _, err := inroot.OpenRegularSource(src, 0)
 	if err != nil {
 		return err
 	}

@@ -74,3 +74,10 @@ func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mknod)")
+	}
+}

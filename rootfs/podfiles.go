@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +65,7 @@ func podVolumeNames(ms []specs.Mount) []string {
 // archive of the pod's volumes. dst is a new file in a directory of the
 // bundle, never in the image.
 func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
-	in, _, err := openRegularSource(src, 0)
+	in, _, err := inroot.OpenRegularSource(src, 0)
 	if err != nil {
 		return fmt.Errorf("initrd: %w", err)
 	}
@@ -122,7 +123,7 @@ type podArchive struct {
 }
 
 func (a *podArchive) addVolume(m specs.Mount) error {
-	rel, err := relInRoot(m.Destination)
+	rel, err := inroot.Rel(m.Destination)
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,7 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 		a.dirs[rel] = true
 		return a.addDir(f, rel, hostPath, depth)
 	}
-	return fmt.Errorf("%s is %s: an initrd guest takes regular files, directories and symlinks", hostPath, fileKind(fileModeOf(st.Mode)))
+	return fmt.Errorf("%s is %s: an initrd guest takes regular files, directories and symlinks", hostPath, inroot.FileKind(fileModeOf(st.Mode)))
 }
 
 // nameReader reads a directory's names, n at most at a time (an *os.File).
@@ -268,7 +269,7 @@ func (a *podArchive) addDir(f *os.File, rel, hostPath string, depth int) error {
 		if err != nil {
 			// A device, FIFO or socket is named by add's check when it
 			// opens; one that cannot even be opened is named here.
-			return fmt.Errorf("%s (%s): %w", childHost, fileKind(fileModeOf(st.Mode)), err)
+			return fmt.Errorf("%s (%s): %w", childHost, inroot.FileKind(fileModeOf(st.Mode)), err)
 		}
 		child := os.NewFile(uintptr(fd), childHost)
 		err = a.add(child, childRel, childHost, depth+1)
@@ -301,7 +302,7 @@ func (a *podArchive) symlink(dirFD int, name, rel, hostPath string, st unix.Stat
 	return a.cw.padData()
 }
 
-// fileModeOf turns a stat(2) type into an os.FileMode type for fileKind.
+// fileModeOf turns a stat(2) type into an os.FileMode type for inroot.FileKind.
 func fileModeOf(m uint32) os.FileMode {
 	switch m & unix.S_IFMT {
 	case unix.S_IFCHR:

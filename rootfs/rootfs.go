@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,25 +74,9 @@ func OpenInRootfs(root, p, what string) (*os.File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s %q in the container rootfs is not a regular file (%s)", what, p, fileKind(st.Mode()))
+		return nil, fmt.Errorf("%s %q in the container rootfs is not a regular file (%s)", what, p, inroot.FileKind(st.Mode()))
 	}
 	return f, nil
-}
-
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeCharDevice != 0:
-		return "a character device"
-	case m&os.ModeDevice != 0:
-		return "a block device"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	}
-	return m.Type().String()
 }
 
 // Mount mounts the request's rootfs mounts at target. On failure nothing

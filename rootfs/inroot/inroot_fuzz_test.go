@@ -1,7 +1,8 @@
-package rootfs
+package inroot
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,8 @@ func FuzzWriteInRoot(f *testing.F) {
 		f.Add(p, []byte("127.0.0.1 localhost\n"))
 	}
 	f.Fuzz(func(t *testing.T, p string, data []byte) {
-		if len(data) > MaxPodFileSize+1 {
-			data = data[:MaxPodFileSize+1]
+		if len(data) > MaxFileSize+1 {
+			data = data[:MaxFileSize+1]
 		}
 		fx := newInRootFixture(t)
 		plantHostileImage(t, fx)
@@ -43,13 +44,13 @@ func FuzzWriteInRoot(f *testing.F) {
 		if left := tempLeftovers(t, fx.root); len(left) > 0 && !strings.Contains(p, tempPrefix) {
 			t.Fatalf("writing %q left behind %v", p, left)
 		}
-		if len(data) > MaxPodFileSize && err == nil {
+		if len(data) > MaxFileSize && err == nil {
 			t.Fatalf("a %d-byte source was copied", len(data))
 		}
 		if err != nil {
 			return
 		}
-		got, err := OpenInRootfs(fx.root, p, "written file")
+		got, err := openResolvedInRoot(fx.root, p)
 		if err != nil {
 			t.Fatalf("written %q but cannot read it back inside the root: %v", p, err)
 		}
@@ -89,4 +90,29 @@ func plantHostileImage(t *testing.T, fx inRootFixture) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// openResolvedInRoot opens p for reading as a reader resolving inside
+// root (a guest, or the shim's own reads of the image) finds it, refusing
+// anything but a regular file.
+func openResolvedInRoot(root, p string) (*os.File, error) {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dir)
+	rel := strings.TrimPrefix(filepath.Clean("/"+p), "/")
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(root, rel))
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file in the root (%v)", p, err)
+	}
+	return f, nil
 }

@@ -1,4 +1,6 @@
-package rootfs
+// Package inroot writes files into an image's root filesystem from the
+// host without following anything the image planted there.
+package inroot
 
 import (
 	"crypto/rand"
@@ -14,32 +16,32 @@ import (
 )
 
 // Every write the shim makes into an image's rootfs goes through
-// CopyFileInRoot. The image, and a guest that owned its disk raw before
+// CopyFile. The image, and a guest that owned its disk raw before
 // this start, control every path in it: a symlink out of the root, a
 // device node, a FIFO or a socket where a pod file goes. So the write
 // resolves every directory inside the root (openat2 RESOLVE_IN_ROOT), never
 // opens what is at the destination (a new file is written beside it and
 // renamed over it), never blocks, and is bounded in size.
 
-// MaxPodFileSize bounds each file the shim copies into an image's rootfs:
+// MaxFileSize bounds each file the shim copies into an image's rootfs:
 // Kubernetes caps a ConfigMap or a Secret at 1 MiB, and /etc/hosts,
 // /etc/hostname and /etc/resolv.conf are far smaller. A larger source is
 // refused, naming it, rather than letting a pod fill the guest's disk.
-const MaxPodFileSize = 1 << 20
+const MaxFileSize = 1 << 20
 
 // tempPrefix names the file written beside the destination before it is
 // renamed over it.
 const tempPrefix = ".urunc-tmp-"
 
-// CopyFileInRoot copies src, a host file given by the kubelet or the CRI
+// CopyFile copies src, a host file given by the kubelet or the CRI
 // client, into the rootfs at root as p, a path inside it, with mode perm.
 //
 // Missing directories on the way are created inside the root. Whatever is
 // at p (a regular file, a symlink, a device node, a FIFO, a socket) is
 // replaced without ever being opened; a directory at p is refused. src must
-// be a regular file, not a symlink, of at most MaxPodFileSize bytes.
-func CopyFileInRoot(root, p, src string, perm os.FileMode) error {
-	in, size, err := openRegularSource(src, MaxPodFileSize)
+// be a regular file, not a symlink, of at most MaxFileSize bytes.
+func CopyFile(root, p, src string, perm os.FileMode) error {
+	in, size, err := OpenRegularSource(src, MaxFileSize)
 	if err != nil {
 		return err
 	}
@@ -47,10 +49,10 @@ func CopyFileInRoot(root, p, src string, perm os.FileMode) error {
 	return writeInRoot(root, p, io.LimitReader(in, size+1), size, perm)
 }
 
-// openRegularSource opens the host file src for reading: not through a
+// OpenRegularSource opens the host file src for reading: not through a
 // symlink, without blocking, and only when it is a regular file of at most
 // limit bytes; it returns the file and its size. limit <= 0 is no limit.
-func openRegularSource(src string, limit int64) (*os.File, int64, error) {
+func OpenRegularSource(src string, limit int64) (*os.File, int64, error) {
 	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ELOOP) {
 		return nil, 0, fmt.Errorf("source %s is a symlink: name the file itself", src)
@@ -66,7 +68,7 @@ func openRegularSource(src string, limit int64) (*os.File, int64, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, fmt.Errorf("source %s is not a regular file (%s)", src, fileKind(st.Mode()))
+		return nil, 0, fmt.Errorf("source %s is not a regular file (%s)", src, FileKind(st.Mode()))
 	}
 	if limit > 0 && st.Size() > limit {
 		f.Close()
@@ -76,14 +78,14 @@ func openRegularSource(src string, limit int64) (*os.File, int64, error) {
 }
 
 // writeInRoot writes what r gives, which must be size bytes and at most
-// MaxPodFileSize, at p inside root.
+// MaxFileSize, at p inside root.
 func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) error {
-	rel, err := relInRoot(p)
+	rel, err := Rel(p)
 	if err != nil {
 		return err
 	}
-	if size > MaxPodFileSize {
-		return fmt.Errorf("%s: %d bytes, more than the %d a pod file may have", p, size, MaxPodFileSize)
+	if size > MaxFileSize {
+		return fmt.Errorf("%s: %d bytes, more than the %d a pod file may have", p, size, MaxFileSize)
 	}
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -134,9 +136,9 @@ func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) erro
 	return syncDir(dirFD)
 }
 
-// relInRoot returns p relative to the root, refusing a path that is empty,
+// Rel returns p relative to the root, refusing a path that is empty,
 // the root itself, or that climbs out of it.
-func relInRoot(p string) (string, error) {
+func Rel(p string) (string, error) {
 	if p == "" {
 		return "", errors.New("empty path in the container rootfs")
 	}
@@ -209,7 +211,7 @@ func createTemp(dirFD int, perm os.FileMode) (string, *os.File, error) {
 		f := os.NewFile(uintptr(fd), name)
 		st, err := f.Stat()
 		if err == nil && !st.Mode().IsRegular() {
-			err = fmt.Errorf("the new file is %s", fileKind(st.Mode()))
+			err = fmt.Errorf("the new file is %s", FileKind(st.Mode()))
 		}
 		if err == nil {
 			// The umask must not narrow what the guest may read.
@@ -237,4 +239,21 @@ func syncDir(dirFD int) error {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
+}
+
+// FileKind names the type of a file with mode m for an error message.
+func FileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }

@@ -1,4 +1,4 @@
-package rootfs
+package inroot
 
 import (
 	"bytes"
@@ -73,7 +73,7 @@ func snapshot(t testing.TB, dir string) string {
 	return b.String()
 }
 
-// tempLeftovers lists the files CopyFileInRoot writes beside a destination
+// tempLeftovers lists the files CopyFile writes beside a destination
 // that are still under root.
 func tempLeftovers(t testing.TB, root string) []string {
 	t.Helper()
@@ -87,13 +87,13 @@ func tempLeftovers(t testing.TB, root string) []string {
 	return left
 }
 
-// copyPromptly runs CopyFileInRoot and fails the test if it does not
+// copyPromptly runs CopyFile and fails the test if it does not
 // return before the test's deadline: a write into a FIFO would block
 // forever. release, when set, is called on timeout to free the goroutine.
 func copyPromptly(t testing.TB, root, p, src string, release func()) error {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- CopyFileInRoot(root, p, src, 0o644) }()
+	go func() { done <- CopyFile(root, p, src, 0o644) }()
 	var timeout <-chan time.Time
 	if tt, ok := t.(*testing.T); ok {
 		if deadline, ok := tt.Deadline(); ok {
@@ -109,7 +109,7 @@ func copyPromptly(t testing.TB, root, p, src string, release func()) error {
 		if release != nil {
 			release()
 		}
-		t.Fatalf("CopyFileInRoot(%q) did not return before the test's deadline", p)
+		t.Fatalf("CopyFile(%q) did not return before the test's deadline", p)
 		return nil
 	}
 }
@@ -302,9 +302,9 @@ func TestCopyFileInRoot(t *testing.T) {
 				}
 				return nil, nil
 			}},
-		{name: "source at the size cap", path: "/etc/big", src: bytes.Repeat([]byte("a"), MaxPodFileSize), lands: "etc/big"},
-		{name: "source above the size cap", path: "/etc/hosts", src: bytes.Repeat([]byte("a"), MaxPodFileSize+1),
-			wantErr: fmt.Sprintf("is %d bytes, more than the %d", MaxPodFileSize+1, MaxPodFileSize),
+		{name: "source at the size cap", path: "/etc/big", src: bytes.Repeat([]byte("a"), MaxFileSize), lands: "etc/big"},
+		{name: "source above the size cap", path: "/etc/hosts", src: bytes.Repeat([]byte("a"), MaxFileSize+1),
+			wantErr: fmt.Sprintf("is %d bytes, more than the %d", MaxFileSize+1, MaxFileSize),
 			plant: func(t *testing.T, fx inRootFixture) (func(*testing.T), func()) {
 				p := filepath.Join(fx.root, "etc/hosts")
 				if err := os.WriteFile(p, []byte("kept"), 0o644); err != nil {
@@ -349,7 +349,7 @@ func TestCopyFileInRoot(t *testing.T) {
 				}
 			} else {
 				if err != nil {
-					t.Fatalf("CopyFileInRoot(%q): %v", tc.path, err)
+					t.Fatalf("CopyFile(%q): %v", tc.path, err)
 				}
 				dst := filepath.Join(fx.root, tc.lands)
 				st, err := os.Lstat(dst)
@@ -388,7 +388,7 @@ func TestCopyFileInRootRootIsSymlink(t *testing.T) {
 	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := CopyFileInRoot(link, "/victim", src, 0o644)
+	err := CopyFile(link, "/victim", src, 0o644)
 	if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
 		t.Fatalf("err = %v, want the symlinked root refused", err)
 	}
