@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"golang.org/x/sys/unix"
 )
@@ -180,8 +181,8 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 			set.files = append(set.files, m)
 			continue
 		}
-		hm, err := hostMountAt(m.Source, req.Bundle)
-		if err != nil && !errors.Is(err, errNotBlockMount) {
+		hm, err := hostmount.At(m.Source, req.Bundle)
+		if err != nil && !errors.Is(err, hostmount.ErrNotBlockMount) {
 			return set, fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
 		}
 		if err != nil || !req.Guest.SupportsFS(hm.FSType) {
@@ -199,10 +200,10 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 }
 
 // takeHostMounts lets go of the host's mounts at targets, each recorded
-// before it is unmounted (takeHostMount).
+// before it is unmounted (hostmount.Take).
 func takeHostMounts(targets []string, bundle string, undo *Undo, record func(Undo) error) error {
 	for _, t := range targets {
-		if err := takeHostMount(t, bundle, undo, record); err != nil {
+		if err := hostmount.Take(t, bundle, &undo.HostMounts, func() error { return record(*undo) }); err != nil {
 			return err
 		}
 	}

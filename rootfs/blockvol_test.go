@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,4 +82,109 @@ func needRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mknod)")
 	}
+}
+
+// A block volume of a block guest (block annotation): Prepare records the
+// host mount, as it is, before it unmounts it, and leaves no mount of the
+// device; the undo mounts it back with its options and propagation, and
+// again changes nothing.
+func TestBlockVolumeHostMountUndo(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vol.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, mnt, "ext4", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	if err := unix.Mount("", mnt, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := mountOf(t, mnt)
+
+	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true}}
+	p, err := Select(Request{Bundle: filepath.Join(dir, "bundle"), Kernel: "/k", Block: "/d", BlkMntPoint: "/", Guest: guest, Monitor: fakeMonitor{},
+		Volumes: []specs.Mount{{Destination: "/data", Type: "bind", Source: mnt, Options: []string{"rbind", "ro"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Undo.HostMounts) != 0 || mountOf(t, mnt) == nil {
+		t.Fatalf("selection changed the host: undo %+v", p.Undo)
+	}
+	if !p.ReadOnlyDevice(dev) || p.ReadOnlyDevice("/d") {
+		t.Fatalf("read-only devices: %s %v, /d %v", dev, p.ReadOnlyDevice(dev), p.ReadOnlyDevice("/d"))
+	}
+	var recorded []Undo
+	err = p.Prepare(func(u Undo) error {
+		// Recorded first while the host still mounts it.
+		if m := mountOf(t, mnt); len(recorded) == 0 && (m == nil || m.Source != dev) {
+			t.Errorf("undo recorded after the unmount: %+v", m)
+		}
+		u.HostMounts = append([]hostmount.Mount(nil), u.HostMounts...)
+		recorded = append(recorded, u)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var under unix.Stat_t
+	if err := unix.Lstat(mnt, &under); err != nil {
+		t.Fatal(err)
+	}
+	var backing unix.Stat_t
+	if err := unix.Stat(img, &backing); err != nil {
+		t.Fatal(err)
+	}
+	want := hostmount.Mount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
+		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared",
+		LoopBackingDev: backing.Dev, LoopBackingIno: backing.Ino}
+	// First as the mount is, then with the directory under it.
+	if len(recorded) != 2 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
+		t.Fatalf("recorded %+v, want two undos, the first with %+v", recorded, want)
+	}
+	want.TargetDev, want.TargetIno = under.Dev, under.Ino
+	if len(recorded[1].HostMounts) != 1 || recorded[1].HostMounts[0] != want {
+		t.Fatalf("recorded %+v, want %+v", recorded[1], want)
+	}
+	recorded = recorded[1:]
+	if m := mountOf(t, mnt); m != nil {
+		t.Fatalf("the host still mounts the guest's volume: %+v", m)
+	}
+	for i := 0; i < 2; i++ {
+		if err := recorded[0].Release(); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+		after := mountOf(t, mnt)
+		if after == nil || after.Source != dev || after.Options != before.Options || !strings.HasPrefix(after.Optional, "shared:") {
+			t.Fatalf("release %d: mount back %+v, was %+v", i, after, before)
+		}
+		ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mnt))
+		if len(ms) != 1 {
+			t.Fatalf("release %d: %d mounts at %s", i, len(ms), mnt)
+		}
+	}
+}
+
+func mountOf(t *testing.T, target string) *mountinfo.Info {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	return ms[len(ms)-1]
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/confined"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 )
 
 // A rootfs mode is one way a guest gets its root filesystem: an initrd, a
@@ -170,7 +171,7 @@ type Undo struct {
 	Dirs []string `json:"dirs,omitempty"`
 	// HostMounts are host mounts of block devices a guest took over,
 	// each recorded before it was unmounted.
-	HostMounts []HostMount `json:"hostMounts,omitempty"`
+	HostMounts []hostmount.Mount `json:"hostMounts,omitempty"`
 }
 
 // Release gives back what u records: the host's mounts, last taken first,

@@ -8,7 +8,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
-	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 )
 
 // ReapChildren runs the SIGCHLD→reaper loop for one-shot commands
@@ -39,7 +39,7 @@ func ReapedExit(ec chan runc.Exit, pid int) ExitStatus {
 	return ExitStatus{Pid: pid}
 }
 
-// UseReaperForCommands makes the commands the rootfs package runs (e2fsck
+// UseReaperForCommands makes the commands the hostmount package runs (e2fsck
 // before a mount back) wait through the reaper, which a process that
 // reaps every child of its own must use.
-func UseReaperForCommands() { rootfs.RunCommand = RunReaped }
+func UseReaperForCommands() { hostmount.RunCommand = RunReaped }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 )
 
 func TestStateRoundTripAndVersion(t *testing.T) {
@@ -17,7 +18,7 @@ func TestStateRoundTripAndVersion(t *testing.T) {
 	in := &PersistedState{ID: "c1", Pid: 42, PidStartTime: 7, Cgroup: "/default/c1",
 		Taps: []Tap{{Name: "tap0", Netns: "/var/run/netns/x", Link: "eth0"}},
 		Exit: &ExitStatus{Pid: 42, Status: 137, At: time.Unix(100, 0).UTC()},
-		RootfsUndo: rootfs.Undo{HostMounts: []rootfs.HostMount{{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol",
+		RootfsUndo: rootfs.Undo{HostMounts: []hostmount.Mount{{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol",
 			FSType: "ext4", Options: "ro,nosuid", SuperOptions: "ro,errors=continue", Propagation: "shared"}}}}
 	if err := WriteState(dir, in); err != nil {
 		t.Fatal(err)

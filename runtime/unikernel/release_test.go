@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/hostmount"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
@@ -19,7 +20,7 @@ func TestReleaseKeepsHostMountsWhileMonitorRuns(t *testing.T) {
 	}
 	target := filepath.Join(t.TempDir(), "vol")
 	st := &lifecycle.PersistedState{Pid: os.Getpid(), PidStartTime: start,
-		RootfsUndo: rootfs.Undo{HostMounts: []rootfs.HostMount{{Device: "/dev/nonexistent-disk", Major: 7, Minor: 99, Target: target, FSType: "ext4"}}}}
+		RootfsUndo: rootfs.Undo{HostMounts: []hostmount.Mount{{Device: "/dev/nonexistent-disk", Major: 7, Minor: 99, Target: target, FSType: "ext4"}}}}
 	errs := releaseUnikernel(nil, st)
 	var msgs []string
 	for _, e := range errs {

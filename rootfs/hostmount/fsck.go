@@ -1,4 +1,4 @@
-package rootfs
+package hostmount
 
 import (
 	"context"
@@ -30,7 +30,7 @@ const fsckTimeout = 2 * time.Minute
 // metadata a guest crafted reaches the host's ext4 code on mount, and a
 // filesystem e2fsck finds errors in is left unmounted. A host without
 // e2fsck mounts it back unchecked.
-func checkBeforeMountBack(h HostMount) error {
+func checkBeforeMountBack(h Mount) error {
 	switch h.FSType {
 	case "ext2", "ext3", "ext4":
 	default:

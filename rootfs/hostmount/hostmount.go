@@ -1,4 +1,9 @@
-package rootfs
+// Package hostmount takes a host mount of a block device from the host for
+// a guest that owns the device raw, and mounts it back as it was once the
+// guest is gone: the mount table rules, loop device checks, the record an
+// undo persists, and e2fsck before the host kernel reads the filesystem
+// again.
+package hostmount
 
 import (
 	"errors"
@@ -10,11 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HostMount is a host mount of a block device that a block guest takes
+// Mount is a host mount of a block device that a block guest takes
 // over raw: recorded in the persisted state before the host lets go of
 // it, so that Delete, the delete command and cleanup-orphans mount it back
 // as it was once the monitor is gone.
-type HostMount struct {
+type Mount struct {
 	// Device is the block device's path and Major, Minor its number,
 	// checked again before the mount back.
 	Device       string `json:"device"`
@@ -88,7 +93,7 @@ func setLoopAutoclear(path string, on bool) error {
 
 // checkLoopBacking fails unless h's loop device is still bound to the
 // file recorded when the host let go of it.
-func (h HostMount) checkLoopBacking() error {
+func (h Mount) checkLoopBacking() error {
 	if h.Major != loopMajor || h.LoopBackingIno == 0 {
 		return nil
 	}
@@ -136,10 +141,10 @@ func blockDeviceNumber(path string) (major, minor uint32, ok bool) {
 	return unix.Major(st.Rdev), unix.Minor(st.Rdev), true
 }
 
-// errNotBlockMount: the directory is not the mount point of a block device.
-var errNotBlockMount = errors.New("not the mount point of a block device")
+// ErrNotBlockMount: the directory is not the mount point of a block device.
+var ErrNotBlockMount = errors.New("not the mount point of a block device")
 
-// volumeHostMount decides whether the mount at target, a volume's source,
+// volumeMount decides whether the mount at target, a volume's source,
 // may be taken from the host and its device given to a guest raw, from
 // the host's mount table ms (the shim's mount namespace: the host's).
 // bundle is the container's bundle, which must not lie on it.
@@ -154,8 +159,8 @@ var errNotBlockMount = errors.New("not the mount point of a block device")
 // mounted below it (an unmount would take those from the host too), not
 // holding the bundle, and not one of the host's system directories.
 // What the mount table cannot show (a copy in another mount namespace, an
-// open file) is caught when the host lets go (takeHostMount).
-func volumeHostMount(target, bundle string, ms []*mountinfo.Info, devOf func(string) (uint32, uint32, bool)) (HostMount, error) {
+// open file) is caught when the host lets go (Take).
+func volumeMount(target, bundle string, ms []*mountinfo.Info, devOf func(string) (uint32, uint32, bool)) (Mount, error) {
 	var top *mountinfo.Info
 	for _, m := range ms {
 		if m.Mountpoint == target {
@@ -163,33 +168,33 @@ func volumeHostMount(target, bundle string, ms []*mountinfo.Info, devOf func(str
 		}
 	}
 	if top == nil {
-		return HostMount{}, errNotBlockMount
+		return Mount{}, ErrNotBlockMount
 	}
 	major, minor, ok := devOf(top.Source)
 	if !ok || major != uint32(top.Major) || minor != uint32(top.Minor) {
-		return HostMount{}, errNotBlockMount
+		return Mount{}, ErrNotBlockMount
 	}
 	if top.Root != "/" {
-		return HostMount{}, fmt.Errorf("mount %s shows only %s of the filesystem on %s, and a disk would give the guest all of it", target, top.Root, top.Source)
+		return Mount{}, fmt.Errorf("mount %s shows only %s of the filesystem on %s, and a disk would give the guest all of it", target, top.Root, top.Source)
 	}
 	if isSystemMount(target) {
-		return HostMount{}, fmt.Errorf("mount %s of %s is one the host runs from; it is never handed to a guest", target, top.Source)
+		return Mount{}, fmt.Errorf("mount %s of %s is one the host runs from; it is never handed to a guest", target, top.Source)
 	}
 	for _, m := range ms {
 		if m == top {
 			continue
 		}
 		if m.Major == top.Major && m.Minor == top.Minor {
-			return HostMount{}, fmt.Errorf("device %s of mount %s is also mounted at %s on the host, which a guest owning it raw would corrupt", top.Source, target, m.Mountpoint)
+			return Mount{}, fmt.Errorf("device %s of mount %s is also mounted at %s on the host, which a guest owning it raw would corrupt", top.Source, target, m.Mountpoint)
 		}
 		if strings.HasPrefix(m.Mountpoint, strings.TrimSuffix(target, "/")+"/") {
-			return HostMount{}, fmt.Errorf("mount %s has %s mounted below it, which handing %s to the guest would take from the host", target, m.Mountpoint, top.Source)
+			return Mount{}, fmt.Errorf("mount %s has %s mounted below it, which handing %s to the guest would take from the host", target, m.Mountpoint, top.Source)
 		}
 	}
 	if bundle != "" && (bundle == target || strings.HasPrefix(bundle, target+"/")) {
-		return HostMount{}, fmt.Errorf("mount %s of %s holds the container's bundle %s", target, top.Source, bundle)
+		return Mount{}, fmt.Errorf("mount %s of %s holds the container's bundle %s", target, top.Source, bundle)
 	}
-	hm := HostMount{Device: top.Source, Major: major, Minor: minor, Target: target, FSType: top.FSType,
+	hm := Mount{Device: top.Source, Major: major, Minor: minor, Target: target, FSType: top.FSType,
 		Options: top.Options, SuperOptions: top.VFSOptions, Propagation: "private"}
 	for _, f := range strings.Fields(top.Optional) {
 		tag, _, _ := strings.Cut(f, ":")
@@ -199,31 +204,32 @@ func volumeHostMount(target, bundle string, ms []*mountinfo.Info, devOf func(str
 		case "unbindable":
 			hm.Propagation = "unbindable"
 		case "master":
-			return HostMount{}, fmt.Errorf("mount %s of %s is a slave of peer group %s: the device is mounted elsewhere too", target, top.Source, strings.TrimPrefix(f, "master:"))
+			return Mount{}, fmt.Errorf("mount %s of %s is a slave of peer group %s: the device is mounted elsewhere too", target, top.Source, strings.TrimPrefix(f, "master:"))
 		}
 	}
 	return hm, nil
 }
 
-// hostMountAt reads the host's mount table and decides on the mount at
-// target (volumeHostMount).
-func hostMountAt(target, bundle string) (HostMount, error) {
+// At reads the host's mount table and decides on the mount at
+// target (volumeMount).
+func At(target, bundle string) (Mount, error) {
 	ms, err := mountinfo.GetMounts(nil)
 	if err != nil {
-		return HostMount{}, fmt.Errorf("read the mount table: %w", err)
+		return Mount{}, fmt.Errorf("read the mount table: %w", err)
 	}
-	return volumeHostMount(target, bundle, ms, blockDeviceNumber)
+	return volumeMount(target, bundle, ms, blockDeviceNumber)
 }
 
-// takeHostMount lets go of the host's mount at target so that the guest
-// can own its device: the mount as it is now, checked again, is recorded
-// (record persists the undo) before it is unmounted. The unmount is not
+// Take lets go of the host's mount at target so that the guest can own
+// its device: the mount as it is now, checked again, is appended to taken
+// and recorded (record persists taken) before it is unmounted, and
+// recorded again with the directory under it. The unmount is not
 // detached: a filesystem a process still uses fails here rather than
 // living on, detached, while the guest writes its device. The device is
 // then opened exclusively, which fails while anything still mounts it (a
 // copy in another mount namespace): the caller's failure mounts it back.
-func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) error {
-	hm, err := hostMountAt(target, bundle)
+func Take(target, bundle string, taken *[]Mount, record func() error) error {
+	hm, err := At(target, bundle)
 	if err != nil {
 		return err
 	}
@@ -235,8 +241,8 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 		hm.LoopBackingDev, hm.LoopBackingIno = info.Device, info.Inode
 		hm.LoopAutoclear = info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
 	}
-	undo.HostMounts = append(undo.HostMounts, hm)
-	if err := record(*undo); err != nil {
+	*taken = append(*taken, hm)
+	if err := record(); err != nil {
 		return err
 	}
 	if hm.LoopAutoclear {
@@ -259,9 +265,9 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 	if err != nil {
 		return fmt.Errorf("stat %s after unmounting it: %w", hm.Target, err)
 	}
-	undo.HostMounts[len(undo.HostMounts)-1].TargetDev = st.Dev
-	undo.HostMounts[len(undo.HostMounts)-1].TargetIno = st.Ino
-	if err := record(*undo); err != nil {
+	(*taken)[len(*taken)-1].TargetDev = st.Dev
+	(*taken)[len(*taken)-1].TargetIno = st.Ino
+	if err := record(); err != nil {
 		return err
 	}
 	fd, err := unix.Open(hm.Device, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
@@ -269,7 +275,7 @@ func takeHostMount(target, bundle string, undo *Undo, record func(Undo) error) e
 		return fmt.Errorf("device %s still in use on the host after unmounting %s (mounted in another mount namespace?): %w", hm.Device, hm.Target, err)
 	}
 	unix.Close(fd)
-	return undo.HostMounts[len(undo.HostMounts)-1].checkLoopBacking()
+	return (*taken)[len(*taken)-1].checkLoopBacking()
 }
 
 // openNoSymlinks opens the directory at the absolute path p as O_PATH,
@@ -320,7 +326,7 @@ const remountFlags = unix.MS_NOSUID | unix.MS_NODEV
 // that is no longer the directory the host let go of (a symlink, another
 // directory): the mount goes onto the directory opened without following
 // symlinks, through its descriptor.
-func (h HostMount) Remount() error {
+func (h Mount) Remount() error {
 	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(h.Target))
 	if err != nil {
 		return fmt.Errorf("read the mount table: %w", err)
@@ -387,7 +393,7 @@ func (h HostMount) Remount() error {
 
 // restoreLoopAutoclear sets detach-on-last-close again on a loop device
 // that had it, once mounted back (not before: unmounted, it would detach).
-func (h HostMount) restoreLoopAutoclear() error {
+func (h Mount) restoreLoopAutoclear() error {
 	if !h.LoopAutoclear {
 		return nil
 	}

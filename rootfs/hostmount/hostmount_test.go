@@ -1,4 +1,4 @@
-package rootfs
+package hostmount
 
 import (
 	"errors"
@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,24 +19,24 @@ const hostMountinfo = `21 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,err
 22 21 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw
 `
 
-func TestVolumeHostMount(t *testing.T) {
+func TestVolumeMount(t *testing.T) {
 	devices := map[string][2]uint32{"/dev/sda1": {8, 1}, "/dev/loop3": {7, 3}, "/dev/sdb": {8, 16}}
 	devOf := func(p string) (uint32, uint32, bool) { d, ok := devices[p]; return d[0], d[1], ok }
 	vol := "30 21 7:3 / /pods/a/vol rw,nosuid,relatime shared:7 - ext4 /dev/loop3 rw\n"
 	tests := []struct {
 		name, table, target, bundle string
-		want                        HostMount
+		want                        Mount
 		wantErr                     string
 	}{
 		{name: "the volume's own mount, shared", table: vol, target: "/pods/a/vol",
-			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
+			want: Mount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
 		{name: "private", table: strings.Replace(vol, "shared:7 ", "", 1), target: "/pods/a/vol",
-			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "private"}},
+			want: Mount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "private"}},
 		{name: "read-only and unbindable", table: "30 21 7:3 / /pods/a/vol ro unbindable - ext4 /dev/loop3 ro,errors=continue\n", target: "/pods/a/vol",
-			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "ro", SuperOptions: "ro,errors=continue", Propagation: "unbindable"}},
-		{name: "no mount there", table: vol, target: "/pods/a/other", wantErr: errNotBlockMount.Error()},
-		{name: "not a block device", table: "30 21 0:40 / /pods/a/vol rw - tmpfs tmpfs rw\n", target: "/pods/a/vol", wantErr: errNotBlockMount.Error()},
-		{name: "source names another device", table: "30 21 7:4 / /pods/a/vol rw - ext4 /dev/loop3 rw\n", target: "/pods/a/vol", wantErr: errNotBlockMount.Error()},
+			want: Mount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "ro", SuperOptions: "ro,errors=continue", Propagation: "unbindable"}},
+		{name: "no mount there", table: vol, target: "/pods/a/other", wantErr: ErrNotBlockMount.Error()},
+		{name: "not a block device", table: "30 21 0:40 / /pods/a/vol rw - tmpfs tmpfs rw\n", target: "/pods/a/vol", wantErr: ErrNotBlockMount.Error()},
+		{name: "source names another device", table: "30 21 7:4 / /pods/a/vol rw - ext4 /dev/loop3 rw\n", target: "/pods/a/vol", wantErr: ErrNotBlockMount.Error()},
 		{name: "the host's root", table: "", target: "/",
 			wantErr: "mount / of /dev/sda1 is one the host runs from"},
 		{name: "the host's /usr", table: "30 21 8:16 / /usr ro - ext4 /dev/sdb ro\n", target: "/usr",
@@ -59,7 +58,7 @@ func TestVolumeHostMount(t *testing.T) {
 		{name: "the bundle on it", table: vol, target: "/pods/a/vol", bundle: "/pods/a/vol/bundles/c1",
 			wantErr: "mount /pods/a/vol of /dev/loop3 holds the container's bundle /pods/a/vol/bundles/c1"},
 		{name: "a sibling path is no submount", table: vol + "31 21 0:41 / /pods/a/volume rw - tmpfs tmpfs rw\n", target: "/pods/a/vol", bundle: "/pods/a/volume/b",
-			want: HostMount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
+			want: Mount{Device: "/dev/loop3", Major: 7, Minor: 3, Target: "/pods/a/vol", FSType: "ext4", Options: "rw,nosuid,relatime", SuperOptions: "rw", Propagation: "shared"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,7 +66,7 @@ func TestVolumeHostMount(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := volumeHostMount(tc.target, tc.bundle, ms, devOf)
+			got, err := volumeMount(tc.target, tc.bundle, ms, devOf)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -105,103 +104,10 @@ func mountOf(t *testing.T, target string) *mountinfo.Info {
 	return ms[len(ms)-1]
 }
 
-// A block volume of a block guest (block annotation): Prepare records the
-// host mount, as it is, before it unmounts it, and leaves no mount of the
-// device; the undo mounts it back with its options and propagation, and
-// again changes nothing.
-func TestBlockVolumeHostMountUndo(t *testing.T) {
-	needRoot(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "vol.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(dev, mnt, "ext4", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
-	if err := unix.Mount("", mnt, "", unix.MS_SHARED, ""); err != nil {
-		t.Fatal(err)
-	}
-	before := mountOf(t, mnt)
-
-	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true}}
-	p, err := Select(Request{Bundle: filepath.Join(dir, "bundle"), Kernel: "/k", Block: "/d", BlkMntPoint: "/", Guest: guest, Monitor: fakeMonitor{},
-		Volumes: []specs.Mount{{Destination: "/data", Type: "bind", Source: mnt, Options: []string{"rbind", "ro"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Undo.HostMounts) != 0 || mountOf(t, mnt) == nil {
-		t.Fatalf("selection changed the host: undo %+v", p.Undo)
-	}
-	if !p.ReadOnlyDevice(dev) || p.ReadOnlyDevice("/d") {
-		t.Fatalf("read-only devices: %s %v, /d %v", dev, p.ReadOnlyDevice(dev), p.ReadOnlyDevice("/d"))
-	}
-	var recorded []Undo
-	err = p.Prepare(func(u Undo) error {
-		// Recorded first while the host still mounts it.
-		if m := mountOf(t, mnt); len(recorded) == 0 && (m == nil || m.Source != dev) {
-			t.Errorf("undo recorded after the unmount: %+v", m)
-		}
-		u.HostMounts = append([]HostMount(nil), u.HostMounts...)
-		recorded = append(recorded, u)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var under unix.Stat_t
-	if err := unix.Lstat(mnt, &under); err != nil {
-		t.Fatal(err)
-	}
-	var backing unix.Stat_t
-	if err := unix.Stat(img, &backing); err != nil {
-		t.Fatal(err)
-	}
-	want := HostMount{Device: dev, Major: uint32(before.Major), Minor: uint32(before.Minor), Target: mnt, FSType: "ext4",
-		Options: before.Options, SuperOptions: before.VFSOptions, Propagation: "shared",
-		LoopBackingDev: backing.Dev, LoopBackingIno: backing.Ino}
-	// First as the mount is, then with the directory under it.
-	if len(recorded) != 2 || len(recorded[0].HostMounts) != 1 || recorded[0].HostMounts[0] != want {
-		t.Fatalf("recorded %+v, want two undos, the first with %+v", recorded, want)
-	}
-	want.TargetDev, want.TargetIno = under.Dev, under.Ino
-	if len(recorded[1].HostMounts) != 1 || recorded[1].HostMounts[0] != want {
-		t.Fatalf("recorded %+v, want %+v", recorded[1], want)
-	}
-	recorded = recorded[1:]
-	if m := mountOf(t, mnt); m != nil {
-		t.Fatalf("the host still mounts the guest's volume: %+v", m)
-	}
-	for i := 0; i < 2; i++ {
-		if err := recorded[0].Release(); err != nil {
-			t.Fatalf("release %d: %v", i, err)
-		}
-		after := mountOf(t, mnt)
-		if after == nil || after.Source != dev || after.Options != before.Options || !strings.HasPrefix(after.Optional, "shared:") {
-			t.Fatalf("release %d: mount back %+v, was %+v", i, after, before)
-		}
-		ms, _ := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mnt))
-		if len(ms) != 1 {
-			t.Fatalf("release %d: %d mounts at %s", i, len(ms), mnt)
-		}
-	}
-}
-
 // A host mount of the volume's device that the mount table of this
 // namespace cannot show (a copy in another mount namespace) keeps the
-// device busy: the host lets go of nothing it cannot, and the undo mounts
-// the volume back.
+// device busy: the host lets go of nothing it cannot, and the mount back
+// of what was taken restores the volume.
 func TestTakeHostMountRefusesDeviceStillInUse(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -231,12 +137,12 @@ func TestTakeHostMountRefusesDeviceStillInUse(t *testing.T) {
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
 	waitNamespace(t, holder.Process.Pid)
 
-	var undo Undo
-	err = takeHostMount(mnt, "", &undo, func(Undo) error { return nil })
+	var taken []Mount
+	err = Take(mnt, "", &taken, func() error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "device "+dev+" still in use on the host after unmounting "+mnt) {
 		t.Fatalf("err = %v", err)
 	}
-	if err := undo.Release(); err != nil {
+	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
 	if m := mountOf(t, mnt); m == nil || m.Source != dev {
@@ -260,14 +166,14 @@ func waitNamespace(t *testing.T, pid int) {
 }
 
 // takenVolume mounts a fresh ext4 loop device at dir/mnt with flags and
-// lets the host go of it as a block guest's volume, returning the undo.
-func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, undo Undo) {
+// lets the host go of it as a block guest's volume, returning what was taken.
+func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, taken []Mount) {
 	return takenLoopVolume(t, dir, flags, false)
 }
 
 // takenLoopVolume is takenVolume with the loop device set to detach when
 // last closed (as mount -o loop sets it) if autoclear.
-func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (dev, mnt string, undo Undo) {
+func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (dev, mnt string, taken []Mount) {
 	t.Helper()
 	img := filepath.Join(dir, "vol.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
@@ -294,10 +200,10 @@ func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (d
 			t.Fatal(err)
 		}
 	}
-	if err := takeHostMount(mnt, "", &undo, func(Undo) error { return nil }); err != nil {
+	if err := Take(mnt, "", &taken, func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	return dev, mnt, undo
+	return dev, mnt, taken
 }
 
 // While the guest owns the volume, whoever writes the target's parent
@@ -313,7 +219,7 @@ func TestRemountRefusesReplacedTarget(t *testing.T) {
 			if err := os.Mkdir(etc, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			_, mnt, undo := takenVolume(t, dir, 0)
+			_, mnt, taken := takenVolume(t, dir, 0)
 			if err := os.Rename(mnt, mnt+".old"); err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +232,7 @@ func TestRemountRefusesReplacedTarget(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = undo.Release()
+			err = remountAll(taken)
 			want := "left unmounted"
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("release: %v, want an error with %q", err, want)
@@ -344,8 +250,8 @@ func TestRemountRefusesReplacedTarget(t *testing.T) {
 // even when the host's mount was not.
 func TestRemountIsNosuidNodev(t *testing.T) {
 	needRoot(t)
-	dev, mnt, undo := takenVolume(t, t.TempDir(), 0)
-	if err := undo.Release(); err != nil {
+	dev, mnt, taken := takenVolume(t, t.TempDir(), 0)
+	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
 	m := mountOf(t, mnt)
@@ -378,11 +284,11 @@ func loopAutoclear(t *testing.T, dev string) (bound, autoclear bool) {
 // last close again once mounted back.
 func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
 	needRoot(t)
-	dev, mnt, undo := takenLoopVolume(t, t.TempDir(), 0, true)
+	dev, mnt, taken := takenLoopVolume(t, t.TempDir(), 0, true)
 	if bound, autoclear := loopAutoclear(t, dev); !bound || autoclear {
 		t.Fatalf("after the take: %s bound %v, autoclear %v; want bound, no autoclear", dev, bound, autoclear)
 	}
-	if err := undo.Release(); err != nil {
+	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
 	if m := mountOf(t, mnt); m == nil || m.Source != dev {
@@ -398,7 +304,7 @@ func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
 func TestRemountRefusesRebound(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
-	dev, mnt, undo := takenVolume(t, dir, 0)
+	dev, mnt, taken := takenVolume(t, dir, 0)
 	other := filepath.Join(dir, "other.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", other, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
@@ -409,7 +315,7 @@ func TestRemountRefusesRebound(t *testing.T) {
 	if out, err := exec.Command("losetup", dev, other).CombinedOutput(); err != nil {
 		t.Skipf("rebind %s: %v: %s", dev, err, out)
 	}
-	err := undo.Release()
+	err := remountAll(taken)
 	if err == nil || !strings.Contains(err.Error(), "not ") || !strings.Contains(err.Error(), "left unmounted") {
 		t.Fatalf("release: %v, want a refusal", err)
 	}
@@ -426,15 +332,32 @@ func TestRemountRefusesInconsistentFilesystem(t *testing.T) {
 	if _, err := exec.LookPath("debugfs"); err != nil {
 		t.Skip("no debugfs")
 	}
-	dev, mnt, undo := takenVolume(t, t.TempDir(), 0)
+	dev, mnt, taken := takenVolume(t, t.TempDir(), 0)
 	if out, err := exec.Command("debugfs", "-w", "-R", "clri <2>", dev).CombinedOutput(); err != nil {
 		t.Fatalf("debugfs: %v: %s", err, out)
 	}
-	err := undo.Release()
+	err := remountAll(taken)
 	if err == nil || !strings.Contains(err.Error(), "e2fsck -n -f "+dev+" found errors") || !strings.Contains(err.Error(), "left unmounted") {
 		t.Fatalf("release: %v", err)
 	}
 	if m := mountOf(t, mnt); m != nil {
 		t.Fatalf("mounted: %+v", m)
+	}
+}
+
+// remountAll mounts back what Take took, last taken first, as the
+// rootfs undo does.
+func remountAll(taken []Mount) error {
+	var errs []error
+	for i := len(taken) - 1; i >= 0; i-- {
+		errs = append(errs, taken[i].Remount())
+	}
+	return errors.Join(errs...)
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mount, losetup)")
 	}
 }
