@@ -8,9 +8,9 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/cpio"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"golang.org/x/sys/unix"
 )
@@ -106,17 +106,17 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 // /dev, /proc and /sys) to w as a newc cpio archive, each at its
 // destination, with the directories above it.
 func WritePodArchive(w io.Writer, ms []specs.Mount) error {
-	a := &podArchive{cw: &cpioWriter{w: w}, dirs: map[string]bool{}}
+	a := &podArchive{cw: cpio.NewWriter(w), dirs: map[string]bool{}}
 	for _, m := range volumes(ms) {
 		if err := a.addVolume(m); err != nil {
 			return fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
 		}
 	}
-	return a.cw.trailer()
+	return a.cw.Close()
 }
 
 type podArchive struct {
-	cw      *cpioWriter
+	cw      *cpio.Writer
 	dirs    map[string]bool // directories already in the archive
 	bytes   int64
 	entries int
@@ -156,7 +156,7 @@ func (a *podArchive) parents(rel string) error {
 		if err := a.entry(); err != nil {
 			return err
 		}
-		if err := a.cw.header(chain[i], unix.S_IFDIR|0o755, 0, 0, 0); err != nil {
+		if err := a.cw.WriteHeader(chain[i], unix.S_IFDIR|0o755, 0, 0, 0); err != nil {
 			return err
 		}
 		a.dirs[chain[i]] = true
@@ -189,7 +189,7 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 			return fmt.Errorf("%s: %d bytes would take the pod's files over the %d an initrd guest takes", hostPath, st.Size, MaxPodArchiveBytes)
 		}
 		a.bytes += st.Size
-		if err := a.cw.header(rel, unix.S_IFREG|perm, st.Uid, st.Gid, st.Size); err != nil {
+		if err := a.cw.WriteHeader(rel, unix.S_IFREG|perm, st.Uid, st.Gid, st.Size); err != nil {
 			return err
 		}
 		n, err := io.Copy(a.cw, io.LimitReader(f, st.Size))
@@ -199,7 +199,7 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 		if n != st.Size {
 			return fmt.Errorf("%s: gave %d bytes, not the %d it had when opened", hostPath, n, st.Size)
 		}
-		return a.cw.padData()
+		return a.cw.Pad()
 	case unix.S_IFDIR:
 		if depth >= maxPodArchiveDepth {
 			return fmt.Errorf("%s: directories nested deeper than %d", hostPath, maxPodArchiveDepth)
@@ -207,7 +207,7 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 		if err := a.entry(); err != nil {
 			return err
 		}
-		if err := a.cw.header(rel, unix.S_IFDIR|perm, st.Uid, st.Gid, 0); err != nil {
+		if err := a.cw.WriteHeader(rel, unix.S_IFDIR|perm, st.Uid, st.Gid, 0); err != nil {
 			return err
 		}
 		a.dirs[rel] = true
@@ -293,13 +293,13 @@ func (a *podArchive) symlink(dirFD int, name, rel, hostPath string, st unix.Stat
 		return fmt.Errorf("%s: %w", hostPath, err)
 	}
 	target := buf[:n]
-	if err := a.cw.header(rel, unix.S_IFLNK|0o777, st.Uid, st.Gid, int64(len(target))); err != nil {
+	if err := a.cw.WriteHeader(rel, unix.S_IFLNK|0o777, st.Uid, st.Gid, int64(len(target))); err != nil {
 		return err
 	}
 	if _, err := a.cw.Write(target); err != nil {
 		return err
 	}
-	return a.cw.padData()
+	return a.cw.Pad()
 }
 
 // fileModeOf turns a stat(2) type into an os.FileMode type for inroot.FileKind.
@@ -319,56 +319,4 @@ func fileModeOf(m uint32) os.FileMode {
 		return os.ModeDir
 	}
 	return 0
-}
-
-// cpioWriter writes a newc ("070701") cpio archive, the format the Linux
-// kernel unpacks as an initramfs: a header of 13 8-digit hex fields, the
-// name with its NUL, padding to 4 bytes, the data, padding to 4 bytes.
-type cpioWriter struct {
-	w   io.Writer
-	off int64 // bytes written, for the padding
-	ino uint32
-}
-
-func (c *cpioWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.off += int64(n)
-	return n, err
-}
-
-// header starts an entry; size bytes of data must follow, then padData.
-func (c *cpioWriter) header(name string, mode, uid, gid uint32, size int64) error {
-	if strings.IndexByte(name, 0) >= 0 {
-		return fmt.Errorf("name %q holds a NUL byte", name)
-	}
-	if size > 0xffffffff {
-		return fmt.Errorf("%s: %d bytes, more than a newc archive entry holds", name, size)
-	}
-	c.ino++
-	nlink := 1
-	if mode&unix.S_IFMT == unix.S_IFDIR {
-		nlink = 2
-	}
-	// ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
-	// rdevmajor, rdevminor, namesize, check.
-	hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-		c.ino, mode, uid, gid, nlink, 0, size, 0, 0, 0, 0, len(name)+1, 0)
-	if _, err := io.WriteString(c, hdr+name+"\x00"); err != nil {
-		return err
-	}
-	return c.padData()
-}
-
-// padData pads what is written so far to a 4-byte boundary.
-func (c *cpioWriter) padData() error {
-	if r := c.off % 4; r != 0 {
-		_, err := c.Write(make([]byte, 4-r))
-		return err
-	}
-	return nil
-}
-
-// trailer ends the archive.
-func (c *cpioWriter) trailer() error {
-	return c.header("TRAILER!!!", 0, 0, 0, 0)
 }
