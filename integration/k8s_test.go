@@ -555,6 +555,9 @@ func yamlList(l []string) string {
 func TestKubernetesNode(t *testing.T) {
 	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
 	n := startK8sNode(t)
+	// The unikernel web pod's time from created to Ready, for the
+	// comparison with the same pod on runc.
+	var unikernelReady time.Duration
 
 	// A guest's own exit status is the container's, and a pod that will
 	// not restart it ends Failed or Succeeded by it; a guest whose kernel
@@ -611,7 +614,8 @@ func TestKubernetesNode(t *testing.T) {
 		p := n.waitPod(t, "web", 3*time.Minute, "Ready", func(p *k8sPod) bool {
 			return conditionTrue(p.Status.Conditions, "Ready")
 		})
-		t.Logf("pod web: created to Ready in %s, IP %s", time.Since(created).Round(time.Millisecond), p.Status.PodIP)
+		unikernelReady = time.Since(created)
+		t.Logf("pod web: created to Ready in %s, IP %s", unikernelReady.Round(time.Millisecond), p.Status.PodIP)
 		if p.Status.Phase != "Running" || !strings.HasPrefix(p.Status.PodIP, "198.18.30.") {
 			t.Fatalf("pod web: phase %s, IP %q", p.Status.Phase, p.Status.PodIP)
 		}
@@ -672,7 +676,7 @@ func TestKubernetesNode(t *testing.T) {
 		// guest) against the most while it was 2 (the next whole run).
 		type footprint struct{ links, mounts, shims, monitors int }
 		most := map[int]*footprint{}
-		var firstIP string
+		var firstIP, netnsPath string
 		p := n.waitPod(t, "again", 5*time.Minute, "restartCount >= 3", func(p *k8sPod) bool {
 			cs := p.container("guest")
 			if cs == nil {
@@ -680,16 +684,25 @@ func TestKubernetesNode(t *testing.T) {
 			}
 			if firstIP == "" {
 				firstIP = p.Status.PodIP
+				netnsPath = podNetns(t, "again")
 			}
 			f := most[cs.RestartCount]
 			if f == nil {
 				f = &footprint{}
 				most[cs.RestartCount] = f
 			}
-			f.links = max(f.links, podNetnsLinks(t))
+			f.links = max(f.links, netnsLinks(t, netnsPath))
 			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
 			f.shims = max(f.shims, len(processesOf(env.shimPath)))
-			f.monitors = max(f.monitors, len(monitorProcesses()))
+			mons := podMonitors(p.Metadata.UID)
+			f.monitors = max(f.monitors, len(mons))
+			if len(mons) > 1 {
+				for _, pid := range mons {
+					cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+					t.Logf("restartCount %d, guest state %+v: monitor %d, %s; cgroups %s", cs.RestartCount, cs.State, pid,
+						procStatus(pid, "State", "VmRSS"), strings.ReplaceAll(tail(string(cg), 2), "\n", " "))
+				}
+			}
 			return cs.RestartCount >= 3
 		})
 		cs := p.container("guest")
@@ -714,6 +727,38 @@ func TestKubernetesNode(t *testing.T) {
 			t.Errorf("restarts accumulate: during restart 1 %+v, during restart 2 %+v", *f1, *f2)
 		}
 		t.Logf("pod again: restartCount %d in one sandbox; most seen during restart 1 %+v, during restart 2 %+v", cs.RestartCount, *f1, *f2)
+	})
+
+	// The same pod shape on runc (busybox's httpd beside the sidecar,
+	// the same readiness probe): its time from created to Ready beside
+	// the unikernel's, a figure for the README.
+	t.Run("StartLatencyAgainstRunc", func(t *testing.T) {
+		manifest, err := os.ReadFile("k8s/web-pod.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := strings.ReplaceAll(string(manifest), "NODE_NAME", k8sNodeName)
+		m = strings.Replace(m, "name: web", "name: web-runc", 1)
+		m = strings.Replace(m, "  runtimeClassName: urunc\n", "", 1)
+		// busybox's httpd as PID 1 ignores SIGTERM: no need to wait 30 s.
+		m = strings.Replace(m, "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 2", 1)
+		m = strings.Replace(m, `    image: docker.io/urunc/test-guest:latest
+    imagePullPolicy: Never
+    args: ["httpd"]`, `    image: docker.io/urunc/test-plain:latest
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"]`, 1)
+		if strings.Contains(m, "test-guest") || strings.Contains(m, "runtimeClassName") {
+			t.Fatalf("the runc pod's manifest:\n%s", m)
+		}
+		created := time.Now()
+		n.apply(t, m)
+		n.waitPod(t, "web-runc", 3*time.Minute, "Ready", func(p *k8sPod) bool {
+			return conditionTrue(p.Status.Conditions, "Ready")
+		})
+		runcReady := time.Since(created)
+		t.Logf("created to Ready through the kubelet, web server beside a sidecar: unikernel (urunc, qemu TCG) %s, runc %s",
+			unikernelReady.Round(time.Millisecond), runcReady.Round(time.Millisecond))
+		n.kubectl(t, "delete", "pod", "web-runc", "--wait", "--timeout", "120s")
 	})
 
 	// A pod's limits size its VM: the memory limit is the guest's RAM,
@@ -865,20 +910,54 @@ func (n *k8sNode) probeCount(pod, container, probeType, result string) int {
 	return total
 }
 
-// podNetnsLinks counts the links in the (one) pod network namespace of the
-// test: lo, eth0 and what the shim adds for its guest.
-func podNetnsLinks(t *testing.T) int {
+// podNetns returns the network namespace CRI made for the pod's sandbox.
+func podNetns(t *testing.T, pod string) string {
 	t.Helper()
-	nss, _ := filepath.Glob("/var/run/netns/cni-*")
-	total := 0
-	for _, ns := range nss {
-		out, err := exec.Command("ip", "netns", "exec", filepath.Base(ns), "ip", "-o", "link").CombinedOutput()
-		if err != nil {
-			t.Fatalf("links of %s: %v: %s", ns, err, out)
-		}
-		total += len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+	id := strings.Fields(crictl(t, "pods", "--name", pod, "-q"))
+	if len(id) != 1 {
+		t.Fatalf("sandboxes of pod %s: %v", pod, id)
 	}
-	return total
+	var inspect struct {
+		Info struct {
+			RuntimeSpec struct {
+				Linux struct {
+					Namespaces []struct{ Type, Path string }
+				}
+			}
+		}
+	}
+	crictlJSON(t, &inspect, "inspectp", id[0])
+	for _, ns := range inspect.Info.RuntimeSpec.Linux.Namespaces {
+		if ns.Type == "network" && ns.Path != "" {
+			return ns.Path
+		}
+	}
+	t.Fatalf("pod %s: no network namespace in %+v", pod, inspect)
+	return ""
+}
+
+// netnsLinks counts the links in a network namespace: lo, eth0 and what
+// the shim adds for its guest.
+func netnsLinks(t *testing.T, path string) int {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+path, "ip", "-o", "link").CombinedOutput()
+	if err != nil {
+		t.Fatalf("links of %s: %v: %s", path, err, out)
+	}
+	return len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+}
+
+// podMonitors lists the monitor processes in the cgroups of the pod with
+// this UID (other work on the machine may run guests of its own).
+func podMonitors(uid string) []int {
+	var pids []int
+	for _, pid := range monitorProcesses() {
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if strings.Contains(string(cg), "pod"+uid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // logVMCost logs what the running guest's VM costs on the host beside the
