@@ -554,6 +554,10 @@ func yamlList(l []string) string {
 // is drained and its kubelet stopped, and nothing is left on the host.
 func TestKubernetesNode(t *testing.T) {
 	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
+	// The host config a node has by default: no grace period of the
+	// shim's own (the other tests' 6 s would cut the pods' short), so the
+	// kubelet's grace period decides when a guest is killed.
+	withHostConfig(t, fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = 256\n\n[runtime]\nstate_dir = %q\n", env.qmpDir))
 	n := startK8sNode(t)
 	// The unikernel web pod's time from created to Ready, for the
 	// comparison with the same pod on runc.
@@ -664,7 +668,29 @@ func TestKubernetesNode(t *testing.T) {
 		if took > 20*time.Second {
 			t.Errorf("kubectl delete took %s: the guest was killed at the grace period rather than powered down", took)
 		}
-		waitFor(t, 30*time.Second, "the pod's monitor to exit", func() bool { return len(monitorProcesses()) == 0 })
+		waitFor(t, 30*time.Second, "the pod's monitor to exit", func() bool { return len(podMonitors(p.Metadata.UID)) == 0 })
+	})
+
+	// A guest deaf to the power button runs on through the pod's grace
+	// period (10 s) and is killed at its end, not before.
+	t.Run("DeafGuestKilledAtGrace", func(t *testing.T) {
+		n.apply(t, unikernelPod("deaf", "Always", nil, []string{"noacpi", "sleep"}))
+		p := n.waitPod(t, "deaf", 3*time.Minute, "the guest running", func(p *k8sPod) bool {
+			cs := p.container("guest")
+			return cs != nil && cs.State.Running != nil
+		})
+		waitFor(t, 120*time.Second, "the guest's ready line", func() bool {
+			logs, _ := n.kubectlRaw("", "logs", "deaf")
+			return strings.Contains(logs, "URUNC_GUEST_READY")
+		})
+		start := time.Now()
+		n.kubectl(t, "delete", "pod", "deaf", "--wait", "--timeout", "120s")
+		took := time.Since(start)
+		t.Logf("kubectl delete of a guest deaf to the power button: %s (grace period 10s)", took.Round(time.Millisecond))
+		if took < 10*time.Second || took > 40*time.Second {
+			t.Errorf("kubectl delete took %s, want the 10 s grace period and a kill", took)
+		}
+		waitFor(t, 30*time.Second, "the pod's monitor to exit", func() bool { return len(podMonitors(p.Metadata.UID)) == 0 })
 	})
 
 	// restartPolicy Always and a guest that exits: the kubelet starts it
@@ -693,7 +719,7 @@ func TestKubernetesNode(t *testing.T) {
 			}
 			f.links = max(f.links, netnsLinks(t, netnsPath))
 			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
-			f.shims = max(f.shims, len(processesOf(env.shimPath)))
+			f.shims = max(f.shims, len(shimDaemons()))
 			mons := podMonitors(p.Metadata.UID)
 			f.monitors = max(f.monitors, len(mons))
 			if len(mons) > 1 {
@@ -871,6 +897,10 @@ spec:
 		n.stopKubelet()
 		if left := leftovers("k8s-node"); left != "" {
 			t.Errorf("leftovers after the drain: %s", left)
+			for _, pid := range monitorProcesses() {
+				cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+				t.Logf("monitor %d: %s; cgroups %s", pid, procStatus(pid, "State", "PPid"), strings.ReplaceAll(tail(string(cg), 3), "\n", " "))
+			}
 		}
 		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
 			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
@@ -945,6 +975,19 @@ func netnsLinks(t *testing.T, path string) int {
 		t.Fatalf("links of %s: %v: %s", path, err, out)
 	}
 	return len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+}
+
+// shimDaemons lists the shim processes of this run that serve containers:
+// each new container also runs the shim's short-lived "start" command.
+func shimDaemons() []int {
+	var pids []int
+	for _, pid := range processesOf(env.shimPath) {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if !strings.HasSuffix(string(cmdline), "\x00start\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // podMonitors lists the monitor processes in the cgroups of the pod with
