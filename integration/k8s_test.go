@@ -705,7 +705,9 @@ func TestKubernetesNode(t *testing.T) {
 		var firstIP, netnsPath string
 		p := n.waitPod(t, "again", 5*time.Minute, "restartCount >= 3", func(p *k8sPod) bool {
 			cs := p.container("guest")
-			if cs == nil {
+			// The container's status comes before its sandbox: the pod
+			// has an IP once CRI has made its network namespace.
+			if cs == nil || p.Status.PodIP == "" {
 				return false
 			}
 			if firstIP == "" {
