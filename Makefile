@@ -5,7 +5,7 @@ PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
 CRI_DEMO_DIR ?= /tmp/urunc-cri-demo
 
-.PHONY: all build install setup setup-demo setup-cri unit fuzz integration integration-race critest test demo cri-demo bench vet clean
+.PHONY: all build install setup setup-demo setup-cri unit fuzz integration integration-race critest test demo cri-demo k8s-demo bench vet clean
 
 all: build
 
@@ -95,6 +95,13 @@ demo: setup-demo build
 # README shows; everything is torn down.
 cri-demo: setup-cri build
 	PATH="$(PREFIX):$$PATH" ./integration/cri-demo.sh $(CRI_DEMO_DIR)
+
+# A real Kubernetes node (etcd, kube-apiserver, a kubelet on a private
+# containerd's CRI; setup builds them once, with setup-k8s.sh) runs one
+# unikernel pod of RuntimeClass urunc, fetches its page at the pod IP, and
+# is torn down.
+k8s-demo: setup build
+	cd integration && URUNC_K8S_DEMO=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 15m -run '^TestKubernetesDemo$$' .
 
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/elfdyn/ ./rootfs/

@@ -6,7 +6,8 @@
 # module proxy, containerd-shim-runc-v2 v2.4.2 (the bench's peer),
 # containerd 1.7, nerdctl, distribution's registry and critest, and a
 # second guest kernel with the storage drivers built in (guest-kernel.sh,
-# from Debian's linux-source). Idempotent: what is there is kept.
+# from Debian's linux-source), and the Kubernetes node of the kubelet test
+# (setup-k8s.sh). Idempotent: what is there is kept.
 set -euo pipefail
 here=$(dirname "$0")
 . "$here/lib.sh"
@@ -72,6 +73,10 @@ if [ ! -x "$CRITEST" ]; then
 	)
 	rm -rf "$tmp"
 fi
+
+# A single-node Kubernetes control plane and kubelet (etcd, kube-apiserver,
+# kubelet, kubectl), built once from the Go module proxy, off PATH.
+"$here/setup-k8s.sh"
 
 # A second guest kernel with virtio-blk, ext4, 9p and virtiofs built in, for
 # guests that boot from a disk or a shared directory; built once, cached.
