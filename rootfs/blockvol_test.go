@@ -1,8 +1,8 @@
 package rootfs
 
 import (
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/testhost"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,18 +18,9 @@ import (
 // it (a subPath) is refused, naming the volume and the mount, and so is the
 // whole mount once the device is mounted at a second place.
 func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mknod")
 	dir := t.TempDir()
-	img := filepath.Join(dir, "vol.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	dev, _ := testhost.LoopExt4(t, dir)
 	whole, sub, bind := filepath.Join(dir, "whole"), filepath.Join(dir, "whole", "tenant-a"), filepath.Join(dir, "subpath")
 	for _, d := range []string{whole, bind} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -67,7 +58,7 @@ func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 	t.Cleanup(func() { _ = unix.Unmount(bind, unix.MNT_DETACH) })
 	// The host now uses the device at a second place: the whole mount
 	// is no longer the guest's to take.
-	_, err = selectWith(specs.Mount{Destination: "/data", Type: "bind", Source: whole, Options: []string{"rbind"}})
+	_, err := selectWith(specs.Mount{Destination: "/data", Type: "bind", Source: whole, Options: []string{"rbind"}})
 	if want := "device " + dev + " of mount " + whole + " is also mounted at " + bind + " on the host"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -77,30 +68,14 @@ func TestBlockVolumeWholeFilesystemOnly(t *testing.T) {
 	}
 }
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mknod)")
-	}
-}
-
 // A block volume of a block guest (block annotation): Prepare records the
 // host mount, as it is, before it unmounts it, and leaves no mount of the
 // device; the undo mounts it back with its options and propagation, and
 // again changes nothing.
 func TestBlockVolumeHostMountUndo(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mknod")
 	dir := t.TempDir()
-	img := filepath.Join(dir, "vol.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	dev, img := testhost.LoopExt4(t, dir)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -112,7 +87,7 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 	if err := unix.Mount("", mnt, "", unix.MS_SHARED, ""); err != nil {
 		t.Fatal(err)
 	}
-	before := mountOf(t, mnt)
+	before := testhost.MountOf(t, mnt)
 
 	guest := fakeGuest{block: true, fs: map[string]bool{"ext4": true}}
 	p, err := Select(Request{Bundle: filepath.Join(dir, "bundle"), Kernel: "/k", Block: "/d", BlkMntPoint: "/", Guest: guest, Monitor: fakeMonitor{},
@@ -120,7 +95,7 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Undo.HostMounts) != 0 || mountOf(t, mnt) == nil {
+	if len(p.Undo.HostMounts) != 0 || testhost.MountOf(t, mnt) == nil {
 		t.Fatalf("selection changed the host: undo %+v", p.Undo)
 	}
 	if !p.ReadOnlyDevice(dev) || p.ReadOnlyDevice("/d") {
@@ -129,7 +104,7 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 	var recorded []Undo
 	err = p.Prepare(func(u Undo) error {
 		// Recorded first while the host still mounts it.
-		if m := mountOf(t, mnt); len(recorded) == 0 && (m == nil || m.Source != dev) {
+		if m := testhost.MountOf(t, mnt); len(recorded) == 0 && (m == nil || m.Source != dev) {
 			t.Errorf("undo recorded after the unmount: %+v", m)
 		}
 		u.HostMounts = append([]hostmount.Mount(nil), u.HostMounts...)
@@ -159,14 +134,14 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 		t.Fatalf("recorded %+v, want %+v", recorded[1], want)
 	}
 	recorded = recorded[1:]
-	if m := mountOf(t, mnt); m != nil {
+	if m := testhost.MountOf(t, mnt); m != nil {
 		t.Fatalf("the host still mounts the guest's volume: %+v", m)
 	}
 	for i := 0; i < 2; i++ {
 		if err := recorded[0].Release(); err != nil {
 			t.Fatalf("release %d: %v", i, err)
 		}
-		after := mountOf(t, mnt)
+		after := testhost.MountOf(t, mnt)
 		if after == nil || after.Source != dev || after.Options != before.Options || !strings.HasPrefix(after.Optional, "shared:") {
 			t.Fatalf("release %d: mount back %+v, was %+v", i, after, before)
 		}
@@ -175,16 +150,4 @@ func TestBlockVolumeHostMountUndo(t *testing.T) {
 			t.Fatalf("release %d: %d mounts at %s", i, len(ms), mnt)
 		}
 	}
-}
-
-func mountOf(t *testing.T, target string) *mountinfo.Info {
-	t.Helper()
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) == 0 {
-		return nil
-	}
-	return ms[len(ms)-1]
 }

@@ -2,6 +2,7 @@ package hostmount
 
 import (
 	"errors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/testhost"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,36 +92,14 @@ func TestMountFlags(t *testing.T) {
 	}
 }
 
-// mountOf returns the mount table's line for target, or nil.
-func mountOf(t *testing.T, target string) *mountinfo.Info {
-	t.Helper()
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(target))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) == 0 {
-		return nil
-	}
-	return ms[len(ms)-1]
-}
-
 // A host mount of the volume's device that the mount table of this
 // namespace cannot show (a copy in another mount namespace) keeps the
 // device busy: the host lets go of nothing it cannot, and the mount back
 // of what was taken restores the volume.
 func TestTakeHostMountRefusesDeviceStillInUse(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	dir := t.TempDir()
-	img := filepath.Join(dir, "vol.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	dev, _ := testhost.LoopExt4(t, dir)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -138,14 +117,14 @@ func TestTakeHostMountRefusesDeviceStillInUse(t *testing.T) {
 	waitNamespace(t, holder.Process.Pid)
 
 	var taken []Mount
-	err = Take(mnt, "", &taken, func() error { return nil })
+	err := Take(mnt, "", &taken, func() error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "device "+dev+" still in use on the host after unmounting "+mnt) {
 		t.Fatalf("err = %v", err)
 	}
 	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
-	if m := mountOf(t, mnt); m == nil || m.Source != dev {
+	if m := testhost.MountOf(t, mnt); m == nil || m.Source != dev {
 		t.Fatalf("not mounted back: %+v", m)
 	}
 }
@@ -175,16 +154,7 @@ func takenVolume(t *testing.T, dir string, flags uintptr) (dev, mnt string, take
 // last closed (as mount -o loop sets it) if autoclear.
 func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (dev, mnt string, taken []Mount) {
 	t.Helper()
-	img := filepath.Join(dir, "vol.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
-	}
-	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	dev, _ = testhost.LoopExt4(t, dir)
 	mnt = filepath.Join(dir, "pod", "mnt")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -211,7 +181,7 @@ func takenLoopVolume(t *testing.T, dir string, flags uintptr, autoclear bool) (d
 // target's place: the mount back refuses, naming why, and mounts nothing
 // anywhere.
 func TestRemountRefusesReplacedTarget(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	for _, replace := range []string{"symlink", "directory"} {
 		t.Run(replace, func(t *testing.T) {
 			dir := t.TempDir()
@@ -238,7 +208,7 @@ func TestRemountRefusesReplacedTarget(t *testing.T) {
 				t.Fatalf("release: %v, want an error with %q", err, want)
 			}
 			for _, p := range []string{etc, mnt, mnt + ".old"} {
-				if m := mountOf(t, p); m != nil {
+				if m := testhost.MountOf(t, p); m != nil {
 					t.Fatalf("mounted at %s: %+v", p, m)
 				}
 			}
@@ -249,12 +219,12 @@ func TestRemountRefusesReplacedTarget(t *testing.T) {
 // The guest wrote the filesystem raw: the mount back is nosuid and nodev
 // even when the host's mount was not.
 func TestRemountIsNosuidNodev(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	dev, mnt, taken := takenVolume(t, t.TempDir(), 0)
 	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
-	m := mountOf(t, mnt)
+	m := testhost.MountOf(t, mnt)
 	if m == nil || m.Source != dev {
 		t.Fatalf("not mounted back: %+v", m)
 	}
@@ -283,7 +253,7 @@ func loopAutoclear(t *testing.T, dev string) (bound, autoclear bool) {
 // another tenant's file before the monitor opens it), and detaches on
 // last close again once mounted back.
 func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	dev, mnt, taken := takenLoopVolume(t, t.TempDir(), 0, true)
 	if bound, autoclear := loopAutoclear(t, dev); !bound || autoclear {
 		t.Fatalf("after the take: %s bound %v, autoclear %v; want bound, no autoclear", dev, bound, autoclear)
@@ -291,7 +261,7 @@ func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
 	if err := remountAll(taken); err != nil {
 		t.Fatal(err)
 	}
-	if m := mountOf(t, mnt); m == nil || m.Source != dev {
+	if m := testhost.MountOf(t, mnt); m == nil || m.Source != dev {
 		t.Fatalf("not mounted back: %+v", m)
 	}
 	if bound, autoclear := loopAutoclear(t, dev); !bound || !autoclear {
@@ -302,7 +272,7 @@ func TestLoopVolumeStaysBoundWhileTaken(t *testing.T) {
 // A loop device bound to another file (another tenant's) under the same
 // number while the guest ran is not mounted back.
 func TestRemountRefusesRebound(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	dir := t.TempDir()
 	dev, mnt, taken := takenVolume(t, dir, 0)
 	other := filepath.Join(dir, "other.ext4")
@@ -319,7 +289,7 @@ func TestRemountRefusesRebound(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not ") || !strings.Contains(err.Error(), "left unmounted") {
 		t.Fatalf("release: %v, want a refusal", err)
 	}
-	if m := mountOf(t, mnt); m != nil {
+	if m := testhost.MountOf(t, mnt); m != nil {
 		t.Fatalf("mounted: %+v", m)
 	}
 }
@@ -328,7 +298,7 @@ func TestRemountRefusesRebound(t *testing.T) {
 // inode cleared) is not mounted by the host kernel: e2fsck -n -f finds
 // errors, and the volume stays unmounted, with an error naming them.
 func TestRemountRefusesInconsistentFilesystem(t *testing.T) {
-	needRoot(t)
+	testhost.NeedRoot(t, "mount, losetup")
 	if _, err := exec.LookPath("debugfs"); err != nil {
 		t.Skip("no debugfs")
 	}
@@ -340,7 +310,7 @@ func TestRemountRefusesInconsistentFilesystem(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "e2fsck -n -f "+dev+" found errors") || !strings.Contains(err.Error(), "left unmounted") {
 		t.Fatalf("release: %v", err)
 	}
-	if m := mountOf(t, mnt); m != nil {
+	if m := testhost.MountOf(t, mnt); m != nil {
 		t.Fatalf("mounted: %+v", m)
 	}
 }
@@ -353,11 +323,4 @@ func remountAll(taken []Mount) error {
 		errs = append(errs, taken[i].Remount())
 	}
 	return errors.Join(errs...)
-}
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mount, losetup)")
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/testhost"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -124,19 +125,12 @@ func releaseFIFO(p string) func() {
 	}
 }
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mknod)")
-	}
-}
-
 // loopDevice backs a new loop device with a file of known bytes and
 // returns the device, the file, and those bytes; the device goes at the
 // end of the test.
 func loopDevice(t *testing.T) (dev, file string, data []byte) {
 	t.Helper()
-	needRoot(t)
+	testhost.NeedRoot(t, "mknod")
 	file = filepath.Join(t.TempDir(), "disk")
 	data = bytes.Repeat([]byte("the host's disk, never to be written by a pod file\n"), 2048)
 	if err := os.WriteFile(file, data, 0o600); err != nil {
@@ -192,7 +186,7 @@ func TestCopyFileInRoot(t *testing.T) {
 	}
 	mknod := func(at string, mode uint32, dev func(t *testing.T) (uint64, func(*testing.T))) func(*testing.T, inRootFixture) (func(*testing.T), func()) {
 		return func(t *testing.T, fx inRootFixture) (func(*testing.T), func()) {
-			needRoot(t)
+			testhost.NeedRoot(t, "mknod")
 			rdev, check := dev(t)
 			if err := unix.Mknod(filepath.Join(fx.root, at), mode|0o644, int(rdev)); err != nil {
 				t.Fatal(err)
