@@ -81,7 +81,7 @@ func TestExecInPlainContainer(t *testing.T) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c, _ := newClient(t)
-	evc, errc := c.Subscribe(ctx, `topic~="/tasks/exec"`, `topic=="/tasks/exit"`)
+	evc, errc := subscribeLive(ctx, t, c, `topic~="/tasks/exec"`, `topic=="/tasks/exit"`)
 	spec, err := cont.Spec(ctx)
 	if err != nil {
 		t.Fatal(err)

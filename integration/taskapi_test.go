@@ -55,7 +55,7 @@ func TestEventOrder(t *testing.T) {
 	c, ctx := newClient(t)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	evc, errc := c.Subscribe(ctx, `topic~="/tasks/"`)
+	evc, errc := subscribeLive(ctx, t, c, `topic~="/tasks/"`)
 	runDetached(t, id, "sleep")
 	ctr(t, "task", "kill", "-s", "SIGKILL", id)
 	waitFor(t, 10*time.Second, "stop", func() bool { return taskStatus(t, id) == "STOPPED" })
@@ -529,7 +529,7 @@ func TestOOMEvent(t *testing.T) {
 	c, ctx := newClient(t)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	evc, errc := c.Subscribe(ctx, `topic=="/tasks/oom"`)
+	evc, errc := subscribeLive(ctx, t, c, `topic=="/tasks/oom"`)
 	ctr(t, "run", "-d", "--memory-limit", fmt.Sprint(64<<20), "--runtime", runtimeName, image, id, "/init", "oom")
 	select {
 	case env := <-evc:
