@@ -547,6 +547,49 @@ func yamlList(l []string) string {
 	return string(must(json.Marshal(l)))
 }
 
+// withK8sHostConfig gives the shim the host config a node has by
+// default: qemu under TCG, 256 MB for a guest without a memory limit, and
+// no grace period of the shim's own (the other tests' 6 s would cut the
+// pods' short), so that the kubelet's grace period decides when a guest
+// is killed.
+func withK8sHostConfig(t *testing.T) {
+	t.Helper()
+	withHostConfig(t, fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = %d\n\n[runtime]\nstate_dir = %q\n", k8sGuestMemoryMB, env.qmpDir))
+}
+
+// k8sGuestMemoryMB is the RAM of a node's guest whose pod sets no memory
+// limit (withK8sHostConfig).
+const k8sGuestMemoryMB = 256
+
+// webPodManifest is k8s/web-pod.yaml named name: the unikernel web server
+// beside its busybox sidecar, or, onRunc, the same pod shape on runc:
+// busybox's httpd in place of the guest, the same sidecar and the same
+// readiness probe, no RuntimeClass.
+func webPodManifest(t *testing.T, name string, onRunc bool) string {
+	t.Helper()
+	manifest, err := os.ReadFile("k8s/web-pod.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := strings.ReplaceAll(string(manifest), "NODE_NAME", k8sNodeName)
+	m = strings.Replace(m, "  name: web\n", "  name: "+name+"\n", 1)
+	if !onRunc {
+		return m
+	}
+	m = strings.Replace(m, "  runtimeClassName: urunc\n", "", 1)
+	// busybox's httpd as PID 1 ignores SIGTERM: no need to wait 30 s.
+	m = strings.Replace(m, "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 2", 1)
+	m = strings.Replace(m, `    image: docker.io/urunc/test-guest:latest
+    imagePullPolicy: Never
+    args: ["httpd"]`, `    image: docker.io/urunc/test-plain:latest
+    imagePullPolicy: Never
+    command: ["/bin/busybox", "sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"]`, 1)
+	if strings.Contains(m, "test-guest") || strings.Contains(m, "runtimeClassName") {
+		t.Fatalf("the runc web pod's manifest:\n%s", m)
+	}
+	return m
+}
+
 // A real kubelet drives the shim through containerd's CRI: the node comes
 // up with the RuntimeClass urunc, and pods written as users write them
 // run as VMs. Each behaviour is asserted from what the API server
@@ -554,14 +597,8 @@ func yamlList(l []string) string {
 // is drained and its kubelet stopped, and nothing is left on the host.
 func TestKubernetesNode(t *testing.T) {
 	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
-	// The host config a node has by default: no grace period of the
-	// shim's own (the other tests' 6 s would cut the pods' short), so the
-	// kubelet's grace period decides when a guest is killed.
-	withHostConfig(t, fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = 256\n\n[runtime]\nstate_dir = %q\n", env.qmpDir))
+	withK8sHostConfig(t)
 	n := startK8sNode(t)
-	// The unikernel web pod's time from created to Ready, for the
-	// comparison with the same pod on runc.
-	var unikernelReady time.Duration
 
 	// A guest's own exit status is the container's, and a pod that will
 	// not restart it ends Failed or Succeeded by it; a guest whose kernel
@@ -609,17 +646,11 @@ func TestKubernetesNode(t *testing.T) {
 	// liveness probe, and kubectl delete powers the guest down well within
 	// the grace period.
 	t.Run("WebPodWithSidecar", func(t *testing.T) {
-		manifest, err := os.ReadFile("k8s/web-pod.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		created := time.Now()
-		n.apply(t, strings.ReplaceAll(string(manifest), "NODE_NAME", k8sNodeName))
+		n.apply(t, webPodManifest(t, "web", false))
 		p := n.waitPod(t, "web", 3*time.Minute, "Ready", func(p *k8sPod) bool {
 			return conditionTrue(p.Status.Conditions, "Ready")
 		})
-		unikernelReady = time.Since(created)
-		t.Logf("pod web: created to Ready in %s, IP %s", unikernelReady.Round(time.Millisecond), p.Status.PodIP)
+		t.Logf("pod web: Ready, IP %s", p.Status.PodIP)
 		if p.Status.Phase != "Running" || !strings.HasPrefix(p.Status.PodIP, "198.18.30.") {
 			t.Fatalf("pod web: phase %s, IP %q", p.Status.Phase, p.Status.PodIP)
 		}
@@ -757,38 +788,6 @@ func TestKubernetesNode(t *testing.T) {
 		t.Logf("pod again: restartCount %d in one sandbox; most seen during restart 1 %+v, during restart 2 %+v", cs.RestartCount, *f1, *f2)
 	})
 
-	// The same pod shape on runc (busybox's httpd beside the sidecar,
-	// the same readiness probe): its time from created to Ready beside
-	// the unikernel's, a figure for the README.
-	t.Run("StartLatencyAgainstRunc", func(t *testing.T) {
-		manifest, err := os.ReadFile("k8s/web-pod.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := strings.ReplaceAll(string(manifest), "NODE_NAME", k8sNodeName)
-		m = strings.Replace(m, "name: web", "name: web-runc", 1)
-		m = strings.Replace(m, "  runtimeClassName: urunc\n", "", 1)
-		// busybox's httpd as PID 1 ignores SIGTERM: no need to wait 30 s.
-		m = strings.Replace(m, "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 2", 1)
-		m = strings.Replace(m, `    image: docker.io/urunc/test-guest:latest
-    imagePullPolicy: Never
-    args: ["httpd"]`, `    image: docker.io/urunc/test-plain:latest
-    imagePullPolicy: Never
-    command: ["/bin/busybox", "sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"]`, 1)
-		if strings.Contains(m, "test-guest") || strings.Contains(m, "runtimeClassName") {
-			t.Fatalf("the runc pod's manifest:\n%s", m)
-		}
-		created := time.Now()
-		n.apply(t, m)
-		n.waitPod(t, "web-runc", 3*time.Minute, "Ready", func(p *k8sPod) bool {
-			return conditionTrue(p.Status.Conditions, "Ready")
-		})
-		runcReady := time.Since(created)
-		t.Logf("created to Ready through the kubelet, web server beside a sidecar: unikernel (urunc, qemu TCG) %s, runc %s",
-			unikernelReady.Round(time.Millisecond), runcReady.Round(time.Millisecond))
-		n.kubectl(t, "delete", "pod", "web-runc", "--wait", "--timeout", "120s")
-	})
-
 	// A pod's limits size its VM: the memory limit is the guest's RAM,
 	// the CPU limit its vCPUs (1.5 CPUs: 2; the node has 2 cores, and the
 	// overhead counts too); the RuntimeClass's overhead is added to
@@ -893,29 +892,36 @@ spec:
 
 	// The node drained and its kubelet stopped: no shim, monitor,
 	// launcher, mount, socket, network namespace or pod cgroup is left.
-	t.Run("DrainLeavesNothing", func(t *testing.T) {
-		n.kubectl(t, "delete", "pod", "--all", "--wait", "--timeout", "180s")
-		waitFor(t, 60*time.Second, "the pods' cgroups to go", func() bool { return len(podCgroups()) == 0 })
-		n.stopKubelet()
-		if left := leftovers("k8s-node"); left != "" {
-			t.Errorf("leftovers after the drain: %s", left)
-			for _, pid := range monitorProcesses() {
-				cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-				t.Logf("monitor %d: %s; cgroups %s", pid, procStatus(pid, "State", "PPid"), strings.ReplaceAll(tail(string(cg), 3), "\n", " "))
-			}
+	t.Run("DrainLeavesNothing", func(t *testing.T) { n.drainLeavesNothing(t, netnsBefore) })
+}
+
+// drainLeavesNothing deletes every pod, stops the kubelet and fails the
+// test if anything of the pods is left on the host: a shim, monitor,
+// launcher, mount, socket, network namespace (beyond netnsBefore, those
+// that existed before the node) or pod cgroup.
+func (n *k8sNode) drainLeavesNothing(t *testing.T, netnsBefore []string) {
+	t.Helper()
+	n.kubectl(t, "delete", "pod", "--all", "--wait", "--timeout", "180s")
+	waitFor(t, 60*time.Second, "the pods' cgroups to go", func() bool { return len(podCgroups()) == 0 })
+	n.stopKubelet()
+	if left := leftovers("k8s-node"); left != "" {
+		t.Errorf("leftovers after the drain: %s", left)
+		for _, pid := range monitorProcesses() {
+			cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			t.Logf("monitor %d: %s; cgroups %s", pid, procStatus(pid, "State", "PPid"), strings.ReplaceAll(tail(string(cg), 3), "\n", " "))
 		}
-		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
-			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
-		}
-		// The kubelet bind-mounts its root dir on itself (to make it a
-		// shared mount) and leaves that at exit: only pods' mounts count.
-		if m := mountsUnder(n.kubeletDir + "/"); len(m) > 0 {
-			t.Errorf("mounts left under the kubelet's root: %v", m)
-		}
-		if running, _, _ := crictlRaw("ps", "-q"); running != "" {
-			t.Errorf("containers still running: %s", running)
-		}
-	})
+	}
+	if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
+		t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
+	}
+	// The kubelet bind-mounts its root dir on itself (to make it a
+	// shared mount) and leaves that at exit: only pods' mounts count.
+	if m := mountsUnder(n.kubeletDir + "/"); len(m) > 0 {
+		t.Errorf("mounts left under the kubelet's root: %v", m)
+	}
+	if running, _, _ := crictlRaw("ps", "-q"); running != "" {
+		t.Errorf("containers still running: %s", running)
+	}
 }
 
 // probeCount reads the kubelet's prober_probe_total for a container's
@@ -1039,12 +1045,8 @@ func TestKubernetesDemo(t *testing.T) {
 	n := startK8sNode(t)
 	t.Logf("kubectl get nodes -o wide:\n%s", n.kubectl(t, "get", "nodes", "-o", "wide"))
 	t.Logf("kubectl get runtimeclass urunc:\n%s", n.kubectl(t, "get", "runtimeclass", "urunc"))
-	manifest, err := os.ReadFile("k8s/web-pod.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	created := time.Now()
-	n.apply(t, strings.ReplaceAll(string(manifest), "NODE_NAME", k8sNodeName))
+	n.apply(t, webPodManifest(t, "web", false))
 	p := n.waitPod(t, "web", 3*time.Minute, "Ready", func(p *k8sPod) bool {
 		return conditionTrue(p.Status.Conditions, "Ready")
 	})
