@@ -103,10 +103,14 @@ cri-demo: setup-cri build
 k8s-demo: setup build
 	cd integration && URUNC_K8S_DEMO=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 15m -run '^TestKubernetesDemo$$' .
 
+# The Kubernetes part (TestKubernetesBench) runs on the test node, under
+# the integration tests' lock: pod created to Ready, unikernel against
+# runc, ROUNDS rounds; the node's memory with DENSITY pods of each kind.
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/elfdyn/ ./rootfs/
 	./integration/bench.sh
 	./integration/bench-rootfs.sh
+	cd integration && URUNC_BENCH_K8S=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 90m -run '^TestKubernetesBench$$' .
 
 clean:
 	rm -rf bin
