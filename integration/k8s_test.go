@@ -469,6 +469,7 @@ type k8sPod struct {
 	Metadata struct{ Name, UID string }
 	Status   struct {
 		Phase             string
+		Reason, Message   string // why the kubelet failed the pod (OutOfcpu, Evicted...)
 		PodIP             string
 		Conditions        []k8sCondition
 		ContainerStatuses []k8sContainerStatus
