@@ -286,7 +286,7 @@ func (n *k8sNode) benchMemory(t *testing.T, density int) {
 		fmt.Printf("  %-52s %10.1f MiB %10.1f MiB %7s\n", what, mibf(a), mibf(b), ratioOf(a, b))
 		fmt.Printf("  %-52s %10.1f MiB %10.1f MiB\n", "  per pod", mibf(a)/float64(density), mibf(b)/float64(density))
 	}
-	row("node used (MemTotal-MemAvailable), with - before", u.nodeUsedDelta, r.nodeUsedDelta)
+	row("node used (MemTotal-MemAvailable), with pods - before", u.nodeUsedDelta, r.nodeUsedDelta)
 	row("pod cgroups' memory usage, summed", u.cgroupUsage, r.cgroupUsage)
 	row("pod cgroups' working set (usage - inactive file)", u.cgroupWorkingSet, r.cgroupWorkingSet)
 	row("kubelet /stats/summary pods' working set, summed", u.summaryWorkingSet, r.summaryWorkingSet)
