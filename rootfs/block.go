@@ -99,7 +99,7 @@ func tryContainerBlock(req Request) (*Plan, bool, error) {
 		if err := copyFile(req.Kernel, p.Kernel, 0o644); err != nil {
 			return fmt.Errorf("copy guest kernel out of the block rootfs: %w", err)
 		}
-		if err := copyFileVolumes(req.RootfsDir, vols.files); err != nil {
+		if err := copyPodVolumes(req.RootfsDir, vols.copies); err != nil {
 			return err
 		}
 		// The host lets go of every filesystem the guest will own: the
@@ -148,7 +148,7 @@ type blockVolumeSet struct {
 	mounts  []Volume
 	devices []string
 	take    []string      // host mount points of volume devices, let go before boot
-	files   []specs.Mount // single files, copied into a mounted rootfs
+	copies  []specs.Mount // files and small directories, copied into a mounted rootfs
 }
 
 func (p *Plan) addVolumes(v blockVolumeSet) {
@@ -160,9 +160,12 @@ func (p *Plan) addVolumes(v blockVolumeSet) {
 // blockVolumes maps the spec's volumes for a guest whose root is a disk, as
 // urunc does: a volume whose source is the mount point of a block device
 // with a filesystem the guest mounts becomes disk "vol<i>" (i its index in
-// the spec's mounts); a single file is copied into the rootfs when the
-// rootfs is mounted here; anything else cannot reach the guest and is
-// refused, naming the mount.
+// the spec's mounts). When the rootfs is mounted here (the container's own
+// snapshot), a single file, and a directory that is no block device's
+// mount (a ConfigMap, a Secret, a projected token, an emptyDir), are
+// copied into it at Create, within the bounds of a copy of the pod's files
+// (copyPodVolumes). Anything else cannot reach the guest and is refused,
+// naming the mount.
 func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 	var set blockVolumeSet
 	isVolume := map[string]bool{}
@@ -178,12 +181,16 @@ func blockVolumes(req Request, rootfsMounted bool) (blockVolumeSet, error) {
 			return set, fmt.Errorf("volume %s: source %s: %w", m.Destination, m.Source, err)
 		}
 		if st.Mode().IsRegular() && rootfsMounted {
-			set.files = append(set.files, m)
+			set.copies = append(set.copies, m)
 			continue
 		}
 		hm, err := hostmount.At(m.Source, req.Bundle)
 		if err != nil && !errors.Is(err, hostmount.ErrNotBlockMount) {
 			return set, fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
+		}
+		if err != nil && st.IsDir() && rootfsMounted {
+			set.copies = append(set.copies, m)
+			continue
 		}
 		if err != nil || !req.Guest.SupportsFS(hm.FSType) {
 			return set, fmt.Errorf("volume %s (from %s): guest %s boots from a disk and can only take volumes that are block devices it mounts (ext4, ext2); this one is not",
@@ -210,17 +217,26 @@ func takeHostMounts(targets []string, bundle string, undo *Undo, record func(Und
 	return nil
 }
 
-// copyFileVolumes copies single-file volumes (/etc/hosts, say) into the
-// rootfs at their destinations, as urunc does for a guest that cannot
-// mount them; inroot.CopyFile keeps the image's own nodes from turning the
-// copy against the host.
-func copyFileVolumes(rootfsDir string, files []specs.Mount) error {
-	for _, m := range files {
-		if err := inroot.CopyFile(rootfsDir, m.Destination, m.Source, 0o644); err != nil {
-			return fmt.Errorf("volume %s: %w", m.Destination, err)
-		}
+// copyPodVolumes copies volumes (files, and directories with what they
+// hold) into the rootfs at their destinations, as a snapshot taken at
+// Create: the guest owns its root disk raw, so a later change on the host
+// (a ConfigMap updated by the kubelet) does not reach it. The walk is the
+// initrd archive's (walkPodVolumes, with its bounds); inroot.Tree keeps the
+// image's own symlinks, device nodes and FIFOs from turning a write against
+// the host.
+func copyPodVolumes(rootfsDir string, vols []specs.Mount) error {
+	if len(vols) == 0 {
+		return nil
 	}
-	return nil
+	t, err := inroot.OpenTree(rootfsDir)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if err := walkPodVolumes(vols, t, "a copy into a block guest's root"); err != nil {
+		return err
+	}
+	return t.Sync()
 }
 
 // MaxBootFileBytes bounds a kernel or initrd the shim copies out of an

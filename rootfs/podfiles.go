@@ -106,23 +106,54 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 // /dev, /proc and /sys) to w as a newc cpio archive, each at its
 // destination, with the directories above it.
 func WritePodArchive(w io.Writer, ms []specs.Mount) error {
-	a := &podArchive{cw: cpio.NewWriter(w), dirs: map[string]bool{}}
-	for _, m := range volumes(ms) {
+	cw := cpio.NewWriter(w)
+	if err := walkPodVolumes(volumes(ms), cpioSink{cw}, "an initrd guest"); err != nil {
+		return err
+	}
+	return cw.Close()
+}
+
+// podFileSink takes the pod's files as walkPodVolumes reads them, each
+// directory before what it holds, at paths relative to the guest's root:
+// an initrd guest's archive (cpioSink) or a block guest's mounted root
+// (inroot.Tree). Permissions come without setuid, setgid or sticky bit.
+type podFileSink interface {
+	// Parent makes sure dir, above a volume, is a directory, keeping one
+	// that is already there as it is.
+	Parent(dir string) error
+	Dir(rel string, perm, uid, gid uint32) error
+	// File takes size bytes from r.
+	File(rel string, r io.Reader, size int64, perm, uid, gid uint32) error
+	Symlink(rel, target string, uid, gid uint32) error
+}
+
+// podWalker reads the pod's volumes from the host for a sink, within the
+// bounds of a copy of them (MaxPodArchiveBytes, maxPodArchiveEntries,
+// maxPodArchiveDepth); takes names what takes the copy, for errors.
+type podWalker struct {
+	sink    podFileSink
+	takes   string
+	dirs    map[string]bool // directories already given to the sink
+	bytes   int64
+	entries int
+	// readOnly: the volume being walked is read-only, and so is its copy
+	// as far as modes go: no write bit.
+	readOnly bool
+}
+
+// walkPodVolumes gives sink the volumes vols, each at its destination
+// with the directories above it.
+func walkPodVolumes(vols []specs.Mount, sink podFileSink, takes string) error {
+	a := &podWalker{sink: sink, takes: takes, dirs: map[string]bool{}}
+	for _, m := range vols {
 		if err := a.addVolume(m); err != nil {
 			return fmt.Errorf("volume %s (from %s): %w", m.Destination, m.Source, err)
 		}
 	}
-	return a.cw.Close()
+	return nil
 }
 
-type podArchive struct {
-	cw      *cpio.Writer
-	dirs    map[string]bool // directories already in the archive
-	bytes   int64
-	entries int
-}
-
-func (a *podArchive) addVolume(m specs.Mount) error {
+func (a *podWalker) addVolume(m specs.Mount) error {
 	rel, err := inroot.Rel(m.Destination)
 	if err != nil {
 		return err
@@ -139,12 +170,13 @@ func (a *podArchive) addVolume(m specs.Mount) error {
 	}
 	f := os.NewFile(uintptr(fd), m.Source)
 	defer f.Close()
+	a.readOnly = readOnly(m)
 	return a.add(f, rel, m.Source, 0)
 }
 
-// parents adds the directories above rel that are not in the archive yet,
-// root's and 0755: the kernel creates no missing directory itself.
-func (a *podArchive) parents(rel string) error {
+// parents gives the sink the directories above rel it has not had yet:
+// an initrd's kernel creates no missing directory itself.
+func (a *podWalker) parents(rel string) error {
 	var chain []string
 	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
 		chain = append(chain, d)
@@ -156,7 +188,7 @@ func (a *podArchive) parents(rel string) error {
 		if err := a.entry(); err != nil {
 			return err
 		}
-		if err := a.cw.WriteHeader(chain[i], unix.S_IFDIR|0o755, 0, 0, 0); err != nil {
+		if err := a.sink.Parent(chain[i]); err != nil {
 			return err
 		}
 		a.dirs[chain[i]] = true
@@ -164,42 +196,45 @@ func (a *podArchive) parents(rel string) error {
 	return nil
 }
 
-func (a *podArchive) entry() error {
+func (a *podWalker) entry() error {
 	a.entries++
 	if a.entries > maxPodArchiveEntries {
-		return fmt.Errorf("more than %d files in the pod's volumes, the most an initrd guest takes", maxPodArchiveEntries)
+		return fmt.Errorf("more than %d files in the pod's volumes, the most %s takes", maxPodArchiveEntries, a.takes)
 	}
 	return nil
 }
 
-// add puts f, open without following a symlink, at rel: a regular file's
-// bytes, or a directory and what it holds.
-func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
+// perm is a volume file's permissions for its copy: no setuid, setgid or
+// sticky bit, and no write bit when the volume is read-only.
+func (a *podWalker) perm(mode uint32) uint32 {
+	perm := mode & 0o777
+	if a.readOnly {
+		perm &^= 0o222
+	}
+	return perm
+}
+
+// add gives the sink f, open without following a symlink, at rel: a
+// regular file's bytes, or a directory and what it holds.
+func (a *podWalker) add(f *os.File, rel, hostPath string, depth int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fmt.Errorf("%s: %w", hostPath, err)
 	}
-	perm := st.Mode & 0o777 // no setuid, setgid or sticky bit from a volume
+	perm := a.perm(st.Mode)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if err := a.entry(); err != nil {
 			return err
 		}
 		if st.Size > MaxPodArchiveBytes-a.bytes {
-			return fmt.Errorf("%s: %d bytes would take the pod's files over the %d an initrd guest takes", hostPath, st.Size, MaxPodArchiveBytes)
+			return fmt.Errorf("%s: %d bytes would take the pod's files over the %d %s takes", hostPath, st.Size, MaxPodArchiveBytes, a.takes)
 		}
 		a.bytes += st.Size
-		if err := a.cw.WriteHeader(rel, unix.S_IFREG|perm, st.Uid, st.Gid, st.Size); err != nil {
-			return err
+		if err := a.sink.File(rel, io.LimitReader(f, st.Size), st.Size, perm, st.Uid, st.Gid); err != nil {
+			return fmt.Errorf("%s: %w", hostPath, err)
 		}
-		n, err := io.Copy(a.cw, io.LimitReader(f, st.Size))
-		if err != nil {
-			return fmt.Errorf("%s: read: %w", hostPath, err)
-		}
-		if n != st.Size {
-			return fmt.Errorf("%s: gave %d bytes, not the %d it had when opened", hostPath, n, st.Size)
-		}
-		return a.cw.Pad()
+		return nil
 	case unix.S_IFDIR:
 		if depth >= maxPodArchiveDepth {
 			return fmt.Errorf("%s: directories nested deeper than %d", hostPath, maxPodArchiveDepth)
@@ -207,13 +242,13 @@ func (a *podArchive) add(f *os.File, rel, hostPath string, depth int) error {
 		if err := a.entry(); err != nil {
 			return err
 		}
-		if err := a.cw.WriteHeader(rel, unix.S_IFDIR|perm, st.Uid, st.Gid, 0); err != nil {
+		if err := a.sink.Dir(rel, perm, st.Uid, st.Gid); err != nil {
 			return err
 		}
 		a.dirs[rel] = true
 		return a.addDir(f, rel, hostPath, depth)
 	}
-	return fmt.Errorf("%s is %s: an initrd guest takes regular files, directories and symlinks", hostPath, inroot.FileKind(fileModeOf(st.Mode)))
+	return fmt.Errorf("%s is %s: %s takes regular files, directories and symlinks", hostPath, inroot.FileKind(fileModeOf(st.Mode)), a.takes)
 }
 
 // nameReader reads a directory's names, n at most at a time (an *os.File).
@@ -229,13 +264,13 @@ func readNamesUpTo(d nameReader, limit int) ([]string, error) {
 	for {
 		n := min(limit+1-len(names), batch)
 		if n <= 0 {
-			return nil, fmt.Errorf("more than %d entries, the most an initrd guest takes", maxPodArchiveEntries)
+			return nil, fmt.Errorf("more than %d entries", limit)
 		}
 		got, err := d.Readdirnames(n)
 		names = append(names, got...)
 		if errors.Is(err, io.EOF) {
 			if len(names) > limit {
-				return nil, fmt.Errorf("more than %d entries, the most an initrd guest takes", maxPodArchiveEntries)
+				return nil, fmt.Errorf("more than %d entries", limit)
 			}
 			return names, nil
 		}
@@ -246,10 +281,10 @@ func readNamesUpTo(d nameReader, limit int) ([]string, error) {
 }
 
 // addDir adds what the directory f holds, in name order.
-func (a *podArchive) addDir(f *os.File, rel, hostPath string, depth int) error {
+func (a *podWalker) addDir(f *os.File, rel, hostPath string, depth int) error {
 	names, err := readNamesUpTo(f, maxPodArchiveEntries-a.entries)
 	if err != nil {
-		return fmt.Errorf("%s: %w", hostPath, err)
+		return fmt.Errorf("%s: %w in the pod's volumes, the most %s takes", hostPath, err, a.takes)
 	}
 	sort.Strings(names)
 	dirFD := int(f.Fd())
@@ -283,7 +318,7 @@ func (a *podArchive) addDir(f *os.File, rel, hostPath string, depth int) error {
 
 // symlink copies a symlink as a symlink (a ConfigMap's keys are symlinks
 // into its ..data directory): the guest resolves it in its own root.
-func (a *podArchive) symlink(dirFD int, name, rel, hostPath string, st unix.Stat_t) error {
+func (a *podWalker) symlink(dirFD int, name, rel, hostPath string, st unix.Stat_t) error {
 	if err := a.entry(); err != nil {
 		return err
 	}
@@ -292,14 +327,47 @@ func (a *podArchive) symlink(dirFD int, name, rel, hostPath string, st unix.Stat
 	if err != nil {
 		return fmt.Errorf("%s: %w", hostPath, err)
 	}
-	target := buf[:n]
-	if err := a.cw.WriteHeader(rel, unix.S_IFLNK|0o777, st.Uid, st.Gid, int64(len(target))); err != nil {
+	if err := a.sink.Symlink(rel, string(buf[:n]), st.Uid, st.Gid); err != nil {
+		return fmt.Errorf("%s: %w", hostPath, err)
+	}
+	return nil
+}
+
+// cpioSink puts the pod's files into an initrd's newc archive.
+type cpioSink struct{ cw *cpio.Writer }
+
+// Parent writes dir as root's and 0755: the kernel makes no missing
+// directory itself.
+func (c cpioSink) Parent(dir string) error {
+	return c.cw.WriteHeader(dir, unix.S_IFDIR|0o755, 0, 0, 0)
+}
+
+func (c cpioSink) Dir(rel string, perm, uid, gid uint32) error {
+	return c.cw.WriteHeader(rel, unix.S_IFDIR|perm, uid, gid, 0)
+}
+
+func (c cpioSink) File(rel string, r io.Reader, size int64, perm, uid, gid uint32) error {
+	if err := c.cw.WriteHeader(rel, unix.S_IFREG|perm, uid, gid, size); err != nil {
 		return err
 	}
-	if _, err := a.cw.Write(target); err != nil {
+	n, err := io.Copy(c.cw, io.LimitReader(r, size))
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if n != size {
+		return fmt.Errorf("gave %d bytes, not the %d it had when opened", n, size)
+	}
+	return c.cw.Pad()
+}
+
+func (c cpioSink) Symlink(rel, target string, uid, gid uint32) error {
+	if err := c.cw.WriteHeader(rel, unix.S_IFLNK|0o777, uid, gid, int64(len(target))); err != nil {
 		return err
 	}
-	return a.cw.Pad()
+	if _, err := io.WriteString(c.cw, target); err != nil {
+		return err
+	}
+	return c.cw.Pad()
 }
 
 // fileModeOf turns a stat(2) type into an os.FileMode type for inroot.FileKind.

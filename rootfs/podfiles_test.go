@@ -42,7 +42,7 @@ func podVolumesFixture(t *testing.T) (dir string, ms []specs.Mount) {
 	if err := os.Symlink("..data/key", filepath.Join(dir, "cm/key")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o777); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o777); err != nil || os.Chmod(filepath.Join(dir, "empty"), 0o777) != nil {
 		t.Fatal(err)
 	}
 	ms = []specs.Mount{
@@ -51,14 +51,16 @@ func podVolumesFixture(t *testing.T) (dir string, ms []specs.Mount) {
 		bind(filepath.Join(dir, "resolv.conf"), "/etc/resolv.conf"),
 		bind(filepath.Join(dir, "hosts"), "/dev/termination-log"),
 		bind(filepath.Join(dir, "cm"), "/etc/config"),
-		bind(filepath.Join(dir, "empty"), "/var/cache/app"),
+		// An emptyDir is writable.
+		{Type: "bind", Source: filepath.Join(dir, "empty"), Destination: "/var/cache/app", Options: []string{"rbind"}},
 	}
 	return dir, ms
 }
 
 // The archive unpacks, with cpio(1), to the pod's files at their
 // destinations: file bytes, directories, symlinks as symlinks, modes
-// without setuid; nothing under /dev.
+// without setuid and, for a read-only volume, without write bits; nothing
+// under /dev.
 func TestWritePodArchiveUnpacks(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
 		t.Skip("cpio not installed")
@@ -91,11 +93,14 @@ func TestWritePodArchiveUnpacks(t *testing.T) {
 		t.Errorf("etc/config/key: symlink to %q, %v; want ..data/key", target, err)
 	}
 	st, err := os.Stat(filepath.Join(out, "etc/config/..2026_12_05/secret"))
-	if err != nil || st.Mode() != 0o600 {
-		t.Errorf("secret's mode %v, %v; want 0600 without setuid", st.Mode(), err)
+	if err != nil || st.Mode() != 0o400 {
+		t.Errorf("secret's mode %v, %v; want 0400: no setuid, no write bit in a read-only volume", st.Mode(), err)
 	}
-	if st, err := os.Stat(filepath.Join(out, "var/cache/app")); err != nil || !st.IsDir() {
-		t.Errorf("emptyDir: %v", err)
+	if st, err := os.Stat(filepath.Join(out, "etc/config")); err != nil || st.Mode() != os.ModeDir|0o555 {
+		t.Errorf("read-only ConfigMap directory: %v, %v; want 0555", st.Mode(), err)
+	}
+	if st, err := os.Stat(filepath.Join(out, "var/cache/app")); err != nil || st.Mode() != os.ModeDir|0o777 {
+		t.Errorf("emptyDir: %v, %v; want a writable 0777 directory", st.Mode(), err)
 	}
 	if _, err := os.Stat(filepath.Join(out, "dev")); !os.IsNotExist(err) {
 		t.Errorf("a volume under /dev went into the archive: %v", err)

@@ -87,25 +87,128 @@ func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) erro
 	if size > MaxFileSize {
 		return fmt.Errorf("%s: %d bytes, more than the %d a pod file may have", p, size, MaxFileSize)
 	}
-	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	t, err := OpenTree(root)
 	if err != nil {
-		return fmt.Errorf("open container rootfs %s: %w", root, err)
+		return err
 	}
-	defer unix.Close(rootFD)
-	dirFD, err := dirInRoot(rootFD, path.Dir(rel))
+	defer t.Close()
+	return t.file(rel, r, size, uint32(perm.Perm()), -1, -1, true)
+}
+
+// Tree writes a tree of files (a pod's volumes) into an image's root: each
+// entry through the descriptor of its directory, resolved inside the root
+// (openat2 RESOLVE_IN_ROOT, so that the image's symlinks above an entry
+// stay inside it), and none by opening what the image has at its name: a
+// file or a symlink is made beside it and renamed over it, a directory
+// replaces whatever non-directory is there by unlinking it first.
+type Tree struct {
+	rootFD int
+}
+
+// OpenTree opens root, a directory the shim mounted (never a symlink), for
+// writes inside it.
+func OpenTree(root string) (*Tree, error) {
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("%s: directory %s in the container rootfs: %w", p, "/"+path.Dir(rel), err)
+		return nil, fmt.Errorf("open container rootfs %s: %w", root, err)
 	}
-	defer unix.Close(dirFD)
-	name := path.Base(rel)
+	return &Tree{rootFD: fd}, nil
+}
+
+// Close releases the root; it does not sync (Sync does).
+func (t *Tree) Close() error { return unix.Close(t.rootFD) }
+
+// Sync makes everything written durable: the guest reads it from a disk
+// the host no longer has mounted.
+func (t *Tree) Sync() error {
+	fd, err := unix.Openat(t.rootFD, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the root to sync: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("sync the root's filesystem: %w", err)
+	}
+	return nil
+}
+
+// Parent makes dir (clean, relative) and the directories above it where
+// they are missing, 0755 and root's; those the image has are left as they
+// are, symlinks in them followed inside the root.
+func (t *Tree) Parent(dir string) error {
+	fd, err := dirInRoot(t.rootFD, dir)
+	if err != nil {
+		return fmt.Errorf("directory /%s in the container rootfs: %w", dir, err)
+	}
+	return unix.Close(fd)
+}
+
+// Dir makes rel a directory with perm (no setuid, setgid or sticky bit),
+// owned by uid and gid. A directory the image has there is kept, with what
+// it holds, and given perm and owner; anything else there (a file, a
+// symlink, a device node, a FIFO, a socket) is unlinked, never opened.
+func (t *Tree) Dir(rel string, perm, uid, gid uint32) error {
+	parent, name, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
 	var st unix.Stat_t
-	switch err := unix.Fstatat(dirFD, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+	case err == nil:
+		if err := unix.Unlinkat(parent, name, 0); err != nil {
+			return fmt.Errorf("/%s in the container rootfs is %s: remove it: %w", rel, kindOfStat(st.Mode), err)
+		}
+		fallthrough
+	case errors.Is(err, unix.ENOENT):
+		if err := unix.Mkdirat(parent, name, 0o700); err != nil {
+			return fmt.Errorf("create /%s in the container rootfs: %w", rel, err)
+		}
+	default:
+		return fmt.Errorf("/%s in the container rootfs: %w", rel, err)
+	}
+	// Opened beneath its parent, following no symlink: the directory just
+	// checked or made, nothing else.
+	fd, err := unix.Openat2(parent, name, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return fmt.Errorf("open /%s in the container rootfs: %w", rel, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, int(uid), int(gid)); err != nil {
+		return fmt.Errorf("/%s: chown: %w", rel, err)
+	}
+	if err := unix.Fchmod(fd, perm&0o777); err != nil {
+		return fmt.Errorf("/%s: chmod: %w", rel, err)
+	}
+	return nil
+}
+
+// File writes size bytes from r at rel with perm (no setuid, setgid or
+// sticky bit), owned by uid and gid, replacing whatever non-directory is
+// there without opening it. r giving more or fewer bytes fails.
+func (t *Tree) File(rel string, r io.Reader, size int64, perm, uid, gid uint32) error {
+	return t.file(rel, io.LimitReader(r, size+1), size, perm&0o777, int(uid), int(gid), false)
+}
+
+func (t *Tree) file(rel string, r io.Reader, size int64, perm uint32, uid, gid int, syncNow bool) error {
+	p := "/" + rel
+	parent, name, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return fmt.Errorf("%s in the container rootfs is a directory, not a file", p)
 	case err != nil && !errors.Is(err, unix.ENOENT):
 		return fmt.Errorf("%s in the container rootfs: %w", p, err)
 	}
-	tmp, f, err := createTemp(dirFD, perm)
+	tmp, f, err := createTemp(parent, os.FileMode(perm))
 	if err != nil {
 		return fmt.Errorf("%s: create a file beside it: %w", p, err)
 	}
@@ -113,7 +216,7 @@ func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) erro
 	defer func() {
 		f.Close()
 		if !done {
-			_ = unix.Unlinkat(dirFD, tmp, 0)
+			_ = unix.Unlinkat(parent, tmp, 0)
 		}
 	}()
 	n, err := io.Copy(f, r)
@@ -123,17 +226,106 @@ func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) erro
 	if n != size {
 		return fmt.Errorf("%s: the source gave %d bytes, not the %d it had when opened", p, n, size)
 	}
-	// The guest reads it from a disk the host no longer has mounted.
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%s: sync: %w", p, err)
+	if uid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("%s: chown: %w", p, err)
+		}
+		// chown clears setuid and setgid, never the permission bits;
+		// chmod again all the same, so that the mode is what was asked.
+		if err := f.Chmod(os.FileMode(perm)); err != nil {
+			return fmt.Errorf("%s: chmod: %w", p, err)
+		}
+	}
+	if syncNow {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("%s: sync: %w", p, err)
+		}
 	}
 	// rename replaces the entry itself, whatever it is, and never opens
 	// it; it refuses to replace a directory.
-	if err := unix.Renameat(dirFD, tmp, dirFD, name); err != nil {
+	if err := unix.Renameat(parent, tmp, parent, name); err != nil {
 		return fmt.Errorf("%s in the container rootfs: replace: %w", p, err)
 	}
 	done = true
-	return syncDir(dirFD)
+	if syncNow {
+		return syncDir(parent)
+	}
+	return nil
+}
+
+// Symlink makes rel a symlink to target, owned by uid and gid, replacing
+// whatever non-directory is there without opening it. The target is never
+// followed here; the guest resolves it inside its own root.
+func (t *Tree) Symlink(rel, target string, uid, gid uint32) error {
+	p := "/" + rel
+	parent, name, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return fmt.Errorf("%s in the container rootfs is a directory, not a symlink", p)
+	case err != nil && !errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%s in the container rootfs: %w", p, err)
+	}
+	for range 16 {
+		tmp, err := tempName()
+		if err != nil {
+			return err
+		}
+		err = unix.Symlinkat(target, parent, tmp)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: create a symlink beside it: %w", p, err)
+		}
+		if err := unix.Fchownat(parent, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			_ = unix.Unlinkat(parent, tmp, 0)
+			return fmt.Errorf("%s: chown: %w", p, err)
+		}
+		if err := unix.Renameat(parent, tmp, parent, name); err != nil {
+			_ = unix.Unlinkat(parent, tmp, 0)
+			return fmt.Errorf("%s in the container rootfs: replace: %w", p, err)
+		}
+		return nil
+	}
+	return errors.New("no free name for a new symlink")
+}
+
+// parent opens the directory above rel (clean, relative, not the root),
+// resolved inside the root and made where missing, and returns it with
+// rel's last name.
+func (t *Tree) parent(rel string) (int, string, error) {
+	if rel == "." || rel == "" || rel == ".." || strings.HasPrefix(rel, "../") || path.Clean(rel) != rel || path.IsAbs(rel) {
+		return -1, "", fmt.Errorf("path %q is not a clean path in the container rootfs", rel)
+	}
+	fd, err := dirInRoot(t.rootFD, path.Dir(rel))
+	if err != nil {
+		return -1, "", fmt.Errorf("/%s: directory %s in the container rootfs: %w", rel, "/"+path.Dir(rel), err)
+	}
+	return fd, path.Base(rel), nil
+}
+
+// kindOfStat names a stat(2) file type for an error message.
+func kindOfStat(m uint32) string {
+	switch m & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFDIR:
+		return "a directory"
+	}
+	return "a regular file"
 }
 
 // Rel returns p relative to the root, refusing a path that is empty,
@@ -195,11 +387,10 @@ func dirInRoot(rootFD int, rel string) (int, error) {
 // opening an existing one, and returns its name and the file.
 func createTemp(dirFD int, perm os.FileMode) (string, *os.File, error) {
 	for range 16 {
-		var b [8]byte
-		if _, err := rand.Read(b[:]); err != nil {
+		name, err := tempName()
+		if err != nil {
 			return "", nil, err
 		}
-		name := tempPrefix + hex.EncodeToString(b[:])
 		fd, err := unix.Openat(dirFD, name,
 			unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, uint32(perm.Perm()))
 		if errors.Is(err, unix.EEXIST) {
@@ -225,6 +416,15 @@ func createTemp(dirFD int, perm os.FileMode) (string, *os.File, error) {
 		return name, f, nil
 	}
 	return "", nil, errors.New("no free name for a new file")
+}
+
+// tempName is a new random name for an entry made beside a destination.
+func tempName() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return tempPrefix + hex.EncodeToString(b[:]), nil
 }
 
 // syncDir makes the rename in the directory at dirFD (an O_PATH
