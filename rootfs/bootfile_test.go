@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func (d *hugeDir) Readdirnames(n int) ([]string, error) {
 func TestReadNamesStopsPastTheLimit(t *testing.T) {
 	d := &hugeDir{}
 	_, err := readNamesUpTo(d, maxPodArchiveEntries)
-	if err == nil || !strings.Contains(err.Error(), "more than") {
+	if !errors.Is(err, errTooManyNames) {
 		t.Fatalf("err = %v", err)
 	}
 	if d.given > maxPodArchiveEntries+1 || d.most > maxPodArchiveEntries+1 {

@@ -256,6 +256,9 @@ type nameReader interface {
 	Readdirnames(n int) ([]string, error)
 }
 
+// errTooManyNames: a directory holds more names than readNamesUpTo's limit.
+var errTooManyNames = errors.New("more names than the limit")
+
 // readNamesUpTo reads a directory's names, failing as soon as it has read
 // more than limit: a huge directory is never read whole into memory.
 func readNamesUpTo(d nameReader, limit int) ([]string, error) {
@@ -264,13 +267,13 @@ func readNamesUpTo(d nameReader, limit int) ([]string, error) {
 	for {
 		n := min(limit+1-len(names), batch)
 		if n <= 0 {
-			return nil, fmt.Errorf("more than %d entries", limit)
+			return nil, errTooManyNames
 		}
 		got, err := d.Readdirnames(n)
 		names = append(names, got...)
 		if errors.Is(err, io.EOF) {
 			if len(names) > limit {
-				return nil, fmt.Errorf("more than %d entries", limit)
+				return nil, errTooManyNames
 			}
 			return names, nil
 		}
@@ -283,8 +286,11 @@ func readNamesUpTo(d nameReader, limit int) ([]string, error) {
 // addDir adds what the directory f holds, in name order.
 func (a *podWalker) addDir(f *os.File, rel, hostPath string, depth int) error {
 	names, err := readNamesUpTo(f, maxPodArchiveEntries-a.entries)
+	if errors.Is(err, errTooManyNames) {
+		return fmt.Errorf("%s: more than %d files in the pod's volumes, the most %s takes", hostPath, maxPodArchiveEntries, a.takes)
+	}
 	if err != nil {
-		return fmt.Errorf("%s: %w in the pod's volumes, the most %s takes", hostPath, err, a.takes)
+		return fmt.Errorf("%s: %w", hostPath, err)
 	}
 	sort.Strings(names)
 	dirFD := int(f.Fd())
