@@ -182,7 +182,7 @@ registerNode: true
 		}
 		return n.getJSON("/api/v1/nodes/"+k8sNodeName, &node) == nil && conditionTrue(node.Status.Conditions, "Ready")
 	})
-	n.kubectl(t, "apply", "-f", "k8s/runtimeclass.yaml")
+	n.kubectl(t, "apply", "-f", "k8s/runtimeclass.yaml", "-f", "k8s/runtimeclass-block.yaml")
 	return n
 }
 
@@ -555,7 +555,12 @@ func yamlList(l []string) string {
 // is killed.
 func withK8sHostConfig(t *testing.T) {
 	t.Helper()
-	withHostConfig(t, fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = %d\n\n[runtime]\nstate_dir = %q\n", k8sGuestMemoryMB, env.qmpDir))
+	withHostConfig(t, k8sHostConfig())
+}
+
+// k8sHostConfig is the text of withK8sHostConfig's host config.
+func k8sHostConfig() string {
+	return fmt.Sprintf("[monitors.qemu]\naccel = \"tcg\"\ndefault_memory_mb = %d\n\n[runtime]\nstate_dir = %q\n", k8sGuestMemoryMB, env.qmpDir)
 }
 
 // k8sGuestMemoryMB is the RAM of a node's guest whose pod sets no memory
@@ -890,6 +895,11 @@ spec:
 		n.logVMCost(t)
 		n.kubectl(t, "delete", "pod", "sized", "--wait", "--timeout", "120s")
 	})
+
+	// The pod's env, DNS, host aliases, a ConfigMap, a Secret and a
+	// projected service-account token reach a Linux guest in each rootfs
+	// mode (k8s_podfiles_test.go).
+	t.Run("PodFilesEachMode", func(t *testing.T) { n.podFilesEachMode(t) })
 
 	// The node drained and its kubelet stopped: no shim, monitor,
 	// launcher, mount, socket, network namespace or pod cgroup is left.

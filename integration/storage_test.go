@@ -282,9 +282,9 @@ func TestSharedRootfsWrites(t *testing.T) {
 	}
 }
 
-// Volumes of a block guest: a single file reaches it copied into its root
-// (urunc's way); a directory that is no block device is refused, naming
-// the mount, and leaves nothing.
+// Volumes of a block guest: a single file and a directory that is no
+// block device reach it copied into its root; a directory holding what a
+// copy cannot take (a FIFO) is refused, naming it, and leaves nothing.
 func TestBlockRootfsVolumes(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "greeting")
@@ -294,19 +294,27 @@ func TestBlockRootfsVolumes(t *testing.T) {
 	id := newID(t)
 	out, err := ctrRaw("run", "--rm", "--snapshotter", "blockfile", "--runtime", runtimeName,
 		"--mount", "type=bind,src="+file+",dst=/etc/greeting,options=rbind:ro",
-		testimage.RootfsImageName, id, "/init", "cat", "/etc/greeting")
-	if err != nil || !strings.Contains(out, "URUNC_GUEST_CAT /etc/greeting: hello from a file volume") {
-		t.Fatalf("ctr run: %v\n%s", err, out)
+		"--mount", "type=bind,src="+dir+",dst=/data,options=rbind",
+		testimage.RootfsImageName, id, "/init", "cat", "/etc/greeting", "/data/greeting")
+	for _, want := range []string{"URUNC_GUEST_CAT /etc/greeting: hello from a file volume", "URUNC_GUEST_CAT /data/greeting: hello from a file volume"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("ctr run: %v\n%s\nwant %q", err, out, want)
+		}
+	}
+	withFIFO := filepath.Join(t.TempDir(), "withfifo")
+	if err := os.Mkdir(withFIFO, 0o755); err != nil || syscall.Mkfifo(filepath.Join(withFIFO, "pipe"), 0o644) != nil {
+		t.Fatal(err)
 	}
 	bad := newID(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err = ctrContext(ctx, "run", "--rm", "--snapshotter", "blockfile", "--runtime", runtimeName,
-		"--mount", "type=bind,src="+dir+",dst=/data,options=rbind",
-		testimage.RootfsImageName, bad, "/init", "cat", "/data/greeting")
-	if want := "volume /data (from " + dir + "): guest linux boots from a disk"; err == nil || !strings.Contains(out, want) {
-		t.Fatalf("ctr run with a directory volume on a block root: %v\n%s\nwant %q", err, out, want)
+		"--mount", "type=bind,src="+withFIFO+",dst=/data,options=rbind",
+		testimage.RootfsImageName, bad, "/init", "cat", "/data/pipe")
+	if want := "volume /data (from " + withFIFO + "): " + withFIFO + "/pipe is a FIFO"; err == nil || !strings.Contains(out, want) {
+		t.Fatalf("ctr run with a FIFO in a directory volume on a block root: %v\n%s\nwant %q", err, out, want)
 	}
+	assertNoLeftovers(t, bad)
 }
 
 // runStorageGuests starts a virtiofs guest and a block guest (blockfile),

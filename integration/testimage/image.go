@@ -33,7 +33,8 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	sleepcat FILE...  as cat, then as sleep
 //	chmodcat MODE FILE CATFILE...  chmod FILE, print the outcome ("URUNC_GUEST_CHMOD FILE: ok" or the error), then as sleepcat CATFILE...
 //	exit N         end init with status N (the kernel reports it and resets)
-//	envcat VAR FILE...  print VAR's value and the hostname, then each file as cat does, then URUNC_GUEST_DONE
+//	envcat VAR[,VAR...] FILE...  print each VAR's value and the hostname, then each file as cat does
+//	               with its mode ("URUNC_GUEST_MODE FILE: 644", through symlinks), then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -96,12 +97,16 @@ cat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
 	;;
 envcat)
-	v=$1
+	for v in $(echo "$1" | tr ',' ' '); do
+		eval "val=\${$v}"
+		echo "URUNC_GUEST_ENV $v=$val"
+	done
 	shift
-	eval "val=\${$v}"
-	echo "URUNC_GUEST_ENV $v=$val"
 	echo "URUNC_GUEST_HOSTNAME $(hostname)"
-	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	for f in "$@"; do
+		echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"
+		echo "URUNC_GUEST_MODE $f: $(stat -L -c %a "$f" 2>&1)"
+	done
 	echo "URUNC_GUEST_DONE"
 	;;
 exit)
