@@ -103,7 +103,7 @@ func podFilesReachGuest(t *testing.T, handler, image string, kernelHostname bool
 func guestLines(log string) string {
 	var out []string
 	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "URUNC_GUEST") || strings.Contains(l, "nameserver") || strings.Contains(l, "search ") || strings.Contains(l, "pod-alias") {
+		if strings.Contains(l, "URUNC_GUEST") || strings.Contains(l, "nameserver") || strings.Contains(l, "search ") || strings.Contains(l, "options ") || strings.Contains(l, "pod-alias") {
 			out = append(out, l)
 		}
 	}
