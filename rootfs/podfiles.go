@@ -29,7 +29,8 @@ import (
 // (O_NOFOLLOW on each component below the volume's own path), without
 // blocking, and only when it is a regular file, a directory or a symlink
 // (copied as a symlink, resolved by the guest inside its own root); a
-// device, FIFO or socket is refused, naming it.
+// device, FIFO or socket is refused, naming it, without being opened
+// (inroot.OpenSourceAt).
 
 // MaxPodArchiveBytes bounds the file data of the pod-files archive: the
 // guest holds it in RAM. Kubernetes caps a ConfigMap or a Secret at 1 MiB,
@@ -161,14 +162,15 @@ func (a *podWalker) addVolume(m specs.Mount) error {
 	if err := a.parents(rel); err != nil {
 		return err
 	}
-	fd, err := unix.Open(m.Source, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ELOOP) {
+	f, st, err := inroot.OpenSourceAt(unix.AT_FDCWD, m.Source)
+	switch {
+	case errors.Is(err, inroot.ErrNotFileOrDir) && st.Mode&unix.S_IFMT == unix.S_IFLNK:
 		return fmt.Errorf("source %s is a symlink: name the file itself", m.Source)
-	}
-	if err != nil {
+	case errors.Is(err, inroot.ErrNotFileOrDir):
+		return a.refuse(m.Source, st.Mode)
+	case err != nil:
 		return fmt.Errorf("open source: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), m.Source)
 	defer f.Close()
 	a.readOnly = readOnly(m)
 	return a.add(f, rel, m.Source, 0)
@@ -248,7 +250,12 @@ func (a *podWalker) add(f *os.File, rel, hostPath string, depth int) error {
 		a.dirs[rel] = true
 		return a.addDir(f, rel, hostPath, depth)
 	}
-	return fmt.Errorf("%s is %s: %s takes regular files, directories and symlinks", hostPath, inroot.FileKind(fileModeOf(st.Mode)), a.takes)
+	return a.refuse(hostPath, st.Mode)
+}
+
+// refuse names what the copy does not take: a device node, a FIFO, a socket.
+func (a *podWalker) refuse(hostPath string, mode uint32) error {
+	return fmt.Errorf("%s is %s: %s takes regular files, directories and symlinks", hostPath, inroot.FileKind(fileModeOf(mode)), a.takes)
 }
 
 // nameReader reads a directory's names, n at most at a time (an *os.File).
@@ -306,13 +313,15 @@ func (a *podWalker) addDir(f *os.File, rel, hostPath string, depth int) error {
 			}
 			continue
 		}
-		fd, err := unix.Openat(dirFD, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		// Not opened unless a regular file or a directory: a device
+		// node's open would run its driver on the host.
+		child, cst, err := inroot.OpenSourceAt(dirFD, name)
+		if errors.Is(err, inroot.ErrNotFileOrDir) {
+			return a.refuse(childHost, cst.Mode)
+		}
 		if err != nil {
-			// A device, FIFO or socket is named by add's check when it
-			// opens; one that cannot even be opened is named here.
 			return fmt.Errorf("%s (%s): %w", childHost, inroot.FileKind(fileModeOf(st.Mode)), err)
 		}
-		child := os.NewFile(uintptr(fd), childHost)
 		err = a.add(child, childRel, childHost, depth+1)
 		child.Close()
 		if err != nil {

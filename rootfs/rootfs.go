@@ -56,8 +56,10 @@ func OpenInRootfs(root, p, what string) (*os.File, error) {
 	}
 	defer unix.Close(dir)
 	rel := strings.TrimPrefix(filepath.Clean("/"+p), "/")
-	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY,
+	// O_PATH first: the image's device node there is refused, never
+	// opened (its driver would run as the shim's root).
+	pathFD, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if errors.Is(err, unix.ENOENT) {
@@ -66,17 +68,19 @@ func OpenInRootfs(root, p, what string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", what, p, err)
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(root, rel))
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
+	defer unix.Close(pathFD)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFD, &st); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", what, p, err)
 	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%s %q in the container rootfs is not a regular file (%s)", what, p, inroot.FileKind(st.Mode()))
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s %q in the container rootfs is not a regular file (%s)", what, p, inroot.FileKind(fileModeOf(st.Mode)))
 	}
-	return f, nil
+	fd, err := inroot.ReopenForRead(pathFD, st)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", what, p, err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
 }
 
 // Mount mounts the request's rootfs mounts at target. On failure nothing

@@ -52,29 +52,81 @@ func CopyFile(root, p, src string, perm os.FileMode) error {
 // OpenRegularSource opens the host file src for reading: not through a
 // symlink, without blocking, and only when it is a regular file of at most
 // limit bytes; it returns the file and its size. limit <= 0 is no limit.
+// Anything else at src is refused without being opened (OpenSourceAt).
 func OpenRegularSource(src string, limit int64) (*os.File, int64, error) {
-	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ELOOP) {
+	f, st, err := OpenSourceAt(unix.AT_FDCWD, src)
+	switch {
+	case errors.Is(err, ErrNotFileOrDir) && st.Mode&unix.S_IFMT == unix.S_IFLNK:
 		return nil, 0, fmt.Errorf("source %s is a symlink: name the file itself", src)
-	}
-	if err != nil {
+	case errors.Is(err, ErrNotFileOrDir):
+		return nil, 0, fmt.Errorf("source %s is not a regular file (%s)", src, kindOfStat(st.Mode))
+	case err != nil:
 		return nil, 0, fmt.Errorf("open source %s: %w", src, err)
 	}
-	f := os.NewFile(uintptr(fd), src)
-	st, err := f.Stat()
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, 0, fmt.Errorf("source %s is not a regular file (%s)", src, kindOfStat(st.Mode))
+	}
+	if limit > 0 && st.Size > limit {
+		f.Close()
+		return nil, 0, fmt.Errorf("source %s is %d bytes, more than the %d a pod file may have", src, st.Size, limit)
+	}
+	return f, st.Size, nil
+}
+
+// ErrNotFileOrDir: what is at a source's name is neither a regular file
+// nor a directory (a symlink, a device node, a FIFO, a socket), and was
+// not opened.
+var ErrNotFileOrDir = errors.New("neither a regular file nor a directory")
+
+// OpenSourceAt opens name, in the directory at dirFD (unix.AT_FDCWD for a
+// path), for reading: not through a symlink at its last name, without
+// blocking, and only when it is a regular file or a directory. It returns
+// the stat of what is at name, also when that is refused with
+// ErrNotFileOrDir.
+//
+// The entry is first held by an O_PATH descriptor, which opens nothing;
+// only once its type is known is that same inode opened (ReopenForRead).
+// So a device node, FIFO or socket, even one a sidecar swaps in after a
+// check, never sees an open(2): a device's open runs its driver (arming a
+// watchdog, rewinding a tape) as the shim's root, outside any device
+// cgroup.
+func OpenSourceAt(dirFD int, name string) (*os.File, unix.Stat_t, error) {
+	var st unix.Stat_t
+	pathFD, err := unix.Openat(dirFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("source %s: %w", src, err)
+		return nil, st, err
 	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, 0, fmt.Errorf("source %s is not a regular file (%s)", src, FileKind(st.Mode()))
+	defer unix.Close(pathFD)
+	if err := unix.Fstat(pathFD, &st); err != nil {
+		return nil, st, err
 	}
-	if limit > 0 && st.Size() > limit {
-		f.Close()
-		return nil, 0, fmt.Errorf("source %s is %d bytes, more than the %d a pod file may have", src, st.Size(), limit)
+	fd, err := ReopenForRead(pathFD, st)
+	if err != nil {
+		return nil, st, err
 	}
-	return f, st.Size(), nil
+	return os.NewFile(uintptr(fd), name), st, nil
+}
+
+// ReopenForRead opens for reading, without blocking, the inode that the
+// O_PATH descriptor pathFD holds and st describes, when it is a regular
+// file or a directory; anything else is ErrNotFileOrDir, never opened.
+// The open goes through /proc/self/fd, so it reaches that inode and no
+// other, whatever has been renamed since.
+func ReopenForRead(pathFD int, st unix.Stat_t) (int, error) {
+	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		flags |= unix.O_DIRECTORY
+	default:
+		return -1, fmt.Errorf("%s: %w", kindOfStat(st.Mode), ErrNotFileOrDir)
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pathFD), flags, 0)
+	if err != nil {
+		return -1, fmt.Errorf("reopen for reading: %w", err)
+	}
+	return fd, nil
 }
 
 // writeInRoot writes what r gives, which must be size bytes and at most
