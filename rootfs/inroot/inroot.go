@@ -152,7 +152,9 @@ func writeInRoot(root, p string, r io.Reader, size int64, perm os.FileMode) erro
 // (openat2 RESOLVE_IN_ROOT, so that the image's symlinks above an entry
 // stay inside it), and none by opening what the image has at its name: a
 // file or a symlink is made beside it and renamed over it, a directory
-// replaces whatever non-directory is there by unlinking it first.
+// replaces whatever non-directory is there by unlinking it first. Above
+// an entry (Parent, and the directories of each path) a non-directory is
+// refused, not replaced: only the entries themselves are the pod's.
 type Tree struct {
 	rootFD int
 }
