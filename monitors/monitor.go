@@ -62,6 +62,8 @@ type Guest struct {
 	// monitor serves its control protocol on (qemu: QMP; cloud-hypervisor:
 	// its HTTP API).
 	ControlFD int
+	// Agent, when set, is the guest agent's channel.
+	Agent *AgentChannel
 	// Terminal asks for a console fit for an interactive tty.
 	Terminal bool
 	// Disks are raw virtio-blk disks, the guest's root first when it
@@ -79,6 +81,20 @@ type Guest struct {
 	NICOptions           string
 	ExtraArgs            []string
 	Solo5Net, Solo5Block string
+}
+
+// AgentChannel is a virtio-serial port between the guest agent and the
+// shim: the shim creates the listening socket outside the container and
+// the monitor inherits it, as it does the control socket.
+type AgentChannel struct {
+	FD   int    // the inherited listening unix socket
+	Port string // the port's name, which the agent looks for
+}
+
+// AgentChannelProvider is a monitor that can give the guest an agent
+// channel (Guest.Agent).
+type AgentChannelProvider interface {
+	ProvidesAgentChannel() bool
 }
 
 // Disk is a raw disk: a file or a block device in the confined root.

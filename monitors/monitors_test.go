@@ -59,6 +59,8 @@ func TestMonitorArgs(t *testing.T) {
 	withNet.ControlFD = 5
 	noInitrd := testGuest
 	noInitrd.Initrd = ""
+	withAgent := testGuest
+	withAgent.Agent = &AgentChannel{FD: 6, Port: "urunc.agent"}
 	tests := []struct {
 		name    string
 		monitor Monitor
@@ -71,6 +73,14 @@ func TestMonitorArgs(t *testing.T) {
 			want: "/usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
 				"-append panic=-1 console=ttyS0 -nic none",
+		},
+		{
+			name: "qemu with the guest agent's channel", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withAgent,
+			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
+				"-append panic=-1 console=ttyS0 -nic none " +
+				"-device virtio-serial-pci,id=agent-serial -chardev socket,id=agent,fd=6,server=on,wait=off " +
+				"-device virtserialport,bus=agent-serial.0,chardev=agent,name=urunc.agent",
 		},
 		{
 			name: "qemu kvm with net and qmp", monitor: newQemu("/q", Config{}), guest: withNet,

@@ -24,6 +24,9 @@ func (q *qemu) NeedsKVM() bool               { return q.cfg.Accel != "tcg" }
 func (q *qemu) Control() Control             { return ControlInheritedFD }
 func (q *qemu) SupportsInheritedDisks() bool { return true }
 
+// ProvidesAgentChannel: a virtio-serial port on an inherited socket.
+func (q *qemu) ProvidesAgentChannel() bool { return true }
+
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
 // has; any other refuses the option and does not start.
 func (q *qemu) FiltersItself(context.Context, Runner) bool {
@@ -112,6 +115,14 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 		args = append(args,
 			"-chardev", "socket,id=qmp,fd="+strconv.Itoa(g.ControlFD)+",server=on,wait=off",
 			"-mon", "chardev=qmp,mode=control")
+	}
+	if a := g.Agent; a != nil {
+		// virtio-serial, which needs no host module (vhost-vsock is
+		// not on every host); the shim keeps the socket's path.
+		args = append(args,
+			"-device", "virtio-serial-pci,id=agent-serial",
+			"-chardev", "socket,id=agent,fd="+strconv.Itoa(a.FD)+",server=on,wait=off",
+			"-device", "virtserialport,bus=agent-serial.0,chardev=agent,name="+a.Port)
 	}
 	return args, nil
 }

@@ -35,7 +35,7 @@ func TestBootFilesAreBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("kernel: %v", err)
 	}
-	err = writeInitrdWithPodFiles(filepath.Join(dir, "initrd"), src, nil)
+	err = writeInitrdWithPodFiles(filepath.Join(dir, "initrd"), src, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), "more than") {
 		t.Fatalf("initrd: %v", err)
 	}

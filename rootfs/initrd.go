@@ -25,10 +25,13 @@ func tryInitrd(req Request) (*Plan, bool, error) {
 		Kernel: req.Kernel,
 		Initrd: req.Initrd,
 	}
-	if !hasPodFiles(req.Volumes) {
+	if !hasPodFiles(req.Volumes) && len(req.InitrdFiles) == 0 {
 		return p, true, nil
 	}
 	if !req.Guest.UnpacksAppendedInitrd() {
+		if len(req.InitrdFiles) > 0 {
+			return nil, false, fmt.Errorf("guest %s does not unpack an archive appended to its initrd: its init's files cannot reach it", req.Guest.Name())
+		}
 		p.Warnings = append(p.Warnings, fmt.Sprintf("guest %s boots from an initrd and takes no pod files: volumes %s do not reach it",
 			req.Guest.Name(), strings.Join(podVolumeNames(req.Volumes), ", ")))
 		return p, true, nil
@@ -44,7 +47,7 @@ func tryInitrd(req Request) (*Plan, bool, error) {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		if err := writeInitrdWithPodFiles(p.Initrd, req.Initrd, req.Volumes); err != nil {
+		if err := writeInitrdWithPodFiles(p.Initrd, req.Initrd, req.Volumes, req.InitrdFiles); err != nil {
 			return fmt.Errorf("pod files for the initrd guest: %w", err)
 		}
 		return nil

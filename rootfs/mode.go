@@ -60,9 +60,13 @@ type Request struct {
 	// the mode, reaches it read-only.
 	ReadOnlyRoot bool
 	Volumes      []specs.Mount // the spec's mounts
-	Guest        GuestCaps
-	Monitor      MonitorCaps
-	Virtiofsd    Virtiofsd
+	// InitrdFiles are files the guest's init brings (the guest agent and
+	// its config), added to an initrd root in the archive of the pod's
+	// files; other roots ignore them.
+	InitrdFiles []InitrdFile
+	Guest       GuestCaps
+	Monitor     MonitorCaps
+	Virtiofsd   Virtiofsd
 }
 
 // Virtiofsd is the host's virtiofsd ([extra_binaries.virtiofsd]).

@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -62,10 +63,21 @@ func podVolumeNames(ms []specs.Mount) []string {
 	return out
 }
 
+// InitrdFile is a file the guest's init brings (the guest agent, its
+// config), added after the pod's files in the same archive.
+type InitrdFile struct {
+	Name string // path in the guest, without the leading "/"
+	Mode uint32 // permissions; root's
+	// Data is the file's content, or, when nil, the host file Source
+	// (the agent binary, which the host's operator installs).
+	Data   []byte
+	Source string
+}
+
 // writeInitrdWithPodFiles writes dst: the image's initrd at src, then the
-// archive of the pod's volumes. dst is a new file in a directory of the
-// bundle, never in the image.
-func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
+// archive of the pod's volumes and the init's files. dst is a new file in
+// a directory of the bundle, never in the image.
+func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount, files []InitrdFile) error {
 	in, _, err := inroot.OpenRegularSource(src, 0)
 	if err != nil {
 		return fmt.Errorf("initrd: %w", err)
@@ -93,7 +105,7 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 			return err
 		}
 	}
-	if err := WritePodArchive(out, vols); err != nil {
+	if err := writePodArchive(out, vols, files); err != nil {
 		return err
 	}
 	if err := out.Close(); err != nil {
@@ -107,11 +119,59 @@ func writeInitrdWithPodFiles(dst, src string, vols []specs.Mount) error {
 // /dev, /proc and /sys) to w as a newc cpio archive, each at its
 // destination, with the directories above it.
 func WritePodArchive(w io.Writer, ms []specs.Mount) error {
+	return writePodArchive(w, ms, nil)
+}
+
+func writePodArchive(w io.Writer, ms []specs.Mount, files []InitrdFile) error {
 	cw := cpio.NewWriter(w)
 	if err := walkPodVolumes(volumes(ms), cpioSink{cw}, "an initrd guest"); err != nil {
 		return err
 	}
+	for _, f := range files {
+		if err := addInitrdFile(cpioSink{cw}, f); err != nil {
+			return fmt.Errorf("guest init's file /%s: %w", f.Name, err)
+		}
+	}
 	return cw.Close()
+}
+
+// addInitrdFile adds one of the init's files, root's, with the
+// directories above it, after the pod's: the last entry of a path wins,
+// so a volume cannot stand in for it.
+func addInitrdFile(sink cpioSink, f InitrdFile) error {
+	rel, err := inroot.Rel("/" + f.Name)
+	if err != nil {
+		return err
+	}
+	var chain []string
+	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+		chain = append(chain, d)
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		if err := sink.Parent(chain[i]); err != nil {
+			return err
+		}
+	}
+	perm := f.Mode & 0o7777
+	if f.Data != nil {
+		return sink.File(rel, bytes.NewReader(f.Data), int64(len(f.Data)), perm, 0, 0)
+	}
+	in, err := os.Open(f.Source)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Size() > MaxBootFileBytes {
+		return fmt.Errorf("%s is not a regular file of at most %d bytes", f.Source, int64(MaxBootFileBytes))
+	}
+	if err := sink.File(rel, in, st.Size(), perm, 0, 0); err != nil {
+		return fmt.Errorf("%s: %w", f.Source, err)
+	}
+	return nil
 }
 
 // podFileSink takes the pod's files as walkPodVolumes reads them, each

@@ -240,3 +240,61 @@ func TestInitrdPodFiles(t *testing.T) {
 		t.Fatalf("no volumes: %+v, %v", p, err)
 	}
 }
+
+// The init's files (the guest agent and its config) go after the pod's in
+// the one archive appended to the image's initrd, root's, with the
+// directories above them; an initrd without volumes gets them too.
+func TestInitrdInitFiles(t *testing.T) {
+	bundle := t.TempDir()
+	image := filepath.Join(t.TempDir(), "initrd")
+	if err := os.WriteFile(image, []byte("070701-image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(agent, []byte("AGENT-BINARY"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := []InitrdFile{
+		{Name: ".urunc/agent", Mode: 0o755, Source: agent},
+		{Name: ".urunc/agent.json", Mode: 0o600, Data: []byte(`{"args":["/app"]}`)},
+	}
+	req := Request{Bundle: bundle, Kernel: "/k", Initrd: image, InitrdFiles: files,
+		Guest: fakeGuest{appendedInitrd: true}, Monitor: fakeMonitor{}}
+	p, err := Select(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Root.Kind != KindInitrd || p.Initrd != filepath.Join(bundle, podInitrdDir, "initrd") {
+		t.Fatalf("plan: %+v", p)
+	}
+	if err := p.Prepare(func(Undo) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p.Initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := writePodArchive(&want, nil, files); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[len("070701-image"):], want.Bytes()) {
+		t.Fatal("the appended archive is not the init's files")
+	}
+	for _, s := range []string{"00000000.urunc\x00", ".urunc/agent\x00", "AGENT-BINARY", ".urunc/agent.json\x00", `{"args":["/app"]}`} {
+		if !bytes.Contains(got, []byte(s)) {
+			t.Errorf("archive lacks %q", s)
+		}
+	}
+	// The mode and owner of the agent's entry: 0100755, root's.
+	i := bytes.Index(got, []byte(".urunc/agent\x00"))
+	hdr := got[i-110 : i]
+	if string(hdr[14:22]) != "000081ED" || string(hdr[22:38]) != "0000000000000000" {
+		t.Fatalf("agent's header %q: want mode 000081ED, uid and gid 0", hdr)
+	}
+	// A guest that does not unpack an appended archive cannot take them.
+	req.Guest = fakeGuest{}
+	if _, err := Select(req); err == nil || !strings.Contains(err.Error(), "its init's files cannot reach it") {
+		t.Fatalf("guest without appended archives: %v", err)
+	}
+}

@@ -32,6 +32,8 @@ type HostConfig struct {
 	// host's config works unchanged; the shim logs through containerd.
 	Log        LogConfig        `toml:"log"`
 	Timestamps TimestampsConfig `toml:"timestamps"`
+	// Guests are settings per guest type: [guests.linux].
+	Guests GuestsConfig `toml:"guests"`
 	// UnusedKeys are keys of the file this runtime does not use, each
 	// with its line; the shim warns about them once.
 	UnusedKeys []string `toml:"-"`
@@ -47,6 +49,23 @@ type LogConfig struct {
 type TimestampsConfig struct {
 	Enabled     bool   `toml:"enabled"`
 	Destination string `toml:"destination"`
+}
+
+// GuestsConfig holds the settings of guest types.
+type GuestsConfig struct {
+	Linux LinuxGuestConfig `toml:"linux"`
+}
+
+// LinuxGuestConfig is [guests.linux].
+type LinuxGuestConfig struct {
+	// Agent puts the guest agent (urunc-agent) in front of the app of a
+	// Linux guest booting from an initrd under qemu: the app's exit
+	// status, signals, environment, identity and hostname then go
+	// through it. Off by default.
+	Agent bool `toml:"agent"`
+	// AgentPath is the agent binary; urunc-agent beside the shim if
+	// empty.
+	AgentPath string `toml:"agent_path"`
 }
 
 // ExtraBinary is a helper program the runtime starts beside a monitor.

@@ -35,6 +35,11 @@ type Request struct {
 	Process Process
 	// Hostname is the spec's hostname, for guests whose kernel sets it.
 	Hostname string
+	// Agent, when set, is the guest agent's path in the guest (a Linux
+	// guest's init, in front of the app): the app, its environment and
+	// identity reach the agent in a file of its archive, not on the
+	// command line.
+	Agent string
 	// Version is the image's unikernelVersion (Unikraft's command line
 	// depends on it).
 	Version string
@@ -59,6 +64,12 @@ type ConsoleExitReporter interface {
 type MonitorExitDecoder interface {
 	// GuestExit turns the monitor's exit status into the guest's.
 	GuestExit(monitorStatus int) int
+}
+
+// AgentHost is a guest type whose kernel can run the guest agent
+// (cmd/urunc-agent) as its init, in front of the app.
+type AgentHost interface {
+	TakesAgent() bool
 }
 
 // InitConfigurer is a guest type whose init can take a configuration file,

@@ -30,6 +30,9 @@ func (linux) UnpacksAppendedInitrd() bool { return true }
 // and resets; the monitor then exits 0.
 func (linux) ReportsExitOnConsole() bool { return true }
 
+// TakesAgent: the agent is a static Linux program, run by rdinit=.
+func (linux) TakesAgent() bool { return true }
+
 // SupportsFS lists the roots urunc boots a Linux guest from.
 func (linux) SupportsFS(fsType string) bool {
 	switch fsType {
@@ -83,6 +86,15 @@ func (linux) Cmdline(req Request) (string, error) {
 			return "", err
 		}
 		parts = append(parts, fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", n.Address, n.Gateway, n.Mask, host))
+	}
+	if req.Agent != "" {
+		// The agent runs the app from its own config: nothing of the
+		// app is on the command line. It reads no argument itself.
+		if req.Root.Kind != rootfs.KindInitrd {
+			return "", fmt.Errorf("linux guest: the guest agent boots only from an initrd root, not %s", req.Root.Kind)
+		}
+		parts = append(parts, "rdinit="+req.Agent)
+		return strings.Join(parts, " "), nil
 	}
 	args, err := cmdlineArgs(req.Args)
 	if err != nil {
@@ -207,8 +219,14 @@ const urunitRetainedConfig = "/sys/firmware/initrd"
 // (An initrd root would need the file added into the image's initrd,
 // which this runtime does not rewrite.)
 func usesUrunitConfig(req Request) bool {
-	return len(req.Args) > 0 && strings.Contains(req.Args[0], "urunit") &&
+	return RunsUrunit(req.Args) &&
 		req.Root.Kind != rootfs.KindInitrd && req.Root.Kind != rootfs.KindNone
+}
+
+// RunsUrunit tells whether the app is urunc's init, urunit, which stays
+// the guest's PID 1 (no agent in front of it).
+func RunsUrunit(args []string) bool {
+	return len(args) > 0 && strings.Contains(args[0], "urunit")
 }
 
 // InitConfig renders urunit's config: the app's environment (UES..UEE),

@@ -22,6 +22,19 @@ func TestLinuxCmdline(t *testing.T) {
 			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
 		},
 		{
+			// The agent reads the app from its own config: nothing of
+			// the app, and no environment, is on the command line.
+			name: "initrd with the guest agent",
+			req: Request{Args: []string{"/init", "echo", "hi"}, Root: initrd, Agent: "/.urunc/agent",
+				Process: Process{Env: []string{"lower_case=has spaces"}}},
+			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/.urunc/agent",
+		},
+		{
+			name:    "the guest agent needs an initrd root",
+			req:     Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock}, Agent: "/.urunc/agent"},
+			wantErr: "the guest agent boots only from an initrd root",
+		},
+		{
 			name: "block root",
 			req:  Request{Args: []string{"/sbin/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock}},
 			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda rw init=/sbin/init --",

@@ -22,9 +22,11 @@ const (
 	StatusFD  = 4 // write: "ready" or an error; closed by a successful exec
 	// ControlSocketFD is the monitor's control socket (QMP), if any.
 	ControlSocketFD = 5
+	// AgentSocketFD is the guest agent's channel socket, if any.
+	AgentSocketFD = 6
 	// FirstDiskFD and up are disks the launcher opens for a
 	// monitor that runs as a user other than root.
-	FirstDiskFD = 6
+	FirstDiskFD = 7
 )
 
 // Messages on the status pipe.

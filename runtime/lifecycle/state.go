@@ -37,7 +37,9 @@ type PersistedState struct {
 	RootfsUndo    rootfs.Undo `json:"rootfsUndo,omitempty"`
 	Cgroup        string      `json:"cgroup,omitempty"`
 	ControlSocket string      `json:"controlSocket,omitempty"`
-	Taps          []Tap       `json:"taps,omitempty"`
+	// AgentSocket is the host end of the guest agent's channel.
+	AgentSocket string `json:"agentSocket,omitempty"`
+	Taps        []Tap  `json:"taps,omitempty"`
 	// PoststopHooks is set once createRuntime hooks ran (CNI set up by
 	// nerdctl's hook, say): poststop hooks must then run on cleanup.
 	PoststopHooks bool `json:"poststopHooks,omitempty"`

@@ -35,6 +35,9 @@ type Container struct {
 	diskDevices []specs.LinuxDeviceCgroup
 
 	launcher *launcherConn // nil once Create failed before the launcher
+	// agent is the guest agent's channel, nil for a guest without it.
+	agent   *agentLink
+	agentMu sync.Mutex
 
 	// poststart hooks and the annotations they see, kept from Create's
 	// spec so that Start does not read config.json again.
@@ -114,6 +117,9 @@ func (c *Container) Start(ctx context.Context) error {
 	err := c.Do(lifecycle.EventStart, func(lifecycle.Status) error {
 		if err := c.launcher.start(); err != nil {
 			return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), err)
+		}
+		if sock := c.Persisted().AgentSocket; sock != "" {
+			c.setAgent(startAgentLink(c.ID(), sock, c.Exited()))
 		}
 		lifecycle.CrashPoint("start")
 		return nil

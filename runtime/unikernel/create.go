@@ -72,9 +72,17 @@ func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, pla
 		diskDevices: plan.diskRules,
 		oomDone:     make(chan struct{}),
 	}
-	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() && opts.Console != nil {
+	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() {
 		c.SetExitOf(func(e lifecycle.ExitStatus) lifecycle.ExitStatus {
-			e.Status = opts.Console.ExitStatus(e.Status)
+			// The agent's report is the app's own; the console's
+			// last line stands in only where the agent gave none.
+			if status, ok := c.agentExit(); ok {
+				e.Status = status
+				return e
+			}
+			if opts.Console != nil {
+				e.Status = opts.Console.ExitStatus(e.Status)
+			}
 			return e
 		})
 	}
@@ -102,6 +110,16 @@ func (c *Container) prepare(tl *lifecycle.Timeline, plan *bootPlan, spec *specs.
 		}
 		inherited = append(inherited, ln)
 		lifecycle.CrashPoint("create:control")
+	}
+	if path := plan.agentSocket; path != "" {
+		if err := c.Record(func(st *lifecycle.PersistedState) { st.AgentSocket = path }); err != nil {
+			return inherited, err
+		}
+		ln, err := listenControl(path)
+		if err != nil {
+			return inherited, fmt.Errorf("guest agent: %w", err)
+		}
+		inherited = placeFD(inherited, launch.AgentSocketFD, ln)
 	}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
 		if err := c.Record(func(st *lifecycle.PersistedState) { st.Cgroup = spec.Linux.CgroupsPath }); err != nil {
@@ -214,17 +232,24 @@ func inheritDisks(plan *bootPlan, extra []*os.File) ([]*os.File, error) {
 			rw = os.O_RDONLY
 		}
 		for fd, flag := range map[int]int{d.FD: rw, d.ReadOnlyFD: os.O_RDONLY} {
-			for len(extra) <= fd-launch.ControlSocketFD {
-				extra = append(extra, nil)
-			}
 			f, err := os.OpenFile(plan.rootfs.Disks[i].Source, flag, 0)
 			if err != nil {
 				return extra, fmt.Errorf("open disk %s for the monitor's user: %w", d.ID, err)
 			}
-			extra[fd-launch.ControlSocketFD] = f
+			extra = placeFD(extra, fd, f)
 		}
 	}
 	return extra, nil
+}
+
+// placeFD puts f where the launcher inherits it as fd: extra starts at
+// launch.ControlSocketFD, and a place left empty stays nil.
+func placeFD(extra []*os.File, fd int, f *os.File) []*os.File {
+	for len(extra) <= fd-launch.ControlSocketFD {
+		extra = append(extra, nil)
+	}
+	extra[fd-launch.ControlSocketFD] = f
+	return extra
 }
 
 // monitorFDs are the descriptors the monitor inherits and its helper must
@@ -233,6 +258,9 @@ func monitorFDs(g monitors.Guest) []int {
 	var fds []int
 	if g.ControlFD != 0 {
 		fds = append(fds, g.ControlFD)
+	}
+	if g.Agent != nil {
+		fds = append(fds, g.Agent.FD)
 	}
 	for _, d := range g.Disks {
 		if d.FD != 0 {

@@ -76,8 +76,11 @@ func releaseUnikernel(tl *lifecycle.Timeline, st *lifecycle.PersistedState) []er
 	for _, t := range st.Taps {
 		errs = append(errs, network.Remove(t, st.Pid, st.PidStartTime))
 	}
-	if st.ControlSocket != "" {
-		if err := os.Remove(st.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, sock := range []string{st.ControlSocket, st.AgentSocket} {
+		if sock == "" {
+			continue
+		}
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

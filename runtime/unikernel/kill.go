@@ -31,6 +31,17 @@ var harmlessSignals = map[syscall.Signal]bool{
 // signals are ignored. all also kills helpers the monitor started.
 func (c *Container) Kill(ctx context.Context, sig syscall.Signal, all bool) error {
 	return c.Do(lifecycle.EventKill, func(from lifecycle.Status) error {
+		// With the guest agent, every signal but SIGKILL goes to the
+		// app itself; the power button stays for when it is not there.
+		if sig != unix.SIGKILL && from.Started() {
+			if a := c.agentOf(); a != nil {
+				err := a.kill(ctx, sig)
+				if err == nil {
+					return nil
+				}
+				log.G(ctx).WithError(err).WithField("signal", sig).Info("signal not passed to the guest agent; the VM takes it")
+			}
+		}
 		// Harmless in every state: a created task's launcher has no guest
 		// either, and dying of SIGWINCH would surprise its owner just as
 		// much.

@@ -19,6 +19,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/cgroup"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
@@ -68,6 +69,9 @@ type bootPlan struct {
 	// controlSocket is the host path of the monitor's control socket, ""
 	// for a monitor that makes its own.
 	controlSocket string
+	// agentSocket is the host path of the guest agent's channel, "" for
+	// a guest without the agent.
+	agentSocket string
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -92,17 +96,6 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		return nil, err
 	}
 	req.Guest, req.Monitor = g, mon
-	rp, err := rootfs.Select(req)
-	if err != nil {
-		return nil, err
-	}
-	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion, hostname: guestHostname(spec)}
-	for _, w := range rp.Warnings {
-		log.G(ctx).Warn(w)
-	}
-	if err := plan.setDevices(cfg); err != nil {
-		return nil, err
-	}
 	var args []string
 	if spec.Process != nil {
 		args = spec.Process.Args
@@ -110,14 +103,40 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if len(args) == 0 {
 		args = strings.Fields(cfg.Cmdline)
 	}
+	hostname := guestHostname(spec)
+	agentFiles, err := guestAgentFiles(opts.Host, g, mon, spec, args, hostname)
+	if err != nil {
+		return nil, err
+	}
+	req.InitrdFiles = agentFiles
+	rp, err := rootfs.Select(req)
+	if err != nil {
+		return nil, err
+	}
+	plan := &bootPlan{monitor: mon, guestType: g, rootfs: rp, version: cfg.UnikernelVersion, hostname: hostname}
+	for _, w := range rp.Warnings {
+		log.G(ctx).Warn(w)
+	}
+	if err := plan.setDevices(cfg); err != nil {
+		return nil, err
+	}
 	plan.args = args
 	if p := spec.Process; p != nil {
 		plan.process = guests.Process{Env: p.Env, UID: p.User.UID, GID: p.User.GID, Cwd: p.Cwd}
 	}
+	if agentFiles != nil {
+		if rp.Root.Kind == rootfs.KindInitrd {
+			plan.agentSocket = agentSocketPath(opts)
+			plan.guest.Agent = &monitors.AgentChannel{FD: launch.AgentSocketFD, Port: guestagent.PortName}
+		} else {
+			log.G(ctx).Infof("guest agent: boots only from an initrd root; this %s guest boots from %s without it", g.Name(), rp.Root.Kind)
+		}
+	}
 	// Validate the command line now, with a network standing in for the
 	// one finish renders it with once it is known.
 	check := guests.Request{Args: args, Root: rp.Root, Volumes: rp.Volumes, Process: plan.process, Hostname: plan.hostname, Version: cfg.UnikernelVersion,
-		Net: &guests.Net{Address: "255.255.255.255", Mask: "255.255.255.255", Gateway: "255.255.255.255", MAC: "02:00:00:00:00:00"}}
+		Agent: plan.agentPath(),
+		Net:   &guests.Net{Address: "255.255.255.255", Mask: "255.255.255.255", Gateway: "255.255.255.255", MAC: "02:00:00:00:00:00"}}
 	if _, err := g.Cmdline(check); err != nil {
 		return nil, err
 	}
@@ -212,6 +231,13 @@ func controlSocketPath(opts lifecycle.CreateOptions) string {
 	return filepath.Join(opts.Host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
 }
 
+// agentSocketPath is where the guest agent's channel lives, beside the
+// control socket and hashed the same way.
+func agentSocketPath(opts lifecycle.CreateOptions) string {
+	sum := sha256.Sum256([]byte(opts.Namespace + "/" + opts.ID + "/" + opts.Bundle))
+	return filepath.Join(opts.Host.StateDir(), hex.EncodeToString(sum[:8])+".agent")
+}
+
 // rootfsRequest gathers what rootfs mode selection needs from the image:
 // the guest's files, resolved inside the rootfs, and its rootfs asks.
 func rootfsRequest(cfg config.UnikernelConfig, spec *specs.Spec, opts lifecycle.CreateOptions, rootfsDir string) (rootfs.Request, error) {
@@ -299,7 +325,8 @@ func (p *bootPlan) placeGuestFiles() []confined.Bind {
 // file of monitors that take one, once the runtime details (control
 // socket, network) are known.
 func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
-	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Hostname: p.hostname, Version: p.version}
+	req := guests.Request{Args: p.args, Root: p.rootfs.Root, Volumes: p.rootfs.Volumes, Process: p.process, Hostname: p.hostname, Version: p.version,
+		Agent: p.agentPath()}
 	if n != nil {
 		req.Net = &guests.Net{Address: n.Address, Mask: n.Mask, Gateway: n.Gateway, MAC: n.MAC}
 		p.guest.Net = &monitors.NIC{Tap: n.Tap, MAC: n.MAC}

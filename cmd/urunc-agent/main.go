@@ -1,0 +1,195 @@
+// Command urunc-agent is the guest agent of containerd-shim-urunc-v2: PID 1
+// of a Linux guest, in front of the app. The shim adds it to the guest's
+// initrd as an archive of its own (with the app's config) and boots the
+// kernel with rdinit= naming it, so the image is never changed.
+//
+// It mounts /proc, /sys and /dev, sets the hostname, starts the app with
+// the spec's args, env, cwd and identity, reaps every process, forwards
+// the signals it gets to the app, and serves the shim on a virtio-serial
+// port (runtime/guestagent): the app's exit status (Wait) and signals
+// (Kill). When the app ends and the shim has its status (Shutdown), it
+// powers the VM off. Where the shim is not there, or the kernel has no
+// virtio console, it exits with the app's status instead: the kernel then
+// prints it on the console as it does for any init, which the shim reads
+// as it does for guests without the agent, so the status is never lost.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+)
+
+// Bounds of the agent's waits for the shim.
+const (
+	// portWait bounds the wait for the virtio-serial port to appear: the
+	// driver adds ports as the host announces them, just after boot.
+	portWait = 3 * time.Second
+	// deliverWait bounds the wait, once the app has ended, for the shim
+	// to take its status.
+	deliverWait = 10 * time.Second
+)
+
+func main() {
+	if err := mountSystem(); err != nil {
+		logf("%v", err)
+	}
+	cfg, err := readConfig(guestagent.ConfigPath)
+	if err != nil {
+		// Nothing to run: the kernel reports the exit on the console.
+		logf("%v", err)
+		os.Exit(127)
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			logf("set hostname %q: %v", cfg.Hostname, err)
+		}
+	}
+	sup := newSupervisor()
+	sup.forwardSignals()
+	if err := sup.start(cfg); err != nil {
+		logf("start the app: %v", err)
+	}
+	a := &agent{sup: sup, delivered: make(chan struct{})}
+	serving := false
+	port, err := findPort("/sys/class/virtio-ports", guestagent.PortName, portWait)
+	if err == nil {
+		var srv *ttrpc.Server
+		if srv, err = ttrpc.NewServer(); err == nil {
+			guestagent.Register(srv, a)
+			go func() { _ = srv.Serve(context.Background(), newPortListener(port)) }()
+			serving = true
+		}
+	}
+	if err != nil {
+		logf("%v; the app's exit status goes by the console", err)
+	}
+	status := sup.wait()
+	if serving && a.waitDelivered(deliverWait) {
+		unix.Sync()
+		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+			logf("power off: %v", err)
+		}
+	} else if serving {
+		logf("the shim did not take the app's exit status (%d) within %s; ending with it for the console", status, deliverWait)
+	}
+	unix.Sync()
+	os.Exit(int(status))
+}
+
+// waitDelivered waits up to d for the shim to have the app's status.
+func (a *agent) waitDelivered(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-a.delivered:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// logf writes one line to the console, which the shim copies to the
+// container's log.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "urunc-agent: "+format+"\n", args...)
+}
+
+// readConfig reads the app's config the shim put in the agent's archive.
+func readConfig(path string) (guestagent.Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return guestagent.Config{}, fmt.Errorf("the app's config: %w", err)
+	}
+	defer f.Close()
+	data := make([]byte, guestagent.MaxConfigBytes+1)
+	n, err := readFull(f, data)
+	if err != nil {
+		return guestagent.Config{}, fmt.Errorf("the app's config %s: %w", path, err)
+	}
+	cfg, err := guestagent.ParseConfig(data[:n])
+	if err != nil {
+		return cfg, fmt.Errorf("the app's config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func readFull(f *os.File, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if m == 0 || err != nil {
+			if n < len(buf) {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// mountSystem mounts what an app expects of a Linux system: /proc, /sys
+// and /dev. A mount already there (the kernel's own devtmpfs) is kept.
+func mountSystem() error {
+	var first error
+	for _, m := range []struct {
+		fstype, target string
+		flags          uintptr
+	}{
+		{"proc", "/proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
+		{"sysfs", "/sys", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
+		{"devtmpfs", "/dev", unix.MS_NOSUID},
+	} {
+		if err := os.MkdirAll(m.target, 0o755); err != nil && first == nil {
+			first = fmt.Errorf("mkdir %s: %w", m.target, err)
+			continue
+		}
+		err := unix.Mount(m.fstype, m.target, m.fstype, m.flags, "")
+		if err != nil && err != unix.EBUSY && first == nil {
+			first = fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
+		}
+	}
+	return first
+}
+
+// agent serves the shim (guestagent.Service).
+type agent struct {
+	sup       *supervisor
+	delivered chan struct{}
+	once      sync.Once
+}
+
+func (a *agent) State(ctx context.Context) (uint32, error) {
+	return uint32(a.sup.pid()), nil
+}
+
+func (a *agent) Wait(ctx context.Context) (uint32, error) {
+	select {
+	case <-a.sup.done:
+		return a.sup.status, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (a *agent) Kill(ctx context.Context, sig uint32) error {
+	return a.sup.signal(unix.Signal(sig))
+}
+
+func (a *agent) Shutdown(ctx context.Context) error {
+	select {
+	case <-a.sup.done:
+	default:
+		return fmt.Errorf("the app is still running")
+	}
+	a.once.Do(func() { close(a.delivered) })
+	return nil
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+)
+
+// defaultPath is the search path for an app named without a '/' when its
+// environment has no PATH (runc's default).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// statusNotStarted is the app's status when it could not be started,
+// as a shell reports a command it cannot run.
+const statusNotStarted = 127
+
+// supervisor starts the app, reaps every process of the guest (as PID 1
+// it inherits all orphans) and forwards signals to the app. It is the
+// only caller of wait4.
+type supervisor struct {
+	mu     sync.Mutex // held while the app starts, so the reaper knows its pid
+	appPid int
+	done   chan struct{} // closed once the app has ended; status is then set
+	status uint32
+	chld   chan os.Signal
+	sigs   chan os.Signal
+	quit   chan struct{}
+}
+
+func newSupervisor() *supervisor {
+	s := &supervisor{done: make(chan struct{}), chld: make(chan os.Signal, 1), sigs: make(chan os.Signal, 16), quit: make(chan struct{})}
+	// Before any child exists, so that no exit goes unnoticed.
+	signal.Notify(s.chld, unix.SIGCHLD)
+	go s.reap()
+	return s
+}
+
+// forwardSignals passes every signal the agent gets to the app. The
+// kernel delivers to PID 1 only the signals it handles, so it handles
+// them all; SIGURG is the Go runtime's own and SIGPIPE the agent's.
+func (s *supervisor) forwardSignals() {
+	signal.Notify(s.sigs, forwarded()...)
+	go func() {
+		for sig := range s.sigs {
+			if n, ok := sig.(syscall.Signal); ok {
+				_ = s.signal(n)
+			}
+		}
+	}()
+}
+
+// stop ends the reaping and the forwarding: tests run several
+// supervisors in one process, one at a time.
+func (s *supervisor) stop() {
+	signal.Stop(s.sigs)
+	signal.Stop(s.chld)
+	close(s.quit)
+}
+
+// forwarded are the signals passed to the app: every standard one but
+// those that cannot be caught and those above.
+func forwarded() []os.Signal {
+	var out []os.Signal
+	for n := syscall.Signal(1); n < 32; n++ {
+		switch n {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, unix.SIGPIPE:
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// start starts the app; one that cannot be started ends at once with
+// statusNotStarted.
+func (s *supervisor) start(cfg guestagent.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path, err := lookPath(cfg.Args[0], cfg.Env)
+	if err == nil {
+		s.appPid, err = syscall.ForkExec(path, cfg.Args, procAttr(cfg))
+	}
+	if err != nil {
+		s.status = statusNotStarted
+		close(s.done)
+		return fmt.Errorf("%s: %w", cfg.Args[0], err)
+	}
+	return nil
+}
+
+// procAttr is how the app runs: the spec's cwd, env and identity, the
+// agent's console as its stdio, in a session of its own.
+func procAttr(cfg guestagent.Config) *syscall.ProcAttr {
+	dir := cfg.Cwd
+	if dir == "" {
+		dir = "/"
+	}
+	groups := cfg.AdditionalGids
+	if groups == nil {
+		groups = []uint32{}
+	}
+	return &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   cfg.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{
+			Setsid:     true,
+			Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: groups},
+		},
+	}
+}
+
+// lookPath finds the app as a shell would with the app's own PATH.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := defaultPath
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + name
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("not found in PATH %s", path)
+}
+
+// pid is the app's pid, 0 if it never started.
+func (s *supervisor) pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.appPid
+}
+
+// signal sends sig to the app while it runs.
+func (s *supervisor) signal(sig syscall.Signal) error {
+	select {
+	case <-s.done:
+		return fmt.Errorf("the app has ended")
+	default:
+	}
+	pid := s.pid()
+	if pid <= 0 {
+		return fmt.Errorf("the app is not running")
+	}
+	return unix.Kill(pid, sig)
+}
+
+// wait returns the app's exit status once it has ended.
+func (s *supervisor) wait() uint32 {
+	<-s.done
+	return s.status
+}
+
+// reap collects every exited child at each SIGCHLD, the app's status among
+// them.
+func (s *supervisor) reap() {
+	for {
+		select {
+		case <-s.chld:
+		case <-s.quit:
+			return
+		}
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if pid <= 0 || err != nil {
+				break
+			}
+			s.mu.Lock()
+			if pid == s.appPid {
+				s.status = exitStatus(ws)
+				close(s.done)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// exitStatus is a wait status as a shell reports it: the exit code, or
+// 128+signal.
+func exitStatus(ws unix.WaitStatus) uint32 {
+	if ws.Signaled() {
+		return 128 + uint32(ws.Signal())
+	}
+	return uint32(ws.ExitStatus())
+}

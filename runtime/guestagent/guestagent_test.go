@@ -1,0 +1,128 @@
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containerd/ttrpc"
+)
+
+func TestConfigRoundTrip(t *testing.T) {
+	in := Config{Args: []string{"/app", "a b"}, Env: []string{"lower_case=has spaces", "Q=\"quoted\""},
+		Cwd: "/work", UID: 1000, GID: 1001, AdditionalGids: []uint32{5}, Hostname: "h"}
+	data, err := in.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip: %+v, want %+v", out, in)
+	}
+	if _, err := (Config{}).Marshal(); err == nil || !strings.Contains(err.Error(), "no app to run") {
+		t.Fatalf("no args: %v", err)
+	}
+	if _, err := ParseConfig([]byte(`{"args":[]}`)); err == nil {
+		t.Fatal("a config without args parsed")
+	}
+	if _, err := ParseConfig(make([]byte, MaxConfigBytes+1)); err == nil {
+		t.Fatal("an oversized config parsed")
+	}
+}
+
+type fakeService struct {
+	exited chan struct{}
+	status uint32
+	killed chan uint32
+	shut   chan struct{}
+}
+
+func (f *fakeService) State(context.Context) (uint32, error) { return 42, nil }
+func (f *fakeService) Wait(ctx context.Context) (uint32, error) {
+	select {
+	case <-f.exited:
+		return f.status, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+func (f *fakeService) Kill(_ context.Context, sig uint32) error {
+	if sig == 0 {
+		return errors.New("no signal 0")
+	}
+	f.killed <- sig
+	return nil
+}
+func (f *fakeService) Shutdown(context.Context) error { close(f.shut); return nil }
+
+// oneConn is a listener that hands out one connection.
+type oneConn struct {
+	c    chan net.Conn
+	done chan struct{}
+}
+
+func (o *oneConn) Accept() (net.Conn, error) {
+	select {
+	case c := <-o.c:
+		return c, nil
+	case <-o.done:
+		return nil, net.ErrClosed
+	}
+}
+func (o *oneConn) Close() error   { return nil }
+func (o *oneConn) Addr() net.Addr { return &net.UnixAddr{} }
+
+// The service's calls go over a connection as the shim makes them: State
+// first, Wait answered once the app ends, Kill with its signal, and an
+// agent's error back as an error.
+func TestServiceOverConn(t *testing.T) {
+	srvEnd, cliEnd := net.Pipe()
+	svc := &fakeService{exited: make(chan struct{}), status: 7, killed: make(chan uint32, 1), shut: make(chan struct{})}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	Register(srv, svc)
+	l := &oneConn{c: make(chan net.Conn, 1), done: make(chan struct{})}
+	l.c <- srvEnd
+	go func() { _ = srv.Serve(context.Background(), l) }()
+	defer func() { close(l.done); srv.Close() }()
+
+	c := NewClient(cliEnd)
+	defer c.Close()
+	ctx := context.Background()
+	if pid, err := c.State(ctx); err != nil || pid != 42 {
+		t.Fatalf("State: %d, %v", pid, err)
+	}
+	if err := c.Kill(ctx, 15); err != nil {
+		t.Fatal(err)
+	}
+	if sig := <-svc.killed; sig != 15 {
+		t.Fatalf("killed with %d, want 15", sig)
+	}
+	if err := c.Kill(ctx, 0); err == nil || !strings.Contains(err.Error(), "no signal 0") {
+		t.Fatalf("Kill 0: %v", err)
+	}
+	waited := make(chan uint32)
+	go func() {
+		s, err := c.Wait(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- s
+	}()
+	close(svc.exited)
+	if s := <-waited; s != 7 {
+		t.Fatalf("Wait: %d, want 7", s)
+	}
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-svc.shut
+}

@@ -1,0 +1,148 @@
+package unikernel
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+)
+
+// The agent's archive is made only where the host turns it on, for a
+// Linux guest under a monitor with the channel and an app other than
+// urunit; it carries the spec's process and hostname, and a missing
+// agent binary is named.
+func TestGuestAgentFiles(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "urunc-agent")
+	if err := os.WriteFile(bin, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	on := config.HostConfig{Guests: config.GuestsConfig{Linux: config.LinuxGuestConfig{Agent: true, AgentPath: bin}}}
+	linux, _ := guests.For("linux")
+	unikraft, _ := guests.For("unikraft")
+	qemu, _ := monitors.New("qemu", monitors.Config{Path: "/bin/true"})
+	fc, _ := monitors.New("firecracker", monitors.Config{Path: "/bin/true"})
+	spec := &specs.Spec{Process: &specs.Process{Env: []string{"lower_case=has spaces"}, Cwd: "/srv",
+		User: specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{5}}}}
+	files, err := guestAgentFiles(on, linux, qemu, spec, []string{"/app", "x"}, "h1")
+	if err != nil || len(files) != 2 {
+		t.Fatalf("agent on: %v, %v", files, err)
+	}
+	if files[0].Name != ".urunc/agent" || files[0].Source != bin || files[0].Mode != 0o755 || files[1].Name != ".urunc/agent.json" || files[1].Mode != 0o600 {
+		t.Fatalf("files: %+v", files)
+	}
+	cfg, err := guestagent.ParseConfig(files[1].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Args, " ") != "/app x" || cfg.Env[0] != "lower_case=has spaces" || cfg.Cwd != "/srv" || cfg.UID != 1000 || cfg.GID != 1001 || cfg.AdditionalGids[0] != 5 || cfg.Hostname != "h1" {
+		t.Fatalf("config: %+v", cfg)
+	}
+	for name, tc := range map[string]struct {
+		host config.HostConfig
+		g    guests.Guest
+		mon  monitors.Monitor
+		args []string
+	}{
+		"off by default":       {config.HostConfig{}, linux, qemu, []string{"/app"}},
+		"not a linux guest":    {on, unikraft, qemu, []string{"/app"}},
+		"no channel":           {on, linux, fc, []string{"/app"}},
+		"urunit stays as init": {on, linux, qemu, []string{"/urunit"}},
+	} {
+		if files, err := guestAgentFiles(tc.host, tc.g, tc.mon, spec, tc.args, ""); err != nil || files != nil {
+			t.Errorf("%s: %v, %v; want no agent", name, files, err)
+		}
+	}
+	missing := on
+	missing.Guests.Linux.AgentPath = filepath.Join(t.TempDir(), "nothing")
+	if _, err := guestAgentFiles(missing, linux, qemu, spec, []string{"/app"}, ""); err == nil || !strings.Contains(err.Error(), missing.Guests.Linux.AgentPath) {
+		t.Fatalf("missing agent: %v", err)
+	}
+}
+
+type testAgent struct {
+	exited chan struct{}
+	killed chan uint32
+	shut   chan struct{}
+}
+
+func (a *testAgent) State(context.Context) (uint32, error) { return 1, nil }
+func (a *testAgent) Wait(ctx context.Context) (uint32, error) {
+	select {
+	case <-a.exited:
+		return 7, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+func (a *testAgent) Kill(_ context.Context, sig uint32) error { a.killed <- sig; return nil }
+func (a *testAgent) Shutdown(context.Context) error           { close(a.shut); return nil }
+
+// The shim's end of the channel: once the agent answers, signals go to
+// it; the app's status is taken before the guest is let power off.
+func TestAgentLink(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := ttrpc.NewServer()
+	a := &testAgent{exited: make(chan struct{}), killed: make(chan uint32, 1), shut: make(chan struct{})}
+	guestagent.Register(srv, a)
+	go func() { _ = srv.Serve(context.Background(), ln) }()
+	defer srv.Close()
+
+	vmExited := make(chan struct{})
+	l := startAgentLink("c1", sock, vmExited)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.kill(context.Background(), unix.SIGTERM) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the link never reached the agent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if sig := <-a.killed; sig != uint32(unix.SIGTERM) {
+		t.Fatalf("agent got signal %d", sig)
+	}
+	if _, ok := l.exitStatus(); ok {
+		t.Fatal("an exit status before the app ended")
+	}
+	close(a.exited)
+	<-a.shut
+	if status, ok := l.exitStatus(); !ok || status != 7 {
+		t.Fatalf("exit status %d, %v; want 7", status, ok)
+	}
+	close(vmExited)
+}
+
+// An agent that never answers (a kernel without the virtio console) holds
+// nothing: signals are refused at once for the VM to take, and the link
+// lets go when the monitor ends.
+func TestAgentLinkSilentAgent(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	vmExited := make(chan struct{})
+	l := startAgentLink("c1", sock, vmExited)
+	if err := l.kill(context.Background(), unix.SIGTERM); err != errNoAgent {
+		t.Fatalf("kill through a silent agent: %v", err)
+	}
+	close(vmExited)
+	if _, ok := l.exitStatus(); ok {
+		t.Fatal("an exit status from a silent agent")
+	}
+}
