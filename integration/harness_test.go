@@ -127,10 +127,16 @@ func run(m *testing.M) (int, error) {
 		{"shim", env.shimPath, "../cmd/containerd-shim-urunc-v2", !race, race},
 		{"the launcher", env.launcherPath, "../cmd/urunc-launcher", true, false},
 		{"the urunc command", env.cliPath, "../cmd/urunc", false, false},
+		{"the guest agent", filepath.Join(env.bin, "urunc-agent"), "../cmd/urunc-agent", true, false},
 		{"stand-in monitor", env.standin, "./cmd/standin-monitor", true, false},
 		{"test logger", env.logger, "./cmd/test-logger", false, false},
 	} {
 		args := []string{"build", "-o", b.out}
+		if b.static {
+			// As make build strips them: the guest agent's size is
+			// what each guest loads.
+			args = append(args, "-ldflags", "-s -w")
+		}
 		if b.race {
 			args = append(args, "-race")
 		}

@@ -54,9 +54,6 @@ func main() {
 	}
 	sup := newSupervisor()
 	sup.forwardSignals()
-	if err := sup.start(cfg); err != nil {
-		logf("start the app: %v", err)
-	}
 	a := &agent{sup: sup, delivered: make(chan struct{})}
 	serving := false
 	port, err := findPort("/sys/class/virtio-ports", guestagent.PortName, portWait)
@@ -70,6 +67,11 @@ func main() {
 	}
 	if err != nil {
 		logf("%v; the app's exit status goes by the console", err)
+	}
+	// Serving first: a signal the shim sends once the app has spoken
+	// finds the agent there.
+	if err := sup.start(cfg); err != nil {
+		logf("start the app: %v", err)
 	}
 	status := sup.wait()
 	if serving && a.waitDelivered(deliverWait) {

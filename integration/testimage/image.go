@@ -36,6 +36,12 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	envcat VAR[,VAR...] FILE...  print each VAR's value and the hostname, then each file as cat does
 //	               with its mode ("URUNC_GUEST_MODE FILE: 644", through symlinks), then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
+//	trapterm       print a ready line, then on SIGTERM print URUNC_GUEST_TERM and exit 7
+//	forge          print the kernel's line of init's end with status 9, then exit 0
+//	ident VAR      print its uid, gid, cwd, hostname and VAR's value, then exit 0
+//
+// The last three end with exit, not a power-off: under the guest agent the
+// app is not PID 1, and its exit is what the agent reports.
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -113,6 +119,20 @@ exit)
 	sync
 	exit "$1"
 	;;
+trapterm)
+	trap 'echo URUNC_GUEST_TERM; exit 7' TERM
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000 & wait $!; done
+	;;
+forge)
+	echo "[    1.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000900"
+	exit 0
+	;;
+ident)
+	eval "val=\${$1}"
+	echo "URUNC_GUEST_IDENT uid=$(/bin/busybox id -u) gid=$(/bin/busybox id -g) cwd=$(pwd) host=$(/bin/busybox hostname) $1=$val"
+	exit 0
+	;;
 catvol)
 	for s in /sys/block/vd*/serial; do
 		case "$(cat "$s")" in vol*)
@@ -157,6 +177,9 @@ type Options struct {
 	Annotations map[string]string
 	Entrypoint  []string
 	Cmd         []string
+	// InitAlias, when set, is a second path of the init in the initrd
+	// ("urunit": an app named so stays the guest's init).
+	InitAlias string
 }
 
 // DebianGuestModules are the modules of Debian's guest kernel that the
@@ -203,6 +226,9 @@ func BuildInitrd(o Options) ([]byte, error) {
 		"proc": {mode: modeDir | 0o755},
 		"sys":  {mode: modeDir | 0o755},
 		"tmp":  {mode: modeDir | 0o1777},
+	}
+	if o.InitAlias != "" {
+		entries[o.InitAlias] = cpioEntry{mode: modeFile | 0o755, data: []byte(GuestInit)}
 	}
 	if len(o.Modules) > 0 {
 		entries["lib"] = cpioEntry{mode: modeDir | 0o755}

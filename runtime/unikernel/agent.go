@@ -36,6 +36,9 @@ const (
 	agentFirstAnswer = 60 * time.Second
 	// agentCallTimeout bounds Kill and Shutdown.
 	agentCallTimeout = 5 * time.Second
+	// agentKillWait bounds how long a signal waits for an agent that has
+	// not answered yet (a guest still booting) before the VM takes it.
+	agentKillWait = 3 * time.Second
 )
 
 // guestAgentFiles returns the files of the guest agent's archive (the
@@ -109,6 +112,10 @@ type agentLink struct {
 	id     string
 	socket string
 
+	// settled is closed once the agent has answered its first call or
+	// is known not to.
+	settled chan struct{}
+
 	mu     sync.Mutex
 	client *guestagent.Client // set once the agent has answered
 	status *uint32            // the app's exit status, once known
@@ -117,7 +124,7 @@ type agentLink struct {
 // startAgentLink dials the agent's channel and follows the app until
 // exited is closed (the monitor has ended).
 func startAgentLink(id, socket string, exited <-chan struct{}) *agentLink {
-	l := &agentLink{id: id, socket: socket}
+	l := &agentLink{id: id, socket: socket, settled: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {
@@ -134,6 +141,8 @@ func startAgentLink(id, socket string, exited <-chan struct{}) *agentLink {
 }
 
 func (l *agentLink) run(ctx context.Context) {
+	settle := sync.OnceFunc(func() { close(l.settled) })
+	defer settle()
 	logger := log.G(ctx).WithField("id", l.id)
 	d := net.Dialer{Timeout: agentDialTimeout}
 	conn, err := d.DialContext(ctx, "unix", l.socket)
@@ -159,6 +168,7 @@ func (l *agentLink) run(ctx context.Context) {
 	l.mu.Lock()
 	l.client = client
 	l.mu.Unlock()
+	settle()
 	defer func() {
 		l.mu.Lock()
 		l.client = nil
@@ -196,8 +206,16 @@ func (l *agentLink) exitStatus() (int, bool) {
 // errNoAgent: the agent has not answered (yet, or at all).
 var errNoAgent = fmt.Errorf("guest agent not reached")
 
-// kill sends sig to the app through the agent.
+// kill sends sig to the app through the agent, waiting a little for an
+// agent that has not answered yet.
 func (l *agentLink) kill(ctx context.Context, sig syscall.Signal) error {
+	t := time.NewTimer(agentKillWait)
+	select {
+	case <-l.settled:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
 	l.mu.Lock()
 	client := l.client
 	l.mu.Unlock()

@@ -138,10 +138,15 @@ func TestAgentLinkSilentAgent(t *testing.T) {
 	defer ln.Close()
 	vmExited := make(chan struct{})
 	l := startAgentLink("c1", sock, vmExited)
+	start := time.Now()
 	if err := l.kill(context.Background(), unix.SIGTERM); err != errNoAgent {
 		t.Fatalf("kill through a silent agent: %v", err)
 	}
+	if d := time.Since(start); d > agentKillWait+time.Second {
+		t.Fatalf("kill waited %s for a silent agent", d)
+	}
 	close(vmExited)
+	<-l.settled
 	if _, ok := l.exitStatus(); ok {
 		t.Fatal("an exit status from a silent agent")
 	}

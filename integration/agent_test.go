@@ -1,0 +1,200 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/integration/testimage"
+)
+
+// agentImage is the test guest on the kernel with the virtio console
+// built in, the guest agent's channel, booting from its initrd; its init
+// is also at /urunit.
+const agentImage = "docker.io/urunc/test-guest-agent:latest"
+
+var (
+	agentImageOnce sync.Once
+	errAgentImage  error
+)
+
+// importAgentImage builds and imports agentImage once per run.
+func importAgentImage(t *testing.T) {
+	t.Helper()
+	agentImageOnce.Do(func() {
+		path := filepath.Join(env.dir, "agent-guest.tar")
+		o := guestImageOptions()
+		o.Name, o.Kernel, o.ModulesDir, o.Modules, o.InitAlias = agentImage, builtinKernel, "", nil, "urunit"
+		if errAgentImage = testimage.WriteOCIArchive(path, o); errAgentImage != nil {
+			return
+		}
+		if out, err := ctrRaw("images", "import", path); err != nil {
+			errAgentImage = fmt.Errorf("import %s: %w: %s", path, err, out)
+		}
+	})
+	if errAgentImage != nil {
+		t.Fatal(errAgentImage)
+	}
+}
+
+// withAgent turns the guest agent on for the rest of the test.
+func withAgent(t *testing.T) {
+	withHostConfig(t, env.defaultHostConfig()+"\n[guests.linux]\nagent = true\n")
+}
+
+// agentRun is one container of a test: its task, its console log and
+// its exit.
+type agentRun struct {
+	t     *testing.T
+	id    string
+	log   string
+	task  containerd.Task
+	exitC <-chan containerd.ExitStatus
+}
+
+// startAgentGuest starts img with args (and spec options) and its console
+// in a log file.
+func startAgentGuest(t *testing.T, img string, args []string, opts ...oci.SpecOpts) *agentRun {
+	t.Helper()
+	id := newID(t)
+	c, ctx := newClient(t)
+	image, err := c.GetImage(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append([]oci.SpecOpts{oci.WithImageConfig(image), oci.WithProcessArgs(args...)}, opts...)
+	cont, err := c.NewContainer(ctx, id, containerd.WithRuntime(runtimeName, nil), containerd.WithNewSnapshot(id, image),
+		containerd.WithNewSpec(opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cont.Delete(ctx, containerd.WithSnapshotCleanup)
+		assertNoLeftovers(t, id)
+	})
+	r := &agentRun{t: t, id: id, log: filepath.Join(t.TempDir(), "console.log")}
+	if r.task, err = cont.NewTask(ctx, cio.LogFile(r.log)); err != nil {
+		t.Fatal(err)
+	}
+	if r.exitC, err = r.task.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *agentRun) console() string {
+	data, _ := os.ReadFile(r.log)
+	return string(data)
+}
+
+// exit waits for the guest's end, deletes the task and returns its status.
+func (r *agentRun) exit() int {
+	r.t.Helper()
+	var st containerd.ExitStatus
+	select {
+	case st = <-r.exitC:
+	case <-time.After(3 * time.Minute):
+		r.t.Fatalf("the guest did not end; its console:\n%s", r.console())
+	}
+	_, ctx := newClient(r.t)
+	if _, err := r.task.Delete(ctx); err != nil {
+		r.t.Fatal(err)
+	}
+	return int(st.ExitCode())
+}
+
+// SIGTERM reaches the app itself through the agent: its trap makes the
+// container's status 7, and the power button is never pressed (the
+// image's acpid would print URUNC_GUEST_POWERDOWN and power off with 0).
+func TestAgentSigtermReachesApp(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	r := startAgentGuest(t, agentImage, []string{"/init", "trapterm"})
+	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
+	_, ctx := newClient(t)
+	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := r.exit()
+	out := r.console()
+	if code != 7 || !strings.Contains(out, "URUNC_GUEST_TERM") {
+		t.Fatalf("exit %d, want the app's 7 from its SIGTERM trap; console:\n%s", code, out)
+	}
+	if strings.Contains(out, "URUNC_GUEST_POWERDOWN") || strings.Contains(out, "Attempted to kill init") {
+		t.Fatalf("the power button was pressed or the kernel reported the exit:\n%s", out)
+	}
+}
+
+// An app that prints the kernel's line of init's end with status 9 and
+// exits 0 gives 0: the status is the agent's report, and the guest powers
+// off without the kernel reporting any init's end.
+func TestAgentForgedExitLine(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	r := startAgentGuest(t, agentImage, []string{"/init", "forge"})
+	code := r.exit()
+	out := r.console()
+	if code != 0 || !strings.Contains(out, "exitcode=0x00000900") {
+		t.Fatalf("exit %d, want 0 from an app that forged a kernel line; console:\n%s", code, out)
+	}
+	if !strings.Contains(out, "reboot: Power down") || strings.Contains(out, "exitcode=0x00000000") {
+		t.Fatalf("the guest did not end by the agent's power-off:\n%s", out)
+	}
+}
+
+// The spec's env, cwd, user and hostname reach the app in an initrd root:
+// a lowercase variable with spaces, which the kernel command line cannot
+// carry, among them.
+func TestAgentProcessIdentity(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	r := startAgentGuest(t, agentImage, []string{"/init", "ident", "my_var"},
+		oci.WithEnv([]string{"my_var=has two spaces"}), oci.WithProcessCwd("/tmp"),
+		oci.WithUIDGID(1000, 1001), oci.WithHostname("agent-host"))
+	code := r.exit()
+	out := r.console()
+	want := "URUNC_GUEST_IDENT uid=1000 gid=1001 cwd=/tmp host=agent-host my_var=has two spaces"
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("exit %d; console lacks %q:\n%s", code, want, out)
+	}
+}
+
+// An app named urunit stays the guest's init with the agent on: the
+// kernel reports its exit on the console, as before.
+func TestAgentLeavesUrunit(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	r := startAgentGuest(t, agentImage, []string{"/urunit", "exit", "3"})
+	code := r.exit()
+	out := r.console()
+	if code != 3 || !strings.Contains(out, "exitcode=0x00000300") || strings.Contains(out, "urunc-agent") {
+		t.Fatalf("exit %d, want 3 reported by the kernel with no agent; console:\n%s", code, out)
+	}
+}
+
+// A guest kernel without the virtio console built in (Debian's, where it
+// is a module) gives the agent no channel: it says so by name, and the
+// exit status still comes through the console.
+func TestAgentWithoutVirtioConsole(t *testing.T) {
+	withAgent(t)
+	r := startAgentGuest(t, image, []string{"/init", "exit", "3"})
+	code := r.exit()
+	out := r.console()
+	if code != 3 || !strings.Contains(out, "CONFIG_VIRTIO_CONSOLE") {
+		t.Fatalf("exit %d, want 3 and the missing option named; console:\n%s", code, out)
+	}
+}
