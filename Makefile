@@ -16,11 +16,13 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/containerd-shim-urunc-v2
 	CGO_ENABLED=0 $(GO) build -o bin/urunc-launcher ./cmd/urunc-launcher
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/urunc-agent ./cmd/urunc-agent
 	$(GO) build -o bin/urunc ./cmd/urunc
 
 install: build
 	install -m 0755 $(BIN) $(PREFIX)/containerd-shim-urunc-v2
 	install -m 0755 bin/urunc-launcher $(PREFIX)/urunc-launcher
+	install -m 0755 bin/urunc-agent $(PREFIX)/urunc-agent
 	install -m 0755 bin/urunc $(PREFIX)/urunc
 
 # What the tests need (setup-cri's, then containerd 1.7, nerdctl, the
@@ -111,6 +113,7 @@ bench: setup build
 	./integration/bench.sh
 	./integration/bench-rootfs.sh
 	cd integration && URUNC_BENCH_K8S=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 90m -run '^TestKubernetesBench$$' .
+	cd integration && URUNC_BENCH_AGENT=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 25m -run 'TestAgentBootFigures' .
 
 clean:
 	rm -rf bin

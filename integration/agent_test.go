@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,4 +199,61 @@ func TestAgentWithoutVirtioConsole(t *testing.T) {
 	if code != 3 || !strings.Contains(out, "CONFIG_VIRTIO_CONSOLE") {
 		t.Fatalf("exit %d, want 3 and the missing option named; console:\n%s", code, out)
 	}
+}
+
+// TestAgentBootFigures prints the time of a one-shot guest (`ctr run --rm`
+// of an app that exits 0 at once) with and without the guest agent, in
+// alternating rounds on the same kernel and image, with the medians'
+// ratio, and the agent's size: make bench runs it
+// (URUNC_BENCH_AGENT=1; AGENT_ROUNDS rounds, 7 by default).
+func TestAgentBootFigures(t *testing.T) {
+	if os.Getenv("URUNC_BENCH_AGENT") == "" {
+		t.Skip("a measurement: URUNC_BENCH_AGENT=1 (make bench)")
+	}
+	importAgentImage(t)
+	rounds := 7
+	if n, err := strconv.Atoi(os.Getenv("AGENT_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	on := env.defaultHostConfig() + "\n[guests.linux]\nagent = true\n"
+	off := env.defaultHostConfig()
+	var with, without []time.Duration
+	for i := 0; i < rounds; i++ {
+		for _, agent := range []bool{true, false} {
+			cfg := off
+			if agent {
+				cfg = on
+			}
+			withHostConfig(t, cfg)
+			id := newID(t)
+			start := time.Now()
+			out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, agentImage, id, "/init", "exit", "0")
+			d := time.Since(start)
+			if err != nil {
+				t.Fatalf("ctr run (agent %v): %v\n%s", agent, err, out)
+			}
+			if agent != strings.Contains(out, "reboot: Power down") {
+				t.Fatalf("run with agent %v ended otherwise:\n%s", agent, out)
+			}
+			assertNoLeftovers(t, id)
+			if agent {
+				with = append(with, d)
+			} else {
+				without = append(without, d)
+			}
+		}
+	}
+	mw, mo := median(with), median(without)
+	st, err := os.Stat(filepath.Join(env.bin, "urunc-agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("one-shot guest, ctr run --rm, median of %d under TCG: with the agent %s, without %s, ratio %.3f; agent binary %d bytes",
+		rounds, mw.Round(time.Millisecond), mo.Round(time.Millisecond), float64(mw)/float64(mo), st.Size())
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
 }
