@@ -17,6 +17,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -111,31 +112,15 @@ func readConfig(path string) (guestagent.Config, error) {
 		return guestagent.Config{}, fmt.Errorf("the app's config: %w", err)
 	}
 	defer f.Close()
-	data := make([]byte, guestagent.MaxConfigBytes+1)
-	n, err := readFull(f, data)
+	data, err := io.ReadAll(io.LimitReader(f, guestagent.MaxConfigBytes+1))
 	if err != nil {
 		return guestagent.Config{}, fmt.Errorf("the app's config %s: %w", path, err)
 	}
-	cfg, err := guestagent.ParseConfig(data[:n])
+	cfg, err := guestagent.ParseConfig(data)
 	if err != nil {
 		return cfg, fmt.Errorf("the app's config %s: %w", path, err)
 	}
 	return cfg, nil
-}
-
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if m == 0 || err != nil {
-			if n < len(buf) {
-				return n, nil
-			}
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // mountSystem mounts what an app expects of a Linux system: /proc, /sys

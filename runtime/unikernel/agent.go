@@ -177,7 +177,8 @@ func (l *agentLink) run(ctx context.Context) {
 	status, err := client.Wait(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			logger.WithError(err).Warn("guest agent: lost before the app's exit status; it comes from the console")
+			// Also the monitor ending just before its exit is seen.
+			logger.WithError(err).Info("guest agent: lost before the app's exit status; it comes from the console")
 		}
 		return
 	}
