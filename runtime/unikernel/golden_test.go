@@ -13,6 +13,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
 )
@@ -85,6 +86,29 @@ func TestBootPlanGolden(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The guest agent, on in the host config: a Linux guest under qemu
+	// booting from an initrd, with and without a network.
+	g, _ := guests.For("linux")
+	mcfg := config.HostConfig{}.Monitor("qemu")
+	mon := monitorFor(t, "qemu", mcfg)
+	for _, n := range []*launch.Network{nil, net} {
+		mode := goldenModes[1]
+		plan := &bootPlan{monitor: mon, guestType: g, rootfs: &mode, args: []string{"app", "--flag", "arg"}, agentSocket: "/run/urunc/x.agent"}
+		plan.guest.MemoryMB, plan.guest.VCPUs = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
+		plan.guest.ControlFD = launch.ControlSocketFD
+		plan.guest.Agent = &monitors.AgentChannel{FD: launch.AgentSocketFD, Port: guestagent.PortName}
+		plan.placeGuestFiles()
+		var np *launch.Network
+		if n != nil {
+			c := *n
+			np = &c
+		}
+		argv, err := plan.finish(np)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "## linux under qemu, initrd root, network: %v, guest agent\n%s\n\n", n != nil, strings.Join(argv, " "))
 	}
 	path := filepath.Join("testdata", "boot-plans.golden")
 	if *updateGolden {
