@@ -175,6 +175,30 @@ func TestAgentProcessIdentity(t *testing.T) {
 	}
 }
 
+// The same where the guest boots from a disk or a share: the agent starts
+// from an initrd of its own, mounts the root the kernel's parameters name,
+// switches to it and starts the app there.
+func TestAgentProcessIdentityOtherRoots(t *testing.T) {
+	for _, tc := range []struct{ name, image, hostConfig string }{
+		{"block", testimage.BlockImageName, env.defaultHostConfig()},
+		{"9p", testimage.RootfsImageName, env.defaultHostConfig()},
+		{"virtiofs", testimage.RootfsImageName, env.virtiofsHostConfig()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withHostConfig(t, tc.hostConfig+"\n[guests.linux]\nagent = true\n")
+			r := startAgentGuest(t, tc.image, []string{"/init", "ident", "my_var"},
+				oci.WithEnv([]string{"my_var=has two spaces"}), oci.WithProcessCwd("/bin"),
+				oci.WithUIDGID(1000, 1001), oci.WithHostname("agent-host"))
+			code := r.exit()
+			out := r.console()
+			want := "URUNC_GUEST_IDENT uid=1000 gid=1001 cwd=/bin host=agent-host my_var=has two spaces"
+			if code != 0 || !strings.Contains(out, want) {
+				t.Fatalf("exit %d; console lacks %q:\n%s", code, want, out)
+			}
+		})
+	}
+}
+
 // An app named urunit stays the guest's init with the agent on: the
 // kernel reports its exit on the console, as before.
 func TestAgentLeavesUrunit(t *testing.T) {

@@ -98,7 +98,7 @@ func TestMonitorAsUserWithDiskOrSharedRoot(t *testing.T) {
 		name, hostConfig, image, capEff, cmdline string
 		shared                                   bool
 	}{
-		{"disk", env.defaultHostConfig(), testimage.BlockImageName, "0000000000000000", "file=/dev/fdset/6", false},
+		{"disk", env.defaultHostConfig(), testimage.BlockImageName, "0000000000000000", "file=/dev/fdset/7", false}, // launch.FirstDiskFD
 		{"9p", env.defaultHostConfig(), testimage.RootfsImageName, "0000000000000000", "virtio-9p-pci", true},
 		{"virtiofs", env.virtiofsHostConfig(), testimage.RootfsImageName, "0000000000000000", "vhost-user-fs-pci", true},
 	} {

@@ -232,6 +232,9 @@ func Select(req Request) (*Plan, error) {
 			return nil, err
 		}
 		if ok {
+			if len(req.InitrdFiles) > 0 && p.Initrd == "" && p.Root.Kind != KindNone {
+				withInitFiles(p, req)
+			}
 			return p, nil
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -72,6 +73,49 @@ type InitrdFile struct {
 	// (the agent binary, which the host's operator installs).
 	Data   []byte
 	Source string
+}
+
+// initFilesDir is the bundle directory of the initrd that carries the
+// init's files alone, for a guest booting from a disk or a share.
+const initFilesDir = "initfiles"
+
+// withInitFiles gives a guest that boots from a disk or a share an initrd
+// of the init's files alone (the guest agent, which mounts the real root
+// and switches to it), written in the bundle at Prepare, after the mode's
+// own work; its directory is in every undo the mode records.
+func withInitFiles(p *Plan, req Request) {
+	dir := filepath.Join(req.Bundle, initFilesDir)
+	p.Initrd = filepath.Join(dir, "initrd")
+	p.Undo.Dirs = append(p.Undo.Dirs, dir)
+	modePrepare := p.prepare
+	p.prepare = func(record func(Undo) error) error {
+		if modePrepare != nil {
+			withDir := func(u Undo) error {
+				if !slices.Contains(u.Dirs, dir) {
+					u.Dirs = append(u.Dirs, dir)
+				}
+				return record(u)
+			}
+			if err := modePrepare(withDir); err != nil {
+				return err
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		out, err := os.OpenFile(p.Initrd, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+		if err != nil {
+			return err
+		}
+		if err := writePodArchive(out, nil, req.InitrdFiles); err != nil {
+			out.Close()
+			return fmt.Errorf("the guest init's initrd: %w", err)
+		}
+		return out.Close()
+	}
 }
 
 // writeInitrdWithPodFiles writes dst: the image's initrd at src, then the

@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -296,5 +298,58 @@ func TestInitrdInitFiles(t *testing.T) {
 	req.Guest = fakeGuest{}
 	if _, err := Select(req); err == nil || !strings.Contains(err.Error(), "its init's files cannot reach it") {
 		t.Fatalf("guest without appended archives: %v", err)
+	}
+}
+
+// A guest booting from a share or a disk gets an initrd of the init's
+// files alone (the agent then mounts the root); its directory is in the
+// plan's undo and in every undo the mode records.
+func TestInitFilesForOtherRoots(t *testing.T) {
+	files := []InitrdFile{{Name: ".urunc/agent.json", Mode: 0o600, Data: []byte(`{"args":["/app"]}`)}}
+	bundle := t.TempDir()
+	p, err := Select(Request{Bundle: bundle, Kernel: "/k", MountRootfs: true, InitrdFiles: files,
+		Guest: fakeGuest{fs: map[string]bool{"9p": true}}, Monitor: fakeMonitor{shares: map[string]bool{"9p": true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(bundle, initFilesDir)
+	if p.Root.Kind != Kind9p || p.Initrd != filepath.Join(dir, "initrd") || !slices.Contains(p.Undo.Dirs, dir) {
+		t.Fatalf("9p plan: %+v", p)
+	}
+	if err := p.Prepare(func(Undo) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p.Initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := writePodArchive(&want, nil, files); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the initrd is not the init's files alone")
+	}
+
+	// A block root's own undo records keep the directory.
+	blockFile := filepath.Join(t.TempDir(), "snap")
+	if err := os.WriteFile(blockFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bundle = t.TempDir()
+	p, err = Select(Request{Bundle: bundle, Kernel: "/k", MountRootfs: true, InitrdFiles: files,
+		Mounts: []mount.Mount{{Type: "ext4", Source: blockFile, Options: []string{"loop"}}},
+		Guest:  fakeGuest{block: true, fs: map[string]bool{"ext4": true}}, Monitor: fakeMonitor{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = filepath.Join(bundle, initFilesDir)
+	if p.Root.Kind != KindBlock || !slices.Contains(p.Undo.Dirs, dir) || !slices.Contains(p.Undo.Dirs, filepath.Join(bundle, "boot")) {
+		t.Fatalf("block plan undo %+v", p.Undo)
+	}
+	// Without a root there is nothing to boot the init from.
+	p, err = Select(Request{Bundle: t.TempDir(), Kernel: "/k", InitrdFiles: files, Guest: fakeGuest{}, Monitor: fakeMonitor{}})
+	if err != nil || p.Initrd != "" {
+		t.Fatalf("no root: %+v, %v", p, err)
 	}
 }

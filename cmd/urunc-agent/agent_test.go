@@ -231,3 +231,27 @@ func (l *chanListener) Accept() (net.Conn, error) {
 }
 func (l *chanListener) Close() error   { return nil }
 func (l *chanListener) Addr() net.Addr { return portAddr("test") }
+
+// The root the agent mounts is the one the kernel's parameters name; an
+// initrd root, or none, is not switched from.
+func TestRootFromCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline string
+		want    rootSpec
+		ok      bool
+	}{
+		{"panic=-1 console=ttyS0 root=/dev/ram0 rw rdinit=/.urunc/agent", rootSpec{}, false},
+		{"console=ttyS0 rdinit=/.urunc/agent", rootSpec{}, false},
+		{"panic=-1 root=/dev/vda ro rdinit=/.urunc/agent", rootSpec{source: "/dev/vda", fstypes: []string{"ext4", "ext3", "ext2"}, readOnly: true}, true},
+		{"root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000 rdinit=/.urunc/agent",
+			rootSpec{source: "fs0", fstypes: []string{"9p"}, options: "trans=virtio,version=9p2000.L,msize=5000000"}, true},
+		{"root=fs0 rw rootfstype=virtiofs rdinit=/a -- root=/dev/evil", rootSpec{source: "fs0", fstypes: []string{"virtiofs"}}, true},
+		{"root=/dev/vda rw -- rootfstype=9p", rootSpec{source: "/dev/vda", fstypes: []string{"ext4", "ext3", "ext2"}}, true},
+	} {
+		got, ok := rootFromCmdline(tc.cmdline)
+		if ok != tc.ok || ok && (got.source != tc.want.source || strings.Join(got.fstypes, ",") != strings.Join(tc.want.fstypes, ",") ||
+			got.options != tc.want.options || got.readOnly != tc.want.readOnly) {
+			t.Errorf("%q: %+v %v, want %+v %v", tc.cmdline, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -3,7 +3,8 @@
 // initrd as an archive of its own (with the app's config) and boots the
 // kernel with rdinit= naming it, so the image is never changed.
 //
-// It mounts /proc, /sys and /dev, sets the hostname, starts the app with
+// It mounts /proc, /sys and /dev, mounts the real root where the guest
+// boots from a disk or a share and switches to it, sets the hostname, starts the app with
 // the spec's args, env, cwd and identity, reaps every process, forwards
 // the signals it gets to the app, and serves the shim on a virtio-serial
 // port (runtime/guestagent): the app's exit status (Wait) and signals
@@ -47,6 +48,15 @@ func main() {
 		// Nothing to run: the kernel reports the exit on the console.
 		logf("%v", err)
 		os.Exit(127)
+	}
+	if data, err := os.ReadFile("/proc/cmdline"); err == nil {
+		if root, ok := rootFromCmdline(string(data)); ok {
+			if err := switchRoot(root); err != nil {
+				// No root, no app: the kernel reports the status.
+				logf("%v", err)
+				os.Exit(statusNotStarted)
+			}
+		}
 	}
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {

@@ -89,9 +89,11 @@ func (linux) Cmdline(req Request) (string, error) {
 	}
 	if req.Agent != "" {
 		// The agent runs the app from its own config: nothing of the
-		// app is on the command line. It reads no argument itself.
-		if req.Root.Kind != rootfs.KindInitrd {
-			return "", fmt.Errorf("linux guest: the guest agent boots only from an initrd root, not %s", req.Root.Kind)
+		// app is on the command line. It always starts from an initrd
+		// (its own where the root is a disk or a share) and mounts the
+		// root the parameters above name, as the kernel would.
+		if req.Root.Kind == rootfs.KindNone {
+			return "", fmt.Errorf("linux guest: the guest agent needs a root to boot from")
 		}
 		parts = append(parts, "rdinit="+req.Agent)
 		return strings.Join(parts, " "), nil

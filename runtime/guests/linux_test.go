@@ -30,9 +30,15 @@ func TestLinuxCmdline(t *testing.T) {
 			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/.urunc/agent",
 		},
 		{
-			name:    "the guest agent needs an initrd root",
-			req:     Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock}, Agent: "/.urunc/agent"},
-			wantErr: "the guest agent boots only from an initrd root",
+			// The agent mounts the root the kernel's parameters name.
+			name: "9p root with the guest agent",
+			req:  Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Agent: "/.urunc/agent"},
+			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl rdinit=/.urunc/agent",
+		},
+		{
+			name:    "the guest agent needs a root",
+			req:     Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.KindNone}, Agent: "/.urunc/agent"},
+			wantErr: "the guest agent needs a root to boot from",
 		},
 		{
 			name: "block root",

@@ -125,11 +125,11 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		plan.process = guests.Process{Env: p.Env, UID: p.User.UID, GID: p.User.GID, Cwd: p.Cwd}
 	}
 	if agentFiles != nil {
-		if rp.Root.Kind == rootfs.KindInitrd {
+		if rp.Root.Kind != rootfs.KindNone {
 			plan.agentSocket = agentSocketPath(opts)
 			plan.guest.Agent = &monitors.AgentChannel{FD: launch.AgentSocketFD, Port: guestagent.PortName}
 		} else {
-			log.G(ctx).Infof("guest agent: boots only from an initrd root; this %s guest boots from %s without it", g.Name(), rp.Root.Kind)
+			log.G(ctx).Infof("guest agent: this %s guest has no root to boot it from; it runs without", g.Name())
 		}
 	}
 	// Validate the command line now, with a network standing in for the
