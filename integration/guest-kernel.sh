@@ -60,6 +60,8 @@ done
 make -s -j"$(nproc)" bzImage
 mkdir -p "$out"
 cp arch/x86/boot/bzImage "$out/bzImage.tmp"
-cp .config "$out/config"
+cp .config "$out/config.tmp"
+# The config last: it is what says the cached kernel is whole.
 mv "$out/bzImage.tmp" "$out/bzImage"
+mv "$out/config.tmp" "$out/config"
 echo "guest-kernel: $out/bzImage ready"
