@@ -256,6 +256,13 @@ func TestAgentBootFigures(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ctr run (agent %v): %v\n%s", agent, err, out)
 			}
+			if i == rounds-1 {
+				initAt, endAt := kernelTimes(out)
+				t.Logf("agent %v: the kernel runs init at %.3fs and ends at %.3fs of the guest's clock", agent, initAt, endAt)
+				if os.Getenv("AGENT_CONSOLE") != "" {
+					t.Logf("console:\n%s", out)
+				}
+			}
 			if agent != strings.Contains(out, "reboot: Power down") {
 				t.Fatalf("run with agent %v ended otherwise:\n%s", agent, out)
 			}
@@ -274,6 +281,26 @@ func TestAgentBootFigures(t *testing.T) {
 	}
 	t.Logf("one-shot guest, ctr run --rm, median of %d under TCG: with the agent %s, without %s, ratio %.3f; agent binary %d bytes",
 		rounds, mw.Round(time.Millisecond), mo.Round(time.Millisecond), float64(mw)/float64(mo), st.Size())
+}
+
+// kernelTimes are the guest clock's times of the kernel's "Run ... as init
+// process" line and of its last stamped line.
+func kernelTimes(console string) (initAt, endAt float64) {
+	for _, l := range strings.Split(console, "\n") {
+		open, close := strings.Index(l, "["), strings.Index(l, "]")
+		if open < 0 || close < open {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(l[open+1:close]), 64)
+		if err != nil {
+			continue
+		}
+		if strings.Contains(l, "as init process") {
+			initAt = v
+		}
+		endAt = v
+	}
+	return initAt, endAt
 }
 
 func median(ds []time.Duration) time.Duration {
