@@ -59,6 +59,18 @@ func waitFile(t *testing.T, path string) {
 	}
 }
 
+// waitStatus is the app's status, failing the test if it does not end.
+func waitStatus(t *testing.T, sup *supervisor) uint32 {
+	t.Helper()
+	select {
+	case <-sup.done:
+		return sup.wait()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app did not end")
+	}
+	return 0
+}
+
 // A signal the agent gets reaches the app, whose own exit status (7, from
 // its SIGTERM trap) is the one reported; the exit of a process the app
 // left behind is reaped too.
@@ -76,7 +88,7 @@ func TestSignalReachesApp(t *testing.T) {
 	if err := unix.Kill(os.Getpid(), unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if status := sup.wait(); status != 7 {
+	if status := waitStatus(t, sup); status != 7 {
 		t.Fatalf("status %d, want the app's 7", status)
 	}
 	if err := sup.signal(unix.SIGTERM); err == nil {
@@ -91,7 +103,7 @@ func TestExitStatuses(t *testing.T) {
 	if err := sup.start(guestagent.Config{Args: []string{"/bin/sh", "-c", "kill -9 $$"}}); err != nil {
 		t.Fatal(err)
 	}
-	if status := sup.wait(); status != 137 {
+	if status := waitStatus(t, sup); status != 137 {
 		t.Fatalf("status %d, want 137", status)
 	}
 	sup.stop()
@@ -100,7 +112,7 @@ func TestExitStatuses(t *testing.T) {
 	if err := sup.start(guestagent.Config{Args: []string{"/nonexistent/app"}}); err == nil {
 		t.Fatal("a missing app started")
 	}
-	if status := sup.wait(); status != statusNotStarted {
+	if status := waitStatus(t, sup); status != statusNotStarted {
 		t.Fatalf("status %d, want %d", status, statusNotStarted)
 	}
 	if pid := sup.pid(); pid != 0 {
