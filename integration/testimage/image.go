@@ -36,6 +36,9 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	envcat VAR[,VAR...] FILE...  print each VAR's value and the hostname, then each file as cat does
 //	               with its mode ("URUNC_GUEST_MODE FILE: 644", through symlinks), then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
+//	memhog MARGIN FILE...  print each file as cat does, then fill a tmpfs with all the memory the
+//	               kernel says is available but MARGIN MiB (so the guest's RAM is touched, on the host
+//	               too), print "URUNC_GUEST_MEMHOG N MiB", then as sleep
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
@@ -134,6 +137,18 @@ chmodcat)
 	;;
 sleepcat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000; done
+	;;
+memhog)
+	margin=$1
+	shift
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	n=$((avail - margin))
+	mkdir -p /hog && mount -t tmpfs -o size=${n}m hog /hog
+	dd if=/dev/zero of=/hog/fill bs=1M count=$n 2>/dev/null
+	echo "URUNC_GUEST_MEMHOG $(($(stat -c %s /hog/fill) >> 20)) MiB"
 	echo "URUNC_GUEST_READY"
 	while :; do sleep 1000; done
 	;;
