@@ -937,6 +937,102 @@ spec:
 	// mode (k8s_podfiles_test.go).
 	t.Run("PodFilesEachMode", func(t *testing.T) { n.podFilesEachMode(t) })
 
+	// A liveness probe that fails on the guest (a page its web server
+	// does not serve; the startup probe on its page holds the liveness
+	// probe back until it serves): the kubelet powers the guest down and
+	// starts it again in its sandbox, again, and nothing piles up.
+	t.Run("LivenessProbeRestarts", func(t *testing.T) {
+		n.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: unlive}
+spec:
+  nodeName: %s
+  runtimeClassName: urunc
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: guest
+    image: docker.io/urunc/test-guest:latest
+    imagePullPolicy: Never
+    args: ["httpd"]
+    startupProbe:
+      httpGet: {path: /, port: 80}
+      periodSeconds: 1
+      failureThreshold: 120
+    livenessProbe:
+      httpGet: {path: /no-such-page, port: 80}
+      periodSeconds: 2
+      failureThreshold: 2
+`, k8sNodeName))
+		type footprint struct{ links, mounts, shims, monitors int }
+		most := map[int]*footprint{}
+		var netnsPath, sandbox string
+		p := n.waitPod(t, "unlive", 4*time.Minute, "restartCount >= 2", func(p *k8sPod) bool {
+			cs := p.container("guest")
+			if cs == nil || p.Status.PodIP == "" {
+				return false
+			}
+			if netnsPath == "" {
+				netnsPath = podNetns(t, "unlive")
+				sandbox = strings.TrimSpace(crictl(t, "pods", "--name", "unlive", "-q"))
+			}
+			f := most[cs.RestartCount]
+			if f == nil {
+				f = &footprint{}
+				most[cs.RestartCount] = f
+			}
+			f.links = max(f.links, netnsLinks(t, netnsPath))
+			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
+			f.shims = max(f.shims, len(podShims(sandbox)))
+			f.monitors = max(f.monitors, len(podMonitors(p.Metadata.UID)))
+			return cs.RestartCount >= 2
+		})
+		// The API server's events say why: the page's 404, and the kill.
+		var events struct {
+			Items []struct{ Reason, Message string }
+		}
+		if err := n.getJSON("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dunlive", &events); err != nil {
+			t.Fatal(err)
+		}
+		var unhealthy, killed bool
+		for _, e := range events.Items {
+			unhealthy = unhealthy || e.Reason == "Unhealthy" && strings.Contains(e.Message, "Liveness probe failed: HTTP probe failed with statuscode: 404")
+			killed = killed || e.Reason == "Killing" && strings.Contains(e.Message, "failed liveness probe, will be restarted")
+		}
+		if !unhealthy || !killed {
+			t.Errorf("events of pod unlive lack the liveness probe's 404 (%v) or the kill it caused (%v): %+v", unhealthy, killed, events.Items)
+		}
+		if failed := n.probeCount("unlive", "guest", "Liveness", "failed"); failed < 4 {
+			t.Errorf("the kubelet counted %d failed liveness probes of the guest, want at least 2 per restart", failed)
+		}
+		if ok := n.probeCount("unlive", "guest", "Startup", "successful"); ok < 2 {
+			t.Errorf("the guest's startup probe passed %d times, want once per run", ok)
+		}
+		cs := p.container("guest")
+		if cs.LastState.Terminated == nil {
+			t.Errorf("lastState after a liveness kill: %+v", cs.LastState)
+		}
+		// The kill was the guest's power button, pressed by the kubelet's
+		// stop, not a crash: the kernel's own last line.
+		if logs := n.kubectl(t, "logs", "unlive", "--previous"); !strings.Contains(logs, "URUNC_GUEST_HTTPD") || !strings.Contains(logs, "reboot: Power down") {
+			t.Errorf("kubectl logs --previous lack the guest's server or its power-down:\n%s", tail(logs, 10))
+		}
+		if sandboxes := strings.Fields(crictl(t, "pods", "--name", "unlive", "-q")); len(sandboxes) != 1 {
+			t.Errorf("sandboxes of pod unlive: %v, want one", sandboxes)
+		}
+		f0, f1 := most[0], most[1]
+		if f0 == nil || f1 == nil {
+			t.Fatalf("restartCount went past 0 or 1 unseen: %v", most)
+		}
+		if f1.links > f0.links || f1.mounts > f0.mounts || f1.shims > 1 || f1.monitors > 1 {
+			t.Errorf("liveness restarts accumulate: during the first run %+v, during the second %+v", *f0, *f1)
+		}
+		t.Logf("pod unlive: restartCount %d, last terminated %+v; most seen during the first run %+v, the second %+v",
+			cs.RestartCount, *cs.LastState.Terminated, *f0, *f1)
+		n.kubectl(t, "delete", "pod", "unlive", "--wait", "--timeout", "120s")
+		waitFor(t, 30*time.Second, "the pod's monitor to exit", func() bool { return len(podMonitors(p.Metadata.UID)) == 0 })
+	})
+
 	// The node drained and its kubelet stopped: no shim, monitor,
 	// launcher, mount, socket, network namespace or pod cgroup is left.
 	t.Run("DrainLeavesNothing", func(t *testing.T) { n.drainLeavesNothing(t, netnsBefore) })
@@ -1039,6 +1135,20 @@ func shimDaemons() []int {
 	for _, pid := range processesOf(env.shimPath) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if !strings.HasSuffix(string(cmdline), "\x00start\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// podShims lists the shim daemons serving the pod whose sandbox has this
+// ID: its shim was started for the sandbox's container, whose ID is the
+// sandbox's.
+func podShims(sandbox string) []int {
+	var pids []int
+	for _, pid := range shimDaemons() {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(cmdline), "\x00-id\x00"+sandbox+"\x00") {
 			pids = append(pids, pid)
 		}
 	}
