@@ -212,7 +212,7 @@ metadata:
 handler: urunc
 overhead:
   podFixed:
-    memory: 64Mi
+    memory: 72Mi
 `
 
 // idlePods is the manifest of count idle pods of one kind, labelled

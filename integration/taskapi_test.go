@@ -23,6 +23,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 )
 
 // runDetached runs the test guest detached (/init ARGS) with its console in
@@ -319,17 +321,19 @@ func TestTaskAPIContracts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newContainer := func(t *testing.T, args ...string) containerd.Container {
+	newContainerWith := func(t *testing.T, opts []oci.SpecOpts, args ...string) containerd.Container {
 		id := newID(t)
+		opts = append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(append([]string{"/init"}, args...)...)}, opts...)
 		cont, err := c.NewContainer(ctx, id,
 			containerd.WithNewSnapshot(id, img),
 			containerd.WithRuntime(runtimeName, nil),
-			containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(append([]string{"/init"}, args...)...)))
+			containerd.WithNewSpec(opts...))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cont
 	}
+	newContainer := func(t *testing.T, args ...string) containerd.Container { return newContainerWith(t, nil, args...) }
 
 	t.Run("never started", func(t *testing.T) {
 		cont := newContainer(t, "sleep")
@@ -382,7 +386,11 @@ func TestTaskAPIContracts(t *testing.T) {
 	})
 
 	t.Run("running", func(t *testing.T) {
-		cont := newContainer(t, "sleep")
+		// The guest's RAM is the memory limit; its monitor's cgroup is
+		// given the limit and the monitor's overhead.
+		limit := int64(128 << 20)
+		overhead := int64(config.DefaultMemoryOverheadMB("qemu", "tcg")) << 20
+		cont := newContainerWith(t, []oci.SpecOpts{oci.WithMemoryLimit(uint64(limit))}, "sleep")
 		task, err := cont.NewTask(ctx, cio.NullIO)
 		if err != nil {
 			t.Fatal(err)
@@ -422,12 +430,31 @@ func TestTaskAPIContracts(t *testing.T) {
 			t.Fatalf("resume: %v", err)
 		}
 
-		limit := int64(300 << 20)
-		if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
+		if got := readCgroupMemoryLimit(cont.ID()); got != limit+overhead {
+			t.Fatalf("memory limit at create: %d, want %d + the monitor's %d", got, limit, overhead)
+		}
+		// An update with the same memory limit applies the rest (a CPU
+		// quota) and keeps the overhead on top; another memory limit is
+		// refused, saying why, and changes nothing: a running guest's RAM
+		// is fixed.
+		quota, period := int64(50000), uint64(100000)
+		if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{
+			Memory: &specs.LinuxMemory{Limit: &limit}, CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}})); err != nil {
 			t.Fatalf("update: %v", err)
 		}
-		if got := readCgroupMemoryLimit(cont.ID()); got != limit {
-			t.Fatalf("memory limit after update: %d, want %d", got, limit)
+		if got := readCgroupMemoryLimit(cont.ID()); got != limit+overhead {
+			t.Fatalf("memory limit after an update of the CPU quota: %d, want %d", got, limit+overhead)
+		}
+		if data, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpu", namespace, cont.ID(), "cpu.cfs_quota_us")); err == nil && strings.TrimSpace(string(data)) != "50000" {
+			t.Fatalf("CPU quota after update: %s, want 50000", data)
+		}
+		larger := int64(300 << 20)
+		err = task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &larger}}))
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "memory limit 314572800 bytes (300Mi): the guest's RAM was fixed at boot at 128 MiB") {
+			t.Fatalf("update of the memory limit: %v, want FailedPrecondition saying the guest's RAM is fixed", err)
+		}
+		if got := readCgroupMemoryLimit(cont.ID()); got != limit+overhead {
+			t.Fatalf("memory limit after a refused update: %d, want %d", got, limit+overhead)
 		}
 
 		wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)

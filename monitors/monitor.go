@@ -27,6 +27,12 @@ type Config struct {
 	Accel           string `toml:"accel"` // kvm | tcg
 	DefaultMemoryMB int    `toml:"default_memory_mb"`
 	DefaultVCPUs    int    `toml:"default_vcpus"`
+	// MemoryOverheadMB is what the monitor process itself takes beside
+	// its guest's RAM (its code, device state, buffers and, for qemu
+	// under TCG, its translation cache). The guest's RAM is the
+	// container's memory limit, and the monitor lives in the container's
+	// cgroup, so that cgroup's limit is the memory limit plus this.
+	MemoryOverheadMB int `toml:"memory_overhead_mb"`
 	// Vhost is urunc's switch for vhost-net, used where the host has
 	// /dev/vhost-net.
 	Vhost bool `toml:"vhost"`

@@ -70,13 +70,13 @@ func TestMonitorArgs(t *testing.T) {
 	}{
 		{
 			name: "qemu tcg", monitor: newQemu("/usr/bin/qemu-system-x86_64", Config{Accel: "tcg"}), guest: testGuest,
-			want: "/usr/bin/qemu-system-x86_64 -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/usr/bin/qemu-system-x86_64 -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
 				"-append panic=-1 console=ttyS0 -nic none",
 		},
 		{
 			name: "qemu with the guest agent's channel", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withAgent,
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
 				"-append panic=-1 console=ttyS0 -nic none " +
 				"-device virtio-serial-pci,id=agent-serial -chardev socket,id=agent,fd=6,server=on,wait=off " +
@@ -93,7 +93,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu tcg with vhost-net", monitor: newQemu("/q", Config{Accel: "tcg", Vhost: true}),
 			guest: func() Guest { g := noInitrd; g.Net = &NIC{Tap: "t", MAC: "m", Vhost: true}; return g }(),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel " +
 				"-append panic=-1 console=ttyS0 -netdev tap,id=net0,ifname=t,script=no,downscript=no,vhost=on " +
 				"-device virtio-net-pci,netdev=net0,mac=m,romfile=",
@@ -115,7 +115,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu block root and a volume disk", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol3", Path: "/guest/disks/vol3"}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs " +
 				"-drive file=/guest/disks/vol3,format=raw,if=none,id=vol3 -device virtio-blk-pci,drive=vol3,serial=vol3 -nic none",
@@ -123,7 +123,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu disk inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs", FD: 6, ReadOnlyFD: 7}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-add-fd fd=6,set=6,opaque=rootfs-rw -add-fd fd=7,set=6,opaque=rootfs-ro " +
 				"-drive file=/dev/fdset/6,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs -nic none",
@@ -131,28 +131,28 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
 				[]Share{{Kind: rootfs.Kind9p, Tag: "fs0", Path: "/guest/shares/fs0"}}),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
 		},
 		{
 			name: "qemu read-only 9p root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
 				[]Share{{Kind: rootfs.Kind9p, Tag: "fs0", Path: "/guest/shares/fs0", ReadOnly: true}}),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-fsdev local,id=fsdev-fs0,path=/guest/shares/fs0,security_model=none,readonly=on -device virtio-9p-pci,fsdev=fsdev-fs0,mount_tag=fs0 -nic none",
 		},
 		{
 			name: "qemu read-only block root", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs", ReadOnly: true}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs,readonly=on -device virtio-blk-pci,drive=rootfs,serial=rootfs -nic none",
 		},
 		{
 			name: "qemu virtiofs root maps guest RAM shared", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd, nil,
 				[]Share{{Kind: rootfs.KindVirtiofs, Tag: "fs0", Socket: "/run/virtiofsd.sock"}}),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-chardev socket,id=vfs-fs0,path=/run/virtiofsd.sock -device vhost-user-fs-pci,chardev=vfs-fs0,tag=fs0 " +
 				"-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem -nic none",
@@ -182,7 +182,7 @@ func TestMonitorArgs(t *testing.T) {
 				g.ExtraArgs = []string{"-device", "isa-debug-exit,iobase=0x501,iosize=2"}
 				return g
 			}(),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-device isa-debug-exit,iobase=0x501,iosize=2 -netdev tap,id=net0,ifname=tap0_abc,script=no,downscript=no " +
 				"-device virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,romfile=,disable-legacy=on,disable-modern=off",
@@ -190,7 +190,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu read-only volume disk", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "rootfs", Path: "/guest/disks/rootfs"}, {ID: "vol2", Path: "/guest/disks/vol2", ReadOnly: true}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-drive file=/guest/disks/rootfs,format=raw,if=none,id=rootfs -device virtio-blk-pci,drive=rootfs,serial=rootfs " +
 				"-drive file=/guest/disks/vol2,format=raw,if=none,id=vol2,readonly=on -device virtio-blk-pci,drive=vol2,serial=vol2 -nic none",
@@ -198,7 +198,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu read-only disk inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "vol1", Path: "/guest/disks/vol1", FD: 6, ReadOnlyFD: 7, ReadOnly: true}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-add-fd fd=6,set=6,opaque=vol1-rw -add-fd fd=7,set=6,opaque=vol1-ro " +
 				"-drive file=/dev/fdset/6,format=raw,if=none,id=vol1,readonly=on -device virtio-blk-pci,drive=vol1,serial=vol1 -nic none",
@@ -206,7 +206,7 @@ func TestMonitorArgs(t *testing.T) {
 		{
 			name: "qemu block device inherited by a monitor running as a user", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withStorage(noInitrd,
 				[]Disk{{ID: "vol1", Path: "/guest/disks/vol1", FD: 6, ReadOnlyFD: 7, HostDevice: true}, {ID: "vol2", Path: "/guest/disks/vol2", HostDevice: true}}, nil),
-			want: "/q -accel tcg -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -append panic=-1 console=ttyS0 " +
 				"-add-fd fd=6,set=6,opaque=vol1-rw -add-fd fd=7,set=6,opaque=vol1-ro " +
 				"-drive file=/dev/fdset/6,format=raw,if=none,id=vol1,file.driver=host_device -device virtio-blk-pci,drive=vol1,serial=vol1 " +

@@ -62,6 +62,14 @@ func (q *qemu) DataPaths() []string {
 	}
 }
 
+// TCGTranslationCacheMB bounds qemu's translation cache under TCG (its
+// tb-size). Unbounded, qemu reserves up to 1 GiB for it and fills it as
+// the guest runs new code, so the monitor's memory beside the guest's RAM
+// would grow with the guest's code instead of staying under the cgroup's
+// share for it; qemu flushes a full cache and translates again. The
+// figure is counted in qemu's default memory overhead under TCG.
+const TCGTranslationCacheMB = 32
+
 func (q *qemu) Args(g Guest) ([]string, error) {
 	if g.Kernel == "" {
 		return nil, fmt.Errorf("qemu: no guest kernel")
@@ -70,9 +78,13 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	if accel == "" {
 		accel = "kvm"
 	}
+	accelOpt := accel
+	if accel == "tcg" {
+		accelOpt += ",tb-size=" + strconv.Itoa(TCGTranslationCacheMB)
+	}
 	args := []string{
 		q.binary,
-		"-accel", accel,
+		"-accel", accelOpt,
 		"-m", strconv.Itoa(g.MemoryMB) + "M",
 		"-smp", strconv.Itoa(g.VCPUs),
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",

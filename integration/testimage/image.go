@@ -36,11 +36,14 @@ const ImageName = "docker.io/urunc/test-guest:latest"
 //	envcat VAR[,VAR...] FILE...  print each VAR's value and the hostname, then each file as cat does
 //	               with its mode ("URUNC_GUEST_MODE FILE: 644", through symlinks), then URUNC_GUEST_DONE
 //	catvol FILE    mount the first disk whose serial starts with "vol" and print FILE of it
+//	memhog MARGIN FILE...  print each file as cat does, then fill a tmpfs with all the memory the
+//	               kernel says is available but MARGIN MiB (so the guest's RAM is touched, on the host
+//	               too), print "URUNC_GUEST_MEMHOG N MiB", then as sleep
 //	trapterm       print a ready line, then on SIGTERM print URUNC_GUEST_TERM and exit 7
 //	forge          print the kernel's line of init's end with status 9, then exit 0
 //	ident VAR      print its uid, gid, cwd, hostname and VAR's value, then exit 0
 //
-// The last three end with exit, not a power-off: under the guest agent the
+// trapterm, forge and ident end with exit, not a power-off: under the guest agent the
 // app is not PID 1, and its exit is what the agent reports.
 const GuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -154,6 +157,18 @@ chmodcat)
 	;;
 sleepcat)
 	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	echo "URUNC_GUEST_READY"
+	while :; do sleep 1000; done
+	;;
+memhog)
+	margin=$1
+	shift
+	for f in "$@"; do echo "URUNC_GUEST_CAT $f: $(cat "$f" 2>&1)"; done
+	avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	n=$((avail - margin))
+	mkdir -p /hog && mount -t tmpfs -o size=${n}m hog /hog
+	dd if=/dev/zero of=/hog/fill bs=1M count=$n 2>/dev/null
+	echo "URUNC_GUEST_MEMHOG $(($(stat -c %s /hog/fill) >> 20)) MiB"
 	echo "URUNC_GUEST_READY"
 	while :; do sleep 1000; done
 	;;

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/annotation"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"golang.org/x/sys/unix"
 )
 
@@ -164,6 +165,15 @@ options = "--cache always --sandbox none"
 				t.Fatal("qemu runs unfiltered by default")
 			}
 		}},
+		{name: "memory overhead set for one monitor", toml: "[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 200\n", check: func(t *testing.T, c HostConfig) {
+			if q := c.Monitor("qemu"); q.MemoryOverheadMB != 200 || len(c.UnusedKeys) != 0 {
+				t.Fatalf("qemu %+v, unused %q", q, c.UnusedKeys)
+			}
+			if fc := c.Monitor("firecracker"); fc.MemoryOverheadMB != DefaultMemoryOverheadMB("firecracker", "kvm") {
+				t.Fatalf("firecracker %+v", fc)
+			}
+		}},
+		{name: "negative memory overhead", toml: "[monitors.qemu]\nmemory_overhead_mb = -1\n", wantErr: "monitors.qemu.memory_overhead_mb = -1"},
 		{name: "grace", toml: "[runtime]\nstop_grace_s = 3\n", check: func(t *testing.T, c HostConfig) {
 			if c.StopGrace().Seconds() != 3 {
 				t.Fatalf("grace = %s", c.StopGrace())
@@ -184,6 +194,33 @@ options = "--cache always --sandbox none"
 			}
 			tc.check(t, c)
 		})
+	}
+}
+
+// Each monitor has a memory overhead by default; qemu's under TCG counts
+// its bounded translation cache on top of its own.
+func TestDefaultMemoryOverhead(t *testing.T) {
+	for _, tc := range []struct {
+		toml, monitor string
+		want          int
+	}{
+		{"", "qemu", qemuOverheadMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 0\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 7\n", "qemu", 7},
+		{"", "firecracker", 32},
+		{"", "clh", 32},
+		{"", "hvt", 16},
+		{"", "spt", 16},
+		{"", "unknown", qemuOverheadMB},
+	} {
+		c, err := ParseHostConfig("test.toml", []byte(tc.toml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Monitor(tc.monitor).MemoryOverheadMB; got != tc.want {
+			t.Errorf("%s with %q: overhead %d MiB, want %d", tc.monitor, tc.toml, got, tc.want)
+		}
 	}
 }
 

@@ -33,6 +33,9 @@ type Container struct {
 	// diskDevices are the block devices the guest boots from, which
 	// every cgroup update must keep allowing.
 	diskDevices []specs.LinuxDeviceCgroup
+	// size is the VM's as booted: the guest's RAM cannot change, and
+	// every cgroup update keeps the monitor's overhead on top of it.
+	size vmSize
 
 	launcher *launcherConn // nil once Create failed before the launcher
 	// agent is the guest agent's channel, nil for a guest without it.
@@ -103,10 +106,16 @@ func (c *Container) Metrics(ctx context.Context) (any, error) {
 	return c.cgroup.Metrics()
 }
 
-// Update applies new resource limits to the cgroup.
+// Update applies new resource limits to the cgroup, the monitor's memory
+// overhead kept on top of the memory limit. A new memory limit is refused
+// (vmSize.updateResources): the guest's RAM was fixed at boot.
 func (c *Container) Update(ctx context.Context, res *specs.LinuxResources) error {
 	if c.cgroup == nil {
 		return fmt.Errorf("container %s has no cgroup: %w", c.ID(), errdefs.ErrFailedPrecondition)
+	}
+	res, err := c.size.updateResources(res)
+	if err != nil {
+		return fmt.Errorf("update container %s: %w", c.ID(), err)
 	}
 	return c.cgroup.Update(cgroup.WithMonitorDevices(res, c.diskDevices))
 }

@@ -246,7 +246,8 @@ func TestContainerRunsToItsExit(t *testing.T) {
 }
 
 // A running guest is paused and resumed through its cgroup, reports
-// metrics, takes a resource update, is killed with SIGKILL and deleted.
+// metrics, takes a resource update (not of its memory limit), is killed
+// with SIGKILL and deleted.
 func TestContainerPauseResumeKill(t *testing.T) {
 	needReal(t)
 	ctx := context.Background()
@@ -270,9 +271,14 @@ func TestContainerPauseResumeKill(t *testing.T) {
 	if m, err := c.Metrics(ctx); err != nil || m == nil {
 		t.Fatalf("metrics: %v %v", m, err)
 	}
-	limit := int64(512 << 20)
-	if err := c.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
+	quota, period := int64(50000), uint64(100000)
+	if err := c.Update(ctx, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}}); err != nil {
 		t.Fatalf("update: %v", err)
+	}
+	// The guest's RAM was fixed at boot: a memory limit now is refused.
+	limit := int64(512 << 20)
+	if err := c.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("update of the memory limit: %v, want FailedPrecondition", err)
 	}
 	if c.OOMKilled() {
 		t.Fatal("OOM killed without an OOM")
@@ -394,4 +400,54 @@ func cgroupDirs(path string) []string {
 		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path))
 	}
 	return dirs
+}
+
+// The container's cgroup is given the memory limit, the guest's RAM, plus
+// the monitor's overhead, memory+swap with it; a limit too small for any
+// guest is refused at Create, naming it, before a cgroup exists.
+func TestCreateSizesTheCgroup(t *testing.T) {
+	needReal(t)
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err != nil {
+		t.Skip("reads cgroup v1's memory controller")
+	}
+	overhead := int64(config.DefaultMemoryOverheadMB("qemu", "tcg")) << 20
+	for _, tc := range []struct {
+		name          string
+		limit         int64
+		wantCgroup    int64
+		wantErrSubstr string
+	}{
+		{"128Mi", 128 << 20, 128<<20 + overhead, ""},
+		{"8Mi", 8 << 20, 0, "memory limit 8388608 bytes (8Mi) is below 16 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, []string{"/init", "sleep"}, nil)
+			limit, swap := tc.limit, tc.limit
+			b.spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &swap}}
+			cgDir := filepath.Join("/sys/fs/cgroup/memory", b.cgroup)
+			if tc.wantErrSubstr != "" {
+				_, err := b.create(t)
+				if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.wantErrSubstr) {
+					t.Fatalf("create: %v, want InvalidArgument with %q", err, tc.wantErrSubstr)
+				}
+				if _, err := os.Stat(cgDir); !os.IsNotExist(err) {
+					t.Fatalf("a refused create left its cgroup: %v", err)
+				}
+				return
+			}
+			b.mustCreate(t)
+			for _, f := range []string{"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"} {
+				data, err := os.ReadFile(filepath.Join(cgDir, f))
+				if os.IsNotExist(err) && f == "memory.memsw.limit_in_bytes" {
+					continue // no swap accounting on this host
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.TrimSpace(string(data)); got != fmt.Sprint(tc.wantCgroup) {
+					t.Errorf("%s %s, want %d: the limit and the monitor's %d", f, got, tc.wantCgroup, overhead)
+				}
+			}
+		})
+	}
 }

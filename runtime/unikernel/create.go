@@ -70,6 +70,7 @@ func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, pla
 		host:        opts.Host,
 		monitor:     plan.monitor,
 		diskDevices: plan.diskRules,
+		size:        plan.size,
 		oomDone:     make(chan struct{}),
 	}
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() {
@@ -125,7 +126,7 @@ func (c *Container) prepare(tl *lifecycle.Timeline, plan *bootPlan, spec *specs.
 		if err := c.Record(func(st *lifecycle.PersistedState) { st.Cgroup = spec.Linux.CgroupsPath }); err != nil {
 			return inherited, err
 		}
-		cg, err := cgroup.New(spec.Linux.CgroupsPath, cgroup.WithMonitorDevices(spec.Linux.Resources, c.diskDevices))
+		cg, err := cgroup.New(spec.Linux.CgroupsPath, cgroup.WithMonitorDevices(plan.size.cgroupResources(spec.Linux.Resources), c.diskDevices))
 		if err != nil {
 			return inherited, err
 		}

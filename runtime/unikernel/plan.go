@@ -72,6 +72,9 @@ type bootPlan struct {
 	// agentSocket is the host path of the guest agent's channel, "" for
 	// a guest without the agent.
 	agentSocket string
+	// size is the guest's RAM and vCPUs and what the container's cgroup
+	// is given for the VM.
+	size vmSize
 }
 
 // planBoot validates the unikernel config against the rootfs and the host.
@@ -140,7 +143,10 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if _, err := g.Cmdline(check); err != nil {
 		return nil, err
 	}
-	plan.guest.MemoryMB, plan.guest.VCPUs = guestSize(spec, mcfg)
+	if plan.size, err = sizeVM(spec, mcfg); err != nil {
+		return nil, err
+	}
+	plan.guest.MemoryMB, plan.guest.VCPUs = plan.size.memoryMB, plan.size.vcpus
 	plan.vhost = mcfg.Vhost
 	if spec.Process != nil {
 		plan.guest.Terminal = spec.Process.Terminal
@@ -365,26 +371,6 @@ func (p *bootPlan) finish(n *launch.Network) ([]string, error) {
 		p.files = append(p.files, launch.File{Path: fw.ConfigFilePath(), Data: data})
 	}
 	return args, nil
-}
-
-// guestSize takes the guest's memory from the spec's memory limit and its
-// vCPUs from the CPU quota, falling back to the monitor's host defaults.
-func guestSize(spec *specs.Spec, mcfg monitors.Config) (memMB, vcpus int) {
-	memMB, vcpus = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
-	if spec.Linux == nil || spec.Linux.Resources == nil {
-		return memMB, vcpus
-	}
-	res := spec.Linux.Resources
-	if res.Memory != nil && res.Memory.Limit != nil && *res.Memory.Limit > 0 {
-		if mb := int(*res.Memory.Limit / (1 << 20)); mb > 0 {
-			memMB = mb
-		}
-	}
-	if res.CPU != nil && res.CPU.Quota != nil && *res.CPU.Quota > 0 && res.CPU.Period != nil && *res.CPU.Period > 0 {
-		q, p := *res.CPU.Quota, int64(*res.CPU.Period)
-		vcpus = int((q + p - 1) / p)
-	}
-	return memMB, vcpus
 }
 
 // planConfinement takes the monitor's confinement from the spec. With a
