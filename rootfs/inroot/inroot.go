@@ -250,18 +250,11 @@ func (t *Tree) File(rel string, r io.Reader, size int64, perm, uid, gid uint32) 
 
 func (t *Tree) file(rel string, r io.Reader, size int64, perm uint32, uid, gid int, syncNow bool) error {
 	p := "/" + rel
-	parent, name, err := t.parent(rel)
+	parent, name, err := t.replaceableParent(rel, "a file")
 	if err != nil {
 		return err
 	}
 	defer unix.Close(parent)
-	var st unix.Stat_t
-	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-		return fmt.Errorf("%s in the container rootfs is a directory, not a file", p)
-	case err != nil && !errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%s in the container rootfs: %w", p, err)
-	}
 	tmp, f, err := createTemp(parent, os.FileMode(perm))
 	if err != nil {
 		return fmt.Errorf("%s: create a file beside it: %w", p, err)
@@ -307,23 +300,37 @@ func (t *Tree) file(rel string, r io.Reader, size int64, perm uint32, uid, gid i
 	return nil
 }
 
+// replaceableParent opens rel's parent inside the root and checks that
+// what is at rel, if anything, is no directory: File and Symlink replace
+// a non-directory by rename, which never opens it, and refuse to put
+// what (a file, a symlink) over a directory.
+func (t *Tree) replaceableParent(rel, what string) (parent int, name string, err error) {
+	p := "/" + rel
+	if parent, name, err = t.parent(rel); err != nil {
+		return -1, "", err
+	}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		unix.Close(parent)
+		return -1, "", fmt.Errorf("%s in the container rootfs is a directory, not %s", p, what)
+	case err != nil && !errors.Is(err, unix.ENOENT):
+		unix.Close(parent)
+		return -1, "", fmt.Errorf("%s in the container rootfs: %w", p, err)
+	}
+	return parent, name, nil
+}
+
 // Symlink makes rel a symlink to target, owned by uid and gid, replacing
 // whatever non-directory is there without opening it. The target is never
 // followed here; the guest resolves it inside its own root.
 func (t *Tree) Symlink(rel, target string, uid, gid uint32) error {
 	p := "/" + rel
-	parent, name, err := t.parent(rel)
+	parent, name, err := t.replaceableParent(rel, "a symlink")
 	if err != nil {
 		return err
 	}
 	defer unix.Close(parent)
-	var st unix.Stat_t
-	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-		return fmt.Errorf("%s in the container rootfs is a directory, not a symlink", p)
-	case err != nil && !errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%s in the container rootfs: %w", p, err)
-	}
 	for range 16 {
 		tmp, err := tempName()
 		if err != nil {
