@@ -687,7 +687,7 @@ func TestKubernetesNode(t *testing.T) {
 			"http://127.0.0.1:80/":           "hello from the urunc guest",
 			"http://127.0.0.1:8080/":         "the-sidecars-page",
 		} {
-			if out, err := n.kubectlRaw("", "exec", "web", "-c", "sidecar", "--", "/bin/busybox", "wget", "-qO-", "-T", "10", url); err != nil || !strings.Contains(out, want) {
+			if out, err := n.kubectlRaw("", "exec", "web", "-c", "sidecar", "--", "/bin/busybox", "timeout", "10", "/bin/busybox", "wget", "-qO-", url); err != nil || !strings.Contains(out, want) {
 				t.Fatalf("kubectl exec into the sidecar, wget %s: %v\n%s", url, err, out)
 			}
 		}

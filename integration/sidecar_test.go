@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,14 +117,18 @@ func TestCRISidecarReachesGuest(t *testing.T) {
 		t.Helper()
 		var out string
 		var err error
-		// The guest's httpd listens a moment after its line.
-		waitFor(t, 30*time.Second, "the sidecar's fetch of "+url, func() bool {
-			out, err = inSidecar("/bin/busybox wget -qO- -T 5 " + url)
-			return err == nil && strings.Contains(out, want)
-		})
-		if !strings.Contains(out, want) {
-			t.Fatalf("the sidecar's fetch of %s: %v\n%s", url, err, out)
+		// The guest's httpd listens a moment after its line. busybox
+		// 1.35's wget -T crashes (status 139): timeout bounds it instead.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			if out, err = inSidecar("/bin/busybox timeout 10 /bin/busybox wget -qO- " + url); err == nil && strings.Contains(out, want) {
+				return
+			}
+			time.Sleep(time.Second)
 		}
+		diag, _ := exec.Command("nsenter", "--net="+nsPath, "sh", "-c",
+			"ip -br addr; ip route; ip neigh; for l in $(ip -o link | cut -d: -f2 | cut -d@ -f1); do tc -s filter show dev $l ingress; done; cat /proc/net/nf_conntrack; nstat -az | grep -v ' 0 '").CombinedOutput()
+		probe, perr := inSidecar("/bin/busybox ping -c 1 -W 2 " + podIP + "; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 " + podIP + " 80; echo nc=$?")
+		t.Fatalf("the sidecar's fetch of %s: %v\n%s\nping and nc from the sidecar (%v):\n%s\nthe pod's network namespace:\n%s", url, err, out, perr, probe, diag)
 	}
 	assertPodLocal := func(guest string) {
 		t.Helper()
@@ -152,7 +157,7 @@ func TestCRISidecarReachesGuest(t *testing.T) {
 	perRequest := func(url string) time.Duration {
 		const n = 20
 		start := time.Now()
-		if out, err := inSidecar(fmt.Sprintf("for i in $(/bin/busybox seq %d); do /bin/busybox wget -qO- -T 5 %s >/dev/null || exit 1; done", n, url)); err != nil {
+		if out, err := inSidecar(fmt.Sprintf("for i in $(/bin/busybox seq %d); do /bin/busybox timeout 10 /bin/busybox wget -qO- %s >/dev/null || exit 1; done", n, url)); err != nil {
 			t.Fatalf("%d fetches of %s: %v\n%s", n, url, err, out)
 		}
 		return time.Since(start) / n
