@@ -235,11 +235,15 @@ state = %q
   address = %q
 [debug]
   level = "debug"
+# The kubelet's record of a container's ports reaches the shim: the
+# guest serves those at the pod's localhost too.
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc]
   runtime_type = %q
+  container_annotations = ["io.kubernetes.container.ports"]
 # A RuntimeClass whose pods' rootfs are block files: a block guest.
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.urunc-block]
   runtime_type = %q
+  container_annotations = ["io.kubernetes.container.ports"]
   snapshotter = "blockfile"
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"

@@ -677,6 +677,22 @@ func TestKubernetesNode(t *testing.T) {
 		if out, err := n.kubectlRaw("", "exec", "web", "-c", "sidecar", "--", "/bin/busybox", "sh", "-c", "exit 3"); exitCode(err) != 3 {
 			t.Fatalf("kubectl exec of a command that exits 3: %v\n%s", err, out)
 		}
+		// The sidecar reaches the guest as containers of one pod reach
+		// each other: at the pod IP, and at localhost on the port the
+		// guest declares; its own localhost stays its own.
+		if out, err := n.kubectlRaw("", "exec", "web", "-c", "sidecar", "--", "/bin/busybox", "sh", "-c",
+			"mkdir -p /tmp/www && echo the-sidecars-page > /tmp/www/index.html && /bin/busybox httpd -p 127.0.0.1:8080 -h /tmp/www"); err != nil {
+			t.Fatalf("the sidecar's own httpd: %v\n%s", err, out)
+		}
+		for url, want := range map[string]string{
+			"http://" + p.Status.PodIP + "/": "hello from the urunc guest",
+			"http://127.0.0.1:80/":           "hello from the urunc guest",
+			"http://127.0.0.1:8080/":         "the-sidecars-page",
+		} {
+			if out, err := n.kubectlRaw("", "exec", "web", "-c", "sidecar", "--", "/bin/busybox", "timeout", "10", "/bin/busybox", "wget", "-qO-", url); err != nil || !strings.Contains(out, want) {
+				t.Fatalf("kubectl exec into the sidecar, wget %s: %v\n%s", url, err, out)
+			}
+		}
 		// The kubelet's own count of probes (its /metrics/probes, through
 		// the API server's node proxy): the sidecar's exec liveness probe
 		// has passed a few times, the guest's HTTP readiness probe too,
@@ -739,7 +755,7 @@ func TestKubernetesNode(t *testing.T) {
 		// What the pod holds on the host, sampled through its restarts:
 		// the most seen while restartCount was 1 (one whole run of the
 		// guest) against the most while it was 2 (the next whole run).
-		type footprint struct{ links, mounts, shims, monitors int }
+		type footprint struct{ links, tables, mounts, shims, monitors int }
 		most := map[int]*footprint{}
 		var firstIP, netnsPath string
 		p := n.waitPod(t, "again", 5*time.Minute, "restartCount >= 3", func(p *k8sPod) bool {
@@ -759,6 +775,7 @@ func TestKubernetesNode(t *testing.T) {
 				most[cs.RestartCount] = f
 			}
 			f.links = max(f.links, netnsLinks(t, netnsPath))
+			f.tables = max(f.tables, len(nftTablesIn(t, netnsPath)))
 			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
 			f.shims = max(f.shims, len(shimDaemons()))
 			mons := podMonitors(p.Metadata.UID)
@@ -790,7 +807,7 @@ func TestKubernetesNode(t *testing.T) {
 		if f1 == nil || f2 == nil {
 			t.Fatalf("restartCount went past 1 or 2 unseen: %v", most)
 		}
-		if f2.links > f1.links || f2.mounts > f1.mounts || f2.shims > 1 || f2.monitors > 1 {
+		if f2.links > f1.links || f2.tables > f1.tables || f2.tables > 2 || f2.mounts > f1.mounts || f2.shims > 1 || f2.monitors > 1 {
 			t.Errorf("restarts accumulate: during restart 1 %+v, during restart 2 %+v", *f1, *f2)
 		}
 		t.Logf("pod again: restartCount %d in one sandbox; most seen during restart 1 %+v, during restart 2 %+v", cs.RestartCount, *f1, *f2)

@@ -27,16 +27,19 @@ type Network struct {
 	Address   string `json:"-"`
 	Mask      string `json:"-"`
 	Gateway   string `json:"-"`
+	// LocalPorts are the ports the guest serves at the pod's 127.0.0.1
+	// (the pod-local path, podlocal.go).
+	LocalPorts []LocalPort `json:"localPorts,omitempty"`
 }
 
 // ErrLinkTaken means another guest already took the container interface
 // over: a pod's network carries one unikernel guest.
 var ErrLinkTaken = errors.New("the container interface already carries another guest (one unikernel container per pod network)")
 
-// SetupTap creates the tap and the tc redirects in the current network
-// namespace; the launcher runs it, already inside the container's
-// namespace, so the tap is born there. On failure it undoes only what it
-// made itself.
+// SetupTap creates the tap, the tc redirects and the pod-local path in
+// the current network namespace; the launcher runs it, already inside
+// the container's namespace, so the tap is born there. On failure it
+// undoes only what it made itself.
 func SetupTap(n *Network) (retErr error) {
 	link, err := netlink.LinkByName(n.Link)
 	if err != nil {
@@ -88,13 +91,18 @@ func SetupTap(n *Network) (retErr error) {
 	if err := netlink.LinkSetUp(tapLink); err != nil {
 		return fmt.Errorf("bring up tap %s: %w", n.Tap, err)
 	}
-	if err := redirectFilter(link, tapLink); err != nil {
+	if err := redirectFilter(link, tapLink, 1); err != nil {
 		return err
 	}
 	if err := netlink.QdiscAdd(IngressQdisc(tapLink)); err != nil {
 		return fmt.Errorf("add ingress qdisc to %s: %w", n.Tap, err)
 	}
-	return redirectFilter(tapLink, link)
+	if err := redirectFilter(tapLink, link, tapRedirectPriority); err != nil {
+		return err
+	}
+	// Last, as it undoes its own tables on failure and nothing after it
+	// can fail.
+	return setupPodLocal(n, link, tapLink)
 }
 
 // LinkTakenError says which guest holds link: the container its tap
@@ -154,13 +162,13 @@ func redirectTargets(h *netlink.Handle, link netlink.Link) []int {
 }
 
 // redirectFilter sends every frame arriving at from (whose ingress qdisc
-// is there) out of to.
-func redirectFilter(from, to netlink.Link) error {
+// is there) out of to, unless a filter of a lower priority took it.
+func redirectFilter(from, to netlink.Link, priority uint16) error {
 	filter := &netlink.U32{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: from.Attrs().Index,
 			Parent:    netlink.MakeHandle(0xffff, 0),
-			Priority:  1,
+			Priority:  priority,
 			Protocol:  unix.ETH_P_ALL,
 		},
 		Sel: &netlink.TcU32Sel{

@@ -1,6 +1,6 @@
 // Package network gives a guest the container's network: it picks the
-// container's interface, creates the guest's tap joined to it, and removes
-// the tap on delete.
+// container's interface and the ports the guest serves at the pod's
+// localhost, and removes the tap and the pod-local path on delete.
 package network
 
 import (
@@ -141,15 +141,19 @@ func Remove(t lifecycle.Tap, monitorPid int, monitorStart uint64) error {
 		return fmt.Errorf("netlink in %s: %w", t.Netns, err)
 	}
 	defer h.Close()
-	// Only what this container made goes: its tap and, while the
+	// Only what this container made goes: its pod-local tables (named
+	// after its tap), its tap with the rest of that path, and, while the
 	// interface's ingress still redirects to that tap, the interface's
 	// ingress qdisc. Another guest's claim on the interface (one that won
 	// a race with this container's Create) is never removed.
+	var errs []error
+	if err := launch.RemovePodLocal(int(ns), t.Name); err != nil {
+		errs = append(errs, fmt.Errorf("remove the pod-local path of %s: %w", t.Name, err))
+	}
 	tap, err := h.LinkByName(t.Name)
 	if err != nil {
-		return nil
+		return errors.Join(errs...)
 	}
-	var errs []error
 	if link, err := h.LinkByName(t.Link); err == nil && launch.RedirectsTo(h, link, tap.Attrs().Index) {
 		if err := ignoreNotExist(h.QdiscDel(launch.IngressQdisc(link))); err != nil {
 			errs = append(errs, fmt.Errorf("remove ingress qdisc of %s: %w", t.Link, err))

@@ -172,12 +172,17 @@ func (c *Container) launch(ctx context.Context, tl *lifecycle.Timeline, plan *bo
 	if err := c.runCreateHooks(ctx, spec); err != nil {
 		return err
 	}
+	localPorts, err := network.LocalPorts(spec.Annotations)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	}
 	network, err := c.guestNetwork(ctx, plan.namespaces, plan.confine.TapOwner())
 	if err != nil {
 		return err
 	}
 	if network != nil {
 		network.Group = plan.confine.TapGroup()
+		network.LocalPorts = localPorts
 	}
 	tl.Mark("network")
 	argv, err := plan.finish(network)
