@@ -79,35 +79,8 @@ func writeJSON(t *testing.T, path string, v any) string {
 func TestCRIPodWithCrictl(t *testing.T) {
 	criNetwork(t)
 
-	dir := t.TempDir()
-	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
-	logDir := filepath.Join(dir, "logs")
-	podConfig := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]string{"name": "unikernel-pod", "namespace": "default", "uid": fmt.Sprint(time.Now().UnixNano())},
-		"log_directory": logDir,
-		"linux":         map[string]any{"cgroup_parent": "/urunc-cri-test"},
-	})
-	podID := crictl(t, "runp", "--runtime", "urunc", podConfig)
-	removed := false
-	t.Cleanup(func() {
-		if !removed {
-			_, _, _ = crictlRaw("stopp", podID)
-			_, _, _ = crictlRaw("rmp", "-f", podID)
-		}
-		// Whether the test passed or not, the pod leaves nothing: no
-		// shim, monitor, mount or socket, and no network namespace.
-		assertNoLeftovers(t, podID)
-		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
-			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
-		}
-	})
-	var pod struct {
-		Status struct {
-			Network struct{ IP string }
-		}
-	}
-	crictlJSON(t, &pod, "inspectp", podID)
-	podIP := pod.Status.Network.IP
+	pod := startCRIPod(t, "urunc", "unikernel-pod", nil)
+	dir, logDir, podConfig, podID, podIP := pod.dir, pod.logDir, pod.config, pod.id, pod.ip
 	if !strings.HasPrefix(podIP, "198.18.30.") {
 		t.Fatalf("pod IP %q, want one from 198.18.30.0/24", podIP)
 	}
@@ -247,9 +220,7 @@ func TestCRIPodWithCrictl(t *testing.T) {
 	}
 	crictl(t, "rm", stubborn)
 
-	crictl(t, "stopp", podID)
-	crictl(t, "rmp", podID)
-	removed = true
+	pod.remove(t)
 	waitFor(t, 15*time.Second, "the pod's shim to exit", func() bool { return len(processesOf(env.shimPath)) == 0 })
 	if left := leftovers(guest); left != "" {
 		t.Fatalf("leftovers: %s", left)
@@ -279,6 +250,63 @@ func reopenContainerLog(t *testing.T, id string) {
 }
 
 // criNetwork gives the CRI a bridge network (198.18.30.0/24) for the test
+// criPod is a pod sandbox a test runs through crictl.
+type criPod struct {
+	id, ip  string
+	config  string // the pod's config file, for crictl create
+	dir     string // the test's temporary directory, holding config
+	logDir  string // the pod's log directory
+	removed bool
+}
+
+// startCRIPod runs a pod sandbox named name under runtime handler with
+// its logs in a temporary directory; extra adds to its config. Whether the
+// test passes or not, the pod is removed at the end (unless the test
+// removed it) and leaves nothing: no shim, monitor, mount or socket, and
+// no network namespace.
+func startCRIPod(t *testing.T, handler, name string, extra map[string]any) *criPod {
+	t.Helper()
+	p := &criPod{dir: t.TempDir()}
+	p.logDir = filepath.Join(p.dir, "logs")
+	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
+	cfg := map[string]any{
+		"metadata":      map[string]string{"name": name, "namespace": "default", "uid": fmt.Sprint(time.Now().UnixNano())},
+		"log_directory": p.logDir,
+		"linux":         map[string]any{"cgroup_parent": "/urunc-cri-test"},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	p.config = writeJSON(t, filepath.Join(p.dir, "pod.json"), cfg)
+	p.id = crictl(t, "runp", "--runtime", handler, p.config)
+	t.Cleanup(func() {
+		if !p.removed {
+			_, _, _ = crictlRaw("stopp", p.id)
+			_, _, _ = crictlRaw("rmp", "-f", p.id)
+		}
+		assertNoLeftovers(t, p.id)
+		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
+			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
+		}
+	})
+	var status struct {
+		Status struct {
+			Network struct{ IP string }
+		}
+	}
+	crictlJSON(t, &status, "inspectp", p.id)
+	p.ip = status.Status.Network.IP
+	return p
+}
+
+// remove stops and removes the pod, as a kubelet does.
+func (p *criPod) remove(t *testing.T) {
+	t.Helper()
+	crictl(t, "stopp", p.id)
+	crictl(t, "rmp", p.id)
+	p.removed = true
+}
+
 // and waits until the CRI reports it ready; it is removed afterwards.
 func criNetwork(t *testing.T) {
 	t.Helper()

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +36,6 @@ func TestCRIPodFilesReachTheGuest(t *testing.T) {
 
 func podFilesReachGuest(t *testing.T, handler, image string, kernelHostname bool) {
 	dir := t.TempDir()
-	logDir := filepath.Join(dir, "logs")
 	hosts := filepath.Join(dir, "etc-hosts")
 	// As the kubelet writes it for hostAliases.
 	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost\n# Entries added by HostAliases.\n198.18.7.7\tpod-alias.example\n"), 0o644); err != nil {
@@ -50,19 +48,11 @@ func podFilesReachGuest(t *testing.T, handler, image string, kernelHostname bool
 	if err := os.WriteFile(configMap, []byte("configmap-says-hello\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	podConfig := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]string{"name": "podfiles-" + handler, "namespace": "default", "uid": fmt.Sprint(time.Now().UnixNano())},
-		"hostname":      "podfiles-host",
-		"log_directory": logDir,
-		"dns_config":    map[string]any{"servers": []string{"198.18.30.53"}, "searches": []string{"podfiles.example"}},
-		"linux":         map[string]any{"cgroup_parent": "/urunc-cri-test"},
+	pod := startCRIPod(t, handler, "podfiles-"+handler, map[string]any{
+		"hostname":   "podfiles-host",
+		"dns_config": map[string]any{"servers": []string{"198.18.30.53"}, "searches": []string{"podfiles.example"}},
 	})
-	podID := crictl(t, "runp", "--runtime", handler, podConfig)
-	t.Cleanup(func() {
-		_, _, _ = crictlRaw("stopp", podID)
-		_, _, _ = crictlRaw("rmp", "-f", podID)
-		assertNoLeftovers(t, podID)
-	})
+	logDir, podConfig, podID := pod.logDir, pod.config, pod.id
 	containerConfig := writeJSON(t, filepath.Join(dir, "guest.json"), map[string]any{
 		"metadata": map[string]string{"name": "guest"}, "image": map[string]string{"image": image},
 		"command": []string{"/init", "envcat", "POD_GREETING", "/etc/resolv.conf", "/etc/hosts", "/etc/config/greeting", "/etc/hostname"},

@@ -55,33 +55,8 @@ var guestPortsAnnotation = map[string]string{"io.kubernetes.container.ports": `[
 func TestCRISidecarReachesGuest(t *testing.T) {
 	criNetwork(t)
 
-	dir := t.TempDir()
-	netnsBefore, _ := filepath.Glob("/var/run/netns/cni-*")
-	logDir := filepath.Join(dir, "logs")
-	podConfig := writeJSON(t, filepath.Join(dir, "pod.json"), map[string]any{
-		"metadata":      map[string]string{"name": "sidecar-pod", "namespace": "default", "uid": fmt.Sprint(time.Now().UnixNano())},
-		"log_directory": logDir,
-		"linux":         map[string]any{"cgroup_parent": "/urunc-cri-test"},
-	})
-	podID := crictl(t, "runp", "--runtime", "urunc", podConfig)
-	removed := false
-	t.Cleanup(func() {
-		if !removed {
-			_, _, _ = crictlRaw("stopp", podID)
-			_, _, _ = crictlRaw("rmp", "-f", podID)
-		}
-		assertNoLeftovers(t, podID)
-		if after, _ := filepath.Glob("/var/run/netns/cni-*"); len(after) > len(netnsBefore) {
-			t.Errorf("pod network namespaces left: %v (before: %v)", after, netnsBefore)
-		}
-	})
-	var pod struct {
-		Status struct {
-			Network struct{ IP string }
-		}
-	}
-	crictlJSON(t, &pod, "inspectp", podID)
-	podIP := pod.Status.Network.IP
+	pod := startCRIPod(t, "urunc", "sidecar-pod", nil)
+	dir, logDir, podConfig, podID, podIP := pod.dir, pod.logDir, pod.config, pod.id, pod.ip
 	nsPath := podNetns(t, "sidecar-pod")
 
 	container := func(name, image string, command []string, annotations map[string]string) string {
@@ -175,9 +150,7 @@ func TestCRISidecarReachesGuest(t *testing.T) {
 
 	crictl(t, "stop", "-t", "2", sidecar)
 	crictl(t, "rm", sidecar)
-	crictl(t, "stopp", podID)
-	crictl(t, "rmp", podID)
-	removed = true
+	pod.remove(t)
 	if _, err := os.Stat(nsPath); err == nil {
 		t.Errorf("the pod's network namespace %s is left", nsPath)
 	}
