@@ -182,6 +182,9 @@ func (l *agentLink) run(ctx context.Context) {
 		}
 		return
 	}
+	if status > maxExitStatus {
+		logger.Warnf("guest agent: reported exit status %d, which no process has; the status comes from the console", status)
+	}
 	l.mu.Lock()
 	l.status = &status
 	l.mu.Unlock()
@@ -194,11 +197,15 @@ func (l *agentLink) run(ctx context.Context) {
 	}
 }
 
+// maxExitStatus is the highest status a process has (an exit code, or
+// 128+signal): a guest's agent that reports more is not believed.
+const maxExitStatus = 255
+
 // exitStatus is the app's exit status as the agent reported it.
 func (l *agentLink) exitStatus() (int, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.status == nil {
+	if l.status == nil || *l.status > maxExitStatus {
 		return 0, false
 	}
 	return int(*l.status), true

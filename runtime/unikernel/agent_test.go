@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/go-runc"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -17,6 +18,7 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 // The agent's archive is made only where the host turns it on, for a
@@ -149,5 +151,35 @@ func TestAgentLinkSilentAgent(t *testing.T) {
 	<-l.settled
 	if _, ok := l.exitStatus(); ok {
 		t.Fatal("an exit status from a silent agent")
+	}
+}
+
+// The agent's report replaces only a clean exit of the monitor (the guest
+// powered off), as the console's line does: a monitor killed (SIGKILL
+// after the grace period, the OOM killer) or failing keeps its status,
+// whatever the guest said before; and a status no process can have is
+// not taken from a guest that makes one up.
+func TestAgentExitOnlyForACleanMonitorExit(t *testing.T) {
+	linux, _ := guests.For("linux")
+	for name, tc := range map[string]struct {
+		monitor, reported, want int
+	}{
+		"clean exit takes the app's":       {0, 7, 7},
+		"killed monitor keeps 137":         {137, 0, 137},
+		"failing monitor keeps its status": {1, 0, 1},
+		"status above 255 not taken":       {0, 1 << 20, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			opts := lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}
+			c := newContainer(opts, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
+			status := uint32(tc.reported)
+			c.setAgent(&agentLink{settled: make(chan struct{}), status: &status})
+			ec := make(chan runc.Exit, 1)
+			ec <- runc.Exit{Pid: 42, Status: tc.monitor}
+			c.WatchExit(ec, 42)
+			if _, exit := c.Current(); exit.Status != tc.want {
+				t.Fatalf("monitor %d, agent %d: status %d, want %d", tc.monitor, tc.reported, exit.Status, tc.want)
+			}
+		})
 	}
 }

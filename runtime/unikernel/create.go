@@ -77,7 +77,11 @@ func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, pla
 		c.SetExitOf(func(e lifecycle.ExitStatus) lifecycle.ExitStatus {
 			// The agent's report is the app's own; the console's
 			// last line stands in only where the agent gave none.
-			if status, ok := c.agentExit(); ok {
+			// Either replaces only a clean exit (the guest powered
+			// off): a monitor killed (SIGKILL after the grace
+			// period, the OOM killer) or failing keeps its status,
+			// whatever the guest said before.
+			if status, ok := c.agentExit(); ok && e.Status == 0 {
 				e.Status = status
 				return e
 			}
