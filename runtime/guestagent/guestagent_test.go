@@ -2,6 +2,7 @@ package guestagent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"reflect"
@@ -125,4 +126,35 @@ func TestServiceOverConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-svc.shut
+}
+
+// A guest that floods its end of the channel with messages the shim never
+// asked for (ttrpc logs each one on an unknown stream as an error, and
+// reads up to 4 MiB for each) has the connection closed once it is past a
+// small budget per call, with an error that says why; it never makes the
+// shim read on without end.
+func TestClientClosesOnAFlood(t *testing.T) {
+	srvEnd, cliEnd := net.Pipe()
+	defer srvEnd.Close()
+	c := NewClient(cliEnd)
+	defer c.Close()
+	const flood = 1 << 20
+	msg := make([]byte, 10+4096)
+	binary.BigEndian.PutUint32(msg[0:], 4096) // length
+	binary.BigEndian.PutUint32(msg[4:], 1001) // a stream the shim never opened
+	msg[8] = 2                                // a response
+	sent := 0
+	for sent < flood {
+		n, err := srvEnd.Write(msg)
+		sent += n
+		if err != nil {
+			break
+		}
+	}
+	if sent >= flood {
+		t.Fatalf("the shim read %d bytes it never asked for and kept reading", sent)
+	}
+	if _, err := c.State(context.Background()); err == nil || !errors.Is(err, ErrFlood) {
+		t.Fatalf("a call after the flood: %v, want ErrFlood", err)
+	}
 }
