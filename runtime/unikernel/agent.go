@@ -90,11 +90,32 @@ func agentBinary(asked string) (string, error) {
 		}
 		path = filepath.Join(filepath.Dir(self), AgentBinary)
 	}
+	const hint = "make install puts " + AgentBinary + " beside the shim; [guests.linux] agent_path names another"
 	st, err := os.Stat(path)
-	if err != nil || !st.Mode().IsRegular() {
-		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but %s is not a regular file (make install puts %s beside the shim; agent_path names another): %v", path, AgentBinary, err)
+	if err != nil {
+		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but its binary is missing (%s): %w", hint, err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but %s is a %s, not a regular file (%s)", path, fileKind(st.Mode()), hint)
 	}
 	return path, nil
+}
+
+// fileKind names a file's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
 }
 
 // agentPath is the agent's path in the guest, "" without the agent.

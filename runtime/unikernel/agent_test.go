@@ -2,6 +2,7 @@ package unikernel
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -181,5 +182,19 @@ func TestAgentExitOnlyForACleanMonitorExit(t *testing.T) {
 				t.Fatalf("monitor %d, agent %d: status %d, want %d", tc.monitor, tc.reported, exit.Status, tc.want)
 			}
 		})
+	}
+}
+
+// An agent path that is not a regular file is refused by name, with the
+// reason, and no "<nil>" where there is no error to give.
+func TestAgentBinaryNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	_, err := agentBinary(dir)
+	if err == nil || !strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), "directory") {
+		t.Fatalf("a directory as the agent: %v", err)
+	}
+	missing := filepath.Join(dir, "nothing")
+	if _, err := agentBinary(missing); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a missing agent: %v, want one that wraps ErrNotExist", err)
 	}
 }
