@@ -2,6 +2,7 @@ package unikernel
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -19,6 +20,11 @@ import (
 const minGuestMemoryMB = 16
 
 const mib = 1 << 20
+
+// maxGuestVCPUs is the most vCPUs a guest is booted with: KVM's own bound
+// on x86 (KVM_MAX_VCPUS). A CPU quota asking for more is a mistake, refused
+// at Create rather than handed to the monitor.
+const maxGuestVCPUs = 4096
 
 // vmSize is how big a VM is and what its container's cgroup is given for
 // it. The guest's RAM is the container's memory limit, what the user
@@ -52,11 +58,27 @@ func sizeVM(spec *specs.Spec, mcfg monitors.Config) (vmSize, error) {
 			return s, fmt.Errorf("memory limit %s is below %d MiB, the least RAM a guest is booted with: the guest's RAM is the container's memory limit",
 				describeBytes(l), minGuestMemoryMB)
 		}
+		// The cgroup gets the limit plus the overhead: a sum past int64
+		// would reach it as a negative limit.
+		if l > math.MaxInt64-s.overhead {
+			return s, fmt.Errorf("memory limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(l), mcfg.MemoryOverheadMB)
+		}
+		if res.Memory.Swap != nil && *res.Memory.Swap > math.MaxInt64-s.overhead {
+			return s, fmt.Errorf("memory+swap limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(*res.Memory.Swap), mcfg.MemoryOverheadMB)
+		}
 		s.limit, s.memoryMB = l, int(l/mib)
 	}
 	if res.CPU != nil && res.CPU.Quota != nil && *res.CPU.Quota > 0 && res.CPU.Period != nil && *res.CPU.Period > 0 {
-		q, p := *res.CPU.Quota, int64(*res.CPU.Period)
-		s.vcpus = int((q + p - 1) / p)
+		q, p := uint64(*res.CPU.Quota), *res.CPU.Period
+		// Rounded up without q+p-1, which overflows for a large quota.
+		v := q / p
+		if q%p != 0 {
+			v++
+		}
+		if v > maxGuestVCPUs {
+			return s, fmt.Errorf("CPU quota %d over period %d asks for %d vCPUs, more than the %d a guest is booted with", q, p, v, maxGuestVCPUs)
+		}
+		s.vcpus = int(v)
 	}
 	return s, nil
 }

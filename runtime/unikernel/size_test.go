@@ -2,6 +2,7 @@ package unikernel
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -154,5 +155,38 @@ func TestUpdateResources(t *testing.T) {
 		if limit != tc.wantLimit {
 			t.Errorf("%s: cgroup memory limit %d, want %d", tc.name, limit, tc.wantLimit)
 		}
+	}
+}
+
+// A memory or memory+swap limit so large that the monitor's overhead on
+// top of it overflows int64, or a CPU quota and period whose rounding up
+// overflows, is refused at plan time: it would otherwise reach the
+// cgroup as a negative limit and the monitor as a negative vCPU count.
+func TestSizeVMRefusesLimitsThatOverflow(t *testing.T) {
+	mcfg := monitors.Config{DefaultMemoryMB: 256, DefaultVCPUs: 1, MemoryOverheadMB: 32}
+	for name, res := range map[string]*specs.LinuxResources{
+		"memory": {Memory: &specs.LinuxMemory{Limit: i64(math.MaxInt64)}},
+		"swap":   {Memory: &specs.LinuxMemory{Limit: i64(256 * mib), Swap: i64(math.MaxInt64 - mib)}},
+		"quota":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(100000)}},
+		"vcpus":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(1)}},
+	} {
+		s, err := sizeVM(withResources(res), mcfg)
+		if err == nil {
+			t.Errorf("%s: sized %+v (cgroup: %+v), want an error", name, s, s.cgroupResources(res).Memory)
+		}
+	}
+	// The largest sane ones still size.
+	s, err := sizeVM(withResources(&specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: i64(1 << 40), Swap: i64(1 << 41)},
+		CPU:    &specs.LinuxCPU{Quota: i64(6400000), Period: u64(100000)},
+	}), mcfg)
+	if err != nil || s.vcpus != 64 || s.memoryMB != 1<<20 {
+		t.Fatalf("1 TiB, 64 CPUs: %+v, %v", s, err)
+	}
+	// A period past int64 is a tiny share of a CPU: one vCPU, not a
+	// negative count.
+	s, err = sizeVM(withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(math.MaxUint64)}}), mcfg)
+	if err != nil || s.vcpus != 1 {
+		t.Fatalf("period 2^64-1: %+v, %v", s, err)
 	}
 }
