@@ -16,6 +16,7 @@ import (
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs/inroot"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
@@ -96,26 +97,9 @@ func agentBinary(asked string) (string, error) {
 		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but its binary is missing (%s): %w", hint, err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but %s is a %s, not a regular file (%s)", path, fileKind(st.Mode()), hint)
+		return "", fmt.Errorf("guest agent is on ([guests.linux] agent) but %s is %s, not a regular file (%s)", path, inroot.FileKind(st.Mode()), hint)
 	}
 	return path, nil
-}
-
-// fileKind names a file's type for an error.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m&os.ModeDevice != 0:
-		return "device"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	}
-	return "special file"
 }
 
 // agentPath is the agent's path in the guest, "" without the agent.
