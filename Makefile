@@ -5,7 +5,7 @@ PREFIX ?= /usr/local/bin
 DEMO_DIR ?= /tmp/urunc-demo
 CRI_DEMO_DIR ?= /tmp/urunc-cri-demo
 
-.PHONY: all build install setup setup-demo setup-cri unit fuzz integration integration-race critest test demo cri-demo k8s-demo bench vet clean
+.PHONY: proto all build install setup setup-demo setup-cri unit fuzz integration integration-race critest test demo cri-demo k8s-demo bench vet clean
 
 all: build
 
@@ -117,3 +117,12 @@ bench: setup build
 
 clean:
 	rm -rf bin
+
+# The guest agent's service. Its generated code is committed; regenerate
+# after changing agent.proto (protoc 3.21 from Debian's protobuf-compiler,
+# the two plugins at the versions go.mod pins).
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.9
+	cd runtime/guestagent/agentapi && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I. -I/usr/include \
+		--go_out=paths=source_relative:. --go-ttrpc_out=paths=source_relative:. agent.proto

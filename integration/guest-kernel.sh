@@ -9,8 +9,9 @@
 set -euo pipefail
 out=${1:?usage: guest-kernel.sh OUT_DIR}
 # Options a cached kernel must have, checked against the config saved
-# beside it: the guest agent's channel is a virtio-serial port.
-required=(CONFIG_VIRTIO_CONSOLE)
+# beside it: the guest agent's channel is a virtio-serial port, and a
+# terminal exec needs a pty.
+required=(CONFIG_VIRTIO_CONSOLE CONFIG_UNIX98_PTYS)
 cached=1
 [ -f "$out/bzImage" ] || cached=0
 for o in "${required[@]}"; do
@@ -38,7 +39,8 @@ make -s tinyconfig
 # console; busybox as init from an initrd or a disk; virtio devices on PCI
 # for the disk, the share and the NIC; ext4, 9p and virtiofs roots; ip= on
 # the command line; the ACPI power button for a graceful stop; the
-# virtio console, whose virtio-serial port is the guest agent's channel.
+# virtio console, whose virtio-serial port is the guest agent's channel;
+# ptys for a terminal exec.
 ./scripts/config \
 	-e 64BIT -e PRINTK -e TTY -e SERIAL_8250 -e SERIAL_8250_CONSOLE \
 	-e BLK_DEV_INITRD -e RD_GZIP -e BINFMT_ELF -e BINFMT_SCRIPT \
@@ -52,7 +54,7 @@ make -s tinyconfig
 	-e NETWORK_FILESYSTEMS -e NET_9P -e NET_9P_VIRTIO -e 9P_FS -e 9P_FS_POSIX_ACL \
 	-e FUSE_FS -e VIRTIO_FS \
 	-e ACPI -e ACPI_BUTTON -e INPUT -e INPUT_EVDEV \
-	-e VIRTIO_CONSOLE
+	-e VIRTIO_CONSOLE -e UNIX98_PTYS
 make -s olddefconfig
 for o in "${required[@]}"; do
 	grep -qx "$o=y" .config || { echo "guest-kernel: $o did not stay set after olddefconfig" >&2; exit 1; }

@@ -14,18 +14,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
 // The app runs with the spec's args, env, cwd and identity, from the
 // app's own PATH.
 func TestProcAttrAndLookPath(t *testing.T) {
 	cfg := guestagent.Config{Args: []string{"app"}, Env: []string{"A=1"}, Cwd: "/srv", UID: 1000, GID: 1001, AdditionalGids: []uint32{7}}
-	a := procAttr(cfg)
+	a := procAttr(cfg.Process())
 	c := a.Sys.Credential
 	if a.Dir != "/srv" || len(a.Env) != 1 || a.Env[0] != "A=1" || c.Uid != 1000 || c.Gid != 1001 || len(c.Groups) != 1 || c.Groups[0] != 7 || !a.Sys.Setsid {
 		t.Fatalf("procAttr: %+v %+v", a, c)
 	}
-	if a := procAttr(guestagent.Config{Args: []string{"x"}}); a.Dir != "/" || a.Sys.Credential.Groups == nil {
+	if a := procAttr(guestagent.Config{Args: []string{"x"}}.Process()); a.Dir != "/" || a.Sys.Credential.Groups == nil {
 		t.Fatalf("defaults: dir %q, groups %v (nil keeps the agent's)", a.Dir, a.Sys.Credential.Groups)
 	}
 	dir := t.TempDir()
@@ -185,7 +186,7 @@ func TestServeOverPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	guestagent.Register(srv, a)
+	agentapi.RegisterAgentService(srv, a)
 	conns := make(chan net.Conn, 2)
 	serveL := &chanListener{c: conns, done: make(chan struct{})}
 	go func() { _ = srv.Serve(context.Background(), serveL) }()
@@ -214,10 +215,10 @@ func TestServeOverPort(t *testing.T) {
 	conns <- <-accepted
 	second := client(peers[1])
 	defer second.Close()
-	if err := second.Kill(ctx, uint32(syscall.SIGTERM)); err != nil {
+	if err := second.Kill(ctx, "", uint32(syscall.SIGTERM)); err != nil {
 		t.Fatal(err)
 	}
-	if status, err := second.Wait(ctx); err != nil || status != 7 {
+	if status, err := second.Wait(ctx, ""); err != nil || status != 7 {
 		t.Fatalf("Wait: %d, %v; want 7", status, err)
 	}
 	if err := second.Shutdown(ctx); err != nil {

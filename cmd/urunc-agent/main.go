@@ -7,8 +7,8 @@
 // boots from a disk or a share and switches to it, sets the hostname, starts the app with
 // the spec's args, env, cwd and identity, reaps every process, forwards
 // the signals it gets to the app, and serves the shim on a virtio-serial
-// port (runtime/guestagent): the app's exit status (Wait) and signals
-// (Kill). When the app ends and the shim has its status (Shutdown), it
+// port (runtime/guestagent): the app's exit status (Wait), signals (Kill)
+// and execs beside the app. When the app ends and the shim has its status (Shutdown), it
 // powers the VM off. Where the shim is not there, or the kernel has no
 // virtio console, it exits with the app's status instead: the kernel then
 // prints it on the console as it does for any init, which the shim reads
@@ -20,13 +20,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
 // Bounds of the agent's waits for the shim.
@@ -71,7 +71,7 @@ func main() {
 	if err == nil {
 		var srv *ttrpc.Server
 		if srv, err = ttrpc.NewServer(); err == nil {
-			guestagent.Register(srv, a)
+			agentapi.RegisterAgentService(srv, a)
 			go func() { _ = srv.Serve(context.Background(), newPortListener(port)) }()
 			serving = true
 		}
@@ -133,60 +133,29 @@ func readConfig(path string) (guestagent.Config, error) {
 	return cfg, nil
 }
 
-// mountSystem mounts what an app expects of a Linux system: /proc, /sys
-// and /dev. A mount already there (the kernel's own devtmpfs) is kept.
+// mountSystem mounts what an app expects of a Linux system: /proc, /sys,
+// /dev, and /dev/pts for a terminal exec's pty. A mount already there
+// (the kernel's own devtmpfs) is kept.
 func mountSystem() error {
 	var first error
 	for _, m := range []struct {
 		fstype, target string
 		flags          uintptr
+		data           string
 	}{
-		{"proc", "/proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
-		{"sysfs", "/sys", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
-		{"devtmpfs", "/dev", unix.MS_NOSUID},
+		{"proc", "/proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, ""},
+		{"sysfs", "/sys", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV, ""},
+		{"devtmpfs", "/dev", unix.MS_NOSUID, ""},
+		{"devpts", "/dev/pts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"},
 	} {
 		if err := os.MkdirAll(m.target, 0o755); err != nil && first == nil {
 			first = fmt.Errorf("mkdir %s: %w", m.target, err)
 			continue
 		}
-		err := unix.Mount(m.fstype, m.target, m.fstype, m.flags, "")
+		err := unix.Mount(m.fstype, m.target, m.fstype, m.flags, m.data)
 		if err != nil && err != unix.EBUSY && first == nil {
 			first = fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err)
 		}
 	}
 	return first
-}
-
-// agent serves the shim (guestagent.Service).
-type agent struct {
-	sup       *supervisor
-	delivered chan struct{}
-	once      sync.Once
-}
-
-func (a *agent) State(ctx context.Context) (uint32, error) {
-	return uint32(a.sup.pid()), nil
-}
-
-func (a *agent) Wait(ctx context.Context) (uint32, error) {
-	select {
-	case <-a.sup.done:
-		return a.sup.status, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-}
-
-func (a *agent) Kill(ctx context.Context, sig uint32) error {
-	return a.sup.signal(unix.Signal(sig))
-}
-
-func (a *agent) Shutdown(ctx context.Context) error {
-	select {
-	case <-a.sup.done:
-	default:
-		return fmt.Errorf("the app is still running")
-	}
-	a.once.Do(func() { close(a.delivered) })
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
 // defaultPath is the search path for an app named without a '/' when its
@@ -21,21 +22,26 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // as a shell reports a command it cannot run.
 const statusNotStarted = 127
 
-// supervisor starts the app, reaps every process of the guest (as PID 1
-// it inherits all orphans) and forwards signals to the app. It is the
-// only caller of wait4.
+// supervisor starts the app and the execs, reaps every process of the
+// guest (as PID 1 it inherits all orphans) and forwards signals to the
+// app. It is the only caller of wait4.
 type supervisor struct {
-	mu     sync.Mutex // held while the app starts, so the reaper knows its pid
+	// mu is held while a process starts, so that the reaper, which takes
+	// it before it looks a pid up, knows every pid it reaps.
+	mu     sync.Mutex
 	appPid int
 	done   chan struct{} // closed once the app has ended; status is then set
 	status uint32
+	execs  map[string]*execProc
+	byPid  map[int]*execProc // running execs
 	chld   chan os.Signal
 	sigs   chan os.Signal
 	quit   chan struct{}
 }
 
 func newSupervisor() *supervisor {
-	s := &supervisor{done: make(chan struct{}), chld: make(chan os.Signal, 1), sigs: make(chan os.Signal, 16), quit: make(chan struct{})}
+	s := &supervisor{done: make(chan struct{}), chld: make(chan os.Signal, 1), sigs: make(chan os.Signal, 16), quit: make(chan struct{}),
+		execs: map[string]*execProc{}, byPid: map[int]*execProc{}}
 	// Before any child exists, so that no exit goes unnoticed.
 	signal.Notify(s.chld, unix.SIGCHLD)
 	go s.reap()
@@ -85,7 +91,7 @@ func (s *supervisor) start(cfg guestagent.Config) error {
 	defer s.mu.Unlock()
 	path, err := lookPath(cfg.Args[0], cfg.Env)
 	if err == nil {
-		s.appPid, err = syscall.ForkExec(path, cfg.Args, procAttr(cfg))
+		s.appPid, err = syscall.ForkExec(path, cfg.Args, procAttr(cfg.Process()))
 	}
 	if err != nil {
 		s.status = statusNotStarted
@@ -95,24 +101,26 @@ func (s *supervisor) start(cfg guestagent.Config) error {
 	return nil
 }
 
-// procAttr is how the app runs: the spec's cwd, env and identity, the
-// agent's console as its stdio, in a session of its own.
-func procAttr(cfg guestagent.Config) *syscall.ProcAttr {
-	dir := cfg.Cwd
+// procAttr is how a process runs: the spec's cwd, env and identity, the
+// agent's console as its stdio (an exec replaces it), in a session of its
+// own.
+func procAttr(p *agentapi.Process) *syscall.ProcAttr {
+	dir := p.GetCwd()
 	if dir == "" {
 		dir = "/"
 	}
-	groups := cfg.AdditionalGids
+	groups := p.GetAdditionalGids()
 	if groups == nil {
+		// Empty, not nil: nil keeps the agent's own groups.
 		groups = []uint32{}
 	}
 	return &syscall.ProcAttr{
 		Dir:   dir,
-		Env:   cfg.Env,
+		Env:   p.GetEnv(),
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setsid:     true,
-			Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: groups},
+			Credential: &syscall.Credential{Uid: p.GetUid(), Gid: p.GetGid(), Groups: groups},
 		},
 	}
 }
@@ -189,6 +197,11 @@ func (s *supervisor) reap() {
 			if pid == s.appPid {
 				s.status = exitStatus(ws)
 				close(s.done)
+			}
+			if e := s.byPid[pid]; e != nil {
+				delete(s.byPid, pid)
+				e.status = exitStatus(ws)
+				close(e.done)
 			}
 			s.mu.Unlock()
 		}

@@ -1,15 +1,17 @@
 // Package guestagent is what the shim and its guest agent (cmd/urunc-agent,
 // PID 1 of a Linux guest, in front of the app) share: the app's
 // configuration the agent reads from its archive, where that archive puts
-// it, the name of the virtio-serial port between them, and the ttrpc
-// service the agent serves on that port, with its client.
+// it, the name of the virtio-serial port between them, and the client of
+// the ttrpc service the agent serves on that port (agentapi, generated
+// from agentapi/agent.proto).
 //
-// The service's messages are protobuf's well-known types (emptypb,
-// wrapperspb) over ttrpc, both libraries the shim already uses: no new
-// .proto and no wire format of this project's. containerd's own task
-// service (api/runtime/task/v3) was the first choice, but its package
-// also holds the gRPC stubs, which take the static agent from 4.4 MB to
-// 11 MB.
+// The service is this project's own small .proto over ttrpc, which the
+// shim already serves. containerd's own task service (api/runtime/task)
+// was the first choice, but its package also holds the gRPC stubs, which
+// take the static agent from 4.4 MB to 11 MB. Exec's stdio goes as
+// unary calls (ReadOutput, WriteStdin) that ttrpc multiplexes on the one
+// port, as kata's agent does, so no stream multiplexer is needed and every
+// byte the guest sends was asked for by a call (the read budget).
 //
 // Nothing here may import the runtime, rootfs or containerd packages:
 // the agent is built from it and stays small.
@@ -18,6 +20,8 @@ package guestagent
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
 // Paths inside the guest, in the archive the shim adds to the guest's
@@ -44,6 +48,11 @@ type Config struct {
 	GID            uint32   `json:"gid"`
 	AdditionalGids []uint32 `json:"additionalGids,omitempty"`
 	Hostname       string   `json:"hostname,omitempty"`
+}
+
+// Process is the app as the agent's service names a process.
+func (c Config) Process() *agentapi.Process {
+	return &agentapi.Process{Args: c.Args, Env: c.Env, Cwd: c.Cwd, Uid: c.UID, Gid: c.GID, AdditionalGids: c.AdditionalGids}
 }
 
 // MaxConfigBytes bounds the config file the agent reads.

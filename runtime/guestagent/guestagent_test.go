@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
 func TestConfigRoundTrip(t *testing.T) {
@@ -37,30 +40,37 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 }
 
+// fakeService is an agent's app; the exec calls are not served.
 type fakeService struct {
+	agentapi.AgentService
 	exited chan struct{}
 	status uint32
 	killed chan uint32
 	shut   chan struct{}
 }
 
-func (f *fakeService) State(context.Context) (uint32, error) { return 42, nil }
-func (f *fakeService) Wait(ctx context.Context) (uint32, error) {
+func (f *fakeService) State(context.Context, *emptypb.Empty) (*agentapi.StateResponse, error) {
+	return &agentapi.StateResponse{Pid: 42}, nil
+}
+func (f *fakeService) Wait(ctx context.Context, _ *agentapi.ProcessRef) (*agentapi.WaitResponse, error) {
 	select {
 	case <-f.exited:
-		return f.status, nil
+		return &agentapi.WaitResponse{Status: f.status}, nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
-func (f *fakeService) Kill(_ context.Context, sig uint32) error {
-	if sig == 0 {
-		return errors.New("no signal 0")
+func (f *fakeService) Kill(_ context.Context, r *agentapi.KillRequest) (*emptypb.Empty, error) {
+	if r.GetSignal() == 0 {
+		return nil, errors.New("no signal 0")
 	}
-	f.killed <- sig
-	return nil
+	f.killed <- r.GetSignal()
+	return &emptypb.Empty{}, nil
 }
-func (f *fakeService) Shutdown(context.Context) error { close(f.shut); return nil }
+func (f *fakeService) Shutdown(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	close(f.shut)
+	return &emptypb.Empty{}, nil
+}
 
 // oneConn is a listener that hands out one connection.
 type oneConn struct {
@@ -89,7 +99,7 @@ func TestServiceOverConn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	Register(srv, svc)
+	agentapi.RegisterAgentService(srv, svc)
 	l := &oneConn{c: make(chan net.Conn, 1), done: make(chan struct{})}
 	l.c <- srvEnd
 	go func() { _ = srv.Serve(context.Background(), l) }()
@@ -101,18 +111,18 @@ func TestServiceOverConn(t *testing.T) {
 	if pid, err := c.State(ctx); err != nil || pid != 42 {
 		t.Fatalf("State: %d, %v", pid, err)
 	}
-	if err := c.Kill(ctx, 15); err != nil {
+	if err := c.Kill(ctx, "", 15); err != nil {
 		t.Fatal(err)
 	}
 	if sig := <-svc.killed; sig != 15 {
 		t.Fatalf("killed with %d, want 15", sig)
 	}
-	if err := c.Kill(ctx, 0); err == nil || !strings.Contains(err.Error(), "no signal 0") {
+	if err := c.Kill(ctx, "", 0); err == nil || !strings.Contains(err.Error(), "no signal 0") {
 		t.Fatalf("Kill 0: %v", err)
 	}
 	waited := make(chan uint32)
 	go func() {
-		s, err := c.Wait(ctx)
+		s, err := c.Wait(ctx, "")
 		if err != nil {
 			t.Error(err)
 		}

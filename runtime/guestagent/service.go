@@ -8,91 +8,33 @@ import (
 	"sync/atomic"
 
 	"github.com/containerd/ttrpc"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 )
 
-// ServiceName is the ttrpc service the agent serves on its port.
-const ServiceName = "urunc.agent.v1.Agent"
-
-// Service is what the agent does for the shim.
-type Service interface {
-	// State returns the app's pid in the guest, once the app runs: the
-	// shim's first call, which tells it the agent is there.
-	State(ctx context.Context) (pid uint32, err error)
-	// Wait returns the app's exit status (128+signal for a signal) once
-	// it has ended.
-	Wait(ctx context.Context) (status uint32, err error)
-	// Kill sends the signal to the app.
-	Kill(ctx context.Context, signal uint32) error
-	// Shutdown tells the agent the shim has the exit status: it powers
-	// the guest off.
-	Shutdown(ctx context.Context) error
-}
-
-// Register serves svc on srv.
-func Register(srv *ttrpc.Server, svc Service) {
-	srv.RegisterService(ServiceName, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
-		"State": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			if err := unmarshal(&emptypb.Empty{}); err != nil {
-				return nil, err
-			}
-			pid, err := svc.State(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return wrapperspb.UInt32(pid), nil
-		},
-		"Wait": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			if err := unmarshal(&emptypb.Empty{}); err != nil {
-				return nil, err
-			}
-			status, err := svc.Wait(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return wrapperspb.UInt32(status), nil
-		},
-		"Kill": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			var sig wrapperspb.UInt32Value
-			if err := unmarshal(&sig); err != nil {
-				return nil, err
-			}
-			if err := svc.Kill(ctx, sig.GetValue()); err != nil {
-				return nil, err
-			}
-			return &emptypb.Empty{}, nil
-		},
-		"Shutdown": func(ctx context.Context, unmarshal func(any) error) (any, error) {
-			if err := unmarshal(&emptypb.Empty{}); err != nil {
-				return nil, err
-			}
-			if err := svc.Shutdown(ctx); err != nil {
-				return nil, err
-			}
-			return &emptypb.Empty{}, nil
-		},
-	}})
-}
-
 // Bounds of what the shim reads from a guest, which may be hostile: an
-// answer is tens of bytes (an error's text a few hundred), but ttrpc
-// reads any message up to 4 MiB and logs each one on a stream the shim
-// never opened as an error, so a guest could make the shim read, and
-// write to the host's log, without end.
+// answer is tens of bytes (an error's text a few hundred) plus the output
+// a ReadOutput asked for, but ttrpc reads any message up to 4 MiB and
+// logs each one on a stream the shim never opened as an error, so a guest
+// could make the shim read, and write to the host's log, without end.
 const (
 	readBudgetBase    = 8 << 10 // what the guest may send before any call
 	readBudgetPerCall = 4 << 10 // added by each call the shim makes
+	// MaxReadBytes bounds one ReadOutput's data, and so what it adds to
+	// the budget.
+	MaxReadBytes = 32 << 10
 )
 
 // ErrFlood is the error of every call once the guest has sent more than
 // the shim asked for: the connection is closed.
 var ErrFlood = errors.New("guest agent sent more than the shim asked for; the channel is closed")
 
-// Client calls an agent over a connection to its port.
+// Client calls an agent over a connection to its port. It is safe for
+// concurrent use: ttrpc multiplexes the calls on the one connection.
 type Client struct {
 	c    *ttrpc.Client
+	api  agentapi.AgentService
 	conn *budgetConn
 }
 
@@ -100,44 +42,106 @@ type Client struct {
 func NewClient(conn net.Conn) *Client {
 	b := &budgetConn{Conn: conn}
 	b.left.Store(readBudgetBase)
-	return &Client{c: ttrpc.NewClient(b), conn: b}
+	c := ttrpc.NewClient(b)
+	return &Client{c: c, api: agentapi.NewAgentClient(c), conn: b}
 }
 
-// Close closes the connection.
+// Close closes the connection; every call in flight ends with an error.
 func (c *Client) Close() error { return c.c.Close() }
 
-// call makes one call, the guest's answer within the read budget.
-func (c *Client) call(ctx context.Context, method string, req, resp proto.Message) error {
-	c.conn.left.Add(readBudgetPerCall)
-	err := c.c.Call(ctx, ServiceName, method, req, resp)
+// call makes one call that may bring back extra bytes beyond an answer's
+// own, within the read budget.
+func call[T any](c *Client, method string, extra int64, f func() (T, error)) (T, error) {
+	c.conn.left.Add(readBudgetPerCall + extra)
+	v, err := f()
 	if err != nil && c.conn.flooded.Load() {
-		return fmt.Errorf("%s: %w", method, ErrFlood)
+		return v, fmt.Errorf("%s: %w", method, ErrFlood)
 	}
+	if err != nil {
+		return v, fmt.Errorf("guest agent %s: %w", method, err)
+	}
+	return v, nil
+}
+
+// State returns the app's pid in the guest: the first call.
+func (c *Client) State(ctx context.Context) (uint32, error) {
+	r, err := call(c, "State", 0, func() (*agentapi.StateResponse, error) { return c.api.State(ctx, &emptypb.Empty{}) })
+	return r.GetPid(), err
+}
+
+// Wait returns the exit status of the app (execID "") or of an exec once
+// it has ended.
+func (c *Client) Wait(ctx context.Context, execID string) (uint32, error) {
+	r, err := call(c, "Wait", 0, func() (*agentapi.WaitResponse, error) {
+		return c.api.Wait(ctx, &agentapi.ProcessRef{ExecId: execID})
+	})
+	return r.GetStatus(), err
+}
+
+// Kill sends signal to the app (execID "") or to an exec.
+func (c *Client) Kill(ctx context.Context, execID string, signal uint32) error {
+	_, err := call(c, "Kill", 0, func() (*emptypb.Empty, error) {
+		return c.api.Kill(ctx, &agentapi.KillRequest{ExecId: execID, Signal: signal})
+	})
 	return err
 }
 
-// State is Service.State.
-func (c *Client) State(ctx context.Context) (uint32, error) {
-	var pid wrapperspb.UInt32Value
-	err := c.call(ctx, "State", &emptypb.Empty{}, &pid)
-	return pid.GetValue(), err
-}
-
-// Wait is Service.Wait.
-func (c *Client) Wait(ctx context.Context) (uint32, error) {
-	var status wrapperspb.UInt32Value
-	err := c.call(ctx, "Wait", &emptypb.Empty{}, &status)
-	return status.GetValue(), err
-}
-
-// Kill is Service.Kill.
-func (c *Client) Kill(ctx context.Context, signal uint32) error {
-	return c.call(ctx, "Kill", wrapperspb.UInt32(signal), &emptypb.Empty{})
-}
-
-// Shutdown is Service.Shutdown.
+// Shutdown tells the agent the shim has the app's status: it ends the
+// guest.
 func (c *Client) Shutdown(ctx context.Context) error {
-	return c.call(ctx, "Shutdown", &emptypb.Empty{}, &emptypb.Empty{})
+	_, err := call(c, "Shutdown", 0, func() (*emptypb.Empty, error) { return c.api.Shutdown(ctx, &emptypb.Empty{}) })
+	return err
+}
+
+// Exec starts an exec and returns its pid in the guest.
+func (c *Client) Exec(ctx context.Context, req *agentapi.ExecRequest) (uint32, error) {
+	r, err := call(c, "Exec", 0, func() (*agentapi.ExecResponse, error) { return c.api.Exec(ctx, req) })
+	return r.GetPid(), err
+}
+
+// ReadOutput returns the next bytes of an exec's stdout or stderr, at
+// most MaxReadBytes; eof once the stream has ended. A guest that sends
+// more than was asked for is refused.
+func (c *Client) ReadOutput(ctx context.Context, execID string, stream agentapi.Stream) ([]byte, bool, error) {
+	r, err := call(c, "ReadOutput", MaxReadBytes, func() (*agentapi.ReadOutputResponse, error) {
+		return c.api.ReadOutput(ctx, &agentapi.ReadOutputRequest{ExecId: execID, Stream: stream, MaxBytes: MaxReadBytes})
+	})
+	if err == nil && len(r.GetData()) > MaxReadBytes {
+		return nil, false, fmt.Errorf("guest agent ReadOutput: %d bytes, more than the %d asked for", len(r.GetData()), MaxReadBytes)
+	}
+	return r.GetData(), r.GetEof(), err
+}
+
+// WriteStdin writes data to an exec's stdin.
+func (c *Client) WriteStdin(ctx context.Context, execID string, data []byte) error {
+	_, err := call(c, "WriteStdin", 0, func() (*emptypb.Empty, error) {
+		return c.api.WriteStdin(ctx, &agentapi.WriteStdinRequest{ExecId: execID, Data: data})
+	})
+	return err
+}
+
+// CloseStdin closes an exec's stdin.
+func (c *Client) CloseStdin(ctx context.Context, execID string) error {
+	_, err := call(c, "CloseStdin", 0, func() (*emptypb.Empty, error) {
+		return c.api.CloseStdin(ctx, &agentapi.ProcessRef{ExecId: execID})
+	})
+	return err
+}
+
+// ResizePty sets the size of an exec's terminal.
+func (c *Client) ResizePty(ctx context.Context, execID string, width, height uint32) error {
+	_, err := call(c, "ResizePty", 0, func() (*emptypb.Empty, error) {
+		return c.api.ResizePty(ctx, &agentapi.ResizePtyRequest{ExecId: execID, Width: width, Height: height})
+	})
+	return err
+}
+
+// DeleteExec frees what an ended exec holds in the guest.
+func (c *Client) DeleteExec(ctx context.Context, execID string) error {
+	_, err := call(c, "DeleteExec", 0, func() (*emptypb.Empty, error) {
+		return c.api.DeleteExec(ctx, &agentapi.ProcessRef{ExecId: execID})
+	})
+	return err
 }
 
 // budgetConn is the shim's end of the channel, read only within what the

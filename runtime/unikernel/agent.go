@@ -179,7 +179,7 @@ func (l *agentLink) run(ctx context.Context) {
 		l.client = nil
 		l.mu.Unlock()
 	}()
-	status, err := client.Wait(ctx)
+	status, err := client.Wait(ctx, "")
 	if err != nil {
 		if ctx.Err() == nil {
 			// Also the monitor ending just before its exit is seen.
@@ -219,10 +219,11 @@ func (l *agentLink) exitStatus() (int, bool) {
 // errNoAgent: the agent has not answered (yet, or at all).
 var errNoAgent = fmt.Errorf("guest agent not reached")
 
-// kill sends sig to the app through the agent, waiting a little for an
-// agent that has not answered yet.
-func (l *agentLink) kill(ctx context.Context, sig syscall.Signal) error {
-	t := time.NewTimer(agentKillWait)
+// reached returns the agent's client once it has answered, waiting up to
+// wait for a guest still booting; errNoAgent if it has not answered, or
+// has gone (the app has ended).
+func (l *agentLink) reached(ctx context.Context, wait time.Duration) (*guestagent.Client, error) {
+	t := time.NewTimer(wait)
 	select {
 	case <-l.settled:
 	case <-t.C:
@@ -230,14 +231,23 @@ func (l *agentLink) kill(ctx context.Context, sig syscall.Signal) error {
 	}
 	t.Stop()
 	l.mu.Lock()
-	client := l.client
-	l.mu.Unlock()
-	if client == nil {
-		return errNoAgent
+	defer l.mu.Unlock()
+	if l.client == nil {
+		return nil, errNoAgent
+	}
+	return l.client, nil
+}
+
+// kill sends sig to the app through the agent, waiting a little for an
+// agent that has not answered yet.
+func (l *agentLink) kill(ctx context.Context, sig syscall.Signal) error {
+	client, err := l.reached(ctx, agentKillWait)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 	defer cancel()
-	return client.Kill(ctx, uint32(sig))
+	return client.Kill(ctx, "", uint32(sig))
 }
 
 func (c *Container) setAgent(l *agentLink) {

@@ -14,10 +14,12 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
@@ -74,23 +76,33 @@ func TestGuestAgentFiles(t *testing.T) {
 	}
 }
 
+// testAgent is a guest agent's app; execs are testExecAgent's.
 type testAgent struct {
+	agentapi.AgentService
 	exited chan struct{}
 	killed chan uint32
 	shut   chan struct{}
 }
 
-func (a *testAgent) State(context.Context) (uint32, error) { return 1, nil }
-func (a *testAgent) Wait(ctx context.Context) (uint32, error) {
+func (a *testAgent) State(context.Context, *emptypb.Empty) (*agentapi.StateResponse, error) {
+	return &agentapi.StateResponse{Pid: 1}, nil
+}
+func (a *testAgent) Wait(ctx context.Context, _ *agentapi.ProcessRef) (*agentapi.WaitResponse, error) {
 	select {
 	case <-a.exited:
-		return 7, nil
+		return &agentapi.WaitResponse{Status: 7}, nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
-func (a *testAgent) Kill(_ context.Context, sig uint32) error { a.killed <- sig; return nil }
-func (a *testAgent) Shutdown(context.Context) error           { close(a.shut); return nil }
+func (a *testAgent) Kill(_ context.Context, r *agentapi.KillRequest) (*emptypb.Empty, error) {
+	a.killed <- r.GetSignal()
+	return &emptypb.Empty{}, nil
+}
+func (a *testAgent) Shutdown(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
+	close(a.shut)
+	return &emptypb.Empty{}, nil
+}
 
 // The shim's end of the channel: once the agent answers, signals go to
 // it; the app's status is taken before the guest is let power off.
@@ -102,7 +114,7 @@ func TestAgentLink(t *testing.T) {
 	}
 	srv, _ := ttrpc.NewServer()
 	a := &testAgent{exited: make(chan struct{}), killed: make(chan uint32, 1), shut: make(chan struct{})}
-	guestagent.Register(srv, a)
+	agentapi.RegisterAgentService(srv, a)
 	go func() { _ = srv.Serve(context.Background(), ln) }()
 	defer srv.Close()
 
