@@ -80,11 +80,15 @@ func startAgentGuest(t *testing.T, img string, args []string, opts ...oci.SpecOp
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := &agentRun{t: t, id: id, log: filepath.Join(t.TempDir(), "console.log")}
 	t.Cleanup(func() {
+		// A test that failed midway leaves its task running.
+		if r.task != nil {
+			_, _ = r.task.Delete(ctx, containerd.WithProcessKill)
+		}
 		_ = cont.Delete(ctx, containerd.WithSnapshotCleanup)
 		assertNoLeftovers(t, id)
 	})
-	r := &agentRun{t: t, id: id, log: filepath.Join(t.TempDir(), "console.log")}
 	if r.task, err = cont.NewTask(ctx, cio.LogFile(r.log)); err != nil {
 		t.Fatal(err)
 	}
@@ -300,4 +304,22 @@ func kernelTimes(console string) (initAt, endAt float64) {
 		endAt = v
 	}
 	return initAt, endAt
+}
+
+// Exec into a running Linux guest through its agent keeps the same
+// contract as exec into a plain container (execContract); the exec's
+// processes end, and the guest ends as before.
+func TestAgentExec(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	r := startAgentGuest(t, agentImage, []string{"/init", "sleep"})
+	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
+	execContract(t, r.id)
+	_, ctx := newClient(t)
+	if err := r.task.Kill(ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.exit(); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
 }

@@ -39,6 +39,19 @@ type execs struct {
 	m  map[string]*execProcess
 }
 
+// running returns the execs started and not yet ended.
+func (x *execs) running() []*execProcess {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []*execProcess
+	for _, e := range x.m {
+		if e.rt.Pid() != 0 && e.rt.State().Status == lifecycle.StatusRunning {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func (x *execs) get(id, execID string) (*execProcess, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()

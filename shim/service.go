@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -392,6 +394,21 @@ func (s *taskService) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAP
 	resp := &taskAPI.PidsResponse{}
 	for _, p := range pids {
 		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(p)})
+	}
+	// Each running exec is marked with its ID, as containerd's runc shim
+	// does. An exec in a guest is not a host process: it is added, with
+	// its pid in the guest.
+	for _, e := range c.execs.running() {
+		info, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: e.rt.ID()})
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		pid := uint32(e.rt.Pid())
+		if i := slices.IndexFunc(resp.Processes, func(p *task.ProcessInfo) bool { return p.Pid == pid }); i >= 0 {
+			resp.Processes[i].Info = info
+		} else {
+			resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: pid, Info: info})
+		}
 	}
 	return resp, nil
 }

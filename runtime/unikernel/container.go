@@ -142,9 +142,3 @@ func (c *Container) Start(ctx context.Context) error {
 	}
 	return nil
 }
-
-// NewExec is refused: a unikernel container is one application inside a
-// VM, with no host process to join.
-func (c *Container) NewExec(id string, spec *specs.Process) (lifecycle.Process, error) {
-	return nil, fmt.Errorf("exec into a unikernel is not supported: the container is one application inside a VM, with no host process to join: %w", errdefs.ErrNotImplemented)
-}
