@@ -3,8 +3,10 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +32,8 @@ var (
 	errAgentImage  error
 )
 
-// importAgentImage builds and imports agentImage once per run.
+// importAgentImage builds and imports agentImage once per run, for ctr
+// and for CRI.
 func importAgentImage(t *testing.T) {
 	t.Helper()
 	agentImageOnce.Do(func() {
@@ -40,8 +43,11 @@ func importAgentImage(t *testing.T) {
 		if errAgentImage = testimage.WriteOCIArchive(path, o); errAgentImage != nil {
 			return
 		}
-		if out, err := ctrRaw("images", "import", path); err != nil {
-			errAgentImage = fmt.Errorf("import %s: %w: %s", path, err, out)
+		for _, ns := range []string{namespace, criNamespace} {
+			if out, err := ctrRaw("--namespace", ns, "images", "import", path); err != nil {
+				errAgentImage = fmt.Errorf("import %s into %s: %w: %s", path, ns, err, out)
+				return
+			}
 		}
 	})
 	if errAgentImage != nil {
@@ -322,4 +328,59 @@ func TestAgentExec(t *testing.T) {
 	if code := r.exit(); code != 137 {
 		t.Fatalf("exit %d, want 137", code)
 	}
+}
+
+// Exec into the unikernel of a pod through CRI, as the kubelet's probes
+// and kubectl exec do it: ExecSync (an exec probe) with its output and a
+// failing status, a streamed exec, one with stdin, and -it on a terminal
+// whose size the exec reads back.
+func TestCRIExecIntoGuest(t *testing.T) {
+	criNetwork(t)
+	importAgentImage(t)
+	withAgent(t)
+	pod := startCRIPod(t, "urunc", "exec-pod", nil)
+	cfg := writeJSON(t, filepath.Join(pod.dir, "guest.json"), map[string]any{
+		"metadata": map[string]string{"name": "guest"}, "image": map[string]string{"image": agentImage},
+		"command": []string{"/init", "sleep"}, "log_path": "guest.log", "linux": map[string]any{},
+	})
+	guest := crictl(t, "create", "--no-pull", pod.id, cfg, pod.config)
+	crictl(t, "start", guest)
+	waitForOutput(t, filepath.Join(pod.logDir, "guest.log"), "URUNC_GUEST_READY", 3*time.Minute)
+
+	if out := crictl(t, "exec", "--sync", guest, "/bin/busybox", "echo", "hello-sync"); !strings.Contains(out, "hello-sync") {
+		t.Fatalf("crictl exec --sync: %q", out)
+	}
+	if out, errOut, err := crictlRaw("exec", "--sync", guest, "/bin/sh", "-c", "echo failing; exit 3"); err == nil || !strings.Contains(errOut, "exited with 3") {
+		t.Fatalf("crictl exec --sync of a failing command: %v\n%s%s", err, out, errOut)
+	}
+	if out := crictl(t, "exec", guest, "/bin/sh", "-c", "echo hello-streamed; hostname"); !strings.Contains(out, "hello-streamed") {
+		t.Fatalf("crictl exec: %q", out)
+	}
+	if out, errOut, err := crictlRaw("exec", guest, "/bin/sh", "-c", "exit 4"); err == nil || !strings.Contains(errOut, "command terminated with exit code 4") {
+		t.Fatalf("crictl exec of a failing command: %v\n%s%s", err, out, errOut)
+	}
+	if out, err := crictlWithStdin("piped-in line\n", "exec", "-i", guest, "/bin/sh", "-c", "cat; echo stdin-closed"); err != nil ||
+		!strings.Contains(out, "piped-in line\nstdin-closed") {
+		t.Fatalf("crictl exec -i: %v\n%q", err, out)
+	}
+	// crictl -it sizes the exec's terminal as its own once it runs:
+	// script(1) gives it 33x111 (see execContract).
+	line := "stty rows 33 cols 111; crictl --runtime-endpoint unix://" + env.socket() + " exec -it " + guest +
+		` /bin/sh -c 'i=0; until [ -n "$(stty size 2>/dev/null)" ] || [ $i = 600 ]; do sleep 0.1; i=$((i+1)); done; tty; stty size'`
+	ttyOut, err := exec.Command("script", "-qec", line, "/dev/null").CombinedOutput()
+	if err != nil || !strings.Contains(string(ttyOut), "33 111") || !strings.Contains(string(ttyOut), "/dev/pts/") {
+		t.Fatalf("crictl exec -it: %v\n%q", err, ttyOut)
+	}
+	pod.remove(t)
+}
+
+// crictlWithStdin runs crictl with stdin from in; stdout and stderr
+// together.
+func crictlWithStdin(in string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "crictl", append([]string{"--runtime-endpoint", "unix://" + env.socket()}, args...)...)
+	cmd.Stdin = strings.NewReader(in)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
