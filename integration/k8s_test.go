@@ -953,6 +953,7 @@ spec:
 	// projected service-account token reach a Linux guest in each rootfs
 	// mode (k8s_podfiles_test.go).
 	t.Run("PodFilesEachMode", func(t *testing.T) { n.podFilesEachMode(t) })
+	t.Run("ExecIntoTheVM", func(t *testing.T) { n.execIntoTheVM(t) })
 
 	// A liveness probe that fails on the guest (a page its web server
 	// does not serve; the startup probe on its page holds the liveness
