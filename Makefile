@@ -113,7 +113,7 @@ bench: setup build
 	./integration/bench.sh
 	./integration/bench-rootfs.sh
 	cd integration && URUNC_BENCH_K8S=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 90m -run '^TestKubernetesBench$$' .
-	cd integration && URUNC_BENCH_AGENT=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 25m -run 'TestAgentBootFigures' .
+	cd integration && URUNC_BENCH_AGENT=1 flock /tmp/urunc-integration.lock $(GO) test -tags integration -count=1 -v -timeout 25m -run 'TestAgentBootFigures|TestExecLatencyFigures' .
 
 clean:
 	rm -rf bin
