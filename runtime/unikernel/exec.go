@@ -262,6 +262,9 @@ func (s stdioFiles) close() {
 	}
 }
 
+// errEmptyRead: the guest answered a read with neither data nor the end.
+var errEmptyRead = errors.New("guest agent answered ReadOutput with no data before the end; the output is cut")
+
 // agentOutput reads an exec's stdout or stderr from the agent.
 type agentOutput struct {
 	client *guestagent.Client
@@ -279,6 +282,11 @@ func (o *agentOutput) Read(p []byte) (int, error) {
 		data, eof, err := o.client.ReadOutput(context.Background(), o.id, o.stream)
 		if err != nil {
 			return 0, err
+		}
+		if len(data) == 0 && !eof {
+			// The agent answers once there is output or the end: an empty
+			// answer would have the shim call again at once, without end.
+			return 0, errEmptyRead
 		}
 		o.buf, o.eof = data, eof
 	}

@@ -2,11 +2,13 @@ package unikernel
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
@@ -195,5 +198,42 @@ func TestAgentExecGuestGone(t *testing.T) {
 	client.Close()
 	if exit, err := e.Wait(ctx); err != nil || exit.Status != statusExecLost {
 		t.Fatalf("exit %+v, %v; want %d", exit, err, statusExecLost)
+	}
+}
+
+// emptyReadAgent answers every read at once with nothing, as a hostile
+// guest could.
+type emptyReadAgent struct {
+	testAgent
+	reads atomic.Int32
+}
+
+func (a *emptyReadAgent) ReadOutput(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	a.reads.Add(1)
+	return &agentapi.ReadOutputResponse{}, nil
+}
+
+// A guest that answers a read with neither data nor the end cuts the
+// output: the shim does not call again without end.
+func TestAgentOutputEmptyAnswer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := ttrpc.NewServer()
+	a := &emptyReadAgent{}
+	agentapi.RegisterAgentService(srv, a)
+	go func() { _ = srv.Serve(context.Background(), ln) }()
+	defer srv.Close()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := guestagent.NewClient(conn)
+	defer client.Close()
+	_, err = io.Copy(io.Discard, &agentOutput{client: client, id: "e1", stream: agentapi.Stream_STDOUT})
+	if !errors.Is(err, errEmptyRead) || a.reads.Load() != 1 {
+		t.Fatalf("copy: %v after %d reads, want errEmptyRead after 1", err, a.reads.Load())
 	}
 }
