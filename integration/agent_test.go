@@ -384,3 +384,35 @@ func crictlWithStdin(in string, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// A guest's agent outlives a containerd crash, as the guest does: after
+// the restart an exec still runs in it, and SIGTERM still reaches the app
+// (its trap's status 7 is the container's).
+func TestAgentExecAfterContainerdRestart(t *testing.T) {
+	importAgentImage(t)
+	withAgent(t)
+	id := newID(t)
+	t.Cleanup(func() {
+		_, _ = ctrRaw("task", "kill", "-s", "SIGKILL", id)
+		_, _ = ctrRaw("task", "rm", "-f", id)
+		_, _ = ctrRaw("container", "rm", id)
+		assertNoLeftovers(t, id)
+	})
+	ctr(t, "run", "-d", "--runtime", runtimeName, agentImage, id, "/init", "trapterm")
+	// The exec waits for the agent of a guest still booting.
+	if out := ctr(t, "task", "exec", "--exec-id", "before", id, "/bin/busybox", "echo", "before-restart"); !strings.Contains(out, "before-restart") {
+		t.Fatalf("exec before the restart: %q", out)
+	}
+	env.killDaemon()
+	if err := env.startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	if out := ctr(t, "task", "exec", "--exec-id", "after", id, "/bin/busybox", "echo", "after-restart"); !strings.Contains(out, "after-restart") {
+		t.Fatalf("exec after the restart: %q", out)
+	}
+	ctr(t, "task", "kill", "-s", "SIGTERM", id)
+	waitFor(t, time.Minute, id+" to stop", func() bool { return taskStatus(t, id) == "STOPPED" })
+	if _, code := taskState(t, id); code != 7 {
+		t.Fatalf("exit %d after SIGTERM, want the app's 7", code)
+	}
+}
