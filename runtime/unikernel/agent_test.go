@@ -104,19 +104,30 @@ func (a *testAgent) Shutdown(context.Context, *emptypb.Empty) (*emptypb.Empty, e
 	return &emptypb.Empty{}, nil
 }
 
-// The shim's end of the channel: once the agent answers, signals go to
-// it; the app's status is taken before the guest is let power off.
-func TestAgentLink(t *testing.T) {
+// serveTestAgent serves svc on a unix socket, as the monitor's channel
+// would be, for the rest of the test, and returns the socket's path.
+func serveTestAgent(t *testing.T, svc agentapi.AgentService) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := ttrpc.NewServer()
-	a := &testAgent{exited: make(chan struct{}), killed: make(chan uint32, 1), shut: make(chan struct{})}
-	agentapi.RegisterAgentService(srv, a)
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentapi.RegisterAgentService(srv, svc)
 	go func() { _ = srv.Serve(context.Background(), ln) }()
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// The shim's end of the channel: once the agent answers, signals go to
+// it; the app's status is taken before the guest is let power off.
+func TestAgentLink(t *testing.T) {
+	a := &testAgent{exited: make(chan struct{}), killed: make(chan uint32, 1), shut: make(chan struct{})}
+	sock := serveTestAgent(t, a)
 
 	vmExited := make(chan struct{})
 	l := startAgentLink("c1", sock, vmExited)

@@ -6,14 +6,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/containerd/console"
-	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -80,17 +78,10 @@ func (a *echoAgent) DeleteExec(_ context.Context, r *agentapi.ProcessRef) (*empt
 
 func newEchoExec(t *testing.T, spec specs.Process) (*agentExec, *echoAgent) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := ttrpc.NewServer()
 	a := &echoAgent{stdout: make(chan []byte, 16), closed: make(chan struct{}), resized: make(chan *agentapi.ResizePtyRequest, 1), deleted: make(chan string, 1)}
-	agentapi.RegisterAgentService(srv, a)
-	go func() { _ = srv.Serve(context.Background(), ln) }()
+	sock := serveTestAgent(t, a)
 	vmExited := make(chan struct{})
-	t.Cleanup(func() { close(vmExited); srv.Close() })
+	t.Cleanup(func() { close(vmExited) })
 	linux, _ := guests.For("linux")
 	c := newContainer(lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
 	link := startAgentLink("c1", sock, vmExited)
@@ -216,17 +207,8 @@ func (a *emptyReadAgent) ReadOutput(context.Context, *agentapi.ReadOutputRequest
 // A guest that answers a read with neither data nor the end cuts the
 // output: the shim does not call again without end.
 func TestAgentOutputEmptyAnswer(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := ttrpc.NewServer()
 	a := &emptyReadAgent{}
-	agentapi.RegisterAgentService(srv, a)
-	go func() { _ = srv.Serve(context.Background(), ln) }()
-	defer srv.Close()
-	conn, err := net.Dial("unix", sock)
+	conn, err := net.Dial("unix", serveTestAgent(t, a))
 	if err != nil {
 		t.Fatal(err)
 	}
