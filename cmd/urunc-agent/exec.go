@@ -22,13 +22,20 @@ const maxExecs = 256
 // its exit, and the agent's ends of its stdio, which the shim reads and
 // writes through the service until it deletes the exec.
 type execProc struct {
-	id     string
-	pid    int
+	id  string
+	pid int
+	// pidfd signals the process itself, never a later one that reuses
+	// its pid once it is reaped; -1 where the kernel gives none.
+	pidfd  int
 	done   chan struct{} // closed once it has ended; status is then set
 	status uint32
 
-	stdinMu sync.Mutex
-	stdin   io.WriteCloser // nil: no stdin, or closed
+	// stdin is the exec's stdin pipe, or its pty's master; nil for none.
+	// A write may block on a full pipe: nothing that waits for a write
+	// may be held by the reaper's lock (close does not wait for one).
+	stdin       io.WriteCloser
+	stdinMu     sync.Mutex // guards stdinClosed only, never held over a write
+	stdinClosed bool
 
 	// outputs are stdout and stderr by agentapi.Stream; a terminal has
 	// one, its pty's master, as stdout.
@@ -78,8 +85,9 @@ func (s *supervisor) exec(req *agentapi.ExecRequest) (*execProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exec %s: %s: %w", req.GetExecId(), p.GetArgs()[0], err)
 	}
-	e := &execProc{id: req.GetExecId(), done: make(chan struct{})}
+	e := &execProc{id: req.GetExecId(), done: make(chan struct{}), pidfd: -1}
 	attr := procAttr(p)
+	attr.Sys.PidFD = &e.pidfd
 	// The child's ends, closed here once it holds its own.
 	var child []*os.File
 	defer func() {
@@ -177,39 +185,51 @@ func (e *execProc) openPipes(withStdin bool) (child []*os.File, err error) {
 	return child, nil
 }
 
-// writeStdin writes all of data to the exec's stdin.
+// writeStdin writes all of data to the exec's stdin; a write blocked on a
+// full pipe ends when the pipe is closed.
 func (e *execProc) writeStdin(data []byte) error {
 	e.stdinMu.Lock()
-	defer e.stdinMu.Unlock()
-	if e.stdin == nil {
+	closed := e.stdinClosed
+	e.stdinMu.Unlock()
+	if e.stdin == nil || closed {
 		return fmt.Errorf("exec %s has no stdin", e.id)
 	}
 	_, err := e.stdin.Write(data)
 	return err
 }
 
-// closeStdin closes the exec's stdin pipe: it reads EOF. A terminal's
-// stdin is its pty, which stays open for its output.
+// veof is a terminal's end-of-file character (^D) in its default modes.
+const veof = 0x04
+
+// closeStdin ends the exec's input: its stdin pipe is closed, so it reads
+// EOF; a terminal, whose pty carries its output too, gets the end-of-file
+// character, as typing ^D would give it.
 func (e *execProc) closeStdin() error {
 	e.stdinMu.Lock()
-	defer e.stdinMu.Unlock()
-	if e.pty != nil || e.stdin == nil {
+	if e.stdin == nil || e.stdinClosed {
+		e.stdinMu.Unlock()
 		return nil
 	}
-	err := e.stdin.Close()
-	e.stdin = nil
-	return err
+	if e.pty == nil {
+		e.stdinClosed = true
+	}
+	e.stdinMu.Unlock()
+	if e.pty != nil {
+		_, err := e.pty.Write([]byte{veof})
+		return err
+	}
+	return e.stdin.Close()
 }
 
-// close frees the agent's ends of the exec's stdio; a read in flight ends
-// with EOF.
+// close frees the agent's ends of the exec's stdio and its pidfd; a read
+// or a write in flight ends.
 func (e *execProc) close() {
 	e.stdinMu.Lock()
+	e.stdinClosed = true
+	e.stdinMu.Unlock()
 	if e.stdin != nil && e.pty == nil {
 		e.stdin.Close()
 	}
-	e.stdin = nil
-	e.stdinMu.Unlock()
 	if e.pty != nil {
 		e.pty.Close()
 	}
@@ -218,7 +238,37 @@ func (e *execProc) close() {
 			o.r.Close()
 		}
 	}
+	if e.pidfd >= 0 {
+		unix.Close(e.pidfd)
+		e.pidfd = -1
+	}
 }
+
+// signal sends sig to the exec while it runs: through its pidfd, which
+// cannot reach another process, where the kernel gave one.
+func (e *execProc) signal(sig unix.Signal) error {
+	select {
+	case <-e.done:
+		return fmt.Errorf("exec %s: %w", e.id, errEnded)
+	default:
+	}
+	if e.pidfd >= 0 {
+		err := unix.PidfdSendSignal(e.pidfd, sig, nil, 0)
+		if err == unix.ESRCH {
+			return fmt.Errorf("exec %s: %w", e.id, errEnded)
+		}
+		return err
+	}
+	return unix.Kill(e.pid, sig)
+}
+
+// errNotFound and errEnded reach the shim as ttrpc's NotFound, which
+// containerd's callers expect of a process that is gone (an exec probe's
+// kill at its timeout).
+var (
+	errNotFound = errors.New("not found")
+	errEnded    = errors.New("has ended")
+)
 
 // execByID returns a held exec.
 func (s *supervisor) execByID(id string) (*execProc, error) {
@@ -226,25 +276,29 @@ func (s *supervisor) execByID(id string) (*execProc, error) {
 	defer s.mu.Unlock()
 	e, ok := s.execs[id]
 	if !ok {
-		return nil, fmt.Errorf("exec %s not found", id)
+		return nil, fmt.Errorf("exec %s: %w", id, errNotFound)
 	}
 	return e, nil
 }
 
-// deleteExec forgets an ended exec and frees its stdio.
+// deleteExec forgets an ended exec and frees its stdio. The files are
+// closed once the reaper's lock is let go: closing may wait for a write
+// in flight.
 func (s *supervisor) deleteExec(id string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, ok := s.execs[id]
 	if !ok {
-		return fmt.Errorf("exec %s not found", id)
+		s.mu.Unlock()
+		return fmt.Errorf("exec %s: %w", id, errNotFound)
 	}
 	select {
 	case <-e.done:
 	default:
+		s.mu.Unlock()
 		return fmt.Errorf("exec %s is still running", id)
 	}
 	delete(s.execs, id)
+	s.mu.Unlock()
 	e.close()
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
@@ -157,5 +159,74 @@ func TestExecRefused(t *testing.T) {
 	defer sup.mu.Unlock()
 	if len(sup.execs) != 0 {
 		t.Fatalf("refused execs held: %v", sup.execs)
+	}
+}
+
+// A write to an exec's stdin that blocks on a full pipe (a process left
+// holding it, reading nothing) holds no lock the reaper needs: the exec's
+// exit is seen, its delete returns and ends the write, and the next exec
+// is still reaped.
+func TestBlockedStdinHoldsNothing(t *testing.T) {
+	_, c := execAgent(t)
+	ctx := context.Background()
+	req := &agentapi.ExecRequest{ExecId: "holder", Stdin: true, Process: &agentapi.Process{
+		Args: []string{"/bin/sh", "-c", "exec 3<&0; sleep 2 <&3 >/dev/null 2>&1 & exit 0"}, Env: []string{"PATH=/usr/bin:/bin"}}}
+	if _, err := c.Exec(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.WriteStdin(ctx, "holder", make([]byte, 1<<20)) }()
+	if st, err := c.Wait(ctx, "holder"); err != nil || st != 0 {
+		t.Fatalf("Wait: %d, %v", st, err)
+	}
+	if err := c.DeleteExec(ctx, "holder"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err == nil {
+		t.Fatal("a write to a deleted exec's stdin succeeded")
+	}
+	if _, err := c.Exec(ctx, &agentapi.ExecRequest{ExecId: "next", Process: &agentapi.Process{Args: []string{"/bin/true"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Wait(ctx, "next"); err != nil || st != 0 {
+		t.Fatalf("Wait of the next exec: %d, %v", st, err)
+	}
+}
+
+// A process that is gone is NotFound to the shim (containerd's callers
+// expect it of a kill at a probe's timeout); a terminal exec's stdin ends
+// with the end-of-file character, which ends cat.
+func TestGoneIsNotFoundAndTerminalEOF(t *testing.T) {
+	_, c := execAgent(t)
+	ctx := context.Background()
+	if _, err := c.Exec(ctx, &agentapi.ExecRequest{ExecId: "tty", Stdin: true, Process: &agentapi.Process{
+		Args: []string{"/bin/cat"}, Terminal: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteStdin(ctx, "tty", []byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseStdin(ctx, "tty"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Wait(ctx, "tty"); err != nil || st != 0 {
+		t.Fatalf("cat on a terminal after the end of its stdin: %d, %v", st, err)
+	}
+	if err := c.Kill(ctx, "tty", uint32(syscall.SIGTERM)); status.Code(err) != codes.NotFound {
+		t.Fatalf("Kill of an ended exec: %v, want NotFound", err)
+	}
+	if err := c.DeleteExec(ctx, "tty"); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"Kill":       c.Kill(ctx, "tty", uint32(syscall.SIGTERM)),
+		"DeleteExec": c.DeleteExec(ctx, "tty"),
+	} {
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("%s of a deleted exec: %v, want NotFound", name, err)
+		}
+	}
+	if _, err := c.Wait(ctx, "tty"); status.Code(err) != codes.NotFound {
+		t.Errorf("Wait of a deleted exec: %v, want NotFound", err)
 	}
 }

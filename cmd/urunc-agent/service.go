@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
@@ -28,17 +31,17 @@ func (a *agent) State(ctx context.Context, _ *emptypb.Empty) (*agentapi.StateRes
 
 // Wait answers once the app, or the exec named, has ended.
 func (a *agent) Wait(ctx context.Context, r *agentapi.ProcessRef) (*agentapi.WaitResponse, error) {
-	done, status := a.sup.done, &a.sup.status
+	done, st := a.sup.done, &a.sup.status
 	if r.GetExecId() != "" {
 		e, err := a.sup.execByID(r.GetExecId())
 		if err != nil {
-			return nil, err
+			return nil, notFound(err)
 		}
-		done, status = e.done, &e.status
+		done, st = e.done, &e.status
 	}
 	select {
 	case <-done:
-		return &agentapi.WaitResponse{Status: *status}, nil
+		return &agentapi.WaitResponse{Status: *st}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -47,18 +50,22 @@ func (a *agent) Wait(ctx context.Context, r *agentapi.ProcessRef) (*agentapi.Wai
 func (a *agent) Kill(ctx context.Context, r *agentapi.KillRequest) (*emptypb.Empty, error) {
 	sig := unix.Signal(r.GetSignal())
 	if r.GetExecId() == "" {
-		return empty, a.sup.signal(sig)
+		return empty, notFound(a.sup.signal(sig))
 	}
 	e, err := a.sup.execByID(r.GetExecId())
 	if err != nil {
-		return nil, err
+		return nil, notFound(err)
 	}
-	select {
-	case <-e.done:
-		return nil, fmt.Errorf("exec %s has ended", e.id)
-	default:
+	return empty, notFound(e.signal(sig))
+}
+
+// notFound gives a process that is gone ttrpc's NotFound code, which the
+// shim maps to containerd's errdefs.ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, errNotFound) || errors.Is(err, errEnded) {
+		return status.Error(codes.NotFound, err.Error())
 	}
-	return empty, unix.Kill(e.pid, sig)
+	return err
 }
 
 func (a *agent) Shutdown(ctx context.Context, _ *emptypb.Empty) (*emptypb.Empty, error) {
@@ -126,5 +133,5 @@ func (a *agent) ResizePty(ctx context.Context, r *agentapi.ResizePtyRequest) (*e
 }
 
 func (a *agent) DeleteExec(ctx context.Context, r *agentapi.ProcessRef) (*emptypb.Empty, error) {
-	return empty, a.sup.deleteExec(r.GetExecId())
+	return empty, notFound(a.sup.deleteExec(r.GetExecId()))
 }

@@ -159,7 +159,7 @@ func (s *supervisor) pid() int {
 func (s *supervisor) signal(sig syscall.Signal) error {
 	select {
 	case <-s.done:
-		return fmt.Errorf("the app has ended")
+		return fmt.Errorf("the app: %w", errEnded)
 	default:
 	}
 	pid := s.pid()
