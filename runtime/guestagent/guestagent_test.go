@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
@@ -167,4 +171,94 @@ func TestClientClosesOnAFlood(t *testing.T) {
 	if _, err := c.State(context.Background()); err == nil || !errors.Is(err, ErrFlood) {
 		t.Fatalf("a call after the flood: %v, want ErrFlood", err)
 	}
+}
+
+// frame is one ttrpc frame as a guest would write it.
+func frame(stream uint32, typ byte, payload []byte, length int) []byte {
+	if length < 0 {
+		length = len(payload)
+	}
+	b := make([]byte, frameHeaderLen, frameHeaderLen+len(payload))
+	binary.BigEndian.PutUint32(b[0:], uint32(length))
+	binary.BigEndian.PutUint32(b[4:], stream)
+	b[8] = typ
+	return append(b, payload...)
+}
+
+// readRequest reads one request frame of the shim's and returns its stream.
+func readRequest(t *testing.T, r io.Reader) uint32 {
+	t.Helper()
+	var h [frameHeaderLen]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, r, int64(binary.BigEndian.Uint32(h[0:]))); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint32(h[4:])
+}
+
+// The guest may send only the one answer each call of the shim's asked
+// for: an answer to no call, a second answer, a stream's data frame or an
+// answer past the bound closes the channel, and the call says why.
+func TestFrameGuard(t *testing.T) {
+	answer := must(proto.Marshal(&ttrpc.Response{Payload: must(proto.Marshal(&agentapi.StateResponse{Pid: 9}))}))
+	for _, tc := range []struct {
+		name      string
+		frames    func(stream uint32) [][]byte
+		firstOK   bool // the call gets its answer before the guard trips
+		wantFlood bool
+	}{
+		{"the answer", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, answer, -1)} }, true, false},
+		{"an answer to no call", func(s uint32) [][]byte { return [][]byte{frame(s+2, frameTypeResponse, answer, -1)} }, false, true},
+		{"a second answer", func(s uint32) [][]byte {
+			return [][]byte{frame(s, frameTypeResponse, answer, -1), frame(s, frameTypeResponse, answer, -1)}
+		}, true, true},
+		{"a stream's data frame", func(s uint32) [][]byte { return [][]byte{frame(s, 3, answer, -1)} }, false, true},
+		{"an answer past the bound", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, nil, 1<<20)} }, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srvEnd, cliEnd := net.Pipe()
+			defer srvEnd.Close()
+			c := NewClient(cliEnd)
+			defer c.Close()
+			got := make(chan error, 1)
+			go func() {
+				pid, err := c.State(context.Background())
+				if err == nil && pid != 9 {
+					err = fmt.Errorf("pid %d", pid)
+				}
+				got <- err
+			}()
+			stream := readRequest(t, srvEnd)
+			for _, f := range tc.frames(stream) {
+				if _, err := srvEnd.Write(f); err != nil {
+					break // the shim closed its end
+				}
+			}
+			err := <-got
+			if tc.firstOK != (err == nil) {
+				t.Fatalf("the call: %v", err)
+			}
+			if !tc.firstOK && !errors.Is(err, ErrFlood) {
+				t.Fatalf("the call: %v, want ErrFlood", err)
+			}
+			// A later call finds the channel closed where it tripped; where
+			// it did not, the guest leaves it unanswered.
+			go func() { _, _ = io.Copy(io.Discard, srvEnd) }()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err = c.State(ctx)
+			if flooded := errors.Is(err, ErrFlood); flooded != tc.wantFlood {
+				t.Fatalf("a later call: %v; want ErrFlood %v", err, tc.wantFlood)
+			}
+		})
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
