@@ -320,7 +320,7 @@ func TestAgentExec(t *testing.T) {
 	withAgent(t)
 	r := startAgentGuest(t, agentImage, []string{"/init", "sleep"})
 	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
-	execContract(t, r.id)
+	execContract(t, r.id, true)
 	_, ctx := newClient(t)
 	if err := r.task.Kill(ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -58,6 +58,6 @@ func TestPlainContainerRunsUnderRunc(t *testing.T) {
 func TestExecInPlainContainer(t *testing.T) {
 	id := newID(t)
 	ctr(t, "run", "-d", "--runtime", runtimeName, testimage.PlainImageName, id, "/bin/busybox", "sleep", "1000")
-	execContract(t, id)
+	execContract(t, id, false)
 	killAndRemove(t, id)
 }

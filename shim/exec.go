@@ -62,8 +62,8 @@ func (x *execs) get(id, execID string) (*execProcess, error) {
 	return e, nil
 }
 
-// Exec prepares an exec: in a plain container, runc's; a unikernel
-// refuses it, saying why.
+// Exec prepares an exec: in a plain container, runc's; in a Linux guest,
+// its agent's; any other unikernel refuses it, saying why.
 func (s *taskService) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
 	c, err := s.get(r.ID)
 	if err != nil {
@@ -113,6 +113,14 @@ func (s *taskService) startExec(ctx context.Context, c *container, r *taskAPI.St
 	}
 	if master := e.rt.Console(); master != nil {
 		if err := e.io.AttachConsole(ctx, master); err != nil {
+			// The process runs: it is killed, and its exit still
+			// closes exitSent, which Delete waits for.
+			_ = e.rt.Kill(ctx, syscall.SIGKILL)
+			go func() {
+				_, _ = e.rt.Wait(context.Background())
+				close(e.exitSent)
+			}()
+			e.releaseStart()
 			return nil, errgrpc.ToGRPC(err)
 		}
 	}

@@ -395,20 +395,24 @@ func (s *taskService) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAP
 	for _, p := range pids {
 		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(p)})
 	}
-	// Each running exec is marked with its ID, as containerd's runc shim
-	// does. An exec in a guest is not a host process: it is added, with
-	// its pid in the guest.
+	// Each running exec that is a host process is marked with its ID, as
+	// containerd's runc shim does. The list is of host pids: an exec in a
+	// guest is not one, and its pid in the guest, which the guest chose,
+	// could name any host process.
 	for _, e := range c.execs.running() {
+		if g, ok := e.rt.(interface{ PidInGuest() bool }); ok && g.PidInGuest() {
+			continue
+		}
+		pid := uint32(e.rt.Pid())
+		i := slices.IndexFunc(resp.Processes, func(p *task.ProcessInfo) bool { return p.Pid == pid })
+		if i < 0 {
+			continue
+		}
 		info, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: e.rt.ID()})
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
-		pid := uint32(e.rt.Pid())
-		if i := slices.IndexFunc(resp.Processes, func(p *task.ProcessInfo) bool { return p.Pid == pid }); i >= 0 {
-			resp.Processes[i].Info = info
-		} else {
-			resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: pid, Info: info})
-		}
+		resp.Processes[i].Info = info
 	}
 	return resp, nil
 }

@@ -35,7 +35,8 @@ const (
 	// agentFirstAnswer bounds the wait for the agent's first answer: the
 	// guest's boot under TCG on a loaded host, with room to spare.
 	agentFirstAnswer = 60 * time.Second
-	// agentCallTimeout bounds Kill and Shutdown.
+	// agentCallTimeout bounds every call but the waits (Wait, ReadOutput),
+	// whose answers come when the guest has them.
 	agentCallTimeout = 5 * time.Second
 	// agentKillWait bounds how long a signal waits for an agent that has
 	// not answered yet (a guest still booting) before the VM takes it.

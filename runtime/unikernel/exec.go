@@ -14,6 +14,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
@@ -61,6 +63,11 @@ type agentExec struct {
 	mu      sync.Mutex
 	pid     int // in the guest
 	console *agentConsole
+	// stop ends the exec's calls still waiting on the guest (its output
+	// reads, its stdin writes): at Delete, and once its output has had
+	// its time after the exit. A guest that never answers them holds
+	// nothing of the shim's past that.
+	stop context.CancelFunc
 }
 
 // ID returns the exec ID.
@@ -72,6 +79,9 @@ func (e *agentExec) Pid() int {
 	defer e.mu.Unlock()
 	return e.pid
 }
+
+// PidInGuest: the exec's pid is the guest's, not a host process's.
+func (e *agentExec) PidInGuest() bool { return true }
 
 // Console is a terminal exec's pty, in the guest; nil otherwise.
 func (e *agentExec) Console() console.Console {
@@ -118,12 +128,17 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 	cancel()
 	if err != nil {
 		files.close()
+		// The answer may have been lost after the guest started it:
+		// it must not run on, unseen, holding one of the agent's slots.
+		e.forget(client)
 		return fmt.Errorf("exec %s: %w", e.id, err)
 	}
+	calls, stop := context.WithCancel(context.Background())
 	e.mu.Lock()
 	e.pid = int(pid)
+	e.stop = stop
 	if e.spec.Terminal {
-		e.console = newAgentConsole(client, e.id)
+		e.console = newAgentConsole(calls, stop, client, e.id)
 	}
 	e.mu.Unlock()
 
@@ -139,33 +154,45 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 			copies.Add(1)
 			go func() {
 				defer copies.Done()
-				_, _ = io.Copy(out.dst, &agentOutput{client: client, id: e.id, stream: out.stream})
+				_, _ = io.Copy(out.dst, &agentOutput{ctx: calls, client: client, id: e.id, stream: out.stream})
 			}()
 		}
 		if files.Stdin != nil {
-			go e.copyStdin(client, files.Stdin)
+			go func() {
+				_, err := io.Copy(agentStdin{ctx: calls, client: client, id: e.id}, files.Stdin)
+				if err == nil {
+					// The shim's stdin ended (CloseIO): so does the exec's.
+					closeStdin(calls, client, e.id)
+				}
+			}()
 		}
 	}
-	go e.waitExit(client, &copies, files)
+	go e.waitExit(client, &copies, files, stop)
 	return nil
 }
 
-// copyStdin passes the shim's stdin to the exec's, and closes the exec's
-// when the shim's ends (CloseIO).
-func (e *agentExec) copyStdin(client *guestagent.Client, stdin *os.File) {
-	_, err := io.Copy(agentStdin{client: client, id: e.id}, stdin)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), agentCallTimeout)
-		defer cancel()
-		_ = client.CloseStdin(ctx, e.id)
-	}
+// closeStdin ends an exec's stdin in the guest.
+func closeStdin(ctx context.Context, client *guestagent.Client, id string) {
+	ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
+	defer cancel()
+	_ = client.CloseStdin(ctx, id)
+}
+
+// forget kills and deletes the exec in the guest, as far as the agent
+// still answers: an exec whose start failed on the shim's side.
+func (e *agentExec) forget(client *guestagent.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), agentCallTimeout)
+	defer cancel()
+	_ = client.Kill(ctx, e.id, uint32(syscall.SIGKILL))
+	_, _ = client.Wait(ctx, e.id)
+	_ = client.DeleteExec(ctx, e.id)
 }
 
 // waitExit records the exec's exit once the agent reports it and its
 // output has been copied (bounded); a guest gone first is statusExecLost.
-func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, files stdioFiles) {
+func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, files stdioFiles, stop context.CancelFunc) {
 	status, err := client.Wait(context.Background(), e.id)
-	exit := lifecycle.ExitStatus{Pid: e.Pid(), Status: int(status)}
+	exit := lifecycle.ExitStatus{Pid: e.Pid(), Status: int(status), At: time.Now()}
 	if err != nil || status > maxExitStatus {
 		log.L.WithField("id", e.container.ID()).WithField("exec", e.id).WithError(err).Info("exec: the guest agent gave no exit status; the exec ended with the guest")
 		exit.Status = statusExecLost
@@ -184,7 +211,11 @@ func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, 
 	// Closing the shim's ends ends its copies to containerd: they read
 	// EOF, and only then does the exit go out (shim's forwardExecExit).
 	files.close()
-	exit.At = time.Now()
+	if !e.spec.Terminal {
+		// Reads the guest still holds open end here; a terminal's go
+		// with its console, which containerd's stdio closes.
+		stop()
+	}
 	e.RecordExit(exit, nil)
 }
 
@@ -196,11 +227,17 @@ func (e *agentExec) Kill(ctx context.Context, sig syscall.Signal) error {
 		}
 		client, err := e.link.reached(ctx, 0)
 		if err != nil {
-			return fmt.Errorf("kill exec %s: %w", e.id, err)
+			// The agent is gone, and the exec with its guest.
+			return fmt.Errorf("kill exec %s: %w: %w", e.id, err, errdefs.ErrNotFound)
 		}
 		ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 		defer cancel()
-		return client.Kill(ctx, e.id, uint32(sig))
+		err = client.Kill(ctx, e.id, uint32(sig))
+		if status.Code(err) == codes.NotFound {
+			// Ended in the guest, its exit not recorded yet.
+			return fmt.Errorf("kill exec %s: %w: %w", e.id, err, errdefs.ErrNotFound)
+		}
+		return err
 	})
 }
 
@@ -212,6 +249,11 @@ func (e *agentExec) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
 			e.RecordExit(lifecycle.ExitStatus{At: time.Now()}, nil)
 			return nil
 		}
+		e.mu.Lock()
+		if e.stop != nil {
+			e.stop()
+		}
+		e.mu.Unlock()
 		// What the guest still holds of it goes with the guest if the
 		// agent is gone: nothing of the host's is left.
 		if client, err := e.link.reached(ctx, 0); err == nil {
@@ -267,6 +309,7 @@ var errEmptyRead = errors.New("guest agent answered ReadOutput with no data befo
 
 // agentOutput reads an exec's stdout or stderr from the agent.
 type agentOutput struct {
+	ctx    context.Context // the exec's calls
 	client *guestagent.Client
 	id     string
 	stream agentapi.Stream
@@ -279,7 +322,7 @@ func (o *agentOutput) Read(p []byte) (int, error) {
 		if o.eof {
 			return 0, io.EOF
 		}
-		data, eof, err := o.client.ReadOutput(context.Background(), o.id, o.stream)
+		data, eof, err := o.client.ReadOutput(o.ctx, o.id, o.stream)
 		if err != nil {
 			return 0, err
 		}
@@ -297,12 +340,13 @@ func (o *agentOutput) Read(p []byte) (int, error) {
 
 // agentStdin writes to an exec's stdin through the agent.
 type agentStdin struct {
+	ctx    context.Context // the exec's calls
 	client *guestagent.Client
 	id     string
 }
 
 func (w agentStdin) Write(p []byte) (int, error) {
-	if err := w.client.WriteStdin(context.Background(), w.id, p); err != nil {
+	if err := w.client.WriteStdin(w.ctx, w.id, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -313,7 +357,8 @@ func (w agentStdin) Write(p []byte) (int, error) {
 // a resize goes to the guest's pty.
 type agentConsole struct {
 	agentOutput
-	in agentStdin
+	in   agentStdin
+	stop context.CancelFunc
 
 	mu   sync.Mutex
 	size console.WinSize
@@ -321,14 +366,27 @@ type agentConsole struct {
 
 var _ console.Console = (*agentConsole)(nil)
 
-func newAgentConsole(client *guestagent.Client, id string) *agentConsole {
-	return &agentConsole{agentOutput: agentOutput{client: client, id: id, stream: agentapi.Stream_STDOUT}, in: agentStdin{client: client, id: id}}
+func newAgentConsole(ctx context.Context, stop context.CancelFunc, client *guestagent.Client, id string) *agentConsole {
+	return &agentConsole{agentOutput: agentOutput{ctx: ctx, client: client, id: id, stream: agentapi.Stream_STDOUT},
+		in: agentStdin{ctx: ctx, client: client, id: id}, stop: stop}
 }
 
 func (c *agentConsole) Write(p []byte) (int, error) { return c.in.Write(p) }
 
-// Close lets go of nothing: the guest's pty is freed with the exec.
-func (c *agentConsole) Close() error { return nil }
+// CloseWrite ends the exec's input once containerd's stdin has ended: the
+// guest's pty gets the end-of-file character.
+func (c *agentConsole) CloseWrite() error {
+	closeStdin(c.ctx, c.client, c.id)
+	return nil
+}
+
+// Close ends the calls still waiting on the guest for this console (the
+// shim closes it with the exec's stdio); the guest's pty is freed with
+// the exec.
+func (c *agentConsole) Close() error {
+	c.stop()
+	return nil
+}
 
 // Fd: the pty is in the guest; there is no descriptor of it here.
 func (c *agentConsole) Fd() uintptr  { return ^uintptr(0) }

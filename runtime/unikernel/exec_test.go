@@ -3,9 +3,12 @@ package unikernel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,7 +171,11 @@ func TestAgentExecTerminal(t *testing.T) {
 	if ws, _ := con.Size(); ws.Width != 100 || ws.Height != 40 {
 		t.Fatalf("size %+v", ws)
 	}
-	close(a.closed)
+	// containerd's stdin ended: the console tells the guest (CloseStdin,
+	// on which this agent's exec ends).
+	if err := con.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	if exit, err := e.Wait(ctx); err != nil || exit.Status != 5 {
 		t.Fatalf("exit %+v, %v", exit, err)
 	}
@@ -214,8 +221,76 @@ func TestAgentOutputEmptyAnswer(t *testing.T) {
 	}
 	client := guestagent.NewClient(conn)
 	defer client.Close()
-	_, err = io.Copy(io.Discard, &agentOutput{client: client, id: "e1", stream: agentapi.Stream_STDOUT})
+	_, err = io.Copy(io.Discard, &agentOutput{ctx: context.Background(), client: client, id: "e1", stream: agentapi.Stream_STDOUT})
 	if !errors.Is(err, errEmptyRead) || a.reads.Load() != 1 {
 		t.Fatalf("copy: %v after %d reads, want errEmptyRead after 1", err, a.reads.Load())
+	}
+}
+
+// silentAgent runs execs that end at once and whose output it never
+// answers, as a hostile or hung guest could.
+type silentAgent struct {
+	testAgent
+}
+
+func (a *silentAgent) State(context.Context, *emptypb.Empty) (*agentapi.StateResponse, error) {
+	return &agentapi.StateResponse{Pid: 1}, nil
+}
+func (a *silentAgent) Exec(context.Context, *agentapi.ExecRequest) (*agentapi.ExecResponse, error) {
+	return &agentapi.ExecResponse{Pid: 9}, nil
+}
+func (a *silentAgent) Wait(ctx context.Context, r *agentapi.ProcessRef) (*agentapi.WaitResponse, error) {
+	if r.GetExecId() == "" {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &agentapi.WaitResponse{}, nil
+}
+func (a *silentAgent) ReadOutput(ctx context.Context, _ *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	select {} // never answers
+}
+func (a *silentAgent) DeleteExec(context.Context, *agentapi.ProcessRef) (*emptypb.Empty, error) {
+	return &emptypb.Empty{}, nil
+}
+
+// shimReads counts the shim's goroutines reading an exec's output.
+func shimReads() int {
+	buf := make([]byte, 1<<22)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*agentOutput).Read")
+}
+
+// Execs whose guest never answers their output reads hold none of the
+// shim's goroutines once their output has had its time after the exit,
+// nor once deleted: exec probes every few seconds must not pile up.
+func TestAgentExecSilentGuestLeavesNothing(t *testing.T) {
+	sock := serveTestAgent(t, &silentAgent{})
+	vmExited := make(chan struct{})
+	t.Cleanup(func() { close(vmExited) })
+	linux, _ := guests.For("linux")
+	c := newContainer(lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
+	link := startAgentLink("c1", sock, vmExited)
+	ctx := context.Background()
+	before := shimReads()
+	// Each exec's output has execOutputWait after its exit.
+	for i := 0; i < 3; i++ {
+		e := &agentExec{StateMachine: lifecycle.NewStateMachine("exec"), id: fmt.Sprint("e", i), container: c, link: link, spec: specs.Process{Args: []string{"true"}}}
+		_, outW, _ := os.Pipe()
+		if err := e.Start(ctx, lifecycle.Stdio{Stdout: outW, Stderr: outW}); err != nil {
+			t.Fatal(err)
+		}
+		outW.Close()
+		if _, err := e.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := shimReads(); n > before; n = shimReads() {
+		runtime.Gosched()
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+		}
 	}
 }

@@ -43,7 +43,15 @@ func (s *Streams) AttachConsole(ctx context.Context, master console.Console) err
 		return err
 	}
 	if in != nil {
-		go func() { _ = copyWhenReady(master, in) }()
+		go func() {
+			// A pty in a guest (the guest agent's) is told that its input
+			// has ended; a host pty's input ends with its process.
+			if err := copyWhenReady(master, in); err == nil {
+				if w, ok := master.(interface{ CloseWrite() error }); ok {
+					_ = w.CloseWrite()
+				}
+			}
+		}()
 	}
 	if s.cfg.Stdout != "" {
 		return s.copyToFifo(ctx, fifoPath(s.cfg.Stdout), io.NopCloser(master), s.guestConsole)
