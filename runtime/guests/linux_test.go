@@ -27,13 +27,13 @@ func TestLinuxCmdline(t *testing.T) {
 			name: "initrd with the guest agent",
 			req: Request{Args: []string{"/init", "echo", "hi"}, Root: initrd, Agent: "/.urunc/agent",
 				Process: Process{Env: []string{"lower_case=has spaces"}}},
-			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw rdinit=/.urunc/agent",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw acpi=noirq rdinit=/.urunc/agent",
 		},
 		{
 			// The agent mounts the root the kernel's parameters name.
 			name: "9p root with the guest agent",
 			req:  Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Agent: "/.urunc/agent"},
-			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl rdinit=/.urunc/agent",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl acpi=noirq rdinit=/.urunc/agent",
 		},
 		{
 			name:    "the guest agent needs a root",
