@@ -234,6 +234,25 @@ func TestAgentWithoutVirtioConsole(t *testing.T) {
 	}
 }
 
+// Where the agent has no channel (the kernel lacks the virtio console),
+// SIGTERM presses the ACPI power button, which a guest booted for the
+// agent (acpi=noirq) still gets: its acpid powers it off with 0, well
+// before the grace period would kill it with 137.
+func TestAgentWithoutVirtioConsolePowerButton(t *testing.T) {
+	withAgent(t)
+	r := startAgentGuest(t, image, []string{"/init", "sleep"})
+	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
+	_, ctx := newClient(t)
+	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := r.exit()
+	out := r.console()
+	if code != 0 || !strings.Contains(out, "reboot: Power down") || !strings.Contains(out, "acpi=noirq") {
+		t.Fatalf("exit %d, want 0 from the power button's clean power-off; console:\n%s", code, out)
+	}
+}
+
 // TestAgentBootFigures prints the time of a one-shot guest (`ctr run --rm`
 // of an app that exits 0 at once) with and without the guest agent, in
 // alternating rounds on the same kernel and image, with the medians'
