@@ -16,7 +16,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/containerd-shim-urunc-v2
 	CGO_ENABLED=0 $(GO) build -o bin/urunc-launcher ./cmd/urunc-launcher
-	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/urunc-agent ./cmd/urunc-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/urunc-agent ./cmd/urunc-agent
 	$(GO) build -o bin/urunc ./cmd/urunc
 
 install: build

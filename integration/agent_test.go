@@ -234,10 +234,30 @@ func TestAgentWithoutVirtioConsole(t *testing.T) {
 	}
 }
 
+// Where the agent has no channel (the kernel lacks the virtio console),
+// SIGTERM presses the ACPI power button, which a guest booted for the
+// agent (acpi=noirq) still gets: its acpid powers it off with 0, well
+// before the grace period would kill it with 137.
+func TestAgentWithoutVirtioConsolePowerButton(t *testing.T) {
+	withAgent(t)
+	r := startAgentGuest(t, image, []string{"/init", "sleep"})
+	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
+	_, ctx := newClient(t)
+	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := r.exit()
+	out := r.console()
+	if code != 0 || !strings.Contains(out, "reboot: Power down") || !strings.Contains(out, "acpi=noirq") {
+		t.Fatalf("exit %d, want 0 from the power button's clean power-off; console:\n%s", code, out)
+	}
+}
+
 // TestAgentBootFigures prints the time of a one-shot guest (`ctr run --rm`
 // of an app that exits 0 at once) with and without the guest agent, in
 // alternating rounds on the same kernel and image, with the medians'
-// ratio, and the agent's size: make bench runs it
+// ratio, where the guest's clock puts init's start and the guest's end
+// (medians), and the agent's size: make bench runs it
 // (URUNC_BENCH_AGENT=1; AGENT_ROUNDS rounds, 7 by default).
 func TestAgentBootFigures(t *testing.T) {
 	if os.Getenv("URUNC_BENCH_AGENT") == "" {
@@ -251,6 +271,8 @@ func TestAgentBootFigures(t *testing.T) {
 	on := env.defaultHostConfig() + "\n[guests.linux]\nagent = true\n"
 	off := env.defaultHostConfig()
 	var with, without []time.Duration
+	// The guest's clock (printk times), seconds after its boot.
+	guestClock := map[bool]*struct{ initAt, endAt []time.Duration }{true: {}, false: {}}
 	for i := 0; i < rounds; i++ {
 		for _, agent := range []bool{true, false} {
 			cfg := off
@@ -265,12 +287,12 @@ func TestAgentBootFigures(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ctr run (agent %v): %v\n%s", agent, err, out)
 			}
-			if i == rounds-1 {
-				initAt, endAt := kernelTimes(out)
-				t.Logf("agent %v: the kernel runs init at %.3fs and ends at %.3fs of the guest's clock", agent, initAt, endAt)
-				if os.Getenv("AGENT_CONSOLE") != "" {
-					t.Logf("console:\n%s", out)
-				}
+			initAt, endAt := kernelTimes(out)
+			g := guestClock[agent]
+			g.initAt = append(g.initAt, time.Duration(initAt*float64(time.Second)))
+			g.endAt = append(g.endAt, time.Duration(endAt*float64(time.Second)))
+			if i == rounds-1 && os.Getenv("AGENT_CONSOLE") != "" {
+				t.Logf("agent %v: console:\n%s", agent, out)
 			}
 			if agent != strings.Contains(out, "reboot: Power down") {
 				t.Fatalf("run with agent %v ended otherwise:\n%s", agent, out)
@@ -287,6 +309,11 @@ func TestAgentBootFigures(t *testing.T) {
 	st, err := os.Stat(filepath.Join(env.bin, "urunc-agent"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, agent := range []bool{true, false} {
+		g := guestClock[agent]
+		t.Logf("agent %v: by the guest's clock (medians), the kernel runs init at %s and the guest ends at %s",
+			agent, median(g.initAt).Round(time.Millisecond), median(g.endAt).Round(time.Millisecond))
 	}
 	t.Logf("one-shot guest, ctr run --rm, median of %d under TCG: with the agent %s, without %s, ratio %.3f; agent binary %d bytes",
 		rounds, mw.Round(time.Millisecond), mo.Round(time.Millisecond), float64(mw)/float64(mo), st.Size())

@@ -121,21 +121,25 @@ func run(m *testing.M) (int, error) {
 	// race detector needs cgo.
 	race := raceEnabled()
 	for _, b := range []struct {
-		what, out, pkg string
-		static, race   bool
+		what, out, pkg      string
+		static, race, guest bool
 	}{
-		{"shim", env.shimPath, "../cmd/containerd-shim-urunc-v2", !race, race},
-		{"the launcher", env.launcherPath, "../cmd/urunc-launcher", true, false},
-		{"the urunc command", env.cliPath, "../cmd/urunc", false, false},
-		{"the guest agent", filepath.Join(env.bin, "urunc-agent"), "../cmd/urunc-agent", true, false},
-		{"stand-in monitor", env.standin, "./cmd/standin-monitor", true, false},
-		{"test logger", env.logger, "./cmd/test-logger", false, false},
+		{"shim", env.shimPath, "../cmd/containerd-shim-urunc-v2", !race, race, false},
+		{"the launcher", env.launcherPath, "../cmd/urunc-launcher", true, false, false},
+		{"the urunc command", env.cliPath, "../cmd/urunc", false, false, false},
+		{"the guest agent", filepath.Join(env.bin, "urunc-agent"), "../cmd/urunc-agent", true, false, true},
+		{"stand-in monitor", env.standin, "./cmd/standin-monitor", true, false, false},
+		{"test logger", env.logger, "./cmd/test-logger", false, false, false},
 	} {
 		args := []string{"build", "-o", b.out}
 		if b.static {
 			// As make build strips them: the guest agent's size is
 			// what each guest loads.
 			args = append(args, "-ldflags", "-s -w")
+		}
+		if b.guest {
+			// As make build: no build host's paths in the guest.
+			args = append(args, "-trimpath")
 		}
 		if b.race {
 			args = append(args, "-race")

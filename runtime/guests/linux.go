@@ -72,7 +72,12 @@ func (linux) Cmdline(req Request) (string, error) {
 	// printk.time=1 stamps every kernel record on the console, whatever
 	// the kernel's build default: the shim tells the kernel's end of the
 	// guest (its exit status) from the app's output by that stamp.
-	parts := []string{"panic=-1", "console=ttyS0", "printk.time=1"}
+	// i8042.noaux: no PS/2 mouse probe. A headless guest has no use for
+	// it, and the probe runs long after boot (about 0.3 s under TCG),
+	// beside the app and in the way of a clean power-off, which waits
+	// for it to end; the keyboard port stays, firecracker's Ctrl-Alt-Del
+	// arrives on it.
+	parts := []string{"panic=-1", "console=ttyS0", "printk.time=1", "i8042.noaux"}
 	root, err := rootArgs(req.Root)
 	if err != nil {
 		return "", err
@@ -95,7 +100,13 @@ func (linux) Cmdline(req Request) (string, error) {
 		if req.Root.Kind == rootfs.KindNone {
 			return "", fmt.Errorf("linux guest: the guest agent needs a root to boot from")
 		}
-		parts = append(parts, "rdinit="+req.Agent)
+		// acpi=noirq: the agent's channel is a virtio PCI device, and
+		// enabling its ACPI interrupt link (qemu's i440fx LNKx) took
+		// about 0.2 s of the boot under TCG; the BIOS's MP table routes
+		// the same interrupt at no cost, and virtio uses MSI-X anyway.
+		// The ACPI power button (its SCI) is not a PCI interrupt and
+		// still works.
+		parts = append(parts, "acpi=noirq", "rdinit="+req.Agent)
 		return strings.Join(parts, " "), nil
 	}
 	args, err := cmdlineArgs(req.Args)

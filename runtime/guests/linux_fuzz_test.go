@@ -29,7 +29,7 @@ func FuzzLinuxCmdlineArgs(f *testing.F) {
 		}
 		// Split as the kernel's own parser does, byte by byte.
 		fields := kernelArgs(before)
-		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "root=/dev/vda", "rw"}
+		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "i8042.noaux", "root=/dev/vda", "rw"}
 		if len(fields) != len(want)+1 || strings.Join(fields[:len(want)], " ") != strings.Join(want, " ") ||
 			!strings.HasPrefix(fields[len(want)], "init=") {
 			t.Fatalf("args %q %q changed the kernel's parameters: %q", app, arg, before)
@@ -90,7 +90,7 @@ func FuzzLinuxCmdlineEnv(f *testing.F) {
 			t.Fatalf("no \" -- \" in %q", got)
 		}
 		fields := kernelArgs(before)
-		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "root=/dev/vda", "rw", e, "init=/init"}
+		want := []string{"panic=-1", "console=ttyS0", "printk.time=1", "i8042.noaux", "root=/dev/vda", "rw", e, "init=/init"}
 		if strings.Join(fields, "\x00") != strings.Join(want, "\x00") {
 			t.Fatalf("environment %q: the kernel reads %q, want %q", e, fields, want)
 		}

@@ -14,12 +14,12 @@ func TestLinuxCmdline(t *testing.T) {
 		{
 			name: "initrd with args",
 			req:  Request{Args: []string{"/init", "echo", "hi"}, Root: initrd},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/init -- echo hi",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw rdinit=/init -- echo hi",
 		},
 		{
 			name: "argument with spaces is single-quoted",
 			req:  Request{Args: []string{"/bin/app", "-g", "daemon off;"}, Root: initrd},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw rdinit=/bin/app -- -g 'daemon off;'",
 		},
 		{
 			// The agent reads the app from its own config: nothing of
@@ -27,13 +27,13 @@ func TestLinuxCmdline(t *testing.T) {
 			name: "initrd with the guest agent",
 			req: Request{Args: []string{"/init", "echo", "hi"}, Root: initrd, Agent: "/.urunc/agent",
 				Process: Process{Env: []string{"lower_case=has spaces"}}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/.urunc/agent",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw acpi=noirq rdinit=/.urunc/agent",
 		},
 		{
 			// The agent mounts the root the kernel's parameters name.
 			name: "9p root with the guest agent",
 			req:  Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}, Agent: "/.urunc/agent"},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl rdinit=/.urunc/agent",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl acpi=noirq rdinit=/.urunc/agent",
 		},
 		{
 			name:    "the guest agent needs a root",
@@ -43,39 +43,39 @@ func TestLinuxCmdline(t *testing.T) {
 		{
 			name: "block root",
 			req:  Request{Args: []string{"/sbin/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda rw init=/sbin/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/vda rw init=/sbin/init --",
 		},
 		{
 			name: "read-only block root",
 			req:  Request{Args: []string{"/sbin/init"}, Root: rootfs.Root{Kind: rootfs.KindBlock, ReadOnly: true}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/vda ro init=/sbin/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/vda ro init=/sbin/init --",
 		},
 		{
 			name: "9p root",
 			req:  Request{Args: []string{"/init", "x"}, Root: rootfs.Root{Kind: rootfs.Kind9p, Tag: "fs0"}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl init=/init -- x",
 		},
 		{
 			name: "virtiofs root",
 			req:  Request{Args: []string{"/init"}, Root: rootfs.Root{Kind: rootfs.KindVirtiofs, Tag: "fs0"}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=fs0 rw rootfstype=virtiofs init=/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=fs0 rw rootfstype=virtiofs init=/init --",
 		},
 		{
 			name: "no root",
 			req:  Request{Args: []string{"/app"}},
-			want: "panic=-1 console=ttyS0 printk.time=1 init=/app --",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux init=/app --",
 		},
 		{
 			name: "network",
 			req:  Request{Args: []string{"/init"}, Root: initrd, Net: &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:urunc:eth0:off rdinit=/init --",
 		},
 		{name: "no args", req: Request{}, wantErr: "no init to run"},
 		// Injection: none of these may add a kernel parameter.
 		{name: "newline", req: Request{Args: []string{"/app", "x\ninit=/bin/sh"}, Root: initrd}, wantErr: `argument 1 ("x\ninit=/bin/sh") holds '\n'`},
 		{name: "double quote", req: Request{Args: []string{"/app", `a" init=/bin/sh "b`}, Root: initrd}, wantErr: `holds '"'`},
 		{name: "single quote in a quoted argument", req: Request{Args: []string{"/app", "it's ' init=/bin/sh"}, Root: initrd}, wantErr: "spaces and a single quote"},
-		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/app -- it's"},
+		{name: "single quote alone is fine", req: Request{Args: []string{"/app", "it's"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw rdinit=/app -- it's"},
 		// Bytes the kernel's parser takes for spaces beyond ASCII's.
 		{name: "à in the init adds a kernel parameter", req: Request{Args: []string{"/voil\u00e0rdinit=/bin/sh", "x"}, Root: initrd}, wantErr: "byte 0xA0"},
 		{name: "no-break space in the init", req: Request{Args: []string{"/a\u00a0ip=1.2.3.4::1.2.3.5:255.0.0.0"}, Root: initrd}, wantErr: "byte 0xA0"},
@@ -84,7 +84,7 @@ func TestLinuxCmdline(t *testing.T) {
 		{name: "vertical tab", req: Request{Args: []string{"/a\vinit=/x"}, Root: initrd}, wantErr: "cannot carry"},
 		{name: "form feed", req: Request{Args: []string{"/app", "a\fb"}, Root: initrd}, wantErr: "cannot carry"},
 		{name: "carriage return", req: Request{Args: []string{"/a\rrdinit=/x"}, Root: initrd}, wantErr: "cannot carry"},
-		{name: "other Latin-1 and UTF-8 is fine", req: Request{Args: []string{"/caf\u00e9", "na\u00efve", "\u65e5\u672c"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw rdinit=/caf\u00e9 -- na\u00efve \u65e5\u672c"},
+		{name: "other Latin-1 and UTF-8 is fine", req: Request{Args: []string{"/caf\u00e9", "na\u00efve", "\u65e5\u672c"}, Root: initrd}, want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw rdinit=/caf\u00e9 -- na\u00efve \u65e5\u672c"},
 		{name: "unknown root", req: Request{Args: []string{"/a"}, Root: rootfs.Root{Kind: "nfs"}}, wantErr: `unknown root kind "nfs"`},
 		// The environment reaches any init as the kernel's unknown
 		// KEY=VALUE parameters; the hostname through ip=.
@@ -93,10 +93,10 @@ func TestLinuxCmdline(t *testing.T) {
 			req: Request{Args: []string{"/init", "x"}, Root: initrd, Hostname: "web-0",
 				Net:     &Net{Address: "198.18.0.2", Mask: "255.255.255.0", Gateway: "198.18.0.1"},
 				Process: Process{Env: []string{"PATH=/bin:/usr/bin", "GREETING=hello pod", "EMPTY=", "_X1=é"}}},
-			want: `panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:web-0:eth0:off PATH=/bin:/usr/bin GREETING="hello pod" EMPTY= _X1=é rdinit=/init -- x`,
+			want: `panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw ip=198.18.0.2::198.18.0.1:255.255.255.0:web-0:eth0:off PATH=/bin:/usr/bin GREETING="hello pod" EMPTY= _X1=é rdinit=/init -- x`,
 		},
 		{name: "a value with 0xA0 is quoted", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A=voil\u00e0"}}},
-			want: "panic=-1 console=ttyS0 printk.time=1 root=/dev/ram0 rw A=\"voil\u00e0\" rdinit=/init --"},
+			want: "panic=-1 console=ttyS0 printk.time=1 i8042.noaux root=/dev/ram0 rw A=\"voil\u00e0\" rdinit=/init --"},
 		{name: "env name with a dot", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"a.b=1"}}}, wantErr: `environment variable "a.b"`},
 		{name: "env name lowercase", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"init=/bin/sh"}}}, wantErr: `"init" starts with a lowercase letter`},
 		{name: "env name with a space", req: Request{Args: []string{"/init"}, Root: initrd, Process: Process{Env: []string{"A B=1"}}}, wantErr: `environment variable "A B"`},
