@@ -222,16 +222,78 @@ func TestAgentLeavesUrunit(t *testing.T) {
 }
 
 // A guest kernel without the virtio console built in (Debian's, where it
-// is a module) gives the agent no channel: it says so by name, and the
-// exit status still comes through the console.
+// is a module) is found at Create, from its file: the guest boots without
+// the agent, the shim's log names the option and the kernel, and the exit
+// status comes through the console, the kernel's report of init's end.
 func TestAgentWithoutVirtioConsole(t *testing.T) {
 	withAgent(t)
 	r := startAgentGuest(t, image, []string{"/init", "exit", "3"})
 	code := r.exit()
 	out := r.console()
+	if code != 3 || !strings.Contains(out, "exitcode=0x00000300") {
+		t.Fatalf("exit %d, want 3 reported by the kernel; console:\n%s", code, out)
+	}
+	if strings.Contains(out, "CONFIG_VIRTIO_CONSOLE") || strings.Contains(out, "urunc-agent") {
+		t.Fatalf("the agent booted with a kernel that cannot serve it:\n%s", out)
+	}
+	waitFor(t, 30*time.Second, "the shim's warning naming CONFIG_VIRTIO_CONSOLE=y", func() bool {
+		return shimLogHas(r.id, "lacks CONFIG_VIRTIO_CONSOLE=y")
+	})
+}
+
+// untoldImage is the test guest on Debian's kernel with its boot header's
+// payload length zeroed, which neither qemu nor the kernel reads: the
+// shim cannot tell from the file whether the virtio console is built in.
+const untoldImage = "docker.io/urunc/test-guest-untold-kernel:latest"
+
+// A kernel the shim cannot tell boots with the agent, as before the
+// check: the agent finds no channel, says so by name on the console,
+// and the exit status still comes through the console.
+func TestAgentWithoutVirtioConsoleAtRunTime(t *testing.T) {
+	kernel, err := os.ReadFile(guestImageOptions().Kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const payloadLength = 0x24c
+	if len(kernel) < payloadLength+4 || string(kernel[0x202:0x206]) != "HdrS" {
+		t.Fatalf("%s is not a bzImage", guestImageOptions().Kernel)
+	}
+	copy(kernel[payloadLength:], []byte{0, 0, 0, 0})
+	patched := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(patched, kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "untold.tar")
+	o := guestImageOptions()
+	o.Name, o.Kernel = untoldImage, patched
+	if err := testimage.WriteOCIArchive(path, o); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctrRaw("images", "import", path); err != nil {
+		t.Fatalf("import %s: %v: %s", path, err, out)
+	}
+	withAgent(t)
+	r := startAgentGuest(t, untoldImage, []string{"/init", "exit", "3"})
+	code := r.exit()
+	out := r.console()
 	if code != 3 || !strings.Contains(out, "CONFIG_VIRTIO_CONSOLE") {
 		t.Fatalf("exit %d, want 3 and the missing option named; console:\n%s", code, out)
 	}
+	if !shimLogHas(r.id, "cannot be told from its file") {
+		t.Fatal("the shim's log does not say the kernel could not be told")
+	}
+}
+
+// shimLogHas tells whether a line of the shim's log (in containerd's)
+// about container id has want.
+func shimLogHas(id, want string) bool {
+	data, _ := os.ReadFile(filepath.Join(env.dir, "containerd.log"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "id="+id) && strings.Contains(line, want) {
+			return true
+		}
+	}
+	return false
 }
 
 // Where the agent has no channel (the kernel lacks the virtio console),

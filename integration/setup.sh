@@ -21,7 +21,7 @@ DISTRIBUTION_VERSION=v3.1.2
 PREFIX=${PREFIX:-/usr/local/bin}
 GUEST_DIR=${URUNC_GUEST_DIR:-/var/cache/urunc-test/guest}
 
-apt_need iputils-ping wget mount
+apt_need iputils-ping wget mount xz-utils
 
 if [ ! -x "$PREFIX/containerd-shim-runc-v2" ]; then
 	echo "setup: building containerd-shim-runc-v2 $CONTAINERD_VERSION"

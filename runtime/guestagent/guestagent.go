@@ -10,8 +10,8 @@
 // was the first choice, but its package also holds the gRPC stubs, which
 // take the static agent from 4.4 MB to 11 MB. Exec's stdio goes as
 // unary calls (ReadOutput, WriteStdin) that ttrpc multiplexes on the one
-// port, as kata's agent does, so no stream multiplexer is needed and every
-// byte the guest sends was asked for by a call (the read budget).
+// port, as kata's agent does, so no stream multiplexer is needed, and the
+// guest may send only the one answer each call asks for (frameGuard).
 //
 // Nothing here may import the runtime, rootfs or containerd packages:
 // the agent is built from it and stays small.

@@ -111,6 +111,9 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
+	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary) {
+		agentFiles = nil
+	}
 	req.InitrdFiles = agentFiles
 	rp, err := rootfs.Select(req)
 	if err != nil {

@@ -1,0 +1,173 @@
+package unikernel
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+
+	"github.com/urunc-dev/containerd-shim-urunc-v2/internal/kernelimage"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
+)
+
+// Kernels as kernelimage reads them: an ELF vmlinux with and without the
+// virtio console's string, and a file it cannot tell.
+var (
+	kernelWithConsole    = []byte("\x7fELF\x02\x01\x01 text virtio-ports data")
+	kernelWithoutConsole = []byte("\x7fELF\x02\x01\x01 text virtio_blk data")
+	kernelOfUnknownKind  = []byte("\x02\x21\x4c\x18 an lz4 file")
+)
+
+// loggedCtx is a context whose log goes to the returned buffer.
+func loggedCtx() (context.Context, *bytes.Buffer) {
+	var buf bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&buf)
+	l.SetLevel(logrus.InfoLevel)
+	return log.WithLogger(context.Background(), logrus.NewEntry(l)), &buf
+}
+
+// A kernel without the virtio console built in is said by name at
+// Create and boots without the agent; one that has it, or cannot be told,
+// or cannot be opened, keeps it. The verdict is kept in the state dir.
+func TestKernelTakesAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		kernel []byte // nil: no file
+		want   bool
+		logged string
+	}{
+		{"built in", kernelWithConsole, true, ""},
+		{"absent", kernelWithoutConsole, false, "the guest kernel /boot/kernel lacks CONFIG_VIRTIO_CONSOLE=y (built in"},
+		{"cannot be told", kernelOfUnknownKind, true, "lz4 payload"},
+		{"no file", nil, true, "not checked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rootfsDir := t.TempDir()
+			if tc.kernel != nil {
+				if err := os.MkdirAll(filepath.Join(rootfsDir, "boot"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(rootfsDir, "boot", "kernel"), tc.kernel, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			state := t.TempDir()
+			host := config.HostConfig{Runtime: config.RuntimeConfig{StateDir: state}}
+			ctx, logged := loggedCtx()
+			if got := kernelTakesAgent(ctx, host, "c1", rootfsDir, "/boot/kernel"); got != tc.want {
+				t.Fatalf("takes the agent: %v, want %v; log:\n%s", got, tc.want, logged)
+			}
+			if tc.logged != "" && !strings.Contains(logged.String(), tc.logged) {
+				t.Fatalf("log lacks %q:\n%s", tc.logged, logged)
+			}
+			if !tc.want && !strings.Contains(logged.String(), "level=warning") {
+				t.Fatalf("not a warning:\n%s", logged)
+			}
+			_, err := os.Stat(filepath.Join(state, kernelimage.CacheFile))
+			if certain := tc.name == "built in" || tc.name == "absent"; certain != (err == nil) {
+				t.Fatalf("cache after a %s kernel: %v", tc.name, err)
+			}
+		})
+	}
+}
+
+// The image's symlink to a host file is resolved inside the rootfs: the
+// host's file is never read.
+func TestKernelTakesAgentStaysInRootfs(t *testing.T) {
+	host := filepath.Join(t.TempDir(), "host-kernel")
+	if err := os.WriteFile(host, kernelWithoutConsole, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rootfsDir := t.TempDir()
+	if err := os.Symlink(host, filepath.Join(rootfsDir, "kernel")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, logged := loggedCtx()
+	if !kernelTakesAgent(ctx, config.HostConfig{Runtime: config.RuntimeConfig{StateDir: t.TempDir()}}, "c1", rootfsDir, "/kernel") {
+		t.Fatalf("the host's file was read:\n%s", logged)
+	}
+}
+
+// planBoot leaves the agent out for a kernel without the channel's
+// driver, and keeps it for one with it.
+func TestPlanBootAgentKernelCheck(t *testing.T) {
+	needReal(t)
+	agent := filepath.Join(t.TempDir(), "urunc-agent")
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		kernel    []byte
+		withAgent bool
+	}{
+		{"with the console", kernelWithConsole, true},
+		{"without it", kernelWithoutConsole, false},
+		{"cannot be told", kernelOfUnknownKind, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, []string{"/app"}, nil)
+			rootfsDir := lifecycle.RootfsDir(b.dir, b.spec)
+			if err := os.WriteFile(filepath.Join(rootfsDir, "kernel"), tc.kernel, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.ResolveUnikernelConfig(b.spec.Annotations, rootfsDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := hostConfig(t)
+			host.Guests.Linux.Agent, host.Guests.Linux.AgentPath = true, agent
+			opts := lifecycle.CreateOptions{ID: b.id, Namespace: "unit", Bundle: b.dir, Host: host}
+			ctx, logged := loggedCtx()
+			plan, err := planBoot(ctx, cfg, b.spec, opts, rootfsDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := plan.agentSocket != "" && plan.guest.Agent != nil; got != tc.withAgent {
+				t.Fatalf("agent in the plan: %v, want %v; log:\n%s", got, tc.withAgent, logged)
+			}
+			if !tc.withAgent && !strings.Contains(logged.String(), "CONFIG_VIRTIO_CONSOLE=y") {
+				t.Fatalf("no warning naming the option:\n%s", logged)
+			}
+		})
+	}
+}
+
+// The test kernels, xz-compressed bzImages, read through the host's xz,
+// which the shim starts and waits for through the reaper.
+func TestKernelTakesAgentTestKernels(t *testing.T) {
+	needReal(t)
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"/var/cache/urunc-test/guest-builtin/bzImage", true},
+		{"/var/cache/urunc-test/guest/vmlinuz", false},
+	} {
+		t.Run(filepath.Base(tc.path), func(t *testing.T) {
+			data, err := os.ReadFile(tc.path)
+			if err != nil {
+				t.Skipf("no test kernel: %v", err)
+			}
+			rootfsDir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(rootfsDir, "kernel"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, logged := loggedCtx()
+			host := config.HostConfig{Runtime: config.RuntimeConfig{StateDir: t.TempDir()}}
+			if got := kernelTakesAgent(ctx, host, "c1", rootfsDir, "/kernel"); got != tc.want {
+				t.Fatalf("takes the agent: %v, want %v; log:\n%s", got, tc.want, logged)
+			}
+			if strings.Contains(logged.String(), "cannot be told") {
+				t.Fatalf("not told:\n%s", logged)
+			}
+		})
+	}
+}
