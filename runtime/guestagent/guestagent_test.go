@@ -208,14 +208,17 @@ func TestFrameGuard(t *testing.T) {
 		frames    func(stream uint32) [][]byte
 		firstOK   bool // the call gets its answer before the guard trips
 		wantFlood bool
+		// racy: the guard may trip before the call has taken its answer
+		// (ttrpc's client then ends its calls), so the call may end either way.
+		racy bool
 	}{
-		{"the answer", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, answer, -1)} }, true, false},
-		{"an answer to no call", func(s uint32) [][]byte { return [][]byte{frame(s+2, frameTypeResponse, answer, -1)} }, false, true},
+		{"the answer", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, answer, -1)} }, true, false, false},
+		{"an answer to no call", func(s uint32) [][]byte { return [][]byte{frame(s+2, frameTypeResponse, answer, -1)} }, false, true, false},
 		{"a second answer", func(s uint32) [][]byte {
 			return [][]byte{frame(s, frameTypeResponse, answer, -1), frame(s, frameTypeResponse, answer, -1)}
-		}, true, true},
-		{"a stream's data frame", func(s uint32) [][]byte { return [][]byte{frame(s, 3, answer, -1)} }, false, true},
-		{"an answer past the bound", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, nil, 1<<20)} }, false, true},
+		}, true, true, true},
+		{"a stream's data frame", func(s uint32) [][]byte { return [][]byte{frame(s, 3, answer, -1)} }, false, true, false},
+		{"an answer past the bound", func(s uint32) [][]byte { return [][]byte{frame(s, frameTypeResponse, nil, 1<<20)} }, false, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srvEnd, cliEnd := net.Pipe()
@@ -237,7 +240,7 @@ func TestFrameGuard(t *testing.T) {
 				}
 			}
 			err := <-got
-			if tc.firstOK != (err == nil) {
+			if tc.firstOK != (err == nil) && !(tc.racy && errors.Is(err, ErrFlood)) {
 				t.Fatalf("the call: %v", err)
 			}
 			if !tc.firstOK && !errors.Is(err, ErrFlood) {
