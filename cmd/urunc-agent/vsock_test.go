@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,8 +74,8 @@ func TestChannelChoice(t *testing.T) {
 		want     string // "serial", vsockListener, or an error's text
 	}{
 		"qemu: the port":                     {devices: map[string]bool{"0x0003": true}, class: true, port: guestagent.PortName, portWait: time.Second, want: "serial"},
-		"firecracker: vsock, no port waited": {devices: map[string]bool{"0x0013": true, "0x0001": true}, class: true, portWait: time.Hour, want: vsockListener},
-		"clh without virtio console driver":  {devices: map[string]bool{"0x0013": true}, portWait: time.Hour, want: vsockListener},
+		"firecracker: vsock, no port waited": {devices: map[string]bool{"0x0013": true, "0x0001": true}, class: true, portWait: 5 * time.Second, want: vsockListener},
+		"clh without virtio console driver":  {devices: map[string]bool{"0x0013": true}, portWait: 5 * time.Second, want: vsockListener},
 		"a console without the port, and vsock": {devices: map[string]bool{"0x0003": true, "0x0013": true}, class: true, port: "other", portWait: 20 * time.Millisecond,
 			want: vsockListener},
 		"the port before vsock": {devices: map[string]bool{"0x0003": true, "0x0013": true}, class: true, port: guestagent.PortName, portWait: time.Second, want: "serial"},
@@ -96,7 +97,11 @@ func TestChannelChoice(t *testing.T) {
 				}
 				return &chanListener{done: make(chan struct{})}, nil
 			}
+			start := time.Now()
 			ln, err := p.listen()
+			if _, console := tc.devices["0x0003"]; !console && time.Since(start) >= tc.portWait {
+				t.Fatalf("waited %s for a port without a virtio console device", time.Since(start))
+			}
 			switch tc.want {
 			case "serial":
 				if pl, ok := ln.(*portListener); err != nil || !ok || pl.path != "/dev/vport1p1" || len(asked) != 0 {
@@ -161,7 +166,9 @@ func TestFDListenerServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer refused.Close()
-	if n, err := refused.Read(make([]byte, 1)); n != 0 || err == nil {
+	// Bounded, so that a served connection fails the test at once.
+	refused.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := refused.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) {
 		t.Fatalf("a refused connection read %d bytes, %v; want it closed", n, err)
 	}
 	var clients []*guestagent.Client
