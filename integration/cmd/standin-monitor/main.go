@@ -39,7 +39,7 @@ func main() {
 	}
 	if agentServed {
 		// The guest agent's guest: it ends once the shim has its status.
-		if !waitAgentDone(2 * time.Minute) {
+		if !waitAgentDone(30 * time.Second) {
 			fmt.Println("STANDIN_AGENT_UNUSED")
 			os.Exit(3)
 		}
