@@ -68,6 +68,7 @@ func testAgentOverHybridVsock(t *testing.T) {
 			}
 			ctr(t, "task", "rm", id)
 			ctr(t, "container", "rm", id)
+			assertNoLeftovers(t, id)
 		})
 	}
 }
