@@ -72,7 +72,7 @@ func hybridVsockChannel(root, socketInRoot string, port uint32) (*agentChannel, 
 		socketWait: vsockSocketWait, connectTimeout: vsockConnectTimeout, retryFirst: vsockRetryFirst, retryMost: vsockRetryMost}
 	return &agentChannel{
 		name:    fmt.Sprintf("vsock port %d (hybrid vsock %s in the monitor's root)", port, socketInRoot),
-		driver:  "virtio vsock (CONFIG_VSOCKETS=y, CONFIG_VIRTIO_VSOCKETS=y, built in)",
+		driver:  "virtio vsock (CONFIG_VIRTIO_VSOCKETS=y, built in)",
 		dial:    v.dial,
 		release: func() { rootDir.Close() },
 	}, nil
@@ -107,6 +107,14 @@ func (v hybridVsock) dial(ctx context.Context) (net.Conn, error) {
 		if err == nil {
 			return conn, nil
 		}
+		if cerr := ctxEnded(ctx); cerr != nil {
+			// The attempt that ctx cut short says less than the last
+			// one that ran its course.
+			if last == nil {
+				last = err
+			}
+			return nil, fmt.Errorf("%w (last: %w)", cerr, last)
+		}
 		retry := errors.Is(err, monitors.ErrVsockNoListener) || errors.Is(err, os.ErrDeadlineExceeded)
 		if errors.Is(err, errVsockSocketMissing) {
 			retry = time.Since(start) < v.socketWait
@@ -130,6 +138,18 @@ func (v hybridVsock) dial(ctx context.Context) (net.Conn, error) {
 		}
 		wait = min(2*wait, v.retryMost)
 	}
+}
+
+// ctxEnded is ctx's error, or DeadlineExceeded once its deadline has
+// passed: a dial bounded by it can time out just before ctx says so.
+func ctxEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // connect makes one connection through the monitor's socket and asks for

@@ -112,7 +112,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
-	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary) {
+	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary, agentChannelDriver(monitors.AgentTransportOf(mon))) {
 		agentFiles = nil
 	}
 	req.InitrdFiles = agentFiles
