@@ -36,6 +36,56 @@ func TestKVMMonitorsUnderTheStandIn(t *testing.T) {
 	t.Run("with an API", testMonitorsWithAPI)
 	t.Run("built by urunc", testBuiltImages)
 	t.Run("firecracker's API socket a symlink out of its root", testFirecrackerSymlinkedAPI)
+	t.Run("the guest agent over hybrid vsock", func(t *testing.T) {
+		withHostConfig(t, cfg.String()+"\n[guests.linux]\nagent = true\n")
+		testAgentOverHybridVsock(t)
+	})
+}
+
+// The guest agent's channel under firecracker and cloud-hypervisor: the
+// stand-in binds the vsock device's socket where each is told to, in its
+// confined root, closes the shim's first CONNECT as a monitor does while
+// the guest boots, and answers the next with a guest agent that reports
+// status 7: the container's status is 7 while the monitor exits 0, so it
+// came over the channel, reached through the monitor's root.
+func testAgentOverHybridVsock(t *testing.T) {
+	// The stand-in boots nothing: the kernel is a file that the shim's
+	// Create-time check finds virtio's vsock transport built into.
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(kernel, []byte("\x7fELF\x02\x01\x01 vmw_vsock_virtio_transport\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const vsockImage = "docker.io/urunc/test-guest-vsock:latest"
+	o := guestImageOptions()
+	o.Name, o.Kernel, o.ModulesDir, o.Modules = vsockImage, kernel, "", nil
+	path := filepath.Join(t.TempDir(), "vsock-guest.tar")
+	if err := testimage.WriteOCIArchive(path, o); err != nil {
+		t.Fatal(err)
+	}
+	ctr(t, "images", "import", path)
+	defer ctr(t, "images", "rm", vsockImage)
+	for _, monitor := range []string{"firecracker", "clh"} {
+		t.Run(monitor, func(t *testing.T) {
+			id := newID(t)
+			log := runDetachedImage(t, id, vsockImage, []string{"--annotation", "com.urunc.unikernel.hypervisor=" + monitor}, "/init", "sleep")
+			waitFor(t, time.Minute, "the guest's end", func() bool { return taskStatus(t, id) == "STOPPED" })
+			out, _ := os.ReadFile(log)
+			for _, want := range []string{
+				"STANDIN_VSOCK " + monitor + " CONNECT 1023\nSTANDIN_VSOCK " + monitor + " CONNECT 1023\n",
+				"STANDIN_AGENT_SHUTDOWN", "STANDIN_AGENT_DONE",
+			} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("the monitor's output lacks %q:\n%s", want, out)
+				}
+			}
+			if _, code := taskState(t, id); code != 7 {
+				t.Errorf("exit %d, want the agent's 7\n%s", code, out)
+			}
+			ctr(t, "task", "rm", id)
+			ctr(t, "container", "rm", id)
+			assertNoLeftovers(t, id)
+		})
+	}
 }
 
 // A firecracker whose guest took it over leaves a symlink to a host

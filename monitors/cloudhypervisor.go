@@ -24,6 +24,11 @@ func (c *cloudHypervisor) NeedsKVM() bool               { return true }
 func (c *cloudHypervisor) Control() Control             { return ControlInheritedFD }
 func (c *cloudHypervisor) SupportsInheritedDisks() bool { return false }
 
+// AgentTransport: cloud-hypervisor's vsock device is firecracker's
+// design, its host end a unix socket it binds itself (--vsock socket=).
+// It takes no descriptor for it, so the socket is in its root.
+func (c *cloudHypervisor) AgentTransport() AgentTransport { return AgentHybridVsock }
+
 // FiltersItself: cloud-hypervisor's --seccomp, set from Guest.Seccomp.
 func (c *cloudHypervisor) FiltersItself(context.Context, Runner) bool { return true }
 
@@ -63,6 +68,12 @@ func (c *cloudHypervisor) Args(g Guest) ([]string, error) {
 	}
 	if g.Net != nil {
 		args = append(args, "--net", "tap="+g.Net.Tap+",mac="+g.Net.MAC)
+	}
+	if a := g.Agent; a != nil {
+		if a.Transport != AgentHybridVsock || a.Socket == "" {
+			return nil, fmt.Errorf("clh: the guest agent's channel can only be hybrid vsock on a socket in the monitor's root, not %s", a.Transport)
+		}
+		args = append(args, "--vsock", "cid="+strconv.FormatUint(uint64(a.GuestCID), 10)+",socket="+a.Socket)
 	}
 	if g.ControlFD > 0 {
 		// Like qemu's QMP: the shim's socket, outside the container,

@@ -29,6 +29,10 @@ func (f *firecracker) NeedsKVM() bool               { return true }
 func (f *firecracker) Control() Control             { return ControlInRoot }
 func (f *firecracker) SupportsInheritedDisks() bool { return false }
 
+// AgentTransport: firecracker has no virtio-serial; its vsock device's
+// host end is a unix socket it binds itself (its config's uds_path).
+func (f *firecracker) AgentTransport() AgentTransport { return AgentHybridVsock }
+
 // FiltersItself: firecracker installs its default filters unless told
 // --no-seccomp, which this runtime never does.
 func (f *firecracker) FiltersItself(context.Context, Runner) bool { return true }
@@ -66,11 +70,18 @@ func (f *firecracker) ConfigFile(g Guest) ([]byte, error) {
 		GuestMAC    string `json:"guest_mac"`
 		HostDevName string `json:"host_dev_name"`
 	}
+	// Host-initiated connections go to uds_path; guest-initiated ones
+	// would go to uds_path_PORT, which nothing listens on.
+	type vsock struct {
+		GuestCID uint32 `json:"guest_cid"`
+		UDSPath  string `json:"uds_path"`
+	}
 	cfg := struct {
 		BootSource        bootSource         `json:"boot-source"`
 		Drives            []drive            `json:"drives"`
 		MachineConfig     machineConfig      `json:"machine-config"`
 		NetworkInterfaces []networkInterface `json:"network-interfaces,omitempty"`
+		Vsock             *vsock             `json:"vsock,omitempty"`
 	}{
 		BootSource:    bootSource{KernelImagePath: g.Kernel, BootArgs: g.Cmdline, InitrdPath: g.Initrd},
 		Drives:        []drive{},
@@ -83,6 +94,12 @@ func (f *firecracker) ConfigFile(g Guest) ([]byte, error) {
 	}
 	if g.Net != nil {
 		cfg.NetworkInterfaces = []networkInterface{{IfaceID: "eth0", GuestMAC: g.Net.MAC, HostDevName: g.Net.Tap}}
+	}
+	if a := g.Agent; a != nil {
+		if a.Transport != AgentHybridVsock || a.Socket == "" {
+			return nil, fmt.Errorf("firecracker: the guest agent's channel can only be hybrid vsock on a socket in the monitor's root, not %s", a.Transport)
+		}
+		cfg.Vsock = &vsock{GuestCID: a.GuestCID, UDSPath: a.Socket}
 	}
 	return json.MarshalIndent(cfg, "", "  ")
 }

@@ -89,19 +89,74 @@ type Guest struct {
 	Solo5Net, Solo5Block string
 }
 
-// AgentChannel is a virtio-serial port between the guest agent and the
-// shim: the shim creates the listening socket outside the container and
-// the monitor inherits it, as it does the control socket.
+// AgentTransport is the kind of channel a monitor gives the guest agent.
+type AgentTransport int
+
+const (
+	// AgentNone: the monitor gives the guest agent no channel.
+	AgentNone AgentTransport = iota
+	// AgentVirtioSerial: a virtio-serial port (AgentChannel.Port) whose
+	// host end is a listening unix socket the shim creates outside the
+	// container and the monitor inherits (AgentChannel.FD), as it does
+	// the control socket. It needs no host module (qemu).
+	AgentVirtioSerial
+	// AgentHybridVsock: a virtio-vsock device whose host end is a unix
+	// socket the monitor binds itself (AgentChannel.Socket) in its
+	// confined root, where only the shim reaches it, through
+	// /proc/PID/root, as a ControlInRoot socket. The shim asks for the
+	// guest's port on each connection (HybridVsockConnect). It needs no
+	// host module either: no /dev/vhost-vsock (firecracker,
+	// cloud-hypervisor).
+	AgentHybridVsock
+)
+
+func (t AgentTransport) String() string {
+	switch t {
+	case AgentVirtioSerial:
+		return "virtio-serial"
+	case AgentHybridVsock:
+		return "hybrid vsock"
+	}
+	return "none"
+}
+
+// AgentChannel is the channel between the guest agent and the shim.
 type AgentChannel struct {
-	FD   int    // the inherited listening unix socket
-	Port string // the port's name, which the agent looks for
+	Transport AgentTransport
+	// AgentVirtioSerial: the inherited listening unix socket, and the
+	// port's name, which the agent looks for.
+	FD   int
+	Port string
+	// AgentHybridVsock: the guest's vsock address (CID), and the path in
+	// the confined root where the monitor binds the device's host socket.
+	GuestCID uint32
+	Socket   string
 }
 
 // AgentChannelProvider is a monitor that can give the guest an agent
 // channel (Guest.Agent).
 type AgentChannelProvider interface {
-	ProvidesAgentChannel() bool
+	// AgentTransport is the channel the monitor gives, AgentNone for none.
+	AgentTransport() AgentTransport
 }
+
+// AgentTransportOf is the agent channel mon gives, AgentNone for none.
+func AgentTransportOf(mon Monitor) AgentTransport {
+	if p, ok := mon.(AgentChannelProvider); ok {
+		return p.AgentTransport()
+	}
+	return AgentNone
+}
+
+// Where a hybrid vsock channel is: the guest's CID, which hybrid vsock
+// keeps inside its VM (the host side is a unix socket, not a host
+// kernel address), so every guest can have 3, the first a guest may
+// have; and the socket the monitor binds, in its root's /tmp beside
+// ControlSocketInRoot, the only directory its user can write to.
+const (
+	AgentGuestCID          = 3
+	AgentVsockSocketInRoot = "/tmp/agent.vsock"
+)
 
 // Disk is a raw disk: a file or a block device in the confined root.
 type Disk struct {

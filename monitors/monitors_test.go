@@ -1,6 +1,7 @@
 package monitors
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,7 +61,9 @@ func TestMonitorArgs(t *testing.T) {
 	noInitrd := testGuest
 	noInitrd.Initrd = ""
 	withAgent := testGuest
-	withAgent.Agent = &AgentChannel{FD: 6, Port: "urunc.agent"}
+	withAgent.Agent = &AgentChannel{Transport: AgentVirtioSerial, FD: 6, Port: "urunc.agent"}
+	withVsock := withNet
+	withVsock.Agent = &AgentChannel{Transport: AgentHybridVsock, GuestCID: AgentGuestCID, Socket: AgentVsockSocketInRoot}
 	tests := []struct {
 		name    string
 		monitor Monitor
@@ -107,6 +110,16 @@ func TestMonitorArgs(t *testing.T) {
 			name: "cloud-hypervisor", monitor: newCloudHypervisor("/usr/bin/cloud-hypervisor", Config{}), guest: withNet,
 			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +
 				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01 --api-socket fd=5",
+		},
+		{
+			name: "cloud-hypervisor with the guest agent's hybrid vsock", monitor: newCloudHypervisor("/usr/bin/cloud-hypervisor", Config{}), guest: withVsock,
+			want: "/usr/bin/cloud-hypervisor --kernel /guest/kernel --cpus boot=2 --memory size=256M --serial tty --console off --seccomp false " +
+				"--initramfs /guest/initrd --cmdline panic=-1 console=ttyS0 --net tap=tap0_abc,mac=02:00:00:00:00:01 " +
+				"--vsock cid=3,socket=/tmp/agent.vsock --api-socket fd=5",
+		},
+		{
+			name: "cloud-hypervisor refuses a virtio-serial agent channel", monitor: newCloudHypervisor("/ch", Config{}), guest: withAgent,
+			wantErr: "can only be hybrid vsock",
 		},
 		{
 			name: "firecracker", monitor: newFirecracker("/usr/bin/firecracker", Config{}), guest: testGuest,
@@ -244,6 +257,53 @@ func TestMonitorArgs(t *testing.T) {
 			}
 			if got := strings.Join(args, " "); got != tc.want {
 				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// The guest agent's channel under firecracker is its vsock device, whose
+// host socket firecracker binds in its root; under qemu it is not a vsock
+// device, and firecracker refuses any other kind of channel.
+func TestAgentChannelKinds(t *testing.T) {
+	for name, want := range map[string]AgentTransport{"qemu": AgentVirtioSerial, "firecracker": AgentHybridVsock, "clh": AgentHybridVsock, "hvt": AgentNone, "spt": AgentNone} {
+		mon, err := New(name, Config{Path: "/bin/true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AgentTransportOf(mon); got != want {
+			t.Errorf("%s gives the agent %s, want %s", name, got, want)
+		}
+	}
+	fc := newFirecracker("/fc", Config{}).(ConfigFileWriter)
+	for name, tc := range map[string]struct {
+		agent *AgentChannel
+		want  string
+	}{
+		"no agent":              {nil, `{"boot-source":{"kernel_image_path":"/guest/kernel","boot_args":"panic=-1 console=ttyS0","initrd_path":"/guest/initrd"},"drives":[],"machine-config":{"vcpu_count":2,"mem_size_mib":256}}`},
+		"hybrid vsock":          {&AgentChannel{Transport: AgentHybridVsock, GuestCID: 3, Socket: "/tmp/agent.vsock"}, `{"boot-source":{"kernel_image_path":"/guest/kernel","boot_args":"panic=-1 console=ttyS0","initrd_path":"/guest/initrd"},"drives":[],"machine-config":{"vcpu_count":2,"mem_size_mib":256},"vsock":{"guest_cid":3,"uds_path":"/tmp/agent.vsock"}}`},
+		"virtio-serial refused": {&AgentChannel{Transport: AgentVirtioSerial, FD: 6, Port: "urunc.agent"}, "error: can only be hybrid vsock"},
+		"no socket refused":     {&AgentChannel{Transport: AgentHybridVsock, GuestCID: 3}, "error: can only be hybrid vsock"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := testGuest
+			g.Agent = tc.agent
+			data, err := fc.ConfigFile(g)
+			if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err = %v, want %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, data); err != nil {
+				t.Fatal(err)
+			}
+			if compact.String() != tc.want {
+				t.Fatalf("got  %s\nwant %s", compact.String(), tc.want)
 			}
 		})
 	}

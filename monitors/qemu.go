@@ -24,8 +24,9 @@ func (q *qemu) NeedsKVM() bool               { return q.cfg.Accel != "tcg" }
 func (q *qemu) Control() Control             { return ControlInheritedFD }
 func (q *qemu) SupportsInheritedDisks() bool { return true }
 
-// ProvidesAgentChannel: a virtio-serial port on an inherited socket.
-func (q *qemu) ProvidesAgentChannel() bool { return true }
+// AgentTransport: a virtio-serial port on an inherited socket, since
+// vhost-vsock is not on every host.
+func (q *qemu) AgentTransport() AgentTransport { return AgentVirtioSerial }
 
 // FiltersItself: qemu's -sandbox, which only a qemu built with libseccomp
 // has; any other refuses the option and does not start.
@@ -128,7 +129,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 			"-chardev", "socket,id=qmp,fd="+strconv.Itoa(g.ControlFD)+",server=on,wait=off",
 			"-mon", "chardev=qmp,mode=control")
 	}
-	if a := g.Agent; a != nil {
+	if a := g.Agent; a != nil && a.Transport == AgentVirtioSerial {
 		// virtio-serial, which needs no host module (vhost-vsock is
 		// not on every host); the shim keeps the socket's path.
 		args = append(args,

@@ -7,10 +7,11 @@
 // boots from a disk or a share and switches to it, sets the hostname, starts the app with
 // the spec's args, env, cwd and identity, reaps every process, forwards
 // the signals it gets to the app, and serves the shim on a virtio-serial
-// port (runtime/guestagent): the app's exit status (Wait), signals (Kill)
+// port, or a vsock port where the monitor gives vsock instead
+// (runtime/guestagent): the app's exit status (Wait), signals (Kill)
 // and execs beside the app. When the app ends and the shim has its status (Shutdown), it
 // powers the VM off. Where the shim is not there, or the kernel has no
-// virtio console, it exits with the app's status instead: the kernel then
+// driver for the channel, it exits with the app's status instead: the kernel then
 // prints it on the console as it does for any init, which the shim reads
 // as it does for guests without the agent, so the status is never lost.
 package main
@@ -67,12 +68,12 @@ func main() {
 	sup.forwardSignals()
 	a := &agent{sup: sup, delivered: make(chan struct{})}
 	serving := false
-	port, err := findPort("/sys/class/virtio-ports", guestagent.PortName, portWait)
+	ln, err := guestChannel.listen()
 	if err == nil {
 		var srv *ttrpc.Server
 		if srv, err = ttrpc.NewServer(); err == nil {
 			agentapi.RegisterAgentService(srv, a)
-			go func() { _ = srv.Serve(context.Background(), newPortListener(port)) }()
+			go func() { _ = srv.Serve(context.Background(), ln) }()
 			serving = true
 		}
 	}

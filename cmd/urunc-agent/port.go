@@ -103,11 +103,13 @@ func (l *portListener) Close() error {
 
 func (l *portListener) Addr() net.Addr { return portAddr(l.path) }
 
-// fileConn is a character device as a net.Conn.
+// fileConn is a character device, or a socket the net package does not
+// know, as a net.Conn.
 type fileConn struct {
 	*os.File
 	once    sync.Once
 	release func()
+	addr    net.Addr // nil: the virtio-serial port of the file's name
 }
 
 func (c *fileConn) Close() error {
@@ -121,7 +123,12 @@ func (c *fileConn) Close() error {
 	return err
 }
 
-func (c *fileConn) LocalAddr() net.Addr  { return portAddr(c.Name()) }
+func (c *fileConn) LocalAddr() net.Addr {
+	if c.addr != nil {
+		return c.addr
+	}
+	return portAddr(c.Name())
+}
 func (c *fileConn) RemoteAddr() net.Addr { return portAddr("host") }
 
 type portAddr string

@@ -37,6 +37,12 @@ type Feature struct {
 // registers the sysfs class "virtio-ports", a string no other code has.
 var VirtioConsole = Feature{Option: "CONFIG_VIRTIO_CONSOLE", Marker: "virtio-ports"}
 
+// VirtioVsock is virtio's vsock transport, the guest end of
+// firecracker's and cloud-hypervisor's vsock device: its driver is named
+// after its module, a string with its terminating NUL that no other code
+// has (its common part's module name only begins with it).
+var VirtioVsock = Feature{Option: "CONFIG_VIRTIO_VSOCKETS", Marker: "vmw_vsock_virtio_transport\x00"}
+
 // Verdict is what the image tells of a feature.
 type Verdict int
 

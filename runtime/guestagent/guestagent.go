@@ -1,8 +1,8 @@
 // Package guestagent is what the shim and its guest agent (cmd/urunc-agent,
 // PID 1 of a Linux guest, in front of the app) share: the app's
 // configuration the agent reads from its archive, where that archive puts
-// it, the name of the virtio-serial port between them, and the client of
-// the ttrpc service the agent serves on that port (agentapi, generated
+// it, the name of the virtio-serial port or the vsock port between them,
+// and the client of the ttrpc service the agent serves there (agentapi, generated
 // from agentapi/agent.proto).
 //
 // The service is this project's own small .proto over ttrpc, which the
@@ -35,6 +35,12 @@ const (
 // PortName is the name of the virtio-serial port (qemu's virtserialport
 // name=), which the agent finds under /sys/class/virtio-ports.
 const PortName = "urunc.agent"
+
+// VsockPort is the vsock port the agent listens on where its channel is
+// a virtio-vsock device (firecracker's, cloud-hypervisor's hybrid vsock).
+// Below 1024, a port only root may bind in the guest: no app process can
+// take it, should the agent ever let it go.
+const VsockPort = 1023
 
 // Config is the app the agent starts: the spec's process, and the
 // hostname. It reaches the guest as a JSON file in the agent's archive,

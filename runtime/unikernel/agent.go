@@ -3,7 +3,6 @@ package unikernel
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,11 +28,13 @@ const AgentBinary = "urunc-agent"
 // Bounds of the shim's calls to the guest agent: none of them may hold a
 // container's exit or stop.
 const (
-	// agentDialTimeout bounds the connect to the channel's socket, which
-	// the shim itself listens on.
+	// agentDialTimeout bounds the connect to the channel's socket: one
+	// the shim itself listens on (virtio-serial), or the wait for the
+	// monitor to bind its own (hybrid vsock).
 	agentDialTimeout = 5 * time.Second
-	// agentFirstAnswer bounds the wait for the agent's first answer: the
-	// guest's boot under TCG on a loaded host, with room to spare.
+	// agentFirstAnswer bounds the wait for the agent's first answer (and,
+	// on vsock, for it to listen): the guest's boot under TCG on a loaded
+	// host, with room to spare.
 	agentFirstAnswer = 60 * time.Second
 	// agentCallTimeout bounds every call but the waits (Wait, ReadOutput),
 	// whose answers come when the guest has them.
@@ -54,7 +55,7 @@ func guestAgentFiles(host config.HostConfig, g guests.Guest, mon monitors.Monito
 	if a, ok := g.(guests.AgentHost); !ok || !a.TakesAgent() {
 		return nil, nil
 	}
-	if p, ok := mon.(monitors.AgentChannelProvider); !ok || !p.ProvidesAgentChannel() {
+	if monitors.AgentTransportOf(mon) == monitors.AgentNone {
 		return nil, nil
 	}
 	if guests.RunsUrunit(args) || len(args) == 0 {
@@ -105,7 +106,7 @@ func agentBinary(asked string) (string, error) {
 
 // agentPath is the agent's path in the guest, "" without the agent.
 func (p *bootPlan) agentPath() string {
-	if p.agentSocket == "" {
+	if p.guest.Agent == nil {
 		return ""
 	}
 	return guestagent.BinaryPath
@@ -115,8 +116,8 @@ func (p *bootPlan) agentPath() string {
 // connection, on which it asks for the app's exit status as soon as the
 // agent answers, and which carries signals for the app.
 type agentLink struct {
-	id     string
-	socket string
+	id      string
+	channel *agentChannel
 
 	// settled is closed once the agent has answered its first call or
 	// is known not to.
@@ -129,8 +130,8 @@ type agentLink struct {
 
 // startAgentLink dials the agent's channel and follows the app until
 // exited is closed (the monitor has ended).
-func startAgentLink(id, socket string, exited <-chan struct{}) *agentLink {
-	l := &agentLink{id: id, socket: socket, settled: make(chan struct{})}
+func startAgentLink(id string, channel *agentChannel, exited <-chan struct{}) *agentLink {
+	l := &agentLink{id: id, channel: channel, settled: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {
@@ -150,11 +151,16 @@ func (l *agentLink) run(ctx context.Context) {
 	settle := sync.OnceFunc(func() { close(l.settled) })
 	defer settle()
 	logger := log.G(ctx).WithField("id", l.id)
-	d := net.Dialer{Timeout: agentDialTimeout}
-	conn, err := d.DialContext(ctx, "unix", l.socket)
+	// A channel whose guest end must listen first (vsock) is only
+	// connected once the guest has booted that far.
+	dctx, cancel := context.WithTimeout(ctx, agentFirstAnswer)
+	conn, err := l.channel.dial(dctx)
+	cancel()
+	l.channel.release()
 	if err != nil {
 		if ctx.Err() == nil {
-			logger.WithError(err).Warn("guest agent: no channel; the exit status comes from the console and SIGTERM presses the power button")
+			logger.WithError(err).Warnf("guest agent: no channel (%s); the guest kernel may lack %s; the exit status comes from the console and SIGTERM presses the power button",
+				l.channel.name, l.channel.driver)
 		}
 		return
 	}
@@ -165,8 +171,8 @@ func (l *agentLink) run(ctx context.Context) {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			logger.WithError(err).Warnf("guest agent: no answer on virtio-serial port %s within %s: the guest kernel may lack the virtio console (CONFIG_VIRTIO_CONSOLE=y, built in); the exit status comes from the console and SIGTERM presses the power button",
-				guestagent.PortName, agentFirstAnswer)
+			logger.WithError(err).Warnf("guest agent: no answer on %s within %s: the guest kernel may lack %s; the exit status comes from the console and SIGTERM presses the power button",
+				l.channel.name, agentFirstAnswer, l.channel.driver)
 		}
 		return
 	}

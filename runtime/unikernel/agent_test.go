@@ -37,7 +37,7 @@ func TestGuestAgentFiles(t *testing.T) {
 	linux, _ := guests.For("linux")
 	unikraft, _ := guests.For("unikraft")
 	qemu, _ := monitors.New("qemu", monitors.Config{Path: "/bin/true"})
-	fc, _ := monitors.New("firecracker", monitors.Config{Path: "/bin/true"})
+	hvt, _ := monitors.New("hvt", monitors.Config{Path: "/bin/true"})
 	spec := &specs.Spec{Process: &specs.Process{Env: []string{"lower_case=has spaces"}, Cwd: "/srv",
 		User: specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{5}}}}
 	files, err := guestAgentFiles(on, linux, qemu, spec, []string{"/app", "x"}, "h1")
@@ -46,6 +46,12 @@ func TestGuestAgentFiles(t *testing.T) {
 	}
 	if files[0].Name != ".urunc/agent" || files[0].Source != bin || files[0].Mode != 0o755 || files[1].Name != ".urunc/agent.json" || files[1].Mode != 0o600 {
 		t.Fatalf("files: %+v", files)
+	}
+	for _, name := range []string{"firecracker", "clh"} {
+		mon, _ := monitors.New(name, monitors.Config{Path: "/bin/true"})
+		if files, err := guestAgentFiles(on, linux, mon, spec, []string{"/app"}, ""); err != nil || len(files) != 2 {
+			t.Errorf("agent under %s (hybrid vsock): %v, %v", name, files, err)
+		}
 	}
 	cfg, err := guestagent.ParseConfig(files[1].Data)
 	if err != nil {
@@ -62,7 +68,7 @@ func TestGuestAgentFiles(t *testing.T) {
 	}{
 		"off by default":       {config.HostConfig{}, linux, qemu, []string{"/app"}},
 		"not a linux guest":    {on, unikraft, qemu, []string{"/app"}},
-		"no channel":           {on, linux, fc, []string{"/app"}},
+		"no channel":           {on, linux, hvt, []string{"/app"}},
 		"urunit stays as init": {on, linux, qemu, []string{"/urunit"}},
 	} {
 		if files, err := guestAgentFiles(tc.host, tc.g, tc.mon, spec, tc.args, ""); err != nil || files != nil {
@@ -130,7 +136,7 @@ func TestAgentLink(t *testing.T) {
 	sock := serveTestAgent(t, a)
 
 	vmExited := make(chan struct{})
-	l := startAgentLink("c1", sock, vmExited)
+	l := startAgentLink("c1", serialChannel(sock), vmExited)
 	deadline := time.Now().Add(10 * time.Second)
 	for l.kill(context.Background(), unix.SIGTERM) != nil {
 		if time.Now().After(deadline) {
@@ -163,7 +169,7 @@ func TestAgentLinkSilentAgent(t *testing.T) {
 	}
 	defer ln.Close()
 	vmExited := make(chan struct{})
-	l := startAgentLink("c1", sock, vmExited)
+	l := startAgentLink("c1", serialChannel(sock), vmExited)
 	start := time.Now()
 	if err := l.kill(context.Background(), unix.SIGTERM); err != errNoAgent {
 		t.Fatalf("kill through a silent agent: %v", err)

@@ -38,9 +38,11 @@ type Container struct {
 	size vmSize
 
 	launcher *launcherConn // nil once Create failed before the launcher
-	// agent is the guest agent's channel, nil for a guest without it.
-	agent   *agentLink
-	agentMu sync.Mutex
+	// agent is the guest agent's channel, nil for a guest without it;
+	// agentTransport is the kind of that channel.
+	agent          *agentLink
+	agentTransport monitors.AgentTransport
+	agentMu        sync.Mutex
 
 	// poststart hooks and the annotations they see, kept from Create's
 	// spec so that Start does not read config.json again.
@@ -127,8 +129,10 @@ func (c *Container) Start(ctx context.Context) error {
 		if err := c.launcher.start(); err != nil {
 			return fmt.Errorf("start monitor %s: %w", c.monitor.Name(), err)
 		}
-		if sock := c.Persisted().AgentSocket; sock != "" {
-			c.setAgent(startAgentLink(c.ID(), sock, c.Exited()))
+		if ch, err := c.agentChannel(); err != nil {
+			log.G(ctx).WithError(err).Warn("guest agent: no channel; the exit status comes from the console and SIGTERM presses the power button")
+		} else if ch != nil {
+			c.setAgent(startAgentLink(c.ID(), ch, c.Exited()))
 		}
 		lifecycle.CrashPoint("start")
 		return nil

@@ -73,6 +73,9 @@ func newContainer(opts lifecycle.CreateOptions, st lifecycle.PersistedState, pla
 		size:        plan.size,
 		oomDone:     make(chan struct{}),
 	}
+	if a := plan.guest.Agent; a != nil {
+		c.agentTransport = a.Transport
+	}
 	if r, ok := plan.guestType.(guests.ConsoleExitReporter); ok && r.ReportsExitOnConsole() {
 		c.SetExitOf(func(e lifecycle.ExitStatus) lifecycle.ExitStatus {
 			// The agent's report is the app's own; the console's

@@ -39,7 +39,7 @@ func (c *Container) NewExec(id string, spec *specs.Process) (lifecycle.Process, 
 	link := c.agentOf()
 	if link == nil {
 		return nil, fmt.Errorf("exec into a unikernel is not supported without the guest agent: it is one application inside a VM, with no process to join; "+
-			"a Linux guest takes an exec when the host runs its agent ([guests.linux] agent = true) and its kernel has the virtio console built in (CONFIG_VIRTIO_CONSOLE=y): %w", errdefs.ErrNotImplemented)
+			"a Linux guest takes an exec when the host runs its agent ([guests.linux] agent = true) and its kernel has the channel's driver built in (CONFIG_VIRTIO_CONSOLE=y under qemu, CONFIG_VIRTIO_VSOCKETS=y under firecracker and cloud-hypervisor): %w", errdefs.ErrNotImplemented)
 	}
 	if err := c.Do(lifecycle.EventExec, nil); err != nil {
 		return nil, err

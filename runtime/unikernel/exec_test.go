@@ -87,7 +87,7 @@ func newEchoExec(t *testing.T, spec specs.Process) (*agentExec, *echoAgent) {
 	t.Cleanup(func() { close(vmExited) })
 	linux, _ := guests.For("linux")
 	c := newContainer(lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
-	link := startAgentLink("c1", sock, vmExited)
+	link := startAgentLink("c1", serialChannel(sock), vmExited)
 	c.setAgent(link)
 	return &agentExec{StateMachine: lifecycle.NewStateMachine("exec e1"), id: "e1", container: c, link: link, spec: spec}, a
 }
@@ -268,7 +268,7 @@ func TestAgentExecSilentGuestLeavesNothing(t *testing.T) {
 	t.Cleanup(func() { close(vmExited) })
 	linux, _ := guests.For("linux")
 	c := newContainer(lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
-	link := startAgentLink("c1", sock, vmExited)
+	link := startAgentLink("c1", serialChannel(sock), vmExited)
 	ctx := context.Background()
 	before := shimReads()
 	// Each exec's output has execOutputWait after its exit.

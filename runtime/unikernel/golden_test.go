@@ -13,9 +13,9 @@ import (
 	"github.com/urunc-dev/containerd-shim-urunc-v2/monitors"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/rootfs"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/config"
-	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guests"
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/launch"
+	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/lifecycle"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/boot-plans.golden")
@@ -87,28 +87,41 @@ func TestBootPlanGolden(t *testing.T) {
 			}
 		}
 	}
-	// The guest agent, on in the host config: a Linux guest under qemu
-	// booting from an initrd, with and without a network.
+	// The guest agent, on in the host config: a Linux guest booting from
+	// an initrd, with and without a network, under each monitor with a
+	// channel for it: qemu's virtio-serial port, firecracker's and
+	// cloud-hypervisor's hybrid vsock.
 	g, _ := guests.For("linux")
-	mcfg := config.HostConfig{}.Monitor("qemu")
-	mon := monitorFor(t, "qemu", mcfg)
-	for _, n := range []*launch.Network{nil, net} {
-		mode := goldenModes[1]
-		plan := &bootPlan{monitor: mon, guestType: g, rootfs: &mode, args: []string{"app", "--flag", "arg"}, agentSocket: "/run/urunc/x.agent"}
-		plan.guest.MemoryMB, plan.guest.VCPUs = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
-		plan.guest.ControlFD = launch.ControlSocketFD
-		plan.guest.Agent = &monitors.AgentChannel{FD: launch.AgentSocketFD, Port: guestagent.PortName}
-		plan.placeGuestFiles()
-		var np *launch.Network
-		if n != nil {
-			c := *n
-			np = &c
+	for _, mname := range []string{"qemu", "firecracker", "clh"} {
+		mcfg := config.HostConfig{}.Monitor(mname)
+		mon := monitorFor(t, mname, mcfg)
+		for _, n := range []*launch.Network{nil, net} {
+			mode := goldenModes[1]
+			plan := &bootPlan{monitor: mon, guestType: g, rootfs: &mode, args: []string{"app", "--flag", "arg"}}
+			plan.guest.MemoryMB, plan.guest.VCPUs = mcfg.DefaultMemoryMB, mcfg.DefaultVCPUs
+			if mon.Control() == monitors.ControlInheritedFD {
+				plan.guest.ControlFD = launch.ControlSocketFD
+			}
+			plan.setAgentChannel(lifecycle.CreateOptions{Namespace: "ns", ID: "c1", Bundle: "/b"})
+			guestBinds := plan.placeGuestFiles()
+			var np *launch.Network
+			if n != nil {
+				c := *n
+				np = &c
+			}
+			argv, err := plan.finish(np)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "## linux under %s, initrd root, network: %v, guest agent (%s)\n%s\n", mname, n != nil, plan.guest.Agent.Transport, strings.Join(argv, " "))
+			for _, f := range plan.files {
+				fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
+			}
+			if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
+				t.Errorf("linux under %s with the agent: the monitor is given paths its confined root lacks: %v", mname, missing)
+			}
+			b.WriteString("\n")
 		}
-		argv, err := plan.finish(np)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "## linux under qemu, initrd root, network: %v, guest agent\n%s\n\n", n != nil, strings.Join(argv, " "))
 	}
 	path := filepath.Join("testdata", "boot-plans.golden")
 	if *updateGolden {
@@ -164,7 +177,7 @@ func pairTakes(g guests.Guest, m monitors.Monitor, mode rootfs.Plan) bool {
 // there, written there, or made there at run time (the helper's socket,
 // the API socket a monitor binds itself, qemu's fd sets).
 func pathsOutsideRoot(plan *bootPlan, guestBinds []confined.Bind, argv []string) []string {
-	held := map[string]bool{monitors.ControlSocketInRoot: true}
+	held := map[string]bool{monitors.ControlSocketInRoot: true, monitors.AgentVsockSocketInRoot: true}
 	for _, b := range append(append([]confined.Bind{}, guestBinds...), plan.binds...) {
 		held[b.Target] = true
 	}

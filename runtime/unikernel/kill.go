@@ -139,23 +139,28 @@ func powerdownInRoot(ctx context.Context, mon monitors.Monitor, root string) err
 // owns its root's /tmp, and a symlink it left at path would otherwise
 // lead the shim's connect to any socket of the host.
 func openSocketInRoot(root, path string) (*os.File, error) {
-	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open the monitor's root %s: %w", root, err)
 	}
-	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+	defer dir.Close()
+	return openSocketAt(dir, path)
+}
+
+// openSocketAt is openSocketInRoot in the root open as dir.
+func openSocketAt(dir *os.File, path string) (*os.File, error) {
+	fd, err := unix.Openat2(int(dir.Fd()), strings.TrimPrefix(path, "/"), &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s in %s: %w", path, root, err)
+		return nil, fmt.Errorf("socket %s in %s: %w", path, dir.Name(), err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		f.Close()
-		return nil, fmt.Errorf("control socket %s in %s: not a socket", path, root)
+		return nil, fmt.Errorf("socket %s in %s: not a socket", path, dir.Name())
 	}
 	return f, nil
 }

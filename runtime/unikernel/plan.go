@@ -69,8 +69,9 @@ type bootPlan struct {
 	// controlSocket is the host path of the monitor's control socket, ""
 	// for a monitor that makes its own.
 	controlSocket string
-	// agentSocket is the host path of the guest agent's channel, "" for
-	// a guest without the agent.
+	// agentSocket is the host path of the guest agent's virtio-serial
+	// channel, "" for a guest without the agent or whose channel is a
+	// socket in the monitor's root (hybrid vsock).
 	agentSocket string
 	// size is the guest's RAM and vCPUs and what the container's cgroup
 	// is given for the VM.
@@ -111,7 +112,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
-	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary) {
+	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary, agentChannelDriver(monitors.AgentTransportOf(mon))) {
 		agentFiles = nil
 	}
 	req.InitrdFiles = agentFiles
@@ -132,8 +133,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	}
 	if agentFiles != nil {
 		if rp.Root.Kind != rootfs.KindNone {
-			plan.agentSocket = agentSocketPath(opts)
-			plan.guest.Agent = &monitors.AgentChannel{FD: launch.AgentSocketFD, Port: guestagent.PortName}
+			plan.setAgentChannel(opts)
 		} else {
 			log.G(ctx).Infof("guest agent: this %s guest has no root to boot it from; it runs without", g.Name())
 		}
@@ -238,6 +238,20 @@ func unconfinedProfile(p *specs.LinuxSeccomp) bool {
 func controlSocketPath(opts lifecycle.CreateOptions) string {
 	sum := sha256.Sum256([]byte(opts.Namespace + "/" + opts.ID + "/" + opts.Bundle))
 	return filepath.Join(opts.Host.StateDir(), hex.EncodeToString(sum[:8])+".qmp")
+}
+
+// setAgentChannel gives the guest the agent's channel its monitor has:
+// qemu's virtio-serial port on a socket the shim listens on outside the
+// container, or the vsock device whose socket the monitor binds in its
+// own root.
+func (p *bootPlan) setAgentChannel(opts lifecycle.CreateOptions) {
+	switch t := monitors.AgentTransportOf(p.monitor); t {
+	case monitors.AgentVirtioSerial:
+		p.agentSocket = agentSocketPath(opts)
+		p.guest.Agent = &monitors.AgentChannel{Transport: t, FD: launch.AgentSocketFD, Port: guestagent.PortName}
+	case monitors.AgentHybridVsock:
+		p.guest.Agent = &monitors.AgentChannel{Transport: t, GuestCID: monitors.AgentGuestCID, Socket: monitors.AgentVsockSocketInRoot}
+	}
 }
 
 // agentSocketPath is where the guest agent's channel lives, beside the

@@ -12,6 +12,8 @@
 //	oom      touch memory until the container's memory cgroup OOM-kills it
 //	symlink-api PATH  (firecracker) leave a symlink to PATH where its API
 //	         socket goes, print a line on SIGTERM, block until killed
+//	(with a vsock device, firecracker's or cloud-hypervisor's) play the
+//	         guest agent behind it, reporting status 7, see vsock.go
 //	keyctl   try a call the project's seccomp filter denies, print the
 //	         outcome, then block like sleep
 //	(other)  print the arguments and exit 0
@@ -34,6 +36,15 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "standin-monitor:", err)
 		os.Exit(2)
+	}
+	if agentServed {
+		// The guest agent's guest: it ends once the shim has its status.
+		if !waitAgentDone(30 * time.Second) {
+			fmt.Println("STANDIN_AGENT_UNUSED")
+			os.Exit(3)
+		}
+		fmt.Println("STANDIN_AGENT_DONE")
+		os.Exit(0)
 	}
 	if len(guestArgs) == 0 {
 		guestArgs = []string{"echo"}

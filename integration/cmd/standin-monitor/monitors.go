@@ -154,6 +154,9 @@ func playFirecracker(flags map[string]string) (string, error) {
 			Path     string `json:"path_on_host"`
 			ReadOnly bool   `json:"is_read_only"`
 		} `json:"drives"`
+		Vsock *struct {
+			UDSPath string `json:"uds_path"`
+		} `json:"vsock"`
 	}
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return "", fmt.Errorf("firecracker config %s: %w", flags["--config-file"], err)
@@ -168,6 +171,11 @@ func playFirecracker(flags map[string]string) (string, error) {
 	}
 	for _, d := range cfg.Drives {
 		if err := openDrive("firecracker", d.ID, d.Path, d.ReadOnly); err != nil {
+			return "", err
+		}
+	}
+	if cfg.Vsock != nil {
+		if err := serveHybridVsock("firecracker", cfg.Vsock.UDSPath); err != nil {
 			return "", err
 		}
 	}
@@ -205,6 +213,11 @@ func playCloudHypervisor(args []string, flags map[string]string) (string, error)
 			if err := connectFS("clh", opts["tag"], opts["socket"], flags["--memory"]); err != nil {
 				return "", err
 			}
+		}
+	}
+	if v := flags["--vsock"]; v != "" {
+		if err := serveHybridVsock("clh", vsockSocket(v)); err != nil {
+			return "", err
 		}
 	}
 	fd, err := strconv.Atoi(strings.TrimPrefix(flags["--api-socket"], "fd="))
