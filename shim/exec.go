@@ -150,6 +150,14 @@ func (s *taskService) deleteExec(ctx context.Context, c *container, r *taskAPI.D
 	if err != nil {
 		return nil, err
 	}
+	if e.rt.Pid() != 0 && e.rt.State().Status == lifecycle.StatusStopped {
+		// A client deletes an exec as soon as Wait gives its exit, which
+		// can be before its output is all out (a guest's pty is read over
+		// the agent's channel): forwardExecExit closes exitSent once the
+		// output is copied (bounded), and only then may its stdio close.
+		// containerd's runc shim waits for its copies alike.
+		<-e.exitSent
+	}
 	exit, err := e.rt.Delete(ctx)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
