@@ -156,7 +156,11 @@ func (s *taskService) deleteExec(ctx context.Context, c *container, r *taskAPI.D
 		// the agent's channel): forwardExecExit closes exitSent once the
 		// output is copied (bounded), and only then may its stdio close.
 		// containerd's runc shim waits for its copies alike.
-		<-e.exitSent
+		select {
+		case <-e.exitSent:
+		case <-ctx.Done():
+			return nil, errgrpc.ToGRPC(fmt.Errorf("delete exec %s: its exit is not out yet: %w", r.ExecID, ctx.Err()))
+		}
 	}
 	exit, err := e.rt.Delete(ctx)
 	if err != nil {

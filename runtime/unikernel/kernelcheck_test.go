@@ -146,6 +146,17 @@ func TestPlanBootAgentKernelCheck(t *testing.T) {
 			if !tc.withAgent && !strings.Contains(logged.String(), "CONFIG_VIRTIO_CONSOLE=y") {
 				t.Fatalf("no warning naming the option:\n%s", logged)
 			}
+			// A process only the agent can start (a lowercase variable,
+			// which the kernel command line cannot carry): without the
+			// agent, Create's error says why the agent is not there.
+			b.spec.Process.Env = append(b.spec.Process.Env, "http_proxy=http://198.18.0.1:3128")
+			_, err = planBoot(ctx, cfg, b.spec, opts, rootfsDir)
+			if tc.withAgent && err != nil {
+				t.Fatalf("with the agent: %v", err)
+			}
+			if !tc.withAgent && (err == nil || !strings.Contains(err.Error(), "lacks CONFIG_VIRTIO_CONSOLE=y") || !strings.Contains(err.Error(), "http_proxy")) {
+				t.Fatalf("without the agent: %v; want the kernel's option and the variable named", err)
+			}
 		})
 	}
 }

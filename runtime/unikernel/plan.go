@@ -112,8 +112,14 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 	if err != nil {
 		return nil, err
 	}
-	if agentFiles != nil && !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary, agentChannelDriver(monitors.AgentTransportOf(mon))) {
-		agentFiles = nil
+	// agentDropped names why an agent the host asked for was left out, for
+	// an error the guest then meets without it.
+	var agentDropped string
+	if agentFiles != nil {
+		if driver := agentChannelDriver(monitors.AgentTransportOf(mon)); !kernelTakesAgent(ctx, opts.Host, opts.ID, rootfsDir, cfg.Binary, driver) {
+			agentFiles = nil
+			agentDropped = fmt.Sprintf("the guest kernel %s lacks %s=y, so the guest boots without the guest agent", cfg.Binary, driver.Option)
+		}
 	}
 	req.InitrdFiles = agentFiles
 	rp, err := rootfs.Select(req)
@@ -144,6 +150,11 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		Agent: plan.agentPath(),
 		Net:   &guests.Net{Address: "255.255.255.255", Mask: "255.255.255.255", Gateway: "255.255.255.255", MAC: "02:00:00:00:00:00"}}
 	if _, err := g.Cmdline(check); err != nil {
+		if agentDropped != "" {
+			// The process the agent would have started (its env, for one)
+			// does not fit on the kernel command line.
+			return nil, fmt.Errorf("%s: %w", agentDropped, err)
+		}
 		return nil, err
 	}
 	if plan.size, err = sizeVM(spec, mcfg); err != nil {
