@@ -128,6 +128,18 @@ func (r *agentRun) exit() int {
 	return int(st.ExitCode())
 }
 
+// sigtermOnceReady sends SIGTERM once the app has printed its ready line,
+// and returns the container's exit status.
+func (r *agentRun) sigtermOnceReady() int {
+	r.t.Helper()
+	waitFor(r.t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
+	_, ctx := newClient(r.t)
+	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.exit()
+}
+
 // SIGTERM reaches the app itself through the agent: its trap makes the
 // container's status 7, and the power button is never pressed (the
 // image's acpid would print URUNC_GUEST_POWERDOWN and power off with 0).
@@ -135,12 +147,7 @@ func TestAgentSigtermReachesApp(t *testing.T) {
 	importAgentImage(t)
 	withAgent(t)
 	r := startAgentGuest(t, agentImage, []string{"/init", "trapterm"})
-	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
-	_, ctx := newClient(t)
-	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	code := r.exit()
+	code := r.sigtermOnceReady()
 	out := r.console()
 	if code != 7 || !strings.Contains(out, "URUNC_GUEST_TERM") {
 		t.Fatalf("exit %d, want the app's 7 from its SIGTERM trap; console:\n%s", code, out)
@@ -306,19 +313,15 @@ func shimLogHas(id, want string) bool {
 }
 
 // Where the agent has no channel (the kernel lacks the virtio console and
-// the shim could not tell at Create), SIGTERM presses the ACPI power button, which a guest booted for the
-// agent (acpi=noirq) still gets: its acpid powers it off with 0, well
-// before the grace period would kill it with 137.
+// the shim could not tell at Create), SIGTERM presses the ACPI power
+// button, which a guest booted for the agent (acpi=noirq) still gets: its
+// acpid powers it off with 0, well before the grace period would kill it
+// with 137.
 func TestAgentWithoutVirtioConsolePowerButton(t *testing.T) {
 	importUntoldImage(t)
 	withAgent(t)
 	r := startAgentGuest(t, untoldImage, []string{"/init", "sleep"})
-	waitFor(t, 3*time.Minute, "the app's ready line", func() bool { return strings.Contains(r.console(), "URUNC_GUEST_READY") })
-	_, ctx := newClient(t)
-	if err := r.task.Kill(ctx, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	code := r.exit()
+	code := r.sigtermOnceReady()
 	out := r.console()
 	if code != 0 || !strings.Contains(out, "reboot: Power down") || !strings.Contains(out, "acpi=noirq") {
 		t.Fatalf("exit %d, want 0 from the power button's clean power-off; console:\n%s", code, out)
