@@ -2,6 +2,8 @@ package kernelimage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,30 +24,49 @@ const (
 	maxCacheBytes   = 64 << 10
 )
 
-// fileKey is a kernel file's identity as the cache knows it. The device
-// is left out: an overlay snapshot reports a device of its own for each
-// container's mount of the same image layer, so it would never match;
-// the inode, size and times, to the nanosecond, with the change time that
-// no image sets, stand for the file.
-type fileKey struct {
-	Ino   uint64 `json:"ino"`
-	Size  int64  `json:"size"`
-	Mtime int64  `json:"mtime"`
-	Ctime int64  `json:"ctime"`
+// cacheEntry is one verdict, keyed by the SHA-256 of the kernel file's
+// contents: the file's identity (inode, size, times) is not enough, as
+// block snapshotters (an ext4 of its own per snapshot) and erofs number
+// their inodes alike, so one image's file could take another's verdict.
+type cacheEntry struct {
+	SHA256 string `json:"sha256"`
+	Marker string `json:"marker"`
+	// Verdict is BuiltIn, Absent, or Unknown for a file that reached a
+	// bound (which its contents alone decide), Reason saying which.
+	Verdict Verdict `json:"verdict"`
+	Reason  string  `json:"reason,omitempty"`
 }
 
-type cacheEntry struct {
-	fileKey
-	Marker string `json:"marker"`
-	// BuiltIn is the verdict: only certain ones (BuiltIn, Absent) are
-	// kept.
-	BuiltIn bool `json:"builtin"`
+// Filesystem magics (statfs(2)) of files whose read can block beyond the
+// check's bound, between the chunks where the context is looked at: a
+// lazily pulled snapshot's FUSE (stargz, nydus) and network filesystems.
+const (
+	fuseMagic  = 0x65735546
+	nfsMagic   = 0x6969
+	cifsMagic  = 0xFF534D42
+	smb2Magic  = 0xFE534D42
+	v9fsMagic  = 0x01021997
+	hashChunk  = 1 << 20
+	sha256Hex  = 64
+	fsTypeMask = 0xffffffff
+)
+
+// remoteFilesystems names the filesystems whose files are not read.
+var remoteFilesystems = map[uint32]string{
+	fuseMagic: "FUSE (a lazily pulled snapshot?)",
+	nfsMagic:  "NFS",
+	cifsMagic: "CIFS",
+	smb2Magic: "SMB2",
+	v9fsMagic: "9p",
 }
 
 // CheckFile checks f, an open kernel file, for feat, through the cache
-// in cacheDir ("" for none): a file seen before is not read again. A
-// cache that cannot be read or written costs a check, nothing more.
+// in cacheDir ("" for none): a file whose contents were seen before is
+// not decompressed again. A cache that cannot be read or written costs a
+// check, nothing more.
 func CheckFile(ctx context.Context, f *os.File, feat Feature, cacheDir string, opts Options) (Verdict, error) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return Unknown, fmt.Errorf("stat kernel: %w", err)
@@ -53,30 +74,72 @@ func CheckFile(ctx context.Context, f *os.File, feat Feature, cacheDir string, o
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Unknown, unknown("the kernel is not a regular file")
 	}
-	key := fileKey{Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+	statfs := opts.Statfs
+	if statfs == nil {
+		statfs = unix.Fstatfs
+	}
+	var sfs unix.Statfs_t
+	if err := statfs(int(f.Fd()), &sfs); err != nil {
+		return Unknown, fmt.Errorf("statfs kernel: %w", err)
+	}
+	if name, ok := remoteFilesystems[uint32(sfs.Type&fsTypeMask)]; ok {
+		return Unknown, unknown("the kernel is on %s, whose read may block: not read", name)
+	}
+	limit := opts.limit()
+	if st.Size > limit {
+		return Unknown, unknown("the kernel file is %d bytes, more than the %d read", st.Size, limit)
+	}
+	sum, err := contentHash(ctx, f, st.Size)
+	if err != nil {
+		return Unknown, err
+	}
 	var entries []cacheEntry
 	if cacheDir != "" {
 		entries = readCache(filepath.Join(cacheDir, CacheFile))
 		for _, e := range entries {
-			if e.fileKey == key && e.Marker == feat.Marker {
-				if e.BuiltIn {
-					return BuiltIn, nil
+			if e.SHA256 == sum && e.Marker == feat.Marker {
+				if e.Verdict == Unknown {
+					return Unknown, unknown("%s (kept from an earlier check)", e.Reason)
 				}
-				return Absent, nil
+				return e.Verdict, nil
 			}
 		}
 	}
 	v, err := Check(ctx, f, st.Size, feat, opts)
-	if v == Unknown || cacheDir == "" {
+	if cacheDir == "" || (v == Unknown && !errors.Is(err, errBound)) {
 		return v, err
 	}
+	e := cacheEntry{SHA256: sum, Marker: feat.Marker, Verdict: v}
+	if err != nil {
+		e.Reason = err.Error()
+	}
 	// Newest first; the oldest go past the bound.
-	entries = append([]cacheEntry{{fileKey: key, Marker: feat.Marker, BuiltIn: v == BuiltIn}}, entries...)
+	entries = append([]cacheEntry{e}, entries...)
 	if len(entries) > maxCacheEntries {
 		entries = entries[:maxCacheEntries]
 	}
 	_ = writeCache(cacheDir, entries)
-	return v, nil
+	return v, err
+}
+
+// contentHash is the hex SHA-256 of f's size bytes, read once (the page
+// cache then serves the check's read), the context looked at between
+// chunks.
+func contentHash(ctx context.Context, f io.ReaderAt, size int64) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, hashChunk)
+	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil {
+			return "", unknown("hash stopped: %v", err)
+		}
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		h.Write(buf[:n])
+		off += int64(n)
+		if err != nil && !(errors.Is(err, io.EOF) && off == size) {
+			return "", fmt.Errorf("read kernel: %w", err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // readCache reads the cache's entries; a missing, oversized or broken
@@ -95,10 +158,17 @@ func readCache(path string) []cacheEntry {
 	if json.Unmarshal(data, &entries) != nil {
 		return nil
 	}
-	if len(entries) > maxCacheEntries {
-		entries = entries[:maxCacheEntries]
+	// Entries of another form (an older shim's) are left out.
+	kept := entries[:0]
+	for _, e := range entries {
+		if len(e.SHA256) == sha256Hex && e.Marker != "" && e.Verdict >= Unknown && e.Verdict <= Absent {
+			kept = append(kept, e)
+		}
 	}
-	return entries
+	if len(kept) > maxCacheEntries {
+		kept = kept[:maxCacheEntries]
+	}
+	return kept
 }
 
 // writeCache replaces the cache at once (a new file renamed over it):

@@ -18,10 +18,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 // Feature is a kernel option and a string found in the kernel's image
@@ -66,9 +68,15 @@ func (v Verdict) String() string {
 	return "unknown"
 }
 
-// MaxKernelBytes bounds the decompressed kernel read: distribution
-// kernels decompress to 60-70 MiB.
-const MaxKernelBytes = 256 << 20
+// MaxKernelBytes bounds the decompressed kernel read, and the kernel
+// file's size: distribution kernels decompress to 60-70 MiB.
+const MaxKernelBytes = 128 << 20
+
+// zstdMaxWindow bounds a zstd payload's window, which the decoder holds
+// whole: the kernel's build compresses with "zstd -22 --ultra" from a
+// pipe, whose frames declare a 128 MiB window (window log 27), so less
+// would refuse every zstd kernel; a larger one is refused.
+const zstdMaxWindow = 128 << 20
 
 // checkTimeout bounds one check whatever the image: a slow decompression
 // ends as Unknown, never as a stuck Create.
@@ -86,6 +94,15 @@ type Options struct {
 	Start func(cmd *exec.Cmd) (wait func() error, err error)
 	// Limit overrides MaxKernelBytes (tests).
 	Limit int64
+	// Statfs is unix.Fstatfs unless set (tests).
+	Statfs func(fd int, buf *unix.Statfs_t) error
+}
+
+func (o Options) limit() int64 {
+	if o.Limit > 0 {
+		return o.Limit
+	}
+	return MaxKernelBytes
 }
 
 // ErrUnknown wraps every reason a check ends Unknown.
@@ -95,15 +112,21 @@ func unknown(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrUnknown, fmt.Sprintf(format, a...))
 }
 
+// errBound marks an Unknown that a bound gave, which the file's contents
+// alone decide: it is cached like a certain verdict, so a file made to
+// reach the bounds costs their price once.
+var errBound = errors.New("bound reached")
+
+func bounded(format string, a ...any) error {
+	return fmt.Errorf("%w: %s (%w)", ErrUnknown, fmt.Sprintf(format, a...), errBound)
+}
+
 // Check tells whether f, a kernel image of size bytes, has feat built
 // in. An Unknown verdict comes with the reason (wrapping ErrUnknown).
 func Check(ctx context.Context, f io.ReaderAt, size int64, feat Feature, opts Options) (Verdict, error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = MaxKernelBytes
-	}
+	limit := opts.limit()
 	img, err := Locate(f, size)
 	if err != nil {
 		return Unknown, err
@@ -112,12 +135,16 @@ func Check(ctx context.Context, f io.ReaderAt, size int64, feat Feature, opts Op
 	switch img.Compression {
 	case "none":
 		if img.Length > limit {
-			return Unknown, unknown("the kernel is %d bytes, more than the %d read", img.Length, limit)
+			return Unknown, bounded("the kernel is %d bytes, more than the %d read", img.Length, limit)
 		}
 		found, err = search(ctx, io.NewSectionReader(f, img.Offset, img.Length), []byte(feat.Marker), limit)
 	case "gzip":
+		// The decoders' buffers go back to the system at once: the
+		// shim lives on for the container, the check does not.
+		defer debug.FreeOSMemory()
 		found, err = searchGzip(ctx, io.NewSectionReader(f, img.Offset, img.Length), feat, limit)
 	case "zstd":
+		defer debug.FreeOSMemory()
 		found, err = searchZstd(ctx, img.payload(f), feat, limit)
 	case "xz":
 		found, err = searchXZ(ctx, io.NewSectionReader(f, img.Offset, img.Length), feat, limit, opts)
@@ -127,6 +154,9 @@ func Check(ctx context.Context, f io.ReaderAt, size int64, feat Feature, opts Op
 	if err != nil {
 		if errors.Is(err, ErrUnknown) {
 			return Unknown, err
+		}
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			return Unknown, fmt.Errorf("%w: %s payload: %w (%w)", ErrUnknown, img.Compression, err, errBound)
 		}
 		return Unknown, fmt.Errorf("%w: %s payload: %w", ErrUnknown, img.Compression, err)
 	}
@@ -285,7 +315,7 @@ func search(ctx context.Context, r io.Reader, marker []byte, limit int64) (bool,
 		n, err := fill(r, buf[carry:])
 		total += int64(n)
 		if total > limit {
-			return false, unknown("the kernel decompresses past %d bytes", limit)
+			return false, bounded("the kernel decompresses past %d bytes", limit)
 		}
 		if bytes.Contains(buf[:carry+n], marker) {
 			return true, nil
@@ -329,11 +359,13 @@ func searchGzip(ctx context.Context, r io.Reader, feat Feature, limit int64) (bo
 	return search(ctx, zr, []byte(feat.Marker), limit)
 }
 
-// searchZstd searches a zstd payload; the decoder's memory is bounded by
-// the same limit as its output (a kernel's zstd window may span it all).
+// searchZstd searches a zstd payload; the decoder's window and memory
+// are bounded by zstdMaxWindow, and by the output's limit: no window
+// needs more than the whole output read.
 func searchZstd(ctx context.Context, r io.Reader, feat Feature, limit int64) (bool, error) {
+	window := uint64(min(limit, zstdMaxWindow))
 	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(uint64(limit)), zstd.WithDecoderMaxWindow(uint64(limit)))
+		zstd.WithDecoderMaxMemory(window), zstd.WithDecoderMaxWindow(window))
 	if err != nil {
 		return false, err
 	}
@@ -358,7 +390,6 @@ func searchXZ(ctx context.Context, r io.Reader, feat Feature, limit int64, opts 
 		return false, err
 	}
 	cmd := exec.Command(xz, "--decompress", "--stdout", "--single-stream", "--quiet", "--memlimit-decompress="+xzMemLimit)
-	cmd.Stdin = r
 	cmd.Env = []string{}
 	cmd.Dir = "/"
 	cmd.WaitDelay = time.Second
@@ -366,10 +397,21 @@ func searchXZ(ctx context.Context, r io.Reader, feat Feature, limit int64, opts 
 	if os.Geteuid() == 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}
 	}
-	out, err := cmd.StdoutPipe()
+	// The pipes are this function's own, every end closed here: exec's
+	// own pipes are closed by cmd.Wait, which a reaper's wait replaces.
+	inR, inW, err := os.Pipe()
 	if err != nil {
 		return false, err
 	}
+	out, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return false, err
+	}
+	defer out.Close()
+	cmd.Stdin = inR
+	cmd.Stdout = outW
 	start := opts.Start
 	if start == nil {
 		start = func(c *exec.Cmd) (func() error, error) {
@@ -380,9 +422,21 @@ func searchXZ(ctx context.Context, r io.Reader, feat Feature, limit int64, opts 
 		}
 	}
 	wait, err := start(cmd)
+	// xz holds its own copies now.
+	inR.Close()
+	outW.Close()
 	if err != nil {
+		inW.Close()
 		return false, fmt.Errorf("start %s: %w", xz, err)
 	}
+	// The payload goes in by a goroutine of its own, which ends when xz
+	// has read it or has gone (its write then fails).
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		_, _ = io.Copy(inW, r)
+		inW.Close()
+	}()
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
 	found, serr := search(ctx, out, []byte(feat.Marker), limit)
 	stop()
@@ -392,6 +446,9 @@ func searchXZ(ctx context.Context, r io.Reader, feat Feature, limit int64, opts 
 	}
 	_, _ = io.Copy(io.Discard, out)
 	werr := wait()
+	// The handle (a pidfd) is let go: only cmd.Wait would.
+	_ = cmd.Process.Release()
+	<-fed
 	switch {
 	case serr != nil:
 		return false, serr

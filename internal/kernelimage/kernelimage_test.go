@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,11 +232,11 @@ func TestCheckFileCache(t *testing.T) {
 	}
 	cache := filepath.Join(cacheDir, CacheFile)
 	entries := readCache(cache)
-	if len(entries) != 1 || !entries[0].BuiltIn {
+	if len(entries) != 1 || entries[0].Verdict != BuiltIn {
 		t.Fatalf("cache %+v", entries)
 	}
 	// The second check is the cache's: a flipped verdict there shows.
-	entries[0].BuiltIn = false
+	entries[0].Verdict = Absent
 	if err := writeCache(cacheDir, entries); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestCheckFileCache(t *testing.T) {
 	// Bounded: the oldest go.
 	many := make([]cacheEntry, maxCacheEntries)
 	for i := range many {
-		many[i] = cacheEntry{fileKey: fileKey{Ino: uint64(i + 1)}, Marker: "m"}
+		many[i] = cacheEntry{SHA256: strings.Repeat(fmt.Sprintf("%02x", i), 32), Marker: "m", Verdict: Absent}
 	}
 	if err := writeCache(cacheDir, many); err != nil {
 		t.Fatal(err)
@@ -352,4 +353,29 @@ func FuzzLocate(f *testing.F) {
 			t.Fatalf("payload %d bytes at %d of a %d-byte file", img.Length, img.Offset, len(data))
 		}
 	})
+}
+
+// BenchmarkContentHash is what keying the cache by the file's contents
+// adds to every check, cached or not, on the test kernels:
+// go test -run '^$' -bench ContentHash -benchtime 20x ./internal/kernelimage
+func BenchmarkContentHash(b *testing.B) {
+	for _, path := range []string{builtinKernel, debianKernel} {
+		b.Run(filepath.Base(path), func(b *testing.B) {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Skipf("no test kernel: %v", err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(st.Size())
+			for b.Loop() {
+				if _, err := contentHash(context.Background(), f, st.Size()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -33,7 +33,8 @@ func agentChannelDriver(t monitors.AgentTransport) kernelimage.Feature {
 // that bought nothing), and the shim's log names the option and the file;
 // a kernel that cannot be told boots with the agent, whose own check at
 // run time then names the option. The verdict is kept in the host's state
-// dir: the same kernel is not read again at the next Create.
+// dir by the file's SHA-256: a kernel of the same contents is hashed, not
+// decompressed again, at the next Create.
 func kernelTakesAgent(ctx context.Context, host config.HostConfig, id, rootfsDir, binary string, driver kernelimage.Feature) bool {
 	logger := log.G(ctx).WithField("id", id)
 	// The same open as the kernel's check for the plan: inside the
