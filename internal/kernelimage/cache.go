@@ -41,14 +41,20 @@ type cacheEntry struct {
 // check's bound, between the chunks where the context is looked at: a
 // lazily pulled snapshot's FUSE (stargz, nydus) and network filesystems.
 const (
-	fuseMagic  = 0x65735546
-	nfsMagic   = 0x6969
-	cifsMagic  = 0xFF534D42
-	smb2Magic  = 0xFE534D42
-	v9fsMagic  = 0x01021997
-	hashChunk  = 1 << 20
-	sha256Hex  = 64
+	fuseMagic = 0x65735546
+	nfsMagic  = 0x6969
+	cifsMagic = 0xFF534D42
+	smb2Magic = 0xFE534D42
+	v9fsMagic = 0x01021997
+	// fsTypeMask: statfs's f_type is 32 bits wide in the kernel.
 	fsTypeMask = 0xffffffff
+)
+
+const (
+	// hashChunk is how much of the file is hashed at a time.
+	hashChunk = 1 << 20
+	// sha256Hex is a SHA-256's length in hex.
+	sha256Hex = 64
 )
 
 // remoteFilesystems names the filesystems whose files are not read.
@@ -89,12 +95,13 @@ func CheckFile(ctx context.Context, f *os.File, feat Feature, cacheDir string, o
 	if st.Size > limit {
 		return Unknown, unknown("the kernel file is %d bytes, more than the %d read", st.Size, limit)
 	}
-	sum, err := contentHash(ctx, f, st.Size)
-	if err != nil {
-		return Unknown, err
-	}
+	var sum string
 	var entries []cacheEntry
 	if cacheDir != "" {
+		var err error
+		if sum, err = contentHash(ctx, f, st.Size); err != nil {
+			return Unknown, err
+		}
 		entries = readCache(filepath.Join(cacheDir, CacheFile))
 		for _, e := range entries {
 			if e.SHA256 == sum && e.Marker == feat.Marker {
