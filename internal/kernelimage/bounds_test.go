@@ -113,19 +113,7 @@ func TestCheckFileCacheKeyedByContent(t *testing.T) {
 		}
 		return p
 	}
-	checkFile := func(path string) Verdict {
-		t.Helper()
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		v, err := CheckFile(context.Background(), f, VirtioConsole, cacheDir, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	checkFile := func(path string) Verdict { return checkPath(t, path, cacheDir) }
 	first := write("a", with)
 	if v := checkFile(first); v != BuiltIn {
 		t.Fatalf("first check %v", v)

@@ -214,19 +214,7 @@ func TestCheckFileCache(t *testing.T) {
 	if err := os.WriteFile(kernel, bzImage(gzipOf(t, kernelBody(1<<20, 1000)), 0x20f, nil), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	checkFile := func() Verdict {
-		t.Helper()
-		f, err := os.Open(kernel)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		v, err := CheckFile(context.Background(), f, VirtioConsole, cacheDir, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	checkFile := func() Verdict { return checkPath(t, kernel, cacheDir) }
 	if v := checkFile(); v != BuiltIn {
 		t.Fatalf("first check %v", v)
 	}
@@ -378,4 +366,20 @@ func BenchmarkContentHash(b *testing.B) {
 			}
 		})
 	}
+}
+
+// checkPath checks the file at path for the virtio console, with the
+// verdict cache in cacheDir; an error fails the test.
+func checkPath(t *testing.T, path, cacheDir string) Verdict {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	v, err := CheckFile(context.Background(), f, VirtioConsole, cacheDir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
