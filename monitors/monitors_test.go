@@ -78,8 +78,9 @@ func TestMonitorArgs(t *testing.T) {
 				"-append panic=-1 console=ttyS0 -nic none",
 		},
 		{
+			// The agent's code gets its own room in the translation cache.
 			name: "qemu with the guest agent's channel", monitor: newQemu("/q", Config{Accel: "tcg"}), guest: withAgent,
-			want: "/q -accel tcg,tb-size=32 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
+			want: "/q -accel tcg,tb-size=48 -m 256M -smp 2 -nodefaults -no-user-config -display none -vga none -no-reboot " +
 				"-chardev stdio,id=console,signal=off -serial chardev:console -kernel /guest/kernel -initrd /guest/initrd " +
 				"-append panic=-1 console=ttyS0 -nic none " +
 				"-device virtio-serial-pci,id=agent-serial -chardev socket,id=agent,fd=6,server=on,wait=off " +

@@ -157,7 +157,7 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		}
 		return nil, err
 	}
-	if plan.size, err = sizeVM(spec, mcfg); err != nil {
+	if plan.size, err = sizeVM(spec, mcfg, plan.guest.Agent != nil); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = plan.size.memoryMB, plan.size.vcpus

@@ -47,8 +47,14 @@ type vmSize struct {
 // sizeVM takes the guest's RAM from the spec's memory limit and its vCPUs
 // from the CPU quota (rounded up), falling back to the monitor's host
 // defaults. A memory limit below minGuestMemoryMB is refused, naming it.
-func sizeVM(spec *specs.Spec, mcfg monitors.Config) (vmSize, error) {
-	s := vmSize{memoryMB: mcfg.DefaultMemoryMB, vcpus: mcfg.DefaultVCPUs, overhead: int64(mcfg.MemoryOverheadMB) * mib}
+// A guest with the agent (withAgent) has the monitor's agent overhead on
+// top of its own.
+func sizeVM(spec *specs.Spec, mcfg monitors.Config, withAgent bool) (vmSize, error) {
+	overheadMB := mcfg.MemoryOverheadMB
+	if withAgent {
+		overheadMB += mcfg.AgentMemoryOverheadMB
+	}
+	s := vmSize{memoryMB: mcfg.DefaultMemoryMB, vcpus: mcfg.DefaultVCPUs, overhead: int64(overheadMB) * mib}
 	if spec.Linux == nil || spec.Linux.Resources == nil {
 		return s, nil
 	}
@@ -61,10 +67,10 @@ func sizeVM(spec *specs.Spec, mcfg monitors.Config) (vmSize, error) {
 		// The cgroup gets the limit plus the overhead: a sum past int64
 		// would reach it as a negative limit.
 		if l > math.MaxInt64-s.overhead {
-			return s, fmt.Errorf("memory limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(l), mcfg.MemoryOverheadMB)
+			return s, fmt.Errorf("memory limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(l), overheadMB)
 		}
 		if res.Memory.Swap != nil && *res.Memory.Swap > math.MaxInt64-s.overhead {
-			return s, fmt.Errorf("memory+swap limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(*res.Memory.Swap), mcfg.MemoryOverheadMB)
+			return s, fmt.Errorf("memory+swap limit %s: with the monitor's overhead of %d MiB it exceeds the largest limit a cgroup takes", describeBytes(*res.Memory.Swap), overheadMB)
 		}
 		s.limit, s.memoryMB = l, int(l/mib)
 	}

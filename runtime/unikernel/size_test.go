@@ -45,7 +45,7 @@ func TestSizeVM(t *testing.T) {
 		{"a quota without a period", withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000)}}), 256, 1, 0, ""},
 		{"exactly 2 CPUs", withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000), Period: u64(100000)}}), 256, 2, 0, ""},
 	} {
-		s, err := sizeVM(tc.spec, mcfg)
+		s, err := sizeVM(tc.spec, mcfg, false)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%s: error %v, want %q", tc.name, err, tc.wantErr)
@@ -58,6 +58,25 @@ func TestSizeVM(t *testing.T) {
 		}
 		if s.memoryMB != tc.memMB || s.vcpus != tc.vcpus || s.limit != tc.limit || s.overhead != 80<<20 {
 			t.Errorf("%s: %+v, want %d MiB, %d vCPUs, limit %d, overhead 80 MiB", tc.name, s, tc.memMB, tc.vcpus, tc.limit)
+		}
+	}
+}
+
+// A guest with the agent has the monitor's agent overhead on top of its
+// own (qemu's larger translation cache under TCG); one without, not.
+func TestSizeVMWithAgent(t *testing.T) {
+	mcfg := monitors.Config{DefaultMemoryMB: 256, DefaultVCPUs: 1, MemoryOverheadMB: 64, AgentMemoryOverheadMB: 16}
+	spec := withResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(200 << 20)}})
+	for _, tc := range []struct {
+		withAgent  bool
+		overheadMB int64
+	}{{false, 64}, {true, 80}} {
+		s, err := sizeVM(spec, mcfg, tc.withAgent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.overhead != tc.overheadMB<<20 || s.memoryMB != 200 {
+			t.Errorf("with the agent %v: %+v, want 200 MiB of RAM and %d MiB of overhead", tc.withAgent, s, tc.overheadMB)
 		}
 	}
 }
@@ -170,7 +189,7 @@ func TestSizeVMRefusesLimitsThatOverflow(t *testing.T) {
 		"quota":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(100000)}},
 		"vcpus":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(1)}},
 	} {
-		s, err := sizeVM(withResources(res), mcfg)
+		s, err := sizeVM(withResources(res), mcfg, false)
 		if err == nil {
 			t.Errorf("%s: sized %+v (cgroup: %+v), want an error", name, s, s.cgroupResources(res).Memory)
 		}
@@ -179,13 +198,13 @@ func TestSizeVMRefusesLimitsThatOverflow(t *testing.T) {
 	s, err := sizeVM(withResources(&specs.LinuxResources{
 		Memory: &specs.LinuxMemory{Limit: i64(1 << 40), Swap: i64(1 << 41)},
 		CPU:    &specs.LinuxCPU{Quota: i64(6400000), Period: u64(100000)},
-	}), mcfg)
+	}), mcfg, false)
 	if err != nil || s.vcpus != 64 || s.memoryMB != 1<<20 {
 		t.Fatalf("1 TiB, 64 CPUs: %+v, %v", s, err)
 	}
 	// A period past int64 is a tiny share of a CPU: one vCPU, not a
 	// negative count.
-	s, err = sizeVM(withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(math.MaxUint64)}}), mcfg)
+	s, err = sizeVM(withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(math.MaxUint64)}}), mcfg, false)
 	if err != nil || s.vcpus != 1 {
 		t.Fatalf("period 2^64-1: %+v, %v", s, err)
 	}
