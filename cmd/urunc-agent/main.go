@@ -66,25 +66,15 @@ func main() {
 	}
 	sup := newSupervisor()
 	sup.forwardSignals()
-	a := &agent{sup: sup, delivered: make(chan struct{})}
-	serving := false
-	ln, err := guestChannel.listen()
-	if err == nil {
-		var srv *ttrpc.Server
-		if srv, err = ttrpc.NewServer(); err == nil {
-			agentapi.RegisterAgentService(srv, a)
-			go func() { _ = srv.Serve(context.Background(), ln) }()
-			serving = true
-		}
-	}
-	if err != nil {
-		logf("%v; the app's exit status goes by the console", err)
-	}
-	// Serving first: a signal the shim sends once the app has spoken
-	// finds the agent there.
+	// The app first, the channel after: the port appears only once the
+	// host has announced it, which the app need not wait for. A signal
+	// or exec the shim sends meanwhile waits in the channel (the shim
+	// waits for the agent's first answer), and then finds the app.
 	if err := sup.start(cfg); err != nil {
 		logf("start the app: %v", err)
 	}
+	a := &agent{sup: sup, delivered: make(chan struct{})}
+	serving := serve(a)
 	status := sup.wait()
 	if serving && a.waitDelivered(deliverWait) {
 		unix.Sync()
@@ -96,6 +86,25 @@ func main() {
 	}
 	unix.Sync()
 	os.Exit(int(status))
+}
+
+// serve serves the shim on the guest's channel, and says whether it
+// does; without a channel the app's status goes by the console.
+func serve(a *agent) bool {
+	ln, err := guestChannel.listen()
+	if err != nil {
+		logf("%v; the app's exit status goes by the console", err)
+		return false
+	}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		ln.Close()
+		logf("%v; the app's exit status goes by the console", err)
+		return false
+	}
+	agentapi.RegisterAgentService(srv, a)
+	go func() { _ = srv.Serve(context.Background(), ln) }()
+	return true
 }
 
 // waitDelivered waits up to d for the shim to have the app's status.
