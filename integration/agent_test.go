@@ -329,11 +329,12 @@ func TestAgentWithoutVirtioConsolePowerButton(t *testing.T) {
 }
 
 // TestAgentBootFigures prints the time of a one-shot guest (`ctr run --rm`
-// of an app that exits 0 at once) with and without the guest agent, in
-// alternating rounds on the same kernel and image, with the medians'
-// ratio, where the guest's clock puts init's start and the guest's end
-// (medians), and the agent's size: make bench runs it
-// (URUNC_BENCH_AGENT=1; AGENT_ROUNDS rounds, 7 by default).
+// of an app that exits 0 at once) with and without the guest agent, and
+// with a Go program that only execs the app in the agent's place (the
+// floor any Go PID 1 costs), in alternating rounds on the same kernel and
+// image, with the medians' ratios, where the guest's clock puts init's
+// start and the guest's end (medians), and the agent's size: make bench
+// runs it (URUNC_BENCH_AGENT=1; AGENT_ROUNDS rounds, 7 by default).
 func TestAgentBootFigures(t *testing.T) {
 	if os.Getenv("URUNC_BENCH_AGENT") == "" {
 		t.Skip("a measurement: URUNC_BENCH_AGENT=1 (make bench)")
@@ -343,55 +344,63 @@ func TestAgentBootFigures(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("AGENT_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
-	on := env.defaultHostConfig() + "\n[guests.linux]\nagent = true\n"
-	off := env.defaultHostConfig()
-	var with, without []time.Duration
-	// The guest's clock (printk times), seconds after its boot.
-	guestClock := map[bool]*struct{ initAt, endAt []time.Duration }{true: {}, false: {}}
+	floorInit := filepath.Join(t.TempDir(), "execonly-init")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", floorInit, "./cmd/execonly-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build execonly-init: %v\n%s", err, out)
+	}
+	type variant struct {
+		name, hostConfig string
+		// poweredOff: the guest ends by the agent's power-off, not by
+		// its init's exit.
+		poweredOff bool
+		took       []time.Duration
+		// The guest's clock (printk times), seconds after its boot.
+		initAt, endAt []time.Duration
+	}
+	variants := []*variant{
+		{name: "with the agent", hostConfig: env.defaultHostConfig() + "\n[guests.linux]\nagent = true\n", poweredOff: true},
+		{name: "without", hostConfig: env.defaultHostConfig()},
+		{name: "a Go exec-only init", hostConfig: env.defaultHostConfig() + fmt.Sprintf("\n[guests.linux]\nagent = true\nagent_path = %q\n", floorInit)},
+	}
 	for i := 0; i < rounds; i++ {
-		for _, agent := range []bool{true, false} {
-			cfg := off
-			if agent {
-				cfg = on
-			}
-			withHostConfig(t, cfg)
+		for _, v := range variants {
+			withHostConfig(t, v.hostConfig)
 			id := newID(t)
 			start := time.Now()
 			out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, agentImage, id, "/init", "exit", "0")
 			d := time.Since(start)
 			if err != nil {
-				t.Fatalf("ctr run (agent %v): %v\n%s", agent, err, out)
+				t.Fatalf("ctr run (%s): %v\n%s", v.name, err, out)
 			}
 			initAt, endAt := kernelTimes(out)
-			g := guestClock[agent]
-			g.initAt = append(g.initAt, time.Duration(initAt*float64(time.Second)))
-			g.endAt = append(g.endAt, time.Duration(endAt*float64(time.Second)))
+			v.initAt = append(v.initAt, time.Duration(initAt*float64(time.Second)))
+			v.endAt = append(v.endAt, time.Duration(endAt*float64(time.Second)))
 			if i == rounds-1 && os.Getenv("AGENT_CONSOLE") != "" {
-				t.Logf("agent %v: console:\n%s", agent, out)
+				t.Logf("%s: console:\n%s", v.name, out)
 			}
-			if agent != strings.Contains(out, "reboot: Power down") {
-				t.Fatalf("run with agent %v ended otherwise:\n%s", agent, out)
+			if v.poweredOff != strings.Contains(out, "reboot: Power down") {
+				t.Fatalf("run %s ended otherwise:\n%s", v.name, out)
 			}
 			assertNoLeftovers(t, id)
-			if agent {
-				with = append(with, d)
-			} else {
-				without = append(without, d)
-			}
+			v.took = append(v.took, d)
 		}
 	}
-	mw, mo := median(with), median(without)
-	st, err := os.Stat(filepath.Join(env.bin, "urunc-agent"))
-	if err != nil {
-		t.Fatal(err)
+	base := median(variants[1].took)
+	for _, v := range variants {
+		t.Logf("%-20s median %s, ratio to without %.3f; by the guest's clock (medians) init runs at %s and the guest ends at %s",
+			v.name, median(v.took).Round(time.Millisecond), float64(median(v.took))/float64(base),
+			median(v.initAt).Round(time.Millisecond), median(v.endAt).Round(time.Millisecond))
 	}
-	for _, agent := range []bool{true, false} {
-		g := guestClock[agent]
-		t.Logf("agent %v: by the guest's clock (medians), the kernel runs init at %s and the guest ends at %s",
-			agent, median(g.initAt).Round(time.Millisecond), median(g.endAt).Round(time.Millisecond))
+	for _, bin := range []string{filepath.Join(env.bin, "urunc-agent"), floorInit} {
+		st, err := os.Stat(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d bytes", filepath.Base(bin), st.Size())
 	}
-	t.Logf("one-shot guest, ctr run --rm, median of %d under TCG: with the agent %s, without %s, ratio %.3f; agent binary %d bytes",
-		rounds, mw.Round(time.Millisecond), mo.Round(time.Millisecond), float64(mw)/float64(mo), st.Size())
+	t.Logf("one-shot guest, ctr run --rm, median of %d rounds under TCG", rounds)
 }
 
 // kernelTimes are the guest clock's times of the kernel's "Run ... as init
