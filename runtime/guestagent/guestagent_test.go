@@ -36,8 +36,14 @@ func TestConfigRoundTrip(t *testing.T) {
 	if _, err := (Config{}).Marshal(); err == nil || !strings.Contains(err.Error(), "no app to run") {
 		t.Fatalf("no args: %v", err)
 	}
-	if _, err := ParseConfig([]byte(`{"args":[]}`)); err == nil {
-		t.Fatal("a config without args parsed")
+	noArgs, err := proto.Marshal(&agentapi.Config{Process: &agentapi.Process{Cwd: "/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"without args": noArgs, "empty": nil, "JSON": []byte(`{"args":["/app"]}`)} {
+		if _, err := ParseConfig(data); err == nil {
+			t.Errorf("a config %s parsed", name)
+		}
 	}
 	if _, err := ParseConfig(make([]byte, MaxConfigBytes+1)); err == nil {
 		t.Fatal("an oversized config parsed")

@@ -44,7 +44,7 @@ func TestGuestAgentFiles(t *testing.T) {
 	if err != nil || len(files) != 2 {
 		t.Fatalf("agent on: %v, %v", files, err)
 	}
-	if files[0].Name != ".urunc/agent" || files[0].Source != bin || files[0].Mode != 0o755 || files[1].Name != ".urunc/agent.json" || files[1].Mode != 0o600 {
+	if files[0].Name != ".urunc/agent" || files[0].Source != bin || files[0].Mode != 0o755 || files[1].Name != ".urunc/app.binpb" || files[1].Mode != 0o600 {
 		t.Fatalf("files: %+v", files)
 	}
 	for _, name := range []string{"firecracker", "clh"} {

@@ -77,6 +77,60 @@ func (Stream) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// Config is the app the agent starts, in the agent's archive (not a
+// call): the spec's process and the guest's hostname.
+type Config struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Process       *Process               `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
+	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Config) Reset() {
+	*x = Config{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Config) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Config) ProtoMessage() {}
+
+func (x *Config) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Config.ProtoReflect.Descriptor instead.
+func (*Config) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Config) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *Config) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
 type StateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -86,7 +140,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +152,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +165,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *StateResponse) GetPid() uint32 {
@@ -131,7 +185,7 @@ type ProcessRef struct {
 
 func (x *ProcessRef) Reset() {
 	*x = ProcessRef{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +197,7 @@ func (x *ProcessRef) String() string {
 func (*ProcessRef) ProtoMessage() {}
 
 func (x *ProcessRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +210,7 @@ func (x *ProcessRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRef.ProtoReflect.Descriptor instead.
 func (*ProcessRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ProcessRef) GetExecId() string {
@@ -175,7 +229,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +241,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +254,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WaitResponse) GetStatus() uint32 {
@@ -220,7 +274,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +286,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +299,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KillRequest) GetExecId() string {
@@ -278,7 +332,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +344,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +357,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Process) GetArgs() []string {
@@ -370,7 +424,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +436,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +449,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExecRequest) GetExecId() string {
@@ -442,7 +496,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +508,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +521,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExecResponse) GetPid() uint32 {
@@ -488,7 +542,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +554,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +567,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadOutputRequest) GetExecId() string {
@@ -547,7 +601,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +613,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +626,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -599,7 +653,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +665,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +678,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WriteStdinRequest) GetExecId() string {
@@ -652,7 +706,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +718,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +731,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResizePtyRequest) GetExecId() string {
@@ -705,7 +759,10 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x0eurunc.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\"!\n" +
+	"\vagent.proto\x12\x0eurunc.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\"W\n" +
+	"\x06Config\x121\n" +
+	"\aprocess\x18\x01 \x01(\v2\x17.urunc.agent.v1.ProcessR\aprocess\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\"!\n" +
 	"\rStateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"%\n" +
 	"\n" +
@@ -780,50 +837,52 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_agent_proto_goTypes = []any{
 	(Stream)(0),                // 0: urunc.agent.v1.Stream
-	(*StateResponse)(nil),      // 1: urunc.agent.v1.StateResponse
-	(*ProcessRef)(nil),         // 2: urunc.agent.v1.ProcessRef
-	(*WaitResponse)(nil),       // 3: urunc.agent.v1.WaitResponse
-	(*KillRequest)(nil),        // 4: urunc.agent.v1.KillRequest
-	(*Process)(nil),            // 5: urunc.agent.v1.Process
-	(*ExecRequest)(nil),        // 6: urunc.agent.v1.ExecRequest
-	(*ExecResponse)(nil),       // 7: urunc.agent.v1.ExecResponse
-	(*ReadOutputRequest)(nil),  // 8: urunc.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil), // 9: urunc.agent.v1.ReadOutputResponse
-	(*WriteStdinRequest)(nil),  // 10: urunc.agent.v1.WriteStdinRequest
-	(*ResizePtyRequest)(nil),   // 11: urunc.agent.v1.ResizePtyRequest
-	(*emptypb.Empty)(nil),      // 12: google.protobuf.Empty
+	(*Config)(nil),             // 1: urunc.agent.v1.Config
+	(*StateResponse)(nil),      // 2: urunc.agent.v1.StateResponse
+	(*ProcessRef)(nil),         // 3: urunc.agent.v1.ProcessRef
+	(*WaitResponse)(nil),       // 4: urunc.agent.v1.WaitResponse
+	(*KillRequest)(nil),        // 5: urunc.agent.v1.KillRequest
+	(*Process)(nil),            // 6: urunc.agent.v1.Process
+	(*ExecRequest)(nil),        // 7: urunc.agent.v1.ExecRequest
+	(*ExecResponse)(nil),       // 8: urunc.agent.v1.ExecResponse
+	(*ReadOutputRequest)(nil),  // 9: urunc.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil), // 10: urunc.agent.v1.ReadOutputResponse
+	(*WriteStdinRequest)(nil),  // 11: urunc.agent.v1.WriteStdinRequest
+	(*ResizePtyRequest)(nil),   // 12: urunc.agent.v1.ResizePtyRequest
+	(*emptypb.Empty)(nil),      // 13: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
-	5,  // 0: urunc.agent.v1.ExecRequest.process:type_name -> urunc.agent.v1.Process
-	0,  // 1: urunc.agent.v1.ReadOutputRequest.stream:type_name -> urunc.agent.v1.Stream
-	12, // 2: urunc.agent.v1.Agent.State:input_type -> google.protobuf.Empty
-	2,  // 3: urunc.agent.v1.Agent.Wait:input_type -> urunc.agent.v1.ProcessRef
-	4,  // 4: urunc.agent.v1.Agent.Kill:input_type -> urunc.agent.v1.KillRequest
-	12, // 5: urunc.agent.v1.Agent.Shutdown:input_type -> google.protobuf.Empty
-	6,  // 6: urunc.agent.v1.Agent.Exec:input_type -> urunc.agent.v1.ExecRequest
-	8,  // 7: urunc.agent.v1.Agent.ReadOutput:input_type -> urunc.agent.v1.ReadOutputRequest
-	10, // 8: urunc.agent.v1.Agent.WriteStdin:input_type -> urunc.agent.v1.WriteStdinRequest
-	2,  // 9: urunc.agent.v1.Agent.CloseStdin:input_type -> urunc.agent.v1.ProcessRef
-	11, // 10: urunc.agent.v1.Agent.ResizePty:input_type -> urunc.agent.v1.ResizePtyRequest
-	2,  // 11: urunc.agent.v1.Agent.DeleteExec:input_type -> urunc.agent.v1.ProcessRef
-	1,  // 12: urunc.agent.v1.Agent.State:output_type -> urunc.agent.v1.StateResponse
-	3,  // 13: urunc.agent.v1.Agent.Wait:output_type -> urunc.agent.v1.WaitResponse
-	12, // 14: urunc.agent.v1.Agent.Kill:output_type -> google.protobuf.Empty
-	12, // 15: urunc.agent.v1.Agent.Shutdown:output_type -> google.protobuf.Empty
-	7,  // 16: urunc.agent.v1.Agent.Exec:output_type -> urunc.agent.v1.ExecResponse
-	9,  // 17: urunc.agent.v1.Agent.ReadOutput:output_type -> urunc.agent.v1.ReadOutputResponse
-	12, // 18: urunc.agent.v1.Agent.WriteStdin:output_type -> google.protobuf.Empty
-	12, // 19: urunc.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
-	12, // 20: urunc.agent.v1.Agent.ResizePty:output_type -> google.protobuf.Empty
-	12, // 21: urunc.agent.v1.Agent.DeleteExec:output_type -> google.protobuf.Empty
-	12, // [12:22] is the sub-list for method output_type
-	2,  // [2:12] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	6,  // 0: urunc.agent.v1.Config.process:type_name -> urunc.agent.v1.Process
+	6,  // 1: urunc.agent.v1.ExecRequest.process:type_name -> urunc.agent.v1.Process
+	0,  // 2: urunc.agent.v1.ReadOutputRequest.stream:type_name -> urunc.agent.v1.Stream
+	13, // 3: urunc.agent.v1.Agent.State:input_type -> google.protobuf.Empty
+	3,  // 4: urunc.agent.v1.Agent.Wait:input_type -> urunc.agent.v1.ProcessRef
+	5,  // 5: urunc.agent.v1.Agent.Kill:input_type -> urunc.agent.v1.KillRequest
+	13, // 6: urunc.agent.v1.Agent.Shutdown:input_type -> google.protobuf.Empty
+	7,  // 7: urunc.agent.v1.Agent.Exec:input_type -> urunc.agent.v1.ExecRequest
+	9,  // 8: urunc.agent.v1.Agent.ReadOutput:input_type -> urunc.agent.v1.ReadOutputRequest
+	11, // 9: urunc.agent.v1.Agent.WriteStdin:input_type -> urunc.agent.v1.WriteStdinRequest
+	3,  // 10: urunc.agent.v1.Agent.CloseStdin:input_type -> urunc.agent.v1.ProcessRef
+	12, // 11: urunc.agent.v1.Agent.ResizePty:input_type -> urunc.agent.v1.ResizePtyRequest
+	3,  // 12: urunc.agent.v1.Agent.DeleteExec:input_type -> urunc.agent.v1.ProcessRef
+	2,  // 13: urunc.agent.v1.Agent.State:output_type -> urunc.agent.v1.StateResponse
+	4,  // 14: urunc.agent.v1.Agent.Wait:output_type -> urunc.agent.v1.WaitResponse
+	13, // 15: urunc.agent.v1.Agent.Kill:output_type -> google.protobuf.Empty
+	13, // 16: urunc.agent.v1.Agent.Shutdown:output_type -> google.protobuf.Empty
+	8,  // 17: urunc.agent.v1.Agent.Exec:output_type -> urunc.agent.v1.ExecResponse
+	10, // 18: urunc.agent.v1.Agent.ReadOutput:output_type -> urunc.agent.v1.ReadOutputResponse
+	13, // 19: urunc.agent.v1.Agent.WriteStdin:output_type -> google.protobuf.Empty
+	13, // 20: urunc.agent.v1.Agent.CloseStdin:output_type -> google.protobuf.Empty
+	13, // 21: urunc.agent.v1.Agent.ResizePty:output_type -> google.protobuf.Empty
+	13, // 22: urunc.agent.v1.Agent.DeleteExec:output_type -> google.protobuf.Empty
+	13, // [13:23] is the sub-list for method output_type
+	3,  // [3:13] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -837,7 +896,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
