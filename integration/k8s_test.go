@@ -752,43 +752,7 @@ func TestKubernetesNode(t *testing.T) {
 	// again in the same sandbox, again and again, and nothing piles up.
 	t.Run("RestartAlways", func(t *testing.T) {
 		n.apply(t, unikernelPod("again", "Always", nil, []string{"echo", "again"}))
-		// What the pod holds on the host, sampled through its restarts:
-		// the most seen while restartCount was 1 (one whole run of the
-		// guest) against the most while it was 2 (the next whole run).
-		type footprint struct{ links, tables, mounts, shims, monitors int }
-		most := map[int]*footprint{}
-		var firstIP, netnsPath string
-		p := n.waitPod(t, "again", 5*time.Minute, "restartCount >= 3", func(p *k8sPod) bool {
-			cs := p.container("guest")
-			// The container's status comes before its sandbox: the pod
-			// has an IP once CRI has made its network namespace.
-			if cs == nil || p.Status.PodIP == "" {
-				return false
-			}
-			if firstIP == "" {
-				firstIP = p.Status.PodIP
-				netnsPath = podNetns(t, "again")
-			}
-			f := most[cs.RestartCount]
-			if f == nil {
-				f = &footprint{}
-				most[cs.RestartCount] = f
-			}
-			f.links = max(f.links, netnsLinks(t, netnsPath))
-			f.tables = max(f.tables, len(nftTablesIn(t, netnsPath)))
-			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
-			f.shims = max(f.shims, len(shimDaemons()))
-			mons := podMonitors(p.Metadata.UID)
-			f.monitors = max(f.monitors, len(mons))
-			if len(mons) > 1 {
-				for _, pid := range mons {
-					cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-					t.Logf("restartCount %d, guest state %+v: monitor %d, %s; cgroups %s", cs.RestartCount, cs.State, pid,
-						procStatus(pid, "State", "VmRSS"), strings.ReplaceAll(tail(string(cg), 2), "\n", " "))
-				}
-			}
-			return cs.RestartCount >= 3
-		})
+		p, footprints, firstIP := n.sampleRestarts(t, "again", 5*time.Minute, 3)
 		cs := p.container("guest")
 		if cs.LastState.Terminated == nil || cs.LastState.Terminated.ExitCode != 0 {
 			t.Errorf("lastState after a clean power-off: %+v", cs.LastState)
@@ -803,14 +767,8 @@ func TestKubernetesNode(t *testing.T) {
 		if logs := n.kubectl(t, "logs", "again", "--previous"); !strings.Contains(logs, "URUNC_GUEST_ARGS: again") {
 			t.Errorf("kubectl logs --previous lacks the guest's line:\n%s", tail(logs, 10))
 		}
-		f1, f2 := most[1], most[2]
-		if f1 == nil || f2 == nil {
-			t.Fatalf("restartCount went past 1 or 2 unseen: %v", most)
-		}
-		if f2.links > f1.links || f2.tables > f1.tables || f2.tables > 2 || f2.mounts > f1.mounts || f2.shims > 1 || f2.monitors > 1 {
-			t.Errorf("restarts accumulate: during restart 1 %+v, during restart 2 %+v", *f1, *f2)
-		}
-		t.Logf("pod again: restartCount %d in one sandbox; most seen during restart 1 %+v, during restart 2 %+v", cs.RestartCount, *f1, *f2)
+		// Restart 1 and 2 are whole runs of the guest.
+		footprints.checkNoPileUp(t, "again", 1, 2)
 	})
 
 	// A pod's limits size its VM: the memory limit is the guest's RAM,
@@ -982,29 +940,7 @@ spec:
       periodSeconds: 2
       failureThreshold: 2
 `, k8sNodeName))
-		type footprint struct{ links, mounts, shims, monitors int }
-		most := map[int]*footprint{}
-		var netnsPath, sandbox string
-		p := n.waitPod(t, "unlive", 4*time.Minute, "restartCount >= 2", func(p *k8sPod) bool {
-			cs := p.container("guest")
-			if cs == nil || p.Status.PodIP == "" {
-				return false
-			}
-			if netnsPath == "" {
-				netnsPath = podNetns(t, "unlive")
-				sandbox = strings.TrimSpace(crictl(t, "pods", "--name", "unlive", "-q"))
-			}
-			f := most[cs.RestartCount]
-			if f == nil {
-				f = &footprint{}
-				most[cs.RestartCount] = f
-			}
-			f.links = max(f.links, netnsLinks(t, netnsPath))
-			f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
-			f.shims = max(f.shims, len(podShims(sandbox)))
-			f.monitors = max(f.monitors, len(podMonitors(p.Metadata.UID)))
-			return cs.RestartCount >= 2
-		})
+		p, footprints, _ := n.sampleRestarts(t, "unlive", 4*time.Minute, 2)
 		// The API server's events say why: the page's 404, and the kill.
 		var events struct {
 			Items []struct{ Reason, Message string }
@@ -1038,15 +974,8 @@ spec:
 		if sandboxes := strings.Fields(crictl(t, "pods", "--name", "unlive", "-q")); len(sandboxes) != 1 {
 			t.Errorf("sandboxes of pod unlive: %v, want one", sandboxes)
 		}
-		f0, f1 := most[0], most[1]
-		if f0 == nil || f1 == nil {
-			t.Fatalf("restartCount went past 0 or 1 unseen: %v", most)
-		}
-		if f1.links > f0.links || f1.mounts > f0.mounts || f1.shims > 1 || f1.monitors > 1 {
-			t.Errorf("liveness restarts accumulate: during the first run %+v, during the second %+v", *f0, *f1)
-		}
-		t.Logf("pod unlive: restartCount %d, last terminated %+v; most seen during the first run %+v, the second %+v",
-			cs.RestartCount, *cs.LastState.Terminated, *f0, *f1)
+		footprints.checkNoPileUp(t, "unlive", 0, 1)
+		t.Logf("pod unlive: restartCount %d, last terminated %+v", cs.RestartCount, *cs.LastState.Terminated)
 		n.kubectl(t, "delete", "pod", "unlive", "--wait", "--timeout", "120s")
 		waitFor(t, 30*time.Second, "the pod's monitor to exit", func() bool { return len(podMonitors(p.Metadata.UID)) == 0 })
 	})
@@ -1144,6 +1073,72 @@ func netnsLinks(t *testing.T, path string) int {
 		t.Fatalf("links of %s: %v: %s", path, err, out)
 	}
 	return len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+}
+
+// restartFootprint is the most a pod held on the host during one run of
+// its container: what a restart that left something behind would add to.
+type restartFootprint struct{ links, tables, mounts, shims, monitors int }
+
+// restartFootprints are a pod's footprints by restartCount, one per run.
+type restartFootprints map[int]*restartFootprint
+
+// sampleRestarts waits until the pod's container "guest" has restarted
+// restarts times in its sandbox, sampling at each poll what the pod holds
+// on the host, and returns the pod, the most held in each run and the
+// pod's first IP.
+func (n *k8sNode) sampleRestarts(t *testing.T, pod string, timeout time.Duration, restarts int) (k8sPod, restartFootprints, string) {
+	t.Helper()
+	footprints := restartFootprints{}
+	var firstIP, netnsPath, sandbox string
+	p := n.waitPod(t, pod, timeout, fmt.Sprintf("restartCount >= %d", restarts), func(p *k8sPod) bool {
+		cs := p.container("guest")
+		// The container's status comes before its sandbox: the pod has
+		// an IP once CRI has made its network namespace.
+		if cs == nil || p.Status.PodIP == "" {
+			return false
+		}
+		if firstIP == "" {
+			firstIP = p.Status.PodIP
+			netnsPath = podNetns(t, pod)
+			sandbox = strings.TrimSpace(crictl(t, "pods", "--name", pod, "-q"))
+		}
+		f := footprints[cs.RestartCount]
+		if f == nil {
+			f = &restartFootprint{}
+			footprints[cs.RestartCount] = f
+		}
+		f.links = max(f.links, netnsLinks(t, netnsPath))
+		f.tables = max(f.tables, len(nftTablesIn(t, netnsPath)))
+		f.mounts = max(f.mounts, len(mountsUnder(env.stateDir())))
+		f.shims = max(f.shims, len(podShims(sandbox)))
+		mons := podMonitors(p.Metadata.UID)
+		f.monitors = max(f.monitors, len(mons))
+		if len(mons) > 1 {
+			// Which monitor outlived its run, and in what state.
+			for _, pid := range mons {
+				cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+				t.Logf("restartCount %d, guest state %+v: monitor %d, %s; cgroups %s", cs.RestartCount, cs.State, pid,
+					procStatus(pid, "State", "VmRSS"), strings.ReplaceAll(tail(string(cg), 2), "\n", " "))
+			}
+		}
+		return cs.RestartCount >= restarts
+	})
+	return p, footprints, firstIP
+}
+
+// checkNoPileUp fails the test if the pod's run later held more on the
+// host than its run earlier, or more than one pod's worth (one shim, one
+// monitor, the two pod-local nftables tables), or either run went unseen.
+func (footprints restartFootprints) checkNoPileUp(t *testing.T, pod string, earlier, later int) {
+	t.Helper()
+	e, l := footprints[earlier], footprints[later]
+	if e == nil || l == nil {
+		t.Fatalf("pod %s: restartCount went past %d or %d unseen: %v", pod, earlier, later, footprints)
+	}
+	if l.links > e.links || l.tables > e.tables || l.tables > 2 || l.mounts > e.mounts || l.shims > 1 || l.monitors > 1 {
+		t.Errorf("pod %s: restarts accumulate: most held during restartCount %d %+v, during %d %+v", pod, earlier, *e, later, *l)
+	}
+	t.Logf("pod %s: most held on the host during restartCount %d %+v, during %d %+v", pod, earlier, *e, later, *l)
 }
 
 // shimDaemons lists the shim processes of this run that serve containers:

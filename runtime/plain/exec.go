@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
@@ -22,18 +21,17 @@ import (
 // Exec is an extra process in a running plain container (a sidecar's
 // probe, `kubectl exec`), run by `runc exec --detach` as containerd's runc
 // shim does: runc exits once the process runs, and the process, reparented
-// to this subreaper, is reaped by the one reaper. Its life is the same
-// lifecycle.StateMachine as its container's.
+// to this subreaper, is reaped by the one reaper. Its ID, pid, State,
+// life and Delete are every exec's lifecycle.Exec: once ended it holds
+// nothing of runc's to release.
 type Exec struct {
-	*lifecycle.StateMachine
-	id        string
+	lifecycle.Exec
 	container *Container
 	spec      specs.Process
 
-	mu sync.Mutex
+	mu sync.Mutex // guards console
 	// console is the pty master of a terminal exec, runc's since Start.
 	console console.Console
-	pid     int
 }
 
 // NewExec checks and prepares process spec as exec id in the container;
@@ -45,17 +43,7 @@ func (p *Container) NewExec(id string, spec *specs.Process) (lifecycle.Process, 
 	if spec == nil || len(spec.Args) == 0 {
 		return nil, fmt.Errorf("exec %s: no process args: %w", id, errdefs.ErrInvalidArgument)
 	}
-	return &Exec{StateMachine: lifecycle.NewStateMachine("exec " + id), id: id, container: p, spec: *spec}, nil
-}
-
-// ID returns the exec ID.
-func (e *Exec) ID() string { return e.id }
-
-// Pid returns the exec'd process's pid, 0 before Start.
-func (e *Exec) Pid() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.pid
+	return &Exec{Exec: lifecycle.NewExec(id, p.Bundle()), container: p, spec: *spec}, nil
 }
 
 // Start runs the process with stdio and returns once it runs. The caller
@@ -67,7 +55,7 @@ func (e *Exec) Start(ctx context.Context, stdio lifecycle.Stdio) error {
 
 func (e *Exec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 	p := e.container
-	pidFile := filepath.Join(p.Bundle(), "exec-"+e.id+".pid")
+	pidFile := filepath.Join(p.Bundle(), "exec-"+e.ID()+".pid")
 	defer os.Remove(pidFile)
 	opts := &runc.ExecOpts{PidFile: pidFile, Detach: true}
 	var socket *runc.Socket
@@ -76,7 +64,7 @@ func (e *Exec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 		// this socket, as containerd's runc shim has it do.
 		var err error
 		if socket, err = runc.NewTempConsoleSocket(); err != nil {
-			return fmt.Errorf("exec %s: console socket: %w", e.id, err)
+			return fmt.Errorf("exec %s: console socket: %w", e.ID(), err)
 		}
 		defer socket.Close()
 		opts.ConsoleSocket = socket
@@ -99,7 +87,7 @@ func (e *Exec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 		master, err := socket.ReceiveMaster()
 		if err != nil {
 			reaper.Default.Unsubscribe(ec)
-			return fmt.Errorf("exec %s: receive the pty master: %w", e.id, err)
+			return fmt.Errorf("exec %s: receive the pty master: %w", e.ID(), err)
 		}
 		e.mu.Lock()
 		e.console = master
@@ -110,9 +98,7 @@ func (e *Exec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 		reaper.Default.Unsubscribe(ec)
 		return fmt.Errorf("read exec pid: %w", err)
 	}
-	e.mu.Lock()
-	e.pid = pid
-	e.mu.Unlock()
+	e.SetPid(pid)
 	go func() { e.RecordExit(lifecycle.ReapedExit(ec, pid), nil) }()
 	return nil
 }
@@ -125,33 +111,16 @@ func (e *Exec) Console() console.Console {
 	return e.console
 }
 
-// State returns a snapshot of the exec.
-func (e *Exec) State() lifecycle.State {
-	status, exit := e.Current()
-	return lifecycle.State{ID: e.id, Bundle: e.container.Bundle(), Pid: e.Pid(), Status: status, Exit: exit}
-}
-
 // Kill signals the process; after its exit it is NotFound.
 func (e *Exec) Kill(ctx context.Context, sig syscall.Signal) error {
 	return e.Do(lifecycle.EventKill, func(lifecycle.Status) error {
 		pid := e.Pid()
 		if pid == 0 {
 			// Created, or runc exec still running: no process to signal.
-			return fmt.Errorf("exec %s is not started: %w", e.id, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("exec %s is not started: %w", e.ID(), errdefs.ErrFailedPrecondition)
 		}
 		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("kill exec %s: %w", e.id, err)
-		}
-		return nil
-	})
-}
-
-// Delete forgets a finished (or never started) exec and returns its exit;
-// a never started one exits with status 0 now, so that its waiters end.
-func (e *Exec) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
-	return e.DeleteOnce(func(from lifecycle.Status) error {
-		if !from.Started() {
-			e.RecordExit(lifecycle.ExitStatus{At: time.Now()}, nil)
+			return fmt.Errorf("kill exec %s: %w", e.ID(), err)
 		}
 		return nil
 	})

@@ -47,37 +47,25 @@ func (c *Container) NewExec(id string, spec *specs.Process) (lifecycle.Process, 
 	if spec == nil || len(spec.Args) == 0 {
 		return nil, fmt.Errorf("exec %s: no process args: %w", id, errdefs.ErrInvalidArgument)
 	}
-	return &agentExec{StateMachine: lifecycle.NewStateMachine("exec " + id), id: id, container: c, link: link, spec: *spec}, nil
+	return &agentExec{Exec: lifecycle.NewExec(id, c.Bundle()), container: c, link: link, spec: *spec}, nil
 }
 
 // agentExec is an exec in a Linux guest: the agent runs it; the shim
-// copies its stdio over the agent's channel. Its life is the same
-// lifecycle.StateMachine as every process's.
+// copies its stdio over the agent's channel. Its ID, pid (in the guest),
+// State and life are every exec's lifecycle.Exec.
 type agentExec struct {
-	*lifecycle.StateMachine
-	id        string
+	lifecycle.Exec
 	container *Container
 	link      *agentLink
 	spec      specs.Process
 
-	mu      sync.Mutex
-	pid     int // in the guest
+	mu      sync.Mutex // guards console and stop
 	console *agentConsole
 	// stop ends the exec's calls still waiting on the guest (its output
 	// reads, its stdin writes): at Delete, and once its output has had
 	// its time after the exit. A guest that never answers them holds
 	// nothing of the shim's past that.
 	stop context.CancelFunc
-}
-
-// ID returns the exec ID.
-func (e *agentExec) ID() string { return e.id }
-
-// Pid is the exec's pid in the guest, 0 before Start.
-func (e *agentExec) Pid() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.pid
 }
 
 // PidInGuest: the exec's pid is the guest's, not a host process's.
@@ -93,12 +81,6 @@ func (e *agentExec) Console() console.Console {
 	return e.console
 }
 
-// State returns a snapshot of the exec.
-func (e *agentExec) State() lifecycle.State {
-	status, exit := e.Current()
-	return lifecycle.State{ID: e.id, Bundle: e.container.Bundle(), Pid: e.Pid(), Status: status, Exit: exit}
-}
-
 // Start runs the exec in the guest with stdio, and returns once it runs.
 // The caller keeps stdio's files and closes them after Start. A terminal
 // exec takes no stdio: its pty is Console's.
@@ -111,9 +93,9 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 	// exec probe right after the start waits for it.
 	client, err := e.link.reached(ctx, agentFirstAnswer)
 	if err != nil {
-		return fmt.Errorf("exec %s: %w: the guest agent did not answer (see the shim's log): %w", e.id, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("exec %s: %w: the guest agent did not answer (see the shim's log): %w", e.ID(), err, errdefs.ErrUnavailable)
 	}
-	req := &agentapi.ExecRequest{ExecId: e.id, Process: agentProcess(&e.spec), Stdin: e.spec.Terminal || stdio.Stdin != nil}
+	req := &agentapi.ExecRequest{ExecId: e.ID(), Process: agentProcess(&e.spec), Stdin: e.spec.Terminal || stdio.Stdin != nil}
 	if cs := e.spec.ConsoleSize; cs != nil {
 		req.Width, req.Height = uint32(cs.Width), uint32(cs.Height)
 	}
@@ -121,7 +103,7 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 	// and the copies' ends must outlive it until the exec has ended.
 	files, err := dupStdio(stdio)
 	if err != nil {
-		return fmt.Errorf("exec %s: %w", e.id, err)
+		return fmt.Errorf("exec %s: %w", e.ID(), err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 	pid, err := client.Exec(cctx, req)
@@ -131,14 +113,14 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 		// The answer may have been lost after the guest started it:
 		// it must not run on, unseen, holding one of the agent's slots.
 		e.forget(client)
-		return fmt.Errorf("exec %s: %w", e.id, err)
+		return fmt.Errorf("exec %s: %w", e.ID(), err)
 	}
 	calls, stop := context.WithCancel(context.Background())
+	e.SetPid(int(pid))
 	e.mu.Lock()
-	e.pid = int(pid)
 	e.stop = stop
 	if e.spec.Terminal {
-		e.console = newAgentConsole(calls, stop, client, e.id)
+		e.console = newAgentConsole(calls, stop, client, e.ID())
 	}
 	e.mu.Unlock()
 
@@ -154,15 +136,15 @@ func (e *agentExec) start(ctx context.Context, stdio lifecycle.Stdio) error {
 			copies.Add(1)
 			go func() {
 				defer copies.Done()
-				_, _ = io.Copy(out.dst, &agentOutput{ctx: calls, client: client, id: e.id, stream: out.stream})
+				_, _ = io.Copy(out.dst, &agentOutput{ctx: calls, client: client, id: e.ID(), stream: out.stream})
 			}()
 		}
 		if files.Stdin != nil {
 			go func() {
-				_, err := io.Copy(agentStdin{ctx: calls, client: client, id: e.id}, files.Stdin)
+				_, err := io.Copy(agentStdin{ctx: calls, client: client, id: e.ID()}, files.Stdin)
 				if err == nil {
 					// The shim's stdin ended (CloseIO): so does the exec's.
-					closeStdin(calls, client, e.id)
+					closeStdin(calls, client, e.ID())
 				}
 			}()
 		}
@@ -183,18 +165,18 @@ func closeStdin(ctx context.Context, client *guestagent.Client, id string) {
 func (e *agentExec) forget(client *guestagent.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), agentCallTimeout)
 	defer cancel()
-	_ = client.Kill(ctx, e.id, uint32(syscall.SIGKILL))
-	_, _ = client.Wait(ctx, e.id)
-	_ = client.DeleteExec(ctx, e.id)
+	_ = client.Kill(ctx, e.ID(), uint32(syscall.SIGKILL))
+	_, _ = client.Wait(ctx, e.ID())
+	_ = client.DeleteExec(ctx, e.ID())
 }
 
 // waitExit records the exec's exit once the agent reports it and its
 // output has been copied (bounded); a guest gone first is statusExecLost.
 func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, files stdioFiles, stop context.CancelFunc) {
-	status, err := client.Wait(context.Background(), e.id)
+	status, err := client.Wait(context.Background(), e.ID())
 	exit := lifecycle.ExitStatus{Pid: e.Pid(), Status: int(status), At: time.Now()}
 	if err != nil || status > maxExitStatus {
-		log.L.WithField("id", e.container.ID()).WithField("exec", e.id).WithError(err).Info("exec: the guest agent gave no exit status; the exec ended with the guest")
+		log.L.WithField("id", e.container.ID()).WithField("exec", e.ID()).WithError(err).Info("exec: the guest agent gave no exit status; the exec ended with the guest")
 		exit.Status = statusExecLost
 	}
 	done := make(chan struct{})
@@ -223,32 +205,27 @@ func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, 
 func (e *agentExec) Kill(ctx context.Context, sig syscall.Signal) error {
 	return e.Do(lifecycle.EventKill, func(lifecycle.Status) error {
 		if e.Pid() == 0 {
-			return fmt.Errorf("exec %s is not started: %w", e.id, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("exec %s is not started: %w", e.ID(), errdefs.ErrFailedPrecondition)
 		}
 		client, err := e.link.reached(ctx, 0)
 		if err != nil {
 			// The agent is gone, and the exec with its guest.
-			return fmt.Errorf("kill exec %s: %w: %w", e.id, err, errdefs.ErrNotFound)
+			return fmt.Errorf("kill exec %s: %w: %w", e.ID(), err, errdefs.ErrNotFound)
 		}
 		ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 		defer cancel()
-		err = client.Kill(ctx, e.id, uint32(sig))
+		err = client.Kill(ctx, e.ID(), uint32(sig))
 		if status.Code(err) == codes.NotFound {
 			// Ended in the guest, its exit not recorded yet.
-			return fmt.Errorf("kill exec %s: %w: %w", e.id, err, errdefs.ErrNotFound)
+			return fmt.Errorf("kill exec %s: %w: %w", e.ID(), err, errdefs.ErrNotFound)
 		}
 		return err
 	})
 }
 
-// Delete forgets the exec, in the guest too, and returns its exit; a
-// never started one exits with status 0 now, so that its waiters end.
+// Delete forgets the exec, in the guest too, and returns its exit.
 func (e *agentExec) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
-	return e.DeleteOnce(func(from lifecycle.Status) error {
-		if !from.Started() {
-			e.RecordExit(lifecycle.ExitStatus{At: time.Now()}, nil)
-			return nil
-		}
+	return e.DeleteReleasing(func() {
 		e.mu.Lock()
 		if e.stop != nil {
 			e.stop()
@@ -259,11 +236,10 @@ func (e *agentExec) Delete(ctx context.Context) (lifecycle.ExitStatus, error) {
 		if client, err := e.link.reached(ctx, 0); err == nil {
 			ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 			defer cancel()
-			if err := client.DeleteExec(ctx, e.id); err != nil {
-				log.G(ctx).WithError(err).WithField("exec", e.id).Debug("exec: delete in the guest")
+			if err := client.DeleteExec(ctx, e.ID()); err != nil {
+				log.G(ctx).WithError(err).WithField("exec", e.ID()).Debug("exec: delete in the guest")
 			}
 		}
-		return nil
 	})
 }
 

@@ -89,7 +89,7 @@ func newEchoExec(t *testing.T, spec specs.Process) (*agentExec, *echoAgent) {
 	c := newContainer(lifecycle.CreateOptions{ID: "c1", Bundle: t.TempDir()}, lifecycle.PersistedState{ID: "c1"}, &bootPlan{guestType: linux}, &specs.Spec{})
 	link := startAgentLink("c1", serialChannel(sock), vmExited)
 	c.setAgent(link)
-	return &agentExec{StateMachine: lifecycle.NewStateMachine("exec e1"), id: "e1", container: c, link: link, spec: spec}, a
+	return &agentExec{Exec: lifecycle.NewExec("e1", c.Bundle()), container: c, link: link, spec: spec}, a
 }
 
 // An exec's stdio goes through the agent: the shim's stdin reaches it and
@@ -273,7 +273,7 @@ func TestAgentExecSilentGuestLeavesNothing(t *testing.T) {
 	before := shimReads()
 	// Each exec's output has execOutputWait after its exit.
 	for i := 0; i < 3; i++ {
-		e := &agentExec{StateMachine: lifecycle.NewStateMachine("exec"), id: fmt.Sprint("e", i), container: c, link: link, spec: specs.Process{Args: []string{"true"}}}
+		e := &agentExec{Exec: lifecycle.NewExec(fmt.Sprint("e", i), c.Bundle()), container: c, link: link, spec: specs.Process{Args: []string{"true"}}}
 		_, outW, _ := os.Pipe()
 		if err := e.Start(ctx, lifecycle.Stdio{Stdout: outW, Stderr: outW}); err != nil {
 			t.Fatal(err)
