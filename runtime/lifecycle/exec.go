@@ -18,7 +18,8 @@ type Exec struct {
 	pid int
 }
 
-// NewExec starts a created exec id in the container of bundle.
+// NewExec returns exec id of the container of bundle, created, not yet
+// started.
 func NewExec(id, bundle string) Exec {
 	return Exec{StateMachine: NewStateMachine("exec " + id), id: id, bundle: bundle}
 }
