@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -266,5 +267,63 @@ func TestRootFromCmdline(t *testing.T) {
 			got.options != tc.want.options || got.readOnly != tc.want.readOnly) {
 			t.Errorf("%q: %+v %v, want %+v %v", tc.cmdline, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// The app starts while the agent looks for its channel: a port that is
+// not there yet holds the app back no more than the agent's answer.
+func TestAppStartsBeforeTheChannel(t *testing.T) {
+	sup := newSupervisor()
+	defer sup.stop()
+	a := &agent{sup: sup, delivered: make(chan struct{})}
+	release := make(chan struct{})
+	type result struct {
+		status  uint32
+		serving bool
+	}
+	ran := make(chan result, 1)
+	go func() {
+		status, serving := run(a, guestagent.Config{Args: []string{"/bin/sh", "-c", "exit 3"}}, func(*agent) bool {
+			<-release // the port has not appeared
+			return true
+		})
+		ran <- result{status, serving}
+	}()
+	if status := waitStatus(t, sup); status != 3 {
+		t.Fatalf("status %d, want the app's 3", status)
+	}
+	close(release)
+	if r := <-ran; r.status != 3 || !r.serving {
+		t.Fatalf("run gave %+v, want status 3, served", r)
+	}
+}
+
+// What concerns the app and comes while it starts (the shim's first call,
+// State, and a signal for it) waits for its start, and never answers for
+// an app that has no pid yet.
+func TestAppCallsWaitForItsStart(t *testing.T) {
+	sup := newSupervisor()
+	defer sup.stop()
+	a := &agent{sup: sup, delivered: make(chan struct{})}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r, err := a.State(gone, empty); !errors.Is(err, context.Canceled) {
+		t.Fatalf("State before the app's start: %v, %v; want it waiting for the start", r, err)
+	}
+	if _, err := a.Kill(gone, &agentapi.KillRequest{Signal: uint32(unix.SIGTERM)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Kill before the app's start: %v; want it waiting for the start", err)
+	}
+	if err := sup.start(guestagent.Config{Args: []string{"/bin/sleep", "60"}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.State(context.Background(), empty)
+	if err != nil || int(r.GetPid()) != sup.pid() || r.GetPid() == 0 {
+		t.Fatalf("State after the start: %v, %v; want the app's pid %d", r, err, sup.pid())
+	}
+	if _, err := a.Kill(context.Background(), &agentapi.KillRequest{Signal: uint32(unix.SIGTERM)}); err != nil {
+		t.Fatal(err)
+	}
+	if status := waitStatus(t, sup); status != 128+uint32(unix.SIGTERM) {
+		t.Fatalf("status %d, want 143 from SIGTERM", status)
 	}
 }

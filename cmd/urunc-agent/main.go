@@ -66,16 +66,8 @@ func main() {
 	}
 	sup := newSupervisor()
 	sup.forwardSignals()
-	// The app first, the channel after: the port appears only once the
-	// host has announced it, which the app need not wait for. A signal
-	// or exec the shim sends meanwhile waits in the channel (the shim
-	// waits for the agent's first answer), and then finds the app.
-	if err := sup.start(cfg); err != nil {
-		logf("start the app: %v", err)
-	}
 	a := &agent{sup: sup, delivered: make(chan struct{})}
-	serving := serve(a)
-	status := sup.wait()
+	status, serving := run(a, cfg, serve)
 	if serving && a.waitDelivered(deliverWait) {
 		unix.Sync()
 		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
@@ -86,6 +78,21 @@ func main() {
 	}
 	unix.Sync()
 	os.Exit(int(status))
+}
+
+// run serves the shim and starts the app side by side, and returns the
+// app's exit status once it has ended and whether the shim is served. The
+// channel's port appears only once the host has announced it (polled),
+// which the app does not wait for; what concerns the app waits for its
+// start (supervisor.waitStarted).
+func run(a *agent, cfg guestagent.Config, serve func(*agent) bool) (status uint32, serving bool) {
+	served := make(chan bool, 1)
+	go func() { served <- serve(a) }()
+	if err := a.sup.start(cfg); err != nil {
+		logf("start the app: %v", err)
+	}
+	status = a.sup.wait()
+	return status, <-served
 }
 
 // serve serves the shim on the guest's channel, and says whether it

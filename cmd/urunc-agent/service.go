@@ -25,7 +25,12 @@ type agent struct {
 
 var empty = &emptypb.Empty{}
 
+// State answers once the app has started (or could not be): the shim's
+// first call, after which it sends the rest.
 func (a *agent) State(ctx context.Context, _ *emptypb.Empty) (*agentapi.StateResponse, error) {
+	if err := a.sup.waitStarted(ctx); err != nil {
+		return nil, err
+	}
 	return &agentapi.StateResponse{Pid: uint32(a.sup.pid())}, nil
 }
 
@@ -50,6 +55,10 @@ func (a *agent) Wait(ctx context.Context, r *agentapi.ProcessRef) (*agentapi.Wai
 func (a *agent) Kill(ctx context.Context, r *agentapi.KillRequest) (*emptypb.Empty, error) {
 	sig := unix.Signal(r.GetSignal())
 	if r.GetExecId() == "" {
+		// A signal for the app that comes while it starts is its.
+		if err := a.sup.waitStarted(ctx); err != nil {
+			return nil, err
+		}
 		return empty, notFound(a.sup.signal(sig))
 	}
 	e, err := a.sup.execByID(r.GetExecId())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,17 +31,20 @@ type supervisor struct {
 	// it before it looks a pid up, knows every pid it reaps.
 	mu     sync.Mutex
 	appPid int
-	done   chan struct{} // closed once the app has ended; status is then set
-	status uint32
-	execs  map[string]*execProc
-	byPid  map[int]*execProc // running execs
-	chld   chan os.Signal
-	sigs   chan os.Signal
-	quit   chan struct{}
+	// started is closed once start has run: the app runs (appPid is
+	// set) or has ended unstarted.
+	started chan struct{}
+	done    chan struct{} // closed once the app has ended; status is then set
+	status  uint32
+	execs   map[string]*execProc
+	byPid   map[int]*execProc // running execs
+	chld    chan os.Signal
+	sigs    chan os.Signal
+	quit    chan struct{}
 }
 
 func newSupervisor() *supervisor {
-	s := &supervisor{done: make(chan struct{}), chld: make(chan os.Signal, 1), sigs: make(chan os.Signal, 16), quit: make(chan struct{}),
+	s := &supervisor{started: make(chan struct{}), done: make(chan struct{}), chld: make(chan os.Signal, 1), sigs: make(chan os.Signal, 16), quit: make(chan struct{}),
 		execs: map[string]*execProc{}, byPid: map[int]*execProc{}}
 	// Before any child exists, so that no exit goes unnoticed.
 	signal.Notify(s.chld, unix.SIGCHLD)
@@ -87,6 +91,7 @@ func forwarded() []os.Signal {
 // start starts the app; one that cannot be started ends at once with
 // statusNotStarted.
 func (s *supervisor) start(cfg guestagent.Config) error {
+	defer close(s.started)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path, err := lookPath(cfg.Args[0], cfg.Env)
@@ -146,6 +151,17 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("not found in PATH %s", path)
+}
+
+// waitStarted waits until start has run: the agent serves the shim while
+// the app starts, and what concerns the app waits for it.
+func (s *supervisor) waitStarted(ctx context.Context) error {
+	select {
+	case <-s.started:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // pid is the app's pid, 0 if it never started.
