@@ -33,11 +33,6 @@ type Config struct {
 	// container's memory limit, and the monitor lives in the container's
 	// cgroup, so that cgroup's limit is the memory limit plus this.
 	MemoryOverheadMB int `toml:"memory_overhead_mb"`
-	// AgentMemoryOverheadMB is what a guest with the guest agent adds to
-	// the default overhead (qemu under TCG: its larger translation
-	// cache); not a key, and 0 where the host config sets
-	// memory_overhead_mb, whose figure then stands for every guest.
-	AgentMemoryOverheadMB int `toml:"-"`
 	// Vhost is urunc's switch for vhost-net, used where the host has
 	// /dev/vhost-net.
 	Vhost bool `toml:"vhost"`

@@ -450,3 +450,23 @@ func TestFiltersItself(t *testing.T) {
 		}
 	}
 }
+
+// A guest with the agent adds to the overhead what qemu under TCG gives it
+// more of translation cache; under KVM, and for other monitors, nothing.
+func TestAgentMemoryOverhead(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		monitor Monitor
+		want    int
+	}{
+		{"qemu tcg", newQemu("/q", Config{Accel: "tcg"}), TCGAgentTranslationCacheMB},
+		{"qemu kvm", newQemu("/q", Config{Accel: "kvm"}), 0},
+		{"qemu, accel unset (kvm)", newQemu("/q", Config{}), 0},
+		{"firecracker", newFirecracker("/fc", Config{}), 0},
+		{"cloud-hypervisor", newCloudHypervisor("/ch", Config{}), 0},
+	} {
+		if got := AgentMemoryOverheadMB(tc.monitor); got != tc.want {
+			t.Errorf("%s: %d MiB, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -75,12 +75,24 @@ const TCGTranslationCacheMB = 32
 // the translation cache: the agent's Go code is translated beside the
 // kernel's and the app's, which overflowed 32 MiB, and after qemu's flush
 // the app ran about 0.1 s longer (README, "The guest agent's cost").
-// Counted in the overhead such a guest's cgroup is given.
 const TCGAgentTranslationCacheMB = 16
 
-// TCGTranslationCache is the translation cache, in MiB, qemu gives a guest
-// under TCG.
-func TCGTranslationCache(g Guest) int {
+// AgentMemoryOverheadMB is what a guest with the guest agent adds to its
+// monitor's memory overhead, on top of the host config's
+// memory_overhead_mb as set or defaulted: the larger translation cache is
+// the shim's choice, not the operator's.
+func AgentMemoryOverheadMB(m Monitor) int {
+	if q, ok := m.(*qemu); ok && q.tcg() {
+		return TCGAgentTranslationCacheMB
+	}
+	return 0
+}
+
+func (q *qemu) tcg() bool { return q.cfg.Accel == "tcg" }
+
+// tcgTranslationCacheMB is the translation cache qemu gives a guest under
+// TCG.
+func tcgTranslationCacheMB(g Guest) int {
 	if g.Agent != nil {
 		return TCGTranslationCacheMB + TCGAgentTranslationCacheMB
 	}
@@ -96,8 +108,8 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 		accel = "kvm"
 	}
 	accelOpt := accel
-	if accel == "tcg" {
-		accelOpt += ",tb-size=" + strconv.Itoa(TCGTranslationCache(g))
+	if q.tcg() {
+		accelOpt += ",tb-size=" + strconv.Itoa(tcgTranslationCacheMB(g))
 	}
 	args := []string{
 		q.binary,

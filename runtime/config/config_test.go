@@ -198,31 +198,28 @@ options = "--cache always --sandbox none"
 }
 
 // Each monitor has a memory overhead by default; qemu's under TCG counts
-// its bounded translation cache on top of its own, and a guest with the
-// agent its larger cache. An overhead the host config sets stands for
-// every guest.
+// its bounded translation cache on top of its own.
 func TestDefaultMemoryOverhead(t *testing.T) {
 	for _, tc := range []struct {
-		toml, monitor   string
-		want, wantAgent int
+		toml, monitor string
+		want          int
 	}{
-		{"", "qemu", qemuOverheadMB, 0},
-		{"[monitors.qemu]\naccel = \"tcg\"\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB, monitors.TCGAgentTranslationCacheMB},
-		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 0\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB, monitors.TCGAgentTranslationCacheMB},
-		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 7\n", "qemu", 7, 0},
-		{"", "firecracker", 32, 0},
-		{"", "clh", 32, 0},
-		{"", "hvt", 16, 0},
-		{"", "spt", 16, 0},
-		{"", "unknown", qemuOverheadMB, 0},
+		{"", "qemu", qemuOverheadMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 0\n", "qemu", qemuOverheadMB + monitors.TCGTranslationCacheMB},
+		{"[monitors.qemu]\naccel = \"tcg\"\nmemory_overhead_mb = 7\n", "qemu", 7},
+		{"", "firecracker", 32},
+		{"", "clh", 32},
+		{"", "hvt", 16},
+		{"", "spt", 16},
+		{"", "unknown", qemuOverheadMB},
 	} {
 		c, err := ParseHostConfig("test.toml", []byte(tc.toml))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := c.Monitor(tc.monitor)
-		if m.MemoryOverheadMB != tc.want || m.AgentMemoryOverheadMB != tc.wantAgent {
-			t.Errorf("%s with %q: overhead %d MiB (%d more with the agent), want %d (%d)", tc.monitor, tc.toml, m.MemoryOverheadMB, m.AgentMemoryOverheadMB, tc.want, tc.wantAgent)
+		if got := c.Monitor(tc.monitor).MemoryOverheadMB; got != tc.want {
+			t.Errorf("%s with %q: overhead %d MiB, want %d", tc.monitor, tc.toml, got, tc.want)
 		}
 	}
 }

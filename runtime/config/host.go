@@ -129,7 +129,6 @@ func (c HostConfig) Monitor(name string) monitors.Config {
 	}
 	if mc.MemoryOverheadMB <= 0 {
 		mc.MemoryOverheadMB = DefaultMemoryOverheadMB(name, mc.Accel)
-		mc.AgentMemoryOverheadMB = defaultAgentMemoryOverheadMB(name, mc.Accel)
 	}
 	return mc
 }
@@ -164,16 +163,6 @@ func DefaultMemoryOverheadMB(monitor, accel string) int {
 		return 16
 	}
 	return qemuOverheadMB
-}
-
-// defaultAgentMemoryOverheadMB is what a guest with the guest agent adds
-// to a monitor's default overhead: qemu under TCG gives it a larger
-// translation cache (monitors.TCGAgentTranslationCacheMB).
-func defaultAgentMemoryOverheadMB(monitor, accel string) int {
-	if monitor == "qemu" && accel == "tcg" {
-		return monitors.TCGAgentTranslationCacheMB
-	}
-	return 0
 }
 
 // LoadHostConfig reads the host config from URUNC_CONFIG_FILE or the default

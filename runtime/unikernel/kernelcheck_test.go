@@ -146,6 +146,15 @@ func TestPlanBootAgentKernelCheck(t *testing.T) {
 			if !tc.withAgent && !strings.Contains(logged.String(), "CONFIG_VIRTIO_CONSOLE=y") {
 				t.Fatalf("no warning naming the option:\n%s", logged)
 			}
+			// The agent's larger translation cache under TCG is counted
+			// in the overhead only where the agent boots.
+			wantOverhead := host.Monitor("qemu").MemoryOverheadMB
+			if tc.withAgent {
+				wantOverhead += monitors.TCGAgentTranslationCacheMB
+			}
+			if plan.size.overhead != int64(wantOverhead)<<20 {
+				t.Fatalf("overhead %d MiB, want %d", plan.size.overhead>>20, wantOverhead)
+			}
 			// A process only the agent can start (a lowercase variable,
 			// which the kernel command line cannot carry): without the
 			// agent, Create's error says why the agent is not there.

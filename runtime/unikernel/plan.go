@@ -157,7 +157,11 @@ func planBoot(ctx context.Context, cfg config.UnikernelConfig, spec *specs.Spec,
 		}
 		return nil, err
 	}
-	if plan.size, err = sizeVM(spec, mcfg, plan.guest.Agent != nil); err != nil {
+	agentOverheadMB := 0
+	if plan.guest.Agent != nil {
+		agentOverheadMB = monitors.AgentMemoryOverheadMB(mon)
+	}
+	if plan.size, err = sizeVM(spec, mcfg, agentOverheadMB); err != nil {
 		return nil, err
 	}
 	plan.guest.MemoryMB, plan.guest.VCPUs = plan.size.memoryMB, plan.size.vcpus

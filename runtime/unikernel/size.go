@@ -47,13 +47,10 @@ type vmSize struct {
 // sizeVM takes the guest's RAM from the spec's memory limit and its vCPUs
 // from the CPU quota (rounded up), falling back to the monitor's host
 // defaults. A memory limit below minGuestMemoryMB is refused, naming it.
-// A guest with the agent (withAgent) has the monitor's agent overhead on
-// top of its own.
-func sizeVM(spec *specs.Spec, mcfg monitors.Config, withAgent bool) (vmSize, error) {
-	overheadMB := mcfg.MemoryOverheadMB
-	if withAgent {
-		overheadMB += mcfg.AgentMemoryOverheadMB
-	}
+// extraOverheadMB is what the guest adds to the monitor's overhead (a
+// guest with the agent: monitors.AgentMemoryOverheadMB).
+func sizeVM(spec *specs.Spec, mcfg monitors.Config, extraOverheadMB int) (vmSize, error) {
+	overheadMB := mcfg.MemoryOverheadMB + extraOverheadMB
 	s := vmSize{memoryMB: mcfg.DefaultMemoryMB, vcpus: mcfg.DefaultVCPUs, overhead: int64(overheadMB) * mib}
 	if spec.Linux == nil || spec.Linux.Resources == nil {
 		return s, nil

@@ -45,7 +45,7 @@ func TestSizeVM(t *testing.T) {
 		{"a quota without a period", withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000)}}), 256, 1, 0, ""},
 		{"exactly 2 CPUs", withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(200000), Period: u64(100000)}}), 256, 2, 0, ""},
 	} {
-		s, err := sizeVM(tc.spec, mcfg, false)
+		s, err := sizeVM(tc.spec, mcfg, 0)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%s: error %v, want %q", tc.name, err, tc.wantErr)
@@ -62,21 +62,18 @@ func TestSizeVM(t *testing.T) {
 	}
 }
 
-// A guest with the agent has the monitor's agent overhead on top of its
-// own (qemu's larger translation cache under TCG); one without, not.
-func TestSizeVMWithAgent(t *testing.T) {
-	mcfg := monitors.Config{DefaultMemoryMB: 256, DefaultVCPUs: 1, MemoryOverheadMB: 64, AgentMemoryOverheadMB: 16}
+// What the guest adds to the monitor's overhead (the agent's share) is
+// counted on top of it.
+func TestSizeVMExtraOverhead(t *testing.T) {
+	mcfg := monitors.Config{DefaultMemoryMB: 256, DefaultVCPUs: 1, MemoryOverheadMB: 64}
 	spec := withResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(200 << 20)}})
-	for _, tc := range []struct {
-		withAgent  bool
-		overheadMB int64
-	}{{false, 64}, {true, 80}} {
-		s, err := sizeVM(spec, mcfg, tc.withAgent)
+	for _, extraMB := range []int{0, 16} {
+		s, err := sizeVM(spec, mcfg, extraMB)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.overhead != tc.overheadMB<<20 || s.memoryMB != 200 {
-			t.Errorf("with the agent %v: %+v, want 200 MiB of RAM and %d MiB of overhead", tc.withAgent, s, tc.overheadMB)
+		if s.overhead != int64(64+extraMB)<<20 || s.memoryMB != 200 {
+			t.Errorf("%d MiB more: %+v, want 200 MiB of RAM and %d MiB of overhead", extraMB, s, 64+extraMB)
 		}
 	}
 }
@@ -189,7 +186,7 @@ func TestSizeVMRefusesLimitsThatOverflow(t *testing.T) {
 		"quota":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(100000)}},
 		"vcpus":  {CPU: &specs.LinuxCPU{Quota: i64(math.MaxInt64), Period: u64(1)}},
 	} {
-		s, err := sizeVM(withResources(res), mcfg, false)
+		s, err := sizeVM(withResources(res), mcfg, 0)
 		if err == nil {
 			t.Errorf("%s: sized %+v (cgroup: %+v), want an error", name, s, s.cgroupResources(res).Memory)
 		}
@@ -198,13 +195,13 @@ func TestSizeVMRefusesLimitsThatOverflow(t *testing.T) {
 	s, err := sizeVM(withResources(&specs.LinuxResources{
 		Memory: &specs.LinuxMemory{Limit: i64(1 << 40), Swap: i64(1 << 41)},
 		CPU:    &specs.LinuxCPU{Quota: i64(6400000), Period: u64(100000)},
-	}), mcfg, false)
+	}), mcfg, 0)
 	if err != nil || s.vcpus != 64 || s.memoryMB != 1<<20 {
 		t.Fatalf("1 TiB, 64 CPUs: %+v, %v", s, err)
 	}
 	// A period past int64 is a tiny share of a CPU: one vCPU, not a
 	// negative count.
-	s, err = sizeVM(withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(math.MaxUint64)}}), mcfg, false)
+	s, err = sizeVM(withResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(math.MaxUint64)}}), mcfg, 0)
 	if err != nil || s.vcpus != 1 {
 		t.Fatalf("period 2^64-1: %+v, %v", s, err)
 	}
