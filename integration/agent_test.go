@@ -369,6 +369,7 @@ func TestAgentBootFigures(t *testing.T) {
 			withHostConfig(t, v.hostConfig)
 			id := newID(t)
 			start := time.Now()
+			// The app; cmd/execonly-init execs the same one, named there.
 			out, err := ctrRaw("run", "--rm", "--runtime", runtimeName, agentImage, id, "/init", "exit", "0")
 			d := time.Since(start)
 			if err != nil {

@@ -258,7 +258,7 @@ func TestInitrdInitFiles(t *testing.T) {
 	}
 	files := []InitrdFile{
 		{Name: ".urunc/agent", Mode: 0o755, Source: agent},
-		{Name: ".urunc/agent.json", Mode: 0o600, Data: []byte(`{"args":["/app"]}`)},
+		{Name: ".urunc/app.binpb", Mode: 0o600, Data: []byte("APP-CONFIG")},
 	}
 	req := Request{Bundle: bundle, Kernel: "/k", Initrd: image, InitrdFiles: files,
 		Guest: fakeGuest{appendedInitrd: true}, Monitor: fakeMonitor{}}
@@ -283,7 +283,7 @@ func TestInitrdInitFiles(t *testing.T) {
 	if !bytes.Equal(got[len("070701-image"):], want.Bytes()) {
 		t.Fatal("the appended archive is not the init's files")
 	}
-	for _, s := range []string{"00000000.urunc\x00", ".urunc/agent\x00", "AGENT-BINARY", ".urunc/agent.json\x00", `{"args":["/app"]}`} {
+	for _, s := range []string{"00000000.urunc\x00", ".urunc/agent\x00", "AGENT-BINARY", ".urunc/app.binpb\x00", "APP-CONFIG"} {
 		if !bytes.Contains(got, []byte(s)) {
 			t.Errorf("archive lacks %q", s)
 		}
@@ -305,7 +305,7 @@ func TestInitrdInitFiles(t *testing.T) {
 // files alone (the agent then mounts the root); its directory is in the
 // plan's undo and in every undo the mode records.
 func TestInitFilesForOtherRoots(t *testing.T) {
-	files := []InitrdFile{{Name: ".urunc/agent.json", Mode: 0o600, Data: []byte(`{"args":["/app"]}`)}}
+	files := []InitrdFile{{Name: ".urunc/app.binpb", Mode: 0o600, Data: []byte("APP-CONFIG")}}
 	bundle := t.TempDir()
 	p, err := Select(Request{Bundle: bundle, Kernel: "/k", MountRootfs: true, InitrdFiles: files,
 		Guest: fakeGuest{fs: map[string]bool{"9p": true}}, Monitor: fakeMonitor{shares: map[string]bool{"9p": true}}})

@@ -19,6 +19,7 @@ package guestagent
 
 import (
 	"fmt"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/urunc-dev/containerd-shim-urunc-v2/runtime/guestagent/agentapi"
@@ -94,7 +95,7 @@ func ParseConfig(data []byte) (Config, error) {
 	p := m.GetProcess()
 	c = Config{Args: p.GetArgs(), Env: p.GetEnv(), Cwd: p.GetCwd(), UID: p.GetUid(), GID: p.GetGid(), AdditionalGids: p.GetAdditionalGids(), Hostname: m.GetHostname()}
 	if len(c.Args) == 0 || c.Args[0] == "" {
-		return c, fmt.Errorf("config names no app (args is empty)")
+		return c, fmt.Errorf("config names no app (no args, or an empty first one)")
 	}
 	return c, nil
 }

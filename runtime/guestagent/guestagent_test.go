@@ -45,8 +45,16 @@ func TestConfigRoundTrip(t *testing.T) {
 			t.Errorf("a config %s parsed", name)
 		}
 	}
-	if _, err := ParseConfig(make([]byte, MaxConfigBytes+1)); err == nil {
-		t.Fatal("an oversized config parsed")
+	// A well-formed config over the bound is refused by its size.
+	if _, err := (Config{Args: []string{"/app"}, Env: []string{"BIG=" + strings.Repeat("x", MaxConfigBytes)}}).Marshal(); err == nil {
+		t.Fatal("an oversized config was written")
+	}
+	big, err := proto.Marshal(&agentapi.Config{Process: &agentapi.Process{Args: []string{"/app"}, Env: []string{"BIG=" + strings.Repeat("x", MaxConfigBytes)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseConfig(big); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("an oversized config: %v, want it refused by its size", err)
 	}
 }
 

@@ -9,8 +9,9 @@ package main
 import "syscall"
 
 func main() {
-	// The bench's app, as the agent would start it; the agent's config is
-	// not read, which would add a decoder's cost that is the agent's own.
+	// The bench's app (TestAgentBootFigures runs the same), as the agent
+	// would start it; the agent's config is not read, which would add a
+	// decoder's cost that is the agent's own.
 	args := []string{"/init", "exit", "0"}
 	err := syscall.Exec(args[0], args, []string{"PATH=/bin"})
 	_, _ = syscall.Write(2, []byte("execonly-init: exec "+args[0]+": "+err.Error()+"\n"))
