@@ -44,11 +44,11 @@ const PortName = "urunc.agent"
 const VsockPort = 1023
 
 // Config is the app the agent starts: the spec's process, and the
-// hostname. It reaches the guest as a file in the agent's archive (an
-// agentapi.Config message, the agent's protocol's own encoding: JSON's
-// decoder cost the agent 13 ms before the app started, under TCG), never
-// on the kernel command line, so it has none of the command line's limits
-// (length, quoting, 32 variables).
+// hostname. It reaches the guest as a file in the agent's archive, an
+// agentapi.Config message (the agent's protocol's own encoding: a JSON
+// decoder would be the agent's code alone), never on the kernel command
+// line, so it has none of the command line's limits (length, quoting, 32
+// variables).
 type Config struct {
 	Args           []string
 	Env            []string
