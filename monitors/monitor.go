@@ -31,7 +31,8 @@ type Config struct {
 	// its guest's RAM (its code, device state, buffers and, for qemu
 	// under TCG, its translation cache). The guest's RAM is the
 	// container's memory limit, and the monitor lives in the container's
-	// cgroup, so that cgroup's limit is the memory limit plus this.
+	// cgroup, so that cgroup's limit is the memory limit plus this (and,
+	// for a guest with the agent, AgentMemoryOverheadMB).
 	MemoryOverheadMB int `toml:"memory_overhead_mb"`
 	// Vhost is urunc's switch for vhost-net, used where the host has
 	// /dev/vhost-net.

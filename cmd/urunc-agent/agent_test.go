@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -271,20 +272,31 @@ func TestRootFromCmdline(t *testing.T) {
 }
 
 // The app starts while the agent looks for its channel: a port that is
-// not there yet holds the app back no more than the agent's answer.
-func TestAppStartsBeforeTheChannel(t *testing.T) {
+// not there yet holds the app back no more than the app holds the
+// channel back.
+func TestAppStartsBesideTheChannel(t *testing.T) {
 	sup := newSupervisor()
 	defer sup.stop()
 	a := &agent{sup: sup, delivered: make(chan struct{})}
-	release := make(chan struct{})
+	serveCalled, release := make(chan struct{}), make(chan struct{})
 	type result struct {
 		status  uint32
 		serving bool
 	}
 	ran := make(chan result, 1)
 	go func() {
-		status, serving := run(a, guestagent.Config{Args: []string{"/bin/sh", "-c", "exit 3"}}, func(*agent) bool {
-			<-release // the port has not appeared
+		start := func() error {
+			// Serving is not held back by the start...
+			select {
+			case <-serveCalled:
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("the channel was not looked for while the app started")
+			}
+			return sup.start(guestagent.Config{Args: []string{"/bin/sh", "-c", "exit 3"}})
+		}
+		status, serving := run(a, start, func(*agent) bool {
+			close(serveCalled)
+			<-release // ...nor the start by a port that has not appeared
 			return true
 		})
 		ran <- result{status, serving}
@@ -313,12 +325,26 @@ func TestAppCallsWaitForItsStart(t *testing.T) {
 	if _, err := a.Kill(gone, &agentapi.KillRequest{Signal: uint32(unix.SIGTERM)}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Kill before the app's start: %v; want it waiting for the start", err)
 	}
+	// A State already waiting is answered by the start, with the pid.
+	type answer struct {
+		pid uint32
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		r, err := a.State(context.Background(), empty)
+		answered <- answer{r.GetPid(), err}
+	}()
 	if err := sup.start(guestagent.Config{Args: []string{"/bin/sleep", "60"}}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := a.State(context.Background(), empty)
-	if err != nil || int(r.GetPid()) != sup.pid() || r.GetPid() == 0 {
-		t.Fatalf("State after the start: %v, %v; want the app's pid %d", r, err, sup.pid())
+	select {
+	case got := <-answered:
+		if got.err != nil || got.pid == 0 || int(got.pid) != sup.pid() {
+			t.Fatalf("State waiting for the start: %+v; want the app's pid %d", got, sup.pid())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("State waiting for the start was not answered by it")
 	}
 	if _, err := a.Kill(context.Background(), &agentapi.KillRequest{Signal: uint32(unix.SIGTERM)}); err != nil {
 		t.Fatal(err)

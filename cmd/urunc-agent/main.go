@@ -67,7 +67,7 @@ func main() {
 	sup := newSupervisor()
 	sup.forwardSignals()
 	a := &agent{sup: sup, delivered: make(chan struct{})}
-	status, serving := run(a, cfg, serve)
+	status, serving := run(a, func() error { return sup.start(cfg) }, serve)
 	if serving && a.waitDelivered(deliverWait) {
 		unix.Sync()
 		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
@@ -85,10 +85,10 @@ func main() {
 // channel's port appears only once the host has announced it (polled),
 // which the app does not wait for; what concerns the app waits for its
 // start (supervisor.waitStarted).
-func run(a *agent, cfg guestagent.Config, serve func(*agent) bool) (status uint32, serving bool) {
+func run(a *agent, start func() error, serve func(*agent) bool) (status uint32, serving bool) {
 	served := make(chan bool, 1)
 	go func() { served <- serve(a) }()
-	if err := a.sup.start(cfg); err != nil {
+	if err := start(); err != nil {
 		logf("start the app: %v", err)
 	}
 	status = a.sup.wait()

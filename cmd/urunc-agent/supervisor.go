@@ -54,10 +54,16 @@ func newSupervisor() *supervisor {
 
 // forwardSignals passes every signal the agent gets to the app. The
 // kernel delivers to PID 1 only the signals it handles, so it handles
-// them all; SIGURG is the Go runtime's own and SIGPIPE the agent's.
+// them all; SIGURG is the Go runtime's own and SIGPIPE the agent's. One
+// that comes while the app starts waits in sigs for it.
 func (s *supervisor) forwardSignals() {
 	signal.Notify(s.sigs, forwarded()...)
 	go func() {
+		select {
+		case <-s.started:
+		case <-s.quit:
+			return
+		}
 		for sig := range s.sigs {
 			if n, ok := sig.(syscall.Signal); ok {
 				_ = s.signal(n)

@@ -70,7 +70,7 @@ const MaxConfigBytes = 1 << 20
 // Marshal renders the config file, refusing one without an app.
 func (c Config) Marshal() ([]byte, error) {
 	if len(c.Args) == 0 || c.Args[0] == "" {
-		return nil, fmt.Errorf("guest agent: no app to run: the process has no args")
+		return nil, fmt.Errorf("guest agent: no app to run: the process has no args, or an empty first one")
 	}
 	data, err := proto.Marshal(&agentapi.Config{Process: c.Process(), Hostname: c.Hostname})
 	if err != nil {
@@ -86,7 +86,7 @@ func (c Config) Marshal() ([]byte, error) {
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
 	if len(data) > MaxConfigBytes {
-		return c, fmt.Errorf("config is %d bytes, more than %d", len(data), MaxConfigBytes)
+		return c, fmt.Errorf("config is more than %d bytes", MaxConfigBytes)
 	}
 	var m agentapi.Config
 	if err := proto.Unmarshal(data, &m); err != nil {

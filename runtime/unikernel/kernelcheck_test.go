@@ -3,6 +3,7 @@ package unikernel
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,19 +124,10 @@ func TestPlanBootAgentKernelCheck(t *testing.T) {
 		{"cannot be told", kernelOfUnknownKind, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBundle(t, []string{"/app"}, nil)
-			rootfsDir := lifecycle.RootfsDir(b.dir, b.spec)
-			if err := os.WriteFile(filepath.Join(rootfsDir, "kernel"), tc.kernel, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := config.ResolveUnikernelConfig(b.spec.Annotations, rootfsDir)
-			if err != nil {
-				t.Fatal(err)
-			}
 			host := hostConfig(t)
 			host.Guests.Linux.Agent, host.Guests.Linux.AgentPath = true, agent
-			opts := lifecycle.CreateOptions{ID: b.id, Namespace: "unit", Bundle: b.dir, Host: host}
-			ctx, logged := loggedCtx()
+			a := newAgentPlan(t, host, tc.kernel)
+			b, cfg, opts, rootfsDir, ctx, logged := a.bundle, a.cfg, a.opts, a.rootfsDir, a.ctx, a.logged
 			plan, err := planBoot(ctx, cfg, b.spec, opts, rootfsDir)
 			if err != nil {
 				t.Fatal(err)
@@ -165,6 +157,70 @@ func TestPlanBootAgentKernelCheck(t *testing.T) {
 			}
 			if !tc.withAgent && (err == nil || !strings.Contains(err.Error(), "lacks CONFIG_VIRTIO_CONSOLE=y") || !strings.Contains(err.Error(), "http_proxy")) {
 				t.Fatalf("without the agent: %v; want the kernel's option and the variable named", err)
+			}
+		})
+	}
+}
+
+// agentPlan is what planBoot takes for a guest of kernel under host.
+type agentPlan struct {
+	bundle    *testBundle
+	cfg       config.UnikernelConfig
+	opts      lifecycle.CreateOptions
+	rootfsDir string
+	ctx       context.Context
+	logged    *bytes.Buffer
+}
+
+func newAgentPlan(t *testing.T, host config.HostConfig, kernel []byte) agentPlan {
+	t.Helper()
+	b := newBundle(t, []string{"/app"}, nil)
+	rootfsDir := lifecycle.RootfsDir(b.dir, b.spec)
+	if err := os.WriteFile(filepath.Join(rootfsDir, "kernel"), kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.ResolveUnikernelConfig(b.spec.Annotations, rootfsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, logged := loggedCtx()
+	return agentPlan{bundle: b, cfg: cfg, opts: lifecycle.CreateOptions{ID: b.id, Namespace: "unit", Bundle: b.dir, Host: host},
+		rootfsDir: rootfsDir, ctx: ctx, logged: logged}
+}
+
+// A guest with the agent under qemu's TCG has the agent's translation
+// cache counted on top of the monitor's overhead, defaulted or set; under
+// KVM nothing is added.
+func TestPlanBootAgentOverhead(t *testing.T) {
+	needReal(t)
+	agent := filepath.Join(t.TempDir(), "urunc-agent")
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, monitor string
+		wantMB        int
+	}{
+		{"tcg, the default overhead", "accel = \"tcg\"", 32 + monitors.TCGTranslationCacheMB + monitors.TCGAgentTranslationCacheMB},
+		{"tcg, an overhead set to 7", "accel = \"tcg\"\nmemory_overhead_mb = 7", 7 + monitors.TCGAgentTranslationCacheMB},
+		{"kvm", "accel = \"kvm\"", 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host, err := config.ParseHostConfig("test", []byte(fmt.Sprintf("[monitors.qemu]\npath = %q\n%s\n\n[runtime]\nstate_dir = %q\n\n[guests.linux]\nagent = true\nagent_path = %q\n",
+				realEnv.standin, tc.monitor, t.TempDir(), agent)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := newAgentPlan(t, host, kernelWithConsole)
+			plan, err := planBoot(a.ctx, a.cfg, a.bundle.spec, a.opts, a.rootfsDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.guest.Agent == nil {
+				t.Fatalf("no agent in the plan:\n%s", a.logged)
+			}
+			if plan.size.overhead != int64(tc.wantMB)<<20 {
+				t.Fatalf("overhead %d MiB, want %d", plan.size.overhead>>20, tc.wantMB)
 			}
 		})
 	}
