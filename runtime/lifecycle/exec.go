@@ -2,8 +2,11 @@ package lifecycle
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // Exec is what every exec shares, whoever runs it (runc in a plain
@@ -45,6 +48,19 @@ func (e *Exec) SetPid(pid int) {
 func (e *Exec) State() State {
 	status, exit := e.Current()
 	return State{ID: e.id, Bundle: e.bundle, Pid: e.Pid(), Status: status, Exit: exit}
+}
+
+// KillStarted runs signal with the exec's pid once it has one; before (created,
+// or its runner still starting it) there is no process to signal, and
+// after its exit the StateMachine answers NotFound.
+func (e *Exec) KillStarted(signal func(pid int) error) error {
+	return e.Do(EventKill, func(Status) error {
+		pid := e.Pid()
+		if pid == 0 {
+			return fmt.Errorf("exec %s is not started: %w", e.id, errdefs.ErrFailedPrecondition)
+		}
+		return signal(pid)
+	})
 }
 
 // Delete forgets the exec and returns its exit, for an exec that holds

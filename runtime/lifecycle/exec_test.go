@@ -2,7 +2,10 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"testing"
+
+	"github.com/containerd/errdefs"
 )
 
 // A never started exec's delete ends its waiters with status 0 and
@@ -31,5 +34,27 @@ func TestExecDelete(t *testing.T) {
 	}
 	if _, err := started.Delete(ctx); err == nil {
 		t.Fatal("second delete succeeded")
+	}
+}
+
+// An exec without a pid yet has nothing to signal (FailedPrecondition, and
+// the signal is not sent); a running one's signal gets its pid; an ended
+// one is NotFound.
+func TestExecKillStarted(t *testing.T) {
+	e := NewExec("e1", "/bundle")
+	var sentTo []int
+	signal := func(pid int) error { sentTo = append(sentTo, pid); return nil }
+	if err := e.KillStarted(signal); !errors.Is(err, errdefs.ErrFailedPrecondition) || len(sentTo) != 0 {
+		t.Fatalf("created: %v, sent to %v; want FailedPrecondition, nothing sent", err, sentTo)
+	}
+	if err := e.Do(EventStart, func(Status) error { e.SetPid(42); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.KillStarted(signal); err != nil || len(sentTo) != 1 || sentTo[0] != 42 {
+		t.Fatalf("running: %v, sent to %v; want pid 42", err, sentTo)
+	}
+	e.RecordExit(ExitStatus{Pid: 42, Status: 143}, nil)
+	if err := e.KillStarted(signal); !errors.Is(err, errdefs.ErrNotFound) || len(sentTo) != 1 {
+		t.Fatalf("ended: %v, sent to %v; want NotFound, nothing more sent", err, sentTo)
 	}
 }

@@ -113,12 +113,7 @@ func (e *Exec) Console() console.Console {
 
 // Kill signals the process; after its exit it is NotFound.
 func (e *Exec) Kill(ctx context.Context, sig syscall.Signal) error {
-	return e.Do(lifecycle.EventKill, func(lifecycle.Status) error {
-		pid := e.Pid()
-		if pid == 0 {
-			// Created, or runc exec still running: no process to signal.
-			return fmt.Errorf("exec %s is not started: %w", e.ID(), errdefs.ErrFailedPrecondition)
-		}
+	return e.KillStarted(func(pid int) error {
 		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
 			return fmt.Errorf("kill exec %s: %w", e.ID(), err)
 		}

@@ -203,10 +203,7 @@ func (e *agentExec) waitExit(client *guestagent.Client, copies *sync.WaitGroup, 
 
 // Kill signals the exec in the guest; after its exit it is NotFound.
 func (e *agentExec) Kill(ctx context.Context, sig syscall.Signal) error {
-	return e.Do(lifecycle.EventKill, func(lifecycle.Status) error {
-		if e.Pid() == 0 {
-			return fmt.Errorf("exec %s is not started: %w", e.ID(), errdefs.ErrFailedPrecondition)
-		}
+	return e.KillStarted(func(int) error {
 		client, err := e.link.reached(ctx, 0)
 		if err != nil {
 			// The agent is gone, and the exec with its guest.
