@@ -110,10 +110,7 @@ func TestKernelTakesAgentStaysInRootfs(t *testing.T) {
 // driver, and keeps it for one with it.
 func TestPlanBootAgentKernelCheck(t *testing.T) {
 	needReal(t)
-	agent := filepath.Join(t.TempDir(), "urunc-agent")
-	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	agent := standInAgentBinary(t)
 	for _, tc := range []struct {
 		name      string
 		kernel    []byte
@@ -162,6 +159,17 @@ func TestPlanBootAgentKernelCheck(t *testing.T) {
 	}
 }
 
+// standInAgentBinary is a file in the agent binary's place: planBoot only
+// puts it in the archive.
+func standInAgentBinary(t *testing.T) string {
+	t.Helper()
+	agent := filepath.Join(t.TempDir(), "urunc-agent")
+	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return agent
+}
+
 // agentPlan is what planBoot takes for a guest of kernel under host.
 type agentPlan struct {
 	bundle    *testBundle
@@ -193,10 +201,7 @@ func newAgentPlan(t *testing.T, host config.HostConfig, kernel []byte) agentPlan
 // KVM nothing is added.
 func TestPlanBootAgentOverhead(t *testing.T) {
 	needReal(t)
-	agent := filepath.Join(t.TempDir(), "urunc-agent")
-	if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	agent := standInAgentBinary(t)
 	for _, tc := range []struct {
 		name, monitor string
 		wantMB        int
