@@ -91,10 +91,11 @@ func AgentMemoryOverheadMB(m Monitor) int {
 func (q *qemu) tcg() bool { return q.cfg.Accel == "tcg" }
 
 // tcgTranslationCacheMB is the translation cache qemu gives a guest under
-// TCG.
-func tcgTranslationCacheMB(g Guest) int {
+// TCG: the agent's share is the one AgentMemoryOverheadMB counts, so the
+// cache and the cgroup's overhead cannot part.
+func (q *qemu) tcgTranslationCacheMB(g Guest) int {
 	if g.Agent != nil {
-		return TCGTranslationCacheMB + TCGAgentTranslationCacheMB
+		return TCGTranslationCacheMB + AgentMemoryOverheadMB(q)
 	}
 	return TCGTranslationCacheMB
 }
@@ -109,7 +110,7 @@ func (q *qemu) Args(g Guest) ([]string, error) {
 	}
 	accelOpt := accel
 	if q.tcg() {
-		accelOpt += ",tb-size=" + strconv.Itoa(tcgTranslationCacheMB(g))
+		accelOpt += ",tb-size=" + strconv.Itoa(q.tcgTranslationCacheMB(g))
 	}
 	args := []string{
 		q.binary,
