@@ -63,26 +63,10 @@ func TestBootPlanGolden(t *testing.T) {
 					if err := plan.setDevices(config.UnikernelConfig{}); err != nil {
 						t.Fatal(err)
 					}
-					guestBinds := plan.placeGuestFiles()
-					var np *launch.Network
-					if n != nil {
-						c := *n
-						np = &c
+					header := fmt.Sprintf("## %s under %s, %s root, network: %v", gname, mname, mode.Mode(), n != nil)
+					if err := renderGoldenPlan(t, &b, plan, n, header); err != nil {
+						fmt.Fprintf(&b, "%s\nrefused: %v\n\n", header, err)
 					}
-					argv, err := plan.finish(np)
-					fmt.Fprintf(&b, "## %s under %s, %s root, network: %v\n", gname, mname, mode.Mode(), n != nil)
-					if err != nil {
-						fmt.Fprintf(&b, "refused: %v\n\n", err)
-						continue
-					}
-					fmt.Fprintf(&b, "%s\n", strings.Join(argv, " "))
-					for _, f := range plan.files {
-						fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
-					}
-					if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
-						t.Errorf("%s under %s, %s root: the monitor is given paths its confined root lacks: %v", gname, mname, mode.Mode(), missing)
-					}
-					b.WriteString("\n")
 				}
 			}
 		}
@@ -103,24 +87,10 @@ func TestBootPlanGolden(t *testing.T) {
 				plan.guest.ControlFD = launch.ControlSocketFD
 			}
 			plan.setAgentChannel(lifecycle.CreateOptions{Namespace: "ns", ID: "c1", Bundle: "/b"})
-			guestBinds := plan.placeGuestFiles()
-			var np *launch.Network
-			if n != nil {
-				c := *n
-				np = &c
-			}
-			argv, err := plan.finish(np)
-			if err != nil {
+			header := fmt.Sprintf("## linux under %s, initrd root, network: %v, guest agent (%s)", mname, n != nil, plan.guest.Agent.Transport)
+			if err := renderGoldenPlan(t, &b, plan, n, header); err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(&b, "## linux under %s, initrd root, network: %v, guest agent (%s)\n%s\n", mname, n != nil, plan.guest.Agent.Transport, strings.Join(argv, " "))
-			for _, f := range plan.files {
-				fmt.Fprintf(&b, "-- %s --\n%s\n", f.Path, f.Data)
-			}
-			if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
-				t.Errorf("linux under %s with the agent: the monitor is given paths its confined root lacks: %v", mname, missing)
-			}
-			b.WriteString("\n")
 		}
 	}
 	path := filepath.Join("testdata", "boot-plans.golden")
@@ -224,4 +194,31 @@ func jsonStrings(v any) []string {
 		}
 	}
 	return out
+}
+
+// renderGoldenPlan finishes plan, its devices set, with a copy of n
+// (finish may change it) and writes header, the monitor's argv and its
+// files to b; the monitor must find every path it is given in its
+// confined root. A plan finish refuses writes nothing.
+func renderGoldenPlan(t *testing.T, b *strings.Builder, plan *bootPlan, n *launch.Network, header string) error {
+	t.Helper()
+	guestBinds := plan.placeGuestFiles()
+	var np *launch.Network
+	if n != nil {
+		c := *n
+		np = &c
+	}
+	argv, err := plan.finish(np)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(b, "%s\n%s\n", header, strings.Join(argv, " "))
+	for _, f := range plan.files {
+		fmt.Fprintf(b, "-- %s --\n%s\n", f.Path, f.Data)
+	}
+	if missing := pathsOutsideRoot(plan, guestBinds, argv); len(missing) > 0 {
+		t.Errorf("%s: the monitor is given paths its confined root lacks: %v", header, missing)
+	}
+	b.WriteString("\n")
+	return nil
 }
