@@ -295,11 +295,7 @@ func TestTestKernels(t *testing.T) {
 func BenchmarkCheckKernel(b *testing.B) {
 	for _, path := range []string{builtinKernel, debianKernel} {
 		b.Run(filepath.Base(path), func(b *testing.B) {
-			f, err := os.Open(path)
-			if err != nil {
-				b.Skipf("no test kernel: %v", err)
-			}
-			defer f.Close()
+			f := openTestKernel(b, path)
 			for b.Loop() {
 				if _, err := CheckFile(context.Background(), f, VirtioConsole, "", Options{}); err != nil {
 					b.Fatal(err)
@@ -308,11 +304,7 @@ func BenchmarkCheckKernel(b *testing.B) {
 		})
 	}
 	b.Run("cached", func(b *testing.B) {
-		f, err := os.Open(debianKernel)
-		if err != nil {
-			b.Skipf("no test kernel: %v", err)
-		}
-		defer f.Close()
+		f := openTestKernel(b, debianKernel)
 		dir := b.TempDir()
 		if _, err := CheckFile(context.Background(), f, VirtioConsole, dir, Options{}); err != nil {
 			b.Fatal(err)
@@ -349,11 +341,7 @@ func FuzzLocate(f *testing.F) {
 func BenchmarkContentHash(b *testing.B) {
 	for _, path := range []string{builtinKernel, debianKernel} {
 		b.Run(filepath.Base(path), func(b *testing.B) {
-			f, err := os.Open(path)
-			if err != nil {
-				b.Skipf("no test kernel: %v", err)
-			}
-			defer f.Close()
+			f := openTestKernel(b, path)
 			st, err := f.Stat()
 			if err != nil {
 				b.Fatal(err)
@@ -366,6 +354,18 @@ func BenchmarkContentHash(b *testing.B) {
 			}
 		})
 	}
+}
+
+// openTestKernel opens a test kernel for a benchmark, closed after it;
+// a machine without it skips the benchmark.
+func openTestKernel(b *testing.B, path string) *os.File {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Skipf("no test kernel: %v", err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
 }
 
 // checkPath checks the file at path for the virtio console, with the
